@@ -1,0 +1,1 @@
+//! tower-llm (in progress)

@@ -1,0 +1,1 @@
+//! tower-llm-breaker (in progress).

@@ -1,0 +1,1 @@
+//! tower-llm-bulkhead (in progress).

@@ -1,0 +1,1 @@
+//! tower-llm-chaos (in progress).

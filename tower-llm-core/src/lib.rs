@@ -1,0 +1,54 @@
+//! Shared vocabulary of tower-llm.
+//!
+//! Every pattern crate (breaker, retry, fallback, bulkhead) depends on this crate and on nothing
+//! else of the workspace. It holds:
+//!
+//! - the error taxonomy ([`ErrorKind`]) and classification ([`Classify`], [`HttpClassifier`],
+//!   [`classify_error`]);
+//! - parsing of every server-delay signal ([`delay`]) and of provider error bodies ([`provider`]);
+//! - [`InspectErrorBodyLayer`], which reads error bodies so the classifier sees provider codes;
+//! - replayable bodies ([`ReplayBody`], [`ReplayableBody`]);
+//! - SSE framing helpers ([`sse`]);
+//! - the [`Target`] request extension and the errors every layer shares ([`error`]).
+//!
+//! ```
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_core::{Classify, HttpClassifier, InspectErrorBodyLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let client = service_fn(|_req: http::Request<()>| async {
+//!     let res = http::Response::builder()
+//!         .status(503)
+//!         .header("retry-after", "1")
+//!         .body(http_body_util::Full::new(bytes::Bytes::new()))
+//!         .unwrap();
+//!     Ok::<_, std::convert::Infallible>(res)
+//! });
+//! let svc = ServiceBuilder::new().layer(InspectErrorBodyLayer::new()).service(client);
+//! let res = svc.oneshot(http::Request::new(())).await.unwrap();
+//! let verdict = HttpClassifier::default().classify_response(&res);
+//! assert_eq!(verdict.kind(), Some(tower_llm_core::ErrorKind::Overloaded));
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod classify;
+pub mod delay;
+pub mod error;
+pub mod inspect;
+pub mod kind;
+pub mod provider;
+pub mod sse;
+pub mod target;
+
+pub use body::{NotReplayable, ReplayBody, ReplayableBody};
+pub use classify::{classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError};
+pub use error::{
+    AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, BreakerOpen, BulkheadFull,
+    ClassifiedError, ConfigError, LimitKind, RetriesExhausted,
+};
+pub use inspect::{InspectErrorBody, InspectErrorBodyLayer};
+pub use kind::ErrorKind;
+pub use target::Target;

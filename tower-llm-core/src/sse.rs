@@ -1,0 +1,3 @@
+//! Server-sent events framing for streamed completions.
+//!
+//! (Being completed: see issue 2.)

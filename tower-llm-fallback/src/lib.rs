@@ -1,0 +1,1 @@
+//! tower-llm-fallback (in progress).

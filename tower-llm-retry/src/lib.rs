@@ -1,0 +1,1 @@
+//! tower-llm-retry (in progress).
