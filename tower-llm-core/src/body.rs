@@ -280,6 +280,12 @@ pub trait ReplayableBody: Body + Sized {
 
     /// A new body holding `bytes` (a rewritten request).
     fn from_bytes(bytes: Bytes) -> Self;
+
+    /// Why the body cannot be replayed (when [`try_clone`](Self::try_clone) returns `None`), for
+    /// the record a retry layer keeps.
+    fn not_replayable_reason(&self) -> Option<NotReplayable> {
+        None
+    }
 }
 
 impl<B> ReplayableBody for ReplayBody<B>
@@ -305,6 +311,10 @@ where
 
     fn from_bytes(bytes: Bytes) -> Self {
         ReplayBody::from_bytes(bytes)
+    }
+
+    fn not_replayable_reason(&self) -> Option<NotReplayable> {
+        self.not_replayable()
     }
 }
 

@@ -7,7 +7,7 @@
 //!   [`classify_error`]);
 //! - parsing of every server-delay signal ([`delay`]) and of provider error bodies ([`provider`]);
 //! - [`InspectErrorBodyLayer`], which reads error bodies so the classifier sees provider codes;
-//! - replayable bodies ([`ReplayBody`], [`ReplayableBody`]);
+//! - replayable bodies ([`ReplayBody`], [`ReplayableBody`], [`BufferRequestBodyLayer`]);
 //! - SSE framing helpers ([`sse`]);
 //! - the [`Target`] request extension and the errors every layer shares ([`error`]).
 //!
@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod buffer;
 pub mod classify;
 pub mod delay;
 pub mod error;
@@ -44,6 +45,7 @@ pub mod sse;
 pub mod target;
 
 pub use body::{NotReplayable, ReplayBody, ReplayableBody};
+pub use buffer::{BufferRequestBody, BufferRequestBodyLayer};
 pub use classify::{classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError};
 pub use error::{
     AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, BreakerOpen, BulkheadFull,
