@@ -55,9 +55,14 @@ impl fmt::Display for NotReplayable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotReplayable::OverLimit { limit } => {
-                write!(f, "request body is larger than the {limit}-byte replay limit")
+                write!(
+                    f,
+                    "request body is larger than the {limit}-byte replay limit"
+                )
             }
-            NotReplayable::Streaming => f.write_str("request body is streamed and was not buffered"),
+            NotReplayable::Streaming => {
+                f.write_str("request body is streamed and was not buffered")
+            }
         }
     }
 }
@@ -337,7 +342,9 @@ mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
 
-    fn chunks(parts: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+    fn chunks(
+        parts: &[&'static [u8]],
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
         let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = parts
             .iter()
             .map(|p| Ok(Frame::data(Bytes::from_static(p))))
@@ -347,7 +354,9 @@ mod tests {
 
     #[tokio::test]
     async fn multi_chunk_body_within_limit_is_replayable() {
-        let body = ReplayBody::buffer(chunks(&[b"ab", b"cd", b"ef"]), 6).await.unwrap();
+        let body = ReplayBody::buffer(chunks(&[b"ab", b"cd", b"ef"]), 6)
+            .await
+            .unwrap();
         assert_eq!(body.bytes().unwrap(), &b"abcdef"[..]);
         let copy = body.try_clone().unwrap();
         assert_eq!(copy.collect().await.unwrap().to_bytes(), &b"abcdef"[..]);
@@ -356,8 +365,13 @@ mod tests {
 
     #[tokio::test]
     async fn over_limit_keeps_every_byte() {
-        let body = ReplayBody::buffer(chunks(&[b"ab", b"cd", b"ef"]), 3).await.unwrap();
-        assert_eq!(body.not_replayable(), Some(NotReplayable::OverLimit { limit: 3 }));
+        let body = ReplayBody::buffer(chunks(&[b"ab", b"cd", b"ef"]), 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            body.not_replayable(),
+            Some(NotReplayable::OverLimit { limit: 3 })
+        );
         assert!(body.try_clone().is_none());
         assert_eq!(body.collect().await.unwrap().to_bytes(), &b"abcdef"[..]);
     }
@@ -368,13 +382,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(body.size_hint().exact(), Some(10));
-        assert_eq!(body.not_replayable(), Some(NotReplayable::OverLimit { limit: 4 }));
+        assert_eq!(
+            body.not_replayable(),
+            Some(NotReplayable::OverLimit { limit: 4 })
+        );
         assert_eq!(body.collect().await.unwrap().to_bytes(), &b"0123456789"[..]);
     }
 
     #[tokio::test]
     async fn empty_body_is_replayable_and_ends() {
-        let body = ReplayBody::buffer(http_body_util::Empty::<Bytes>::new(), 4).await.unwrap();
+        let body = ReplayBody::buffer(http_body_util::Empty::<Bytes>::new(), 4)
+            .await
+            .unwrap();
         assert!(body.is_end_stream());
         assert_eq!(body.bytes().unwrap().len(), 0);
     }

@@ -98,7 +98,10 @@ where
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = ReplayBody::buffer(body, limit).await?;
-            inner.call(Request::from_parts(parts, body)).await.map_err(Into::into)
+            inner
+                .call(Request::from_parts(parts, body))
+                .await
+                .map_err(Into::into)
         })
     }
 }

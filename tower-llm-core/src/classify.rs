@@ -40,6 +40,7 @@ use http::{HeaderMap, Response, StatusCode};
 use crate::error::{
     AllTargetsFailed, AttemptTimeout, BreakerOpen, BulkheadFull, ClassifiedError, RetriesExhausted,
 };
+use crate::sse::SseError;
 use crate::{delay, ErrorKind, LimitKind};
 
 /// Where a failure came from.
@@ -147,9 +148,18 @@ pub fn classify_error(err: &(dyn Error + 'static)) -> Failure {
     Failure::new(ErrorKind::Unknown)
 }
 
+/// `e` and its sources, outermost first.
+fn source_chain<'a>(
+    e: &'a (dyn Error + 'static),
+) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(e), |&e| e.source())
+}
+
 fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
     if let Some(open) = e.downcast_ref::<BreakerOpen>() {
-        return Some(Failure::local(ErrorKind::Overloaded).with_retry_after(Some(open.retry_after())));
+        return Some(
+            Failure::local(ErrorKind::Overloaded).with_retry_after(Some(open.retry_after())),
+        );
     }
     if let Some(full) = e.downcast_ref::<BulkheadFull>() {
         let kind = match full.limit() {
@@ -161,6 +171,9 @@ fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
     }
     if let Some(c) = e.downcast_ref::<ClassifiedError>() {
         return Some(Failure::new(c.kind()).with_retry_after(c.retry_after()));
+    }
+    if e.is::<SseError>() {
+        return Some(Failure::new(ErrorKind::InvalidResponse));
     }
     if e.is::<AttemptTimeout>()
         || e.is::<tokio::time::error::Elapsed>()
@@ -180,7 +193,16 @@ fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
     }
     if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
         if client.is_connect() {
-            return Some(Failure::new(ErrorKind::Transport));
+            // A connect timeout (hyper-util's `connect_timeout`) is a silent target, not a refusal.
+            let timed_out = source_chain(e).any(|s| {
+                s.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            });
+            return Some(Failure::new(if timed_out {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::Transport
+            }));
         }
         // Not a connect error: look at the source (a hyper::Error or io::Error).
         return None;
@@ -192,12 +214,23 @@ fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
         if h.is_parse() || h.is_parse_status() {
             return Some(Failure::new(ErrorKind::InvalidResponse));
         }
-        if h.is_incomplete_message() || h.is_closed() || h.is_canceled() || h.is_body_write_aborted() {
+        if h.is_incomplete_message()
+            || h.is_closed()
+            || h.is_canceled()
+            || h.is_body_write_aborted()
+        {
             return Some(Failure::new(ErrorKind::Transport));
         }
         return None;
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        // `io::Error::other(inner)` hides `inner` from `source()`: look at it directly, so a
+        // body error wrapping a tower-llm error (or a timeout) keeps its kind.
+        if let Some(inner) = io.get_ref() {
+            if let Some(f) = classify_known(inner) {
+                return Some(f);
+            }
+        }
         return Some(Failure::new(match io.kind() {
             std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
             std::io::ErrorKind::InvalidData => ErrorKind::InvalidResponse,
@@ -218,29 +251,49 @@ pub struct ProviderError {
     pub code: Option<String>,
     /// The provider's message, truncated to a bounded length.
     pub message: Option<String>,
-    /// A delay named in the body (Gemini's `RetryInfo.retryDelay`).
+    /// A delay named in the body (Gemini's `RetryInfo.retryDelay`, "Please try again in 7.66s").
     pub retry_after: Option<Duration>,
 }
+
+/// One overridden status row: `None` means success.
+type StatusRow = (StatusCode, Option<ErrorKind>);
 
 /// The default [`Classify`] for `http::Response<B>`: status, headers, and the [`ProviderError`]
 /// extension when present.
 ///
-/// | status | kind |
-/// |---|---|
-/// | 1xx, 2xx, 3xx | success |
-/// | 429 | `RateLimited` (`QuotaExhausted` when the body says `insufficient_quota`) |
-/// | 402 | `QuotaExhausted` |
-/// | 503, 529, 498 | `Overloaded` |
-/// | 408 | `Timeout` |
-/// | 401, 403 | `Auth` |
-/// | 400 and other 4xx | `BadRequest` (`ContextLength` / `ContentPolicy` from the body) |
-/// | 500, 502, 504 and other 5xx | `ServerError` |
+/// | status | kind | the body may make it |
+/// |---|---|---|
+/// | 1xx, 2xx, 3xx | success | |
+/// | 429 | `RateLimited` | `QuotaExhausted` (`insufficient_quota`, a Gemini per-day quota), `Overloaded`, `ContextLength` ("Request too large": one request over the per-minute limit) |
+/// | 402 | `QuotaExhausted` | |
+/// | 503, 529, 498 | `Overloaded` | `RateLimited` |
+/// | 408 | `Timeout` | |
+/// | 401, 403 | `Auth` | `ContentPolicy` (OpenRouter moderation), `QuotaExhausted` |
+/// | 404 | `Auth` | |
+/// | 413 | `ContextLength` | |
+/// | 400 and other 4xx | `BadRequest` | `ContextLength`, `ContentPolicy`, `QuotaExhausted`, `Auth`, `RateLimited` |
+/// | 500, 502, 504 and other 5xx | `ServerError` | `Overloaded` |
+/// | anything else | `Unknown` | |
+///
+/// Two rows are choices, not HTTP semantics:
+/// - **404 is `Auth`**: for an LLM API a 404 means the target cannot serve this call (the model
+///   does not exist on this provider, or not for this key: OpenAI's `model_not_found` says "does
+///   not exist or you do not have access to it"; or a wrong base URL), not that the request is
+///   malformed. Like a 401/403 it is not retried, does not trip the breaker, and a fallback moves
+///   on to the next target. Override it with [`with_status`](Self::with_status).
+/// - **413 is `ContextLength`**: the request is larger than this target accepts (Anthropic's
+///   `request_too_large`, Groq's "Request Entity Too Large" for a request over the per-minute
+///   token limit). Retrying cannot help; a target that takes larger requests can.
+///
+/// A body-derived kind replaces the status's only where the table allows it: a body never turns
+/// a 5xx into a client error or the reverse.
 ///
 /// Server delays come from [`delay::server_delay`] (headers) and from the body's
-/// `retryDelay`, whichever is present (headers first).
+/// `retryDelay` or "try again in" message, whichever is present (headers first). They are
+/// attached to `RateLimited`, `QuotaExhausted`, `Overloaded` and `ServerError` failures.
 #[derive(Clone, Debug, Default)]
 pub struct HttpClassifier {
-    overrides: Option<Arc<[(StatusCode, Option<ErrorKind>)]>>,
+    overrides: Option<Arc<[StatusRow]>>,
 }
 
 impl HttpClassifier {
@@ -318,7 +371,8 @@ impl HttpClassifier {
     }
 }
 
-/// The kind a status implies on its own, or `None` for a success.
+/// The kind a status implies on its own, or `None` for a success (the first two columns of the
+/// [`HttpClassifier`] table).
 pub fn status_kind(status: StatusCode) -> Option<ErrorKind> {
     let code = status.as_u16();
     Some(match code {
@@ -327,7 +381,8 @@ pub fn status_kind(status: StatusCode) -> Option<ErrorKind> {
         402 => ErrorKind::QuotaExhausted,
         503 | 529 | 498 => ErrorKind::Overloaded,
         408 => ErrorKind::Timeout,
-        401 | 403 => ErrorKind::Auth,
+        401 | 403 | 404 => ErrorKind::Auth,
+        413 => ErrorKind::ContextLength,
         400..=499 => ErrorKind::BadRequest,
         500..=599 => ErrorKind::ServerError,
         _ => ErrorKind::Unknown,
@@ -336,12 +391,15 @@ pub fn status_kind(status: StatusCode) -> Option<ErrorKind> {
 
 /// Whether a body-derived kind may replace the status-derived one. A body may sharpen a status
 /// (429 → quota, 400 → context length) but never turn a 5xx into a client error or the reverse.
-fn refines(from_status: ErrorKind, from_body: ErrorKind) -> bool {
+pub(crate) fn refines(from_status: ErrorKind, from_body: ErrorKind) -> bool {
     use ErrorKind::*;
     matches!(
         (from_status, from_body),
         (RateLimited, QuotaExhausted)
             | (RateLimited, Overloaded)
+            | (RateLimited, ContextLength)
+            | (Auth, ContentPolicy)
+            | (Auth, QuotaExhausted)
             | (BadRequest, ContextLength)
             | (BadRequest, ContentPolicy)
             | (BadRequest, QuotaExhausted)
@@ -354,6 +412,10 @@ fn refines(from_status: ErrorKind, from_body: ErrorKind) -> bool {
 
 impl<B> Classify<Response<B>> for HttpClassifier {
     fn classify_response(&self, res: &Response<B>) -> Classification {
-        self.classify_with(res.status(), res.headers(), res.extensions().get::<ProviderError>())
+        self.classify_with(
+            res.status(),
+            res.headers(),
+            res.extensions().get::<ProviderError>(),
+        )
     }
 }

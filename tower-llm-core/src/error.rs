@@ -78,7 +78,11 @@ pub struct BreakerOpen {
 
 impl BreakerOpen {
     /// Breaker `breaker` is open because of `reason`; it will let a probe through in `retry_after`.
-    pub fn new(breaker: impl Into<Arc<str>>, reason: impl Into<Arc<str>>, retry_after: Duration) -> Self {
+    pub fn new(
+        breaker: impl Into<Arc<str>>,
+        reason: impl Into<Arc<str>>,
+        retry_after: Duration,
+    ) -> Self {
         BreakerOpen {
             breaker: breaker.into(),
             reason: reason.into(),
@@ -170,7 +174,12 @@ pub struct BulkheadFull {
 impl BulkheadFull {
     /// Bulkhead `bulkhead` rejected a call on `limit` with `in_flight` calls running after
     /// the caller `waited`.
-    pub fn new(bulkhead: impl Into<Arc<str>>, limit: LimitKind, in_flight: usize, waited: Duration) -> Self {
+    pub fn new(
+        bulkhead: impl Into<Arc<str>>,
+        limit: LimitKind,
+        in_flight: usize,
+        waited: Duration,
+    ) -> Self {
         BulkheadFull {
             bulkhead: bulkhead.into(),
             limit,
@@ -251,7 +260,11 @@ impl AttemptTimeout {
 
 impl fmt::Display for AttemptTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "attempt timed out after {:.3}s", self.after.as_secs_f64())
+        write!(
+            f,
+            "attempt timed out after {:.3}s",
+            self.after.as_secs_f64()
+        )
     }
 }
 
@@ -354,12 +367,28 @@ fn write_attempts(f: &mut fmt::Formatter<'_>, attempts: &[AttemptRecord]) -> fmt
 pub struct RetriesExhausted {
     attempts: Vec<AttemptRecord>,
     last: BoxError,
+    reason: Option<Arc<str>>,
 }
 
 impl RetriesExhausted {
     /// Give up after `attempts`, the last of which failed with `last`.
     pub fn new(attempts: Vec<AttemptRecord>, last: BoxError) -> Self {
-        RetriesExhausted { attempts, last }
+        RetriesExhausted {
+            attempts,
+            last,
+            reason: None,
+        }
+    }
+
+    /// Say why the layer stopped (attempts used up, budget exhausted, body not replayable, ...).
+    pub fn with_reason(mut self, reason: impl Into<Arc<str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Why the layer stopped, when it said.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
     }
 
     /// Every attempt made, in order.
@@ -381,6 +410,9 @@ impl RetriesExhausted {
 impl fmt::Display for RetriesExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "gave up after {} attempt(s)", self.attempts.len())?;
+        if let Some(reason) = &self.reason {
+            write!(f, " ({reason})")?;
+        }
         write_attempts(f, &self.attempts)?;
         write!(f, "; last error: {}", self.last)
     }

@@ -2,7 +2,7 @@
 //! tell `insufficient_quota` from a rate limit, or `context_length_exceeded` from another 400.
 //!
 //! Put it innermost, directly around the HTTP client: every layer above then classifies with the
-//! provider's own error code, through the [`ProviderError`] extension it leaves on the response.
+//! provider's own error code, through the [`ProviderError`](crate::ProviderError) extension it leaves on the response.
 //! Successful responses pass through untouched (their bodies are not read); error bodies are read
 //! up to a limit and handed on whole.
 //!
@@ -114,7 +114,8 @@ where
     }
 }
 
-type ReadFuture<B> = Pin<Box<dyn Future<Output = Result<Response<ReplayBody<B>>, BoxError>> + Send>>;
+type ReadFuture<B> =
+    Pin<Box<dyn Future<Output = Result<Response<ReplayBody<B>>, BoxError>> + Send>>;
 
 /// Response future of [`InspectErrorBody`].
 #[pin_project]

@@ -46,7 +46,9 @@ pub mod target;
 
 pub use body::{NotReplayable, ReplayBody, ReplayableBody};
 pub use buffer::{BufferRequestBody, BufferRequestBodyLayer};
-pub use classify::{classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError};
+pub use classify::{
+    classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError,
+};
 pub use error::{
     AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, BreakerOpen, BulkheadFull,
     ClassifiedError, ConfigError, LimitKind, RetriesExhausted,
