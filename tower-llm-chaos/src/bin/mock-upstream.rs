@@ -1,0 +1,171 @@
+//! `mock-upstream`: the tower-llm mock OpenAI-compatible upstream as a process.
+//!
+//! ```text
+//! mock-upstream [--listen ADDR] [--profile PROFILE] [--quiet]
+//! ```
+//!
+//! Prints `mock-upstream listening on ADDR` once bound, then one line per request on stderr
+//! (unless `--quiet`), until Ctrl-C. `PROFILE` uses the fault profile grammar of
+//! `tower_llm_chaos::grammar`, for instance `"0s-20s=status:503; model gpt-bad=status:500"`.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tower_llm_chaos::{FaultProfile, MockUpstream};
+
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--quiet]
+
+Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scripted faults.
+
+  --listen ADDR      address to bind (default 127.0.0.1:9101; port 0 picks a free one)
+  --profile PROFILE  fault profile, e.g. \"0s-20s=status:503; model gpt-bad=status:500; default=healthy\"
+                     (default: healthy)
+  --quiet            do not print a line per request
+  --help             this text";
+
+#[derive(Debug)]
+struct Args {
+    listen: SocketAddr,
+    profile: FaultProfile,
+    quiet: bool,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut parsed = Args {
+        listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+        profile: FaultProfile::default(),
+        quiet: false,
+    };
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--listen" => {
+                let text = value("--listen")?;
+                parsed.listen = text.parse().map_err(|_| {
+                    format!("--listen: `{text}` is not an address like 127.0.0.1:9101")
+                })?;
+            }
+            "--profile" => {
+                parsed.profile = value("--profile")?
+                    .parse()
+                    .map_err(|e| format!("--profile: {e}"))?;
+            }
+            "--quiet" => parsed.quiet = true,
+            "--help" | "-h" => return Ok(None),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Some(parsed))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("mock-upstream: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mock-upstream: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let profile_text = args.profile.to_string();
+    let mut builder = MockUpstream::builder()
+        .profile(args.profile)
+        .listen(args.listen)
+        // A long-running process keeps no log; lines go to stderr instead.
+        .max_logged_attempts(0);
+    if !args.quiet {
+        builder = builder.on_attempt(|attempt| {
+            let status = attempt
+                .status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string());
+            eprintln!(
+                "{:>10.3}s #{} model={} stream={} fault={} status={status}",
+                attempt.at.as_secs_f64(),
+                attempt.seq,
+                attempt.model,
+                attempt.stream,
+                attempt.fault,
+            );
+        });
+    }
+    let upstream = match builder.start().await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            eprintln!("mock-upstream: cannot listen on {}: {error}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("mock-upstream listening on {}", upstream.addr());
+    println!("base URL {} (profile: {profile_text})", upstream.base_url());
+    let _ = std::io::stdout().flush();
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("mock-upstream: cannot wait for Ctrl-C: {error}");
+    }
+    upstream.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Option<Args>, String> {
+        parse_args(list.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parses_flags() {
+        let parsed = args(&["--listen", "127.0.0.1:0", "--profile=hang", "--quiet"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.listen.port(), 0);
+        assert_eq!(parsed.profile.to_string(), "default=hang");
+        assert!(parsed.quiet);
+        assert!(args(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn rejects_bad_flags() {
+        assert!(args(&["--listen"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--listen", "nowhere"])
+            .unwrap_err()
+            .contains("not an address"));
+        assert!(args(&["--profile", "status:1"])
+            .unwrap_err()
+            .contains("`1`"));
+        assert!(args(&["--frobnicate"])
+            .unwrap_err()
+            .contains("unknown argument"));
+    }
+}

@@ -1,0 +1,261 @@
+//! What the mock sends for each fault.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::body::{MockBody, Step};
+use crate::canonical::{self, Usage, DONE_EVENT, ERROR_EVENT, MALFORMED_EVENT};
+use crate::{ErrorReply, Fault};
+
+/// The mock's decision for one request.
+pub(super) enum Reply {
+    /// Send `response`, after `delay` when set.
+    Respond {
+        fault: &'static str,
+        delay: Option<Duration>,
+        response: Response<MockBody>,
+    },
+    /// Never answer.
+    Hang,
+    /// Reset the connection.
+    Reset,
+}
+
+impl Reply {
+    fn now(fault: &'static str, response: Response<MockBody>) -> Reply {
+        Reply::Respond {
+            fault,
+            delay: None,
+            response,
+        }
+    }
+
+    pub(super) fn fault_name(&self) -> &'static str {
+        match self {
+            Reply::Respond { fault, .. } => fault,
+            Reply::Hang => "hang",
+            Reply::Reset => "reset",
+        }
+    }
+
+    pub(super) fn status(&self) -> Option<u16> {
+        match self {
+            Reply::Respond { response, .. } => Some(response.status().as_u16()),
+            Reply::Hang | Reply::Reset => None,
+        }
+    }
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
+    with_type(status, "application/json", MockBody::full(body))
+}
+
+fn sse_response(steps: Vec<Step>) -> Response<MockBody> {
+    let mut response = with_type(StatusCode::OK, "text/event-stream", MockBody::script(steps));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An OpenAI-shaped error body for the mock's own rejections.
+fn openai_error(status: StatusCode, message: &str, code: Option<&str>) -> Response<MockBody> {
+    let body = json!({"error": {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": Value::Null,
+        "code": code,
+    }});
+    json_response(
+        status,
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
+pub(super) fn not_found(method: &Method, path: &str) -> Response<MockBody> {
+    let path: String = path.chars().take(200).collect();
+    openai_error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "Unknown request URL: {method} {path}. The mock serves POST /v1/chat/completions."
+        ),
+        Some("unknown_url"),
+    )
+}
+
+pub(super) fn method_not_allowed(method: &Method) -> Response<MockBody> {
+    let mut response = openai_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Method {method} not allowed; use POST."),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+pub(super) fn bad_request(message: &str) -> Response<MockBody> {
+    openai_error(StatusCode::BAD_REQUEST, message, None)
+}
+
+pub(super) fn payload_too_large(limit: usize) -> Response<MockBody> {
+    openai_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than {limit} bytes."),
+        Some("request_too_large"),
+    )
+}
+
+fn error_reply(reply: &ErrorReply) -> Response<MockBody> {
+    let now = SystemTime::now();
+    // `validate` ran before: the status is in 200..=999.
+    let status = StatusCode::from_u16(reply.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(MockBody::full(reply.body(now)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for (name, value) in reply.response_headers(now) {
+        headers.append(name, value);
+    }
+    response
+}
+
+fn content_events(seq: u64, model: &str, n: usize) -> impl Iterator<Item = Step> + '_ {
+    (0..n).map_while(move |i| canonical::content_event(seq, model, i).map(Step::Data))
+}
+
+fn healthy_sse(seq: u64, model: &str, usage: Usage, done: bool) -> Vec<Step> {
+    let mut steps: Vec<Step> = content_events(seq, model, usize::MAX).collect();
+    steps.push(Step::Data(canonical::finish_event(seq, model, usage)));
+    if done {
+        steps.push(Step::Data(Bytes::from_static(DONE_EVENT)));
+    }
+    steps
+}
+
+fn healthy(seq: u64, model: &str, stream: bool, usage: Usage) -> Response<MockBody> {
+    if stream {
+        sse_response(healthy_sse(seq, model, usage, true))
+    } else {
+        json_response(
+            StatusCode::OK,
+            canonical::completion_json(seq, model, usage),
+        )
+    }
+}
+
+/// A non-streamed answer that declares its whole length, sends the part up to the `n`-th token,
+/// then ends with `last` (a cut or a stall).
+fn partial_json(seq: u64, model: &str, usage: Usage, n: usize, last: Step) -> Response<MockBody> {
+    let body = canonical::completion_json(seq, model, usage);
+    let prefix = body.slice(..canonical::json_prefix_len(&body, n));
+    let mut response = with_type(
+        StatusCode::OK,
+        "application/json",
+        MockBody::script([Step::Data(prefix), Step::Flush, last]),
+    );
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    response
+}
+
+/// Decide what to send for `fault` (already resolved from any `Flapping`).
+pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: &Value) -> Reply {
+    if let Err(invalid) = fault.validate() {
+        tracing::warn!(%invalid, "mock upstream: answering an invalid fault with 500");
+        let body = json!({"error": {
+            "message": invalid.to_string(),
+            "type": "server_error",
+            "param": Value::Null,
+            "code": "invalid_mock_fault",
+        }});
+        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        return Reply::now(
+            "invalid_fault",
+            json_response(StatusCode::INTERNAL_SERVER_ERROR, body),
+        );
+    }
+    let usage = Usage::estimate(request);
+    let name = fault.name();
+    match fault {
+        Fault::Healthy | Fault::Flapping { .. } => {
+            Reply::now("healthy", healthy(seq, model, stream, usage))
+        }
+        Fault::Status(reply) => Reply::now(name, error_reply(reply)),
+        Fault::ContextLengthExceeded => {
+            Reply::now(name, error_reply(&ErrorReply::context_length_exceeded()))
+        }
+        Fault::ContentPolicyViolation => {
+            Reply::now(name, error_reply(&ErrorReply::content_policy_violation()))
+        }
+        Fault::Hang => Reply::Hang,
+        Fault::ResetBeforeHeaders => Reply::Reset,
+        Fault::Latency(delay) => Reply::Respond {
+            fault: name,
+            delay: Some(*delay),
+            response: healthy(seq, model, stream, usage),
+        },
+        Fault::SlowFirstToken(delay) if stream => {
+            let mut steps = vec![Step::Pause(*delay)];
+            steps.extend(healthy_sse(seq, model, usage, true));
+            Reply::now(name, sse_response(steps))
+        }
+        Fault::SlowFirstToken(delay) => Reply::Respond {
+            fault: name,
+            delay: Some(*delay),
+            response: healthy(seq, model, false, usage),
+        },
+        Fault::CutAfter(n) if stream => {
+            let mut steps: Vec<Step> = content_events(seq, model, *n).collect();
+            steps.extend([Step::Flush, Step::Cut]);
+            Reply::now(name, sse_response(steps))
+        }
+        Fault::CutAfter(n) => Reply::now(name, partial_json(seq, model, usage, *n, Step::Cut)),
+        Fault::Stall { after } if stream => {
+            let mut steps: Vec<Step> = content_events(seq, model, *after).collect();
+            steps.push(Step::Stall);
+            Reply::now(name, sse_response(steps))
+        }
+        Fault::Stall { after } => {
+            Reply::now(name, partial_json(seq, model, usage, *after, Step::Stall))
+        }
+        Fault::MalformedEvent { at } if stream => {
+            let mut steps = healthy_sse(seq, model, usage, true);
+            // At the latest just before `[DONE]`.
+            let index = (*at).min(steps.len().saturating_sub(1));
+            steps.insert(index, Step::Data(Bytes::from_static(MALFORMED_EVENT)));
+            Reply::now(name, sse_response(steps))
+        }
+        Fault::MalformedEvent { .. } => {
+            let body = canonical::completion_json(seq, model, usage);
+            let garbage = body.slice(..body.len() / 2);
+            Reply::now(name, json_response(StatusCode::OK, garbage))
+        }
+        Fault::NoDone if stream => {
+            Reply::now(name, sse_response(healthy_sse(seq, model, usage, false)))
+        }
+        Fault::NoDone => Reply::now(name, healthy(seq, model, false, usage)),
+        Fault::FirstEventError if stream => Reply::now(
+            name,
+            sse_response(vec![Step::Data(Bytes::from_static(ERROR_EVENT))]),
+        ),
+        Fault::FirstEventError => Reply::now(
+            name,
+            json_response(StatusCode::OK, canonical::error_event_json()),
+        ),
+    }
+}
