@@ -1,0 +1,617 @@
+//! [`ResponseFuture`]: the state machine of one call through [`Retry`](crate::Retry).
+//!
+//! ```text
+//!            ┌────────────── retryable failure, no attempt in flight ──────────────┐
+//!            ▼                                                                     │
+//!   Backoff(Sleep) ──► Ready (poll_ready the service clone) ──► Waiting (attempt + hedges in flight)
+//!                                                                 │ success / not retried / stop
+//!                                                                 ▼
+//!                                                               Done
+//! ```
+//!
+//! The attempt in flight, the backoff sleep, the hedge timer and the attempt timeout live inline
+//! in the future (pinned, no `Box`); only hedges, which run side by side with the attempt, are
+//! boxed when they are sent. Dropping the future drops whatever is pending: a backoff never
+//! wakes into another attempt, an attempt in flight is cancelled.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tokio::time::{sleep_until, Instant, Sleep};
+use tower_llm_core::{
+    AttemptRecord, AttemptTimeout, BoxError, Classification, Classify, Failure, NotReplayable,
+    RetriesExhausted, Target,
+};
+use tower_service::Service;
+
+use crate::budget::RetryBudget;
+use crate::layer::Shared;
+use crate::policy::{admissible, decide, CallState, Decision, Limits, RetryAttempts, StopReason};
+use crate::replay::{Attempt, RecordResponse, ReplayRequest};
+
+/// One attempt, with its timeout.
+#[pin_project]
+pub(crate) struct TimedCall<F> {
+    #[pin]
+    fut: F,
+    #[pin]
+    timer: Option<Sleep>,
+    limit: Duration,
+    attempt: u32,
+    started: Instant,
+}
+
+/// A finished attempt.
+pub(crate) struct Finished<T> {
+    result: Result<T, BoxError>,
+    attempt: u32,
+    started: Instant,
+}
+
+impl<F, T, E> Future for TimedCall<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Finished<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished<T>> {
+        let this = self.project();
+        let result = match this.fut.poll(cx) {
+            Poll::Ready(result) => result.map_err(Into::into),
+            Poll::Pending => {
+                let expired = this
+                    .timer
+                    .as_pin_mut()
+                    .is_some_and(|timer| timer.poll(cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                Err(Box::new(AttemptTimeout::new(*this.limit)) as BoxError)
+            }
+        };
+        Poll::Ready(Finished {
+            result,
+            attempt: *this.attempt,
+            started: *this.started,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Attempts are in flight (the primary slot and/or hedges).
+    Waiting,
+    /// Sleeping before the next attempt.
+    Backoff,
+    /// Waiting for the service clone to be ready for the next attempt.
+    Ready,
+    /// The output was returned.
+    Done,
+}
+
+/// Response future of [`Retry`](crate::Retry).
+#[pin_project]
+pub struct ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    #[pin]
+    primary: Option<TimedCall<S::Future>>,
+    /// The backoff sleep in `Phase::Backoff`, the hedge timer in `Phase::Waiting` (never both).
+    #[pin]
+    timer: Option<Sleep>,
+    hedges: Vec<Pin<Box<TimedCall<S::Future>>>>,
+    call: Call<S, Req, C, R>,
+}
+
+/// Everything about the call that need not be pinned.
+struct Call<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    phase: Phase,
+    service: S,
+    shared: Arc<Shared<C, R>>,
+    /// The copy replays are made from (`None` when the layer cannot retry or hedge).
+    request: Option<Result<Req, NotReplayable>>,
+    state: CallState,
+    /// Attempt numbers handed out so far (hedges included).
+    attempts: u32,
+    hedges_sent: u32,
+    /// The hedge timer fired; waiting for the service to be ready to send the hedge.
+    hedge_due: bool,
+    records: Vec<AttemptRecord>,
+    /// The latest retryable failure, kept until every attempt of the round has finished.
+    last: Option<(Result<S::Response, BoxError>, Failure)>,
+    target: Option<Target>,
+    budget: Option<RetryBudget>,
+    deadline: Option<Instant>,
+}
+
+/// `target` as a label: the target's name or `-`.
+pub(crate) struct TargetLabel<'a>(pub(crate) &'a Option<Target>);
+
+impl fmt::Display for TargetLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(t) => fmt::Display::fmt(t, f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+fn target_label(target: &Option<Target>) -> String {
+    TargetLabel(target).to_string()
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    pub(crate) fn start(
+        first: S::Future,
+        service: S,
+        shared: Arc<Shared<C, R>>,
+        request: Option<Result<Req, NotReplayable>>,
+        target: Option<Target>,
+        budget: Option<RetryBudget>,
+        now: Instant,
+    ) -> Self {
+        let deadline = shared.config.deadline().and_then(|d| now.checked_add(d));
+        let call = Call {
+            phase: Phase::Waiting,
+            service,
+            shared,
+            request,
+            state: CallState {
+                sequential: 1,
+                ..CallState::default()
+            },
+            attempts: 1,
+            hedges_sent: 0,
+            hedge_due: false,
+            records: Vec::new(),
+            last: None,
+            target,
+            budget,
+            deadline,
+        };
+        let primary = call.timed(first, 1, now);
+        let hedge_timer = call.next_hedge_at(now).map(sleep_until);
+        ResponseFuture {
+            primary: Some(primary),
+            timer: hedge_timer,
+            hedges: Vec::new(),
+            call,
+        }
+    }
+}
+
+impl<S, Req, C, R> Call<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    /// Wrap an attempt's future with its timeout: the attempt timeout, or what is left before
+    /// the deadline, whichever ends first.
+    fn timed(&self, fut: S::Future, attempt: u32, now: Instant) -> TimedCall<S::Future> {
+        let by_timeout = self
+            .shared
+            .config
+            .attempt_timeout()
+            .and_then(|t| Some((now.checked_add(t)?, t)));
+        let by_deadline = self.deadline.map(|d| (d, d.saturating_duration_since(now)));
+        let limit = match (by_timeout, by_deadline) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        TimedCall {
+            fut,
+            timer: limit.map(|(at, _)| sleep_until(at)),
+            limit: limit.map_or(Duration::ZERO, |(_, d)| d),
+            attempt,
+            started: now,
+        }
+    }
+
+    /// When the next hedge should be sent, if hedging is on and one may still be sent.
+    fn next_hedge_at(&self, now: Instant) -> Option<Instant> {
+        let hedging = self.shared.config.hedging()?;
+        if self.hedges_sent >= hedging.max_hedges() || !matches!(self.request, Some(Ok(_))) {
+            return None;
+        }
+        let delay = self.shared.latency.as_ref()?.hedge_delay(&hedging);
+        now.checked_add(delay)
+    }
+
+    fn replayable(&self) -> Result<(), NotReplayable> {
+        match &self.request {
+            Some(Err(why)) => Err(*why),
+            _ => Ok(()),
+        }
+    }
+
+    /// Send the next attempt on the (ready) service clone.
+    fn launch(&mut self, hedge: bool) -> Result<TimedCall<S::Future>, NotReplayable> {
+        let mut req = match &self.request {
+            Some(Ok(copy)) => self.shared.replay.replay(copy)?,
+            Some(Err(why)) => return Err(*why),
+            None => return Err(NotReplayable::Streaming),
+        };
+        self.attempts = self.attempts.saturating_add(1);
+        let attempt = self.attempts;
+        self.shared.replay.tag(&mut req, Attempt(attempt));
+        if hedge {
+            self.hedges_sent += 1;
+            metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "hedge").increment(1);
+            metrics::counter!("tower_llm_hedges_total", "target" => target_label(&self.target))
+                .increment(1);
+            tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending a hedge");
+        } else {
+            self.state.sequential = self.state.sequential.saturating_add(1);
+            metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "retry").increment(1);
+            tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending attempt");
+        }
+        let fut = self.service.call(req);
+        Ok(self.timed(fut, attempt, Instant::now()))
+    }
+
+    /// Whether a hedge may be sent now (withdraws its budget).
+    fn may_hedge(&mut self) -> bool {
+        let Some(hedging) = self.shared.config.hedging() else {
+            return false;
+        };
+        if self.hedges_sent >= hedging.max_hedges() || !matches!(self.request, Some(Ok(_))) {
+            return false;
+        }
+        if let Some(budget) = &self.budget {
+            if !budget.withdraw() {
+                metrics::counter!("tower_llm_retry_budget_exhausted_total", "target" => target_label(&self.target))
+                    .increment(1);
+                tracing::debug!(target = %TargetLabel(&self.target), "retry: budget exhausted, no hedge");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Handle a finished attempt: `Some(output)` ends the call.
+    fn on_finished(
+        &mut self,
+        done: Finished<S::Response>,
+    ) -> Option<Result<S::Response, BoxError>> {
+        let Finished {
+            result,
+            attempt,
+            started,
+        } = done;
+        let failure = match &result {
+            Ok(res) => match self.shared.classifier.classify_response(res) {
+                Classification::Success => None,
+                Classification::Failure(f) => Some(f),
+            },
+            Err(e) => Some(self.shared.classifier.classify_error(&**e)),
+        };
+        let Some(failure) = failure else {
+            if let Some(latency) = &self.shared.latency {
+                latency.record(started.elapsed());
+            }
+            return Some(result.map(|mut res| {
+                if !self.records.is_empty() {
+                    tracing::debug!(
+                        attempt,
+                        failed = self.records.len(),
+                        target = %TargetLabel(&self.target),
+                        "retry: succeeded after failed attempts"
+                    );
+                    let records = mem::take(&mut self.records);
+                    self.shared
+                        .replay
+                        .attach(&mut res, RetryAttempts::new(records, None));
+                }
+                res
+            }));
+        };
+        let status = result
+            .as_ref()
+            .ok()
+            .and_then(|res| self.shared.replay.status(res));
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            attempt,
+            kind = failure.kind.as_str(),
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            retry_after_ms = failure.retry_after.map(|d| d.as_millis() as u64),
+            target = %TargetLabel(&self.target),
+            "retry: attempt failed"
+        );
+        self.records.push(AttemptRecord {
+            attempt,
+            target: self.target.clone(),
+            kind: failure.kind,
+            status,
+            elapsed,
+            retry_after: failure.retry_after,
+        });
+        if let Err(reason) = admissible(&self.shared.rules, &failure) {
+            return Some(self.finish(result, Some(failure), reason));
+        }
+        self.last = Some((result, failure));
+        None
+    }
+
+    /// Every attempt of the round failed: retry after a delay, or stop with the last failure.
+    fn end_round(&mut self) -> Result<Duration, Result<S::Response, BoxError>> {
+        let Some((result, failure)) = self.last.take() else {
+            self.phase = Phase::Done;
+            return Err(Err(
+                "retry: no attempt in flight and no failure to report".into()
+            ));
+        };
+        let shared = Arc::clone(&self.shared);
+        let limits = Limits {
+            replayable: self.replayable(),
+            deadline: self.deadline,
+            now: Instant::now(),
+            budget: self.budget.as_ref(),
+        };
+        let decision = decide(&shared.rules, &failure, &mut self.state, limits, || {
+            shared.call_seed()
+        });
+        match decision {
+            Decision::Retry(delay) => {
+                metrics::counter!(
+                    "tower_llm_retries_total",
+                    "kind" => failure.kind.as_str(),
+                    "target" => target_label(&self.target)
+                )
+                .increment(1);
+                tracing::debug!(
+                    kind = failure.kind.as_str(),
+                    delay_ms = delay.as_millis() as u64,
+                    server_delay = failure.retry_after.is_some(),
+                    target = %TargetLabel(&self.target),
+                    "retry: backing off"
+                );
+                Ok(delay)
+            }
+            Decision::Stop(reason) => Err(self.finish(result, Some(failure), reason)),
+        }
+    }
+
+    /// The call's output after the layer stopped for `reason`.
+    fn finish(
+        &mut self,
+        result: Result<S::Response, BoxError>,
+        failure: Option<Failure>,
+        reason: StopReason,
+    ) -> Result<S::Response, BoxError> {
+        self.phase = Phase::Done;
+        let kind = failure.map_or("unknown", |f| f.kind.as_str());
+        let pass_through = reason.is_pass_through() && self.records.len() <= 1;
+        if !pass_through {
+            metrics::counter!(
+                "tower_llm_retry_stopped_total",
+                "reason" => reason.as_str(),
+                "kind" => kind,
+                "target" => target_label(&self.target)
+            )
+            .increment(1);
+        }
+        if reason == StopReason::BudgetExhausted {
+            metrics::counter!("tower_llm_retry_budget_exhausted_total", "target" => target_label(&self.target))
+                .increment(1);
+        }
+        tracing::debug!(
+            attempts = self.records.len(),
+            reason = reason.as_str(),
+            kind,
+            target = %TargetLabel(&self.target),
+            "retry: giving up: {reason}"
+        );
+        let records = mem::take(&mut self.records);
+        match result {
+            Ok(mut res) => {
+                self.shared
+                    .replay
+                    .attach(&mut res, RetryAttempts::new(records, Some(reason)));
+                Ok(res)
+            }
+            Err(e) if pass_through => Err(e),
+            Err(e) => Err(Box::new(
+                RetriesExhausted::new(records, e).with_reason(reason.to_string()),
+            )),
+        }
+    }
+}
+
+impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.call.phase {
+                Phase::Done => {
+                    return Poll::Ready(
+                        Err("retry response future polled after completion".into()),
+                    );
+                }
+                Phase::Backoff => {
+                    if let Some(sleep) = this.timer.as_mut().as_pin_mut() {
+                        ready!(sleep.poll(cx));
+                    }
+                    this.timer.set(None);
+                    this.call.phase = Phase::Ready;
+                }
+                Phase::Ready => match ready!(this.call.service.poll_ready(cx)) {
+                    Err(e) => {
+                        let out =
+                            this.call
+                                .finish(Err(e.into()), None, StopReason::ServiceNotReady);
+                        return Poll::Ready(out);
+                    }
+                    Ok(()) => match this.call.launch(false) {
+                        Ok(timed) => {
+                            this.primary.set(Some(timed));
+                            let now = Instant::now();
+                            this.timer
+                                .set(this.call.next_hedge_at(now).map(sleep_until));
+                            this.call.phase = Phase::Waiting;
+                        }
+                        Err(why) => {
+                            // Only reachable with a `ReplayRequest` whose copies stop replaying.
+                            let (result, failure) = match this.call.last.take() {
+                                Some((result, failure)) => (result, Some(failure)),
+                                None => {
+                                    (Err("retry: the request could not be replayed".into()), None)
+                                }
+                            };
+                            let out =
+                                this.call
+                                    .finish(result, failure, StopReason::NotReplayable(why));
+                            return Poll::Ready(out);
+                        }
+                    },
+                },
+                Phase::Waiting => {
+                    if let Some(primary) = this.primary.as_mut().as_pin_mut() {
+                        if let Poll::Ready(done) = primary.poll(cx) {
+                            this.primary.set(None);
+                            if let Some(out) = this.call.on_finished(done) {
+                                this.call.phase = Phase::Done;
+                                this.hedges.clear();
+                                return Poll::Ready(out);
+                            }
+                        }
+                    }
+                    let mut i = 0;
+                    while let Some(hedge) = this.hedges.get_mut(i) {
+                        match hedge.as_mut().poll(cx) {
+                            Poll::Pending => i += 1,
+                            Poll::Ready(done) => {
+                                drop(this.hedges.swap_remove(i));
+                                if let Some(out) = this.call.on_finished(done) {
+                                    this.call.phase = Phase::Done;
+                                    this.primary.set(None);
+                                    this.hedges.clear();
+                                    return Poll::Ready(out);
+                                }
+                            }
+                        }
+                    }
+                    if poll_hedge(this.timer.as_mut(), this.hedges, this.call, cx) {
+                        // A hedge was sent: poll it once so it registers its waker.
+                        continue;
+                    }
+                    if this.primary.is_none() && this.hedges.is_empty() {
+                        this.timer.set(None);
+                        this.call.hedge_due = false;
+                        match this.call.end_round() {
+                            Err(out) => return Poll::Ready(out),
+                            Ok(delay) if delay.is_zero() => this.call.phase = Phase::Ready,
+                            Ok(delay) => {
+                                // `sleep` clamps an overflowing deadline to its far future.
+                                this.timer.set(Some(tokio::time::sleep(delay)));
+                                this.call.phase = Phase::Backoff;
+                            }
+                        }
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// Drive the hedge timer; `true` when a hedge was sent.
+fn poll_hedge<S, Req, C, R>(
+    mut timer: Pin<&mut Option<Sleep>>,
+    hedges: &mut Vec<Pin<Box<TimedCall<S::Future>>>>,
+    call: &mut Call<S, Req, C, R>,
+    cx: &mut Context<'_>,
+) -> bool
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    let Some(sleep) = timer.as_mut().as_pin_mut() else {
+        return false;
+    };
+    if !call.hedge_due {
+        if sleep.poll(cx).is_pending() {
+            return false;
+        }
+        if !call.may_hedge() {
+            timer.set(None);
+            return false;
+        }
+        call.hedge_due = true;
+    }
+    match call.service.poll_ready(cx) {
+        Poll::Pending => false,
+        Poll::Ready(Err(e)) => {
+            // The service cannot take a hedge; the attempts in flight carry on.
+            let e: BoxError = e.into();
+            tracing::debug!(error = %e, "retry: service not ready for a hedge");
+            call.hedge_due = false;
+            timer.set(None);
+            false
+        }
+        Poll::Ready(Ok(())) => {
+            call.hedge_due = false;
+            match call.launch(true) {
+                Ok(timed) => hedges.push(Box::pin(timed)),
+                Err(_) => {
+                    timer.set(None);
+                    return false;
+                }
+            }
+            let now = Instant::now();
+            match call.next_hedge_at(now) {
+                Some(at) => {
+                    if let Some(sleep) = timer.as_mut().as_pin_mut() {
+                        sleep.reset(at);
+                    }
+                }
+                None => timer.set(None),
+            }
+            true
+        }
+    }
+}
+
+impl<S, Req, C, R> fmt::Debug for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("phase", &self.call.phase)
+            .field("attempts", &self.call.attempts)
+            .field("hedges_in_flight", &self.hedges.len())
+            .finish()
+    }
+}
