@@ -9,6 +9,8 @@
 //! - [`InspectErrorBodyLayer`], which reads error bodies so the classifier sees provider codes;
 //! - replayable bodies ([`ReplayBody`], [`ReplayableBody`], [`BufferRequestBodyLayer`]);
 //! - SSE framing helpers ([`sse`]);
+//! - streaming integrity ([`stream`]): [`StreamGuardLayer`] commits to a stream at its first event
+//!   and keeps its time limits; [`StreamOutcome`] reports how a streamed body ended;
 //! - the [`Target`] request extension and the errors every layer shares ([`error`]).
 //!
 //! ```
@@ -42,6 +44,7 @@ pub mod inspect;
 pub mod kind;
 pub mod provider;
 pub mod sse;
+pub mod stream;
 pub mod target;
 
 pub use body::{NotReplayable, ReplayBody, ReplayableBody};
@@ -55,4 +58,8 @@ pub use error::{
 };
 pub use inspect::{InspectErrorBody, InspectErrorBodyLayer};
 pub use kind::ErrorKind;
+pub use stream::{
+    GuardedBody, MalformedPolicy, StreamEnd, StreamGuard, StreamGuardBuilder, StreamGuardFuture,
+    StreamGuardLayer, StreamLimits, StreamOutcome,
+};
 pub use target::Target;

@@ -1,0 +1,139 @@
+//! [`StreamGuardFuture`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+use http::response::Parts;
+use http::Response;
+use http_body::Body;
+use pin_project::pin_project;
+use tokio::time::Instant;
+
+use super::config::GuardConfig;
+use super::engine::{Engine, Next};
+use super::{GuardedBody, StreamOutcome};
+use crate::{BoxError, ClassifiedError, ErrorKind, Target};
+
+/// Response future of [`StreamGuard`](super::StreamGuard): the inner call, then, for an event
+/// stream, the wait for its first answer event.
+#[pin_project]
+pub struct StreamGuardFuture<F, B> {
+    #[pin]
+    state: State<F, B>,
+    config: GuardConfig,
+    started: Instant,
+    target: Option<Target>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F, B> {
+    Calling {
+        #[pin]
+        fut: F,
+    },
+    FirstEvent {
+        parts: Option<Parts>,
+        engine: Option<Pin<Box<Engine<B>>>>,
+    },
+    Done,
+}
+
+impl<F, B> StreamGuardFuture<F, B> {
+    pub(crate) fn new(
+        fut: F,
+        config: GuardConfig,
+        started: Instant,
+        target: Option<Target>,
+    ) -> Self {
+        StreamGuardFuture {
+            state: State::Calling { fut },
+            config,
+            started,
+            target,
+        }
+    }
+}
+
+/// Whether a response is a successful server-sent event stream.
+pub(crate) fn is_event_stream(status: http::StatusCode, headers: &HeaderMap) -> bool {
+    status.is_success()
+        && headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let essence = v.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("text/event-stream")
+            })
+}
+
+impl<F, B, E> Future for StreamGuardFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<GuardedBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { fut } => {
+                    let res = match ready!(fut.poll(cx)) {
+                        Ok(res) => res,
+                        Err(err) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(err.into()));
+                        }
+                    };
+                    if !is_event_stream(res.status(), res.headers()) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(res.map(GuardedBody::pass_through)));
+                    }
+                    let (parts, body) = res.into_parts();
+                    let engine = Engine::new(body, *this.config, *this.started, this.target.take());
+                    this.state.set(State::FirstEvent {
+                        parts: Some(parts),
+                        engine: Some(Box::pin(engine)),
+                    });
+                }
+                StateProj::FirstEvent { parts, engine } => {
+                    let next = match engine.as_mut() {
+                        Some(engine) => ready!(engine.as_mut().poll_next(cx)),
+                        None => Next::End,
+                    };
+                    let result = match next {
+                        Next::Committed => match (parts.take(), engine.take()) {
+                            (Some(mut parts), Some(mut engine)) => {
+                                let outcome = StreamOutcome::new();
+                                engine.as_mut().attach(outcome.clone());
+                                parts.extensions.insert(outcome);
+                                // The guard may leave events out or add one: the length changes.
+                                parts.headers.remove(CONTENT_LENGTH);
+                                Ok(Response::from_parts(parts, GuardedBody::guarded(engine)))
+                            }
+                            _ => Err(polled_after_completion()),
+                        },
+                        Next::Rejected(err) => Err(err.into()),
+                        // Not produced before the first event; kept total for safety.
+                        Next::Data(_) | Next::End => Err(polled_after_completion()),
+                    };
+                    this.state.set(State::Done);
+                    return Poll::Ready(result);
+                }
+                StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+            }
+        }
+    }
+}
+
+fn polled_after_completion() -> BoxError {
+    Box::new(ClassifiedError::new(
+        ErrorKind::Unknown,
+        "StreamGuardFuture polled after completion",
+    ))
+}

@@ -1,0 +1,113 @@
+//! Streaming integrity: [`StreamGuardLayer`] commits to a streamed answer only after its first
+//! event, keeps three time limits on it, and never lets a broken stream pass as a whole one;
+//! [`StreamOutcome`] tells the layers above how each stream ended.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_core::{ErrorKind, StreamGuardLayer, StreamOutcome};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // An upstream whose stream stops after one token: no finish_reason, no [DONE].
+//! let upstream = service_fn(|_req: http::Request<()>| async {
+//!     let sse = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\n\n";
+//!     let res = http::Response::builder()
+//!         .header("content-type", "text/event-stream")
+//!         .body(Full::new(Bytes::from(sse)))
+//!         .unwrap();
+//!     Ok::<_, std::convert::Infallible>(res)
+//! });
+//! let svc = ServiceBuilder::new().layer(StreamGuardLayer::new()).service(upstream);
+//!
+//! let res = svc.oneshot(http::Request::new(())).await.unwrap();
+//! // A layer above (breaker, fallback health) learns how the stream ends, later.
+//! let outcome = res.extensions().get::<StreamOutcome>().unwrap().clone();
+//! outcome.on_end(|end| assert_eq!(end.kind(), Some(ErrorKind::InvalidResponse)));
+//!
+//! let sse = res.into_body().collect().await.unwrap().to_bytes();
+//! let sse = std::str::from_utf8(&sse).unwrap();
+//! // The token came through as sent, then an OpenAI-shaped error event instead of [DONE].
+//! assert!(sse.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}"));
+//! assert!(sse.ends_with("\"type\":\"server_error\",\"param\":null,\"code\":\"invalid_response\"}}\n\n"));
+//! assert!(!sse.contains("data: [DONE]"));
+//! assert!(outcome.is_ended());
+//! # }
+//! ```
+//!
+//! # What the guard does
+//!
+//! Only `2xx` responses with `content-type: text/event-stream` are guarded; every other response
+//! passes through untouched ([`GuardedBody::pass_through`], no allocation).
+//!
+//! **Before the first event** the response is held back while the body is read up to the first
+//! event that carries an answer (a delta or a `finish_reason`; comments and pings are kept but do
+//! not count). Headers alone commit to nothing. The call fails, with a
+//! [`ClassifiedError`](crate::ClassifiedError) that retry and fallback layers above act on, when:
+//!
+//! | what happens first | error kind |
+//! |---|---|
+//! | no answer event within the TTFT limit (from the call) | `Timeout` |
+//! | an in-band error event | the kind it names (`RateLimited`, `Overloaded`, ...; `ServerError` if none), with its `retry_after` |
+//! | the body ends, or sends `[DONE]`, before any answer | `InvalidResponse` |
+//! | the body fails | its kind (`Transport` for a reset) |
+//! | a malformed event, with [`MalformedPolicy::End`] | `InvalidResponse` (with `Skip` it is left out and reading goes on) |
+//! | an event over the size limit | `InvalidResponse` |
+//!
+//! **After the first event** the response is returned and the body streams through: the bytes of
+//! valid events are handed on as they came (one slice per chunk, no copy unless an event was split
+//! across chunks), the first event included. The stream always ends with `[DONE]` or an
+//! OpenAI-shaped error event ([`encode_error_event`](crate::sse::encode_error_event)), never with
+//! a body error and never silently:
+//!
+//! | what happens | the caller gets | [`StreamEnd`] |
+//! |---|---|---|
+//! | `[DONE]` | the stream as sent | `Complete` |
+//! | a `finish_reason`, then silence for the grace, or the end of the body | the stream as sent (usage included), then `[DONE]` | `Complete` |
+//! | the body ends or fails with no `finish_reason` (a cut) | an `invalid_response` error event | `Failed(InvalidResponse)` |
+//! | no event within the idle limit, or the total limit passes | a `timeout` error event | `Failed(Timeout)` |
+//! | an in-band error event | it, normalized to the OpenAI shape | `Failed(kind it names)` |
+//! | a malformed event | nothing of it (`Skip`), or an `invalid_response` error event (`End`) | — / `Failed(InvalidResponse)` |
+//! | the caller drops the body first | — | `Abandoned` (`Complete` if a `finish_reason` was seen) |
+//!
+//! The upstream body is dropped (its connection closed) as soon as the end is decided, except
+//! after `[DONE]`, when it is read to its end for a short grace so the connection can be reused.
+//!
+//! # Where it goes
+//!
+//! Innermost: just above [`InspectErrorBodyLayer`](crate::InspectErrorBodyLayer), below retry and
+//! fallback. A stream that never starts, or starts with an error, is then an ordinary failed
+//! attempt (an `Err` from the service), which retry retries and fallback fails over, like a `503`,
+//! before anything reached the caller. After the first event nothing can be retried without
+//! sending the caller the answer twice, so the guard ends the stream cleanly instead, and reports
+//! how it ended through [`StreamOutcome`] to the layers above (breaker and health count a broken
+//! stream as a failure of its target).
+//!
+//! Timers come from `tokio::time` (so paused-clock tests work); the guard must run inside a tokio
+//! runtime with the time driver enabled. Cost: nothing for a non-stream response; for a stream,
+//! one allocation for its state and one for its [`StreamOutcome`].
+//!
+//! # Metrics
+//!
+//! - `tower_llm_stream_ends_total` (counter; labels `target`, `outcome` = `complete` | `failed` |
+//!   `abandoned` | `rejected` (failed before the first event), `kind`)
+//! - `tower_llm_stream_first_event_seconds` (histogram; label `target`): time to the first event.
+
+mod body;
+mod config;
+mod engine;
+mod frame;
+mod future;
+mod layer;
+mod outcome;
+mod service;
+
+pub use body::GuardedBody;
+pub use config::{
+    MalformedPolicy, StreamGuardBuilder, StreamLimits, DEFAULT_FINISH_GRACE, DEFAULT_IDLE,
+    DEFAULT_TOTAL, DEFAULT_TTFT,
+};
+pub use future::StreamGuardFuture;
+pub use layer::StreamGuardLayer;
+pub use outcome::{StreamEnd, StreamOutcome};
+pub use service::StreamGuard;

@@ -1,0 +1,79 @@
+//! [`StreamGuard`].
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::config::GuardConfig;
+use super::{GuardedBody, StreamGuardFuture, StreamGuardLayer};
+use crate::{BoxError, Target};
+
+/// Watches `2xx text/event-stream` responses: holds the response back until the first event
+/// arrives (failing the call if it does not, or if it is an error), then enforces the stream's
+/// idle and total limits and ends a broken stream with an SSE error event instead of passing it
+/// off as whole. Other responses pass through untouched. See the [module docs](crate::stream).
+///
+/// Clones share nothing but the (copied) configuration: the guard keeps no state between calls.
+#[derive(Clone, Debug)]
+pub struct StreamGuard<S> {
+    inner: S,
+    config: GuardConfig,
+}
+
+impl<S> StreamGuard<S> {
+    /// Guard `inner` with the default limits.
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, GuardConfig::default())
+    }
+
+    pub(crate) fn from_config(inner: S, config: GuardConfig) -> Self {
+        StreamGuard { inner, config }
+    }
+
+    /// A [`StreamGuardLayer`] with the default limits.
+    pub fn layer() -> StreamGuardLayer {
+        StreamGuardLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for StreamGuard<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<GuardedBody<ResB>>;
+    type Error = BoxError;
+    type Future = StreamGuardFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        // Read before the request moves on: metrics of a streamed answer are labelled by target.
+        let target = req.extensions().get::<Target>().cloned();
+        let started = Instant::now();
+        StreamGuardFuture::new(self.inner.call(req), self.config, started, target)
+    }
+}

@@ -1,0 +1,134 @@
+//! What the stream guard allocates, counted with a counting global allocator (this test binary
+//! holds a single test, so nothing else allocates while it counts).
+//!
+//! - a non-stream response: nothing more than without the guard;
+//! - a stream, once committed: nothing per chunk whose events are whole.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_llm_core::{StreamEnd, StreamGuardLayer, StreamOutcome};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+fn chunk(i: usize) -> Bytes {
+    Bytes::from(format!(
+        "data: {{\"id\":\"c\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" token{i}\"}},\"finish_reason\":null}}]}}\n\n"
+    ))
+}
+
+fn allocations_during<F: Future>(rt: &tokio::runtime::Runtime, fut: F) -> (F::Output, usize) {
+    let region = Region::new(GLOBAL);
+    let out = rt.block_on(fut);
+    (out, region.change().allocations)
+}
+
+#[test]
+fn the_guard_allocates_nothing_for_json_and_nothing_per_chunk() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+
+    // A non-stream response: the same allocations with and without the guard.
+    let json = || {
+        service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        })
+    };
+    let mut bare = json();
+    let mut guarded = StreamGuardLayer::new().layer(json());
+    // Warm up lazily initialised runtime state.
+    rt.block_on(async {
+        bare.ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+        guarded
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    });
+    let (_, bare_allocs) = allocations_during(&rt, async {
+        bare.ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap()
+    });
+    let (_, guarded_allocs) = allocations_during(&rt, async {
+        guarded
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        guarded_allocs, bare_allocs,
+        "a JSON response costs the guard nothing"
+    );
+
+    // A stream: prebuilt chunks, one event each, as an upstream sends them.
+    const CHUNKS: usize = 64;
+    let mut parts: Vec<Bytes> = (0..CHUNKS).map(chunk).collect();
+    parts.push(Bytes::from_static(
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+    ));
+    let body = StreamBody::new(futures_util::stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, Infallible>(Frame::data(p))),
+    ));
+    let res = Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap();
+    let res = std::sync::Mutex::new(Some(res));
+    let upstream = service_fn(move |_req: Request<()>| {
+        let res = res.lock().unwrap().take().unwrap();
+        async move { Ok::<_, Infallible>(res) }
+    });
+    let svc = StreamGuardLayer::new().layer(upstream);
+    let (res, commit_allocs) =
+        allocations_during(&rt, async { svc.oneshot(Request::new(())).await.unwrap() });
+    let outcome = res.extensions().get::<StreamOutcome>().unwrap().clone();
+    let mut body = res.into_body();
+    let (first, _) = allocations_during(&rt, async { body.frame().await });
+    assert_eq!(first.unwrap().unwrap().into_data().unwrap(), chunk(0));
+
+    let (frames, per_chunk_allocs) = allocations_during(&rt, async {
+        let mut frames = 0;
+        for _ in 1..CHUNKS {
+            body.frame().await.unwrap().unwrap();
+            frames += 1;
+        }
+        frames
+    });
+    assert_eq!(frames, CHUNKS - 1);
+    assert_eq!(
+        per_chunk_allocs, 0,
+        "{per_chunk_allocs} allocations for {frames} chunks"
+    );
+    let (_, end_allocs) = allocations_during(&rt, async { while body.frame().await.is_some() {} });
+    assert_eq!(outcome.end(), Some(StreamEnd::Complete));
+    println!(
+        "allocations: JSON call {bare_allocs} bare / {guarded_allocs} guarded; stream: commit \
+         {commit_allocs}, {per_chunk_allocs} for {frames} chunks, end {end_allocs}"
+    );
+}
