@@ -1,1 +1,108 @@
-//! tower-llm-breaker (in progress).
+//! A circuit breaker for Tower services, as complete as resilience4j's and as cheap as a few
+//! atomics on the happy path.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+//! use tower_llm_core::BreakerOpen;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // Defaults: 50 % failures over the last 20 calls (at least 10), or 5 in a row; open 5 s,
+//! // doubling per re-open up to 60 s; 2 half-open probes.
+//! let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::builder().name("openai").build().unwrap());
+//! let handle = breaker.handle().clone();
+//! let upstream = service_fn(|req: http::Request<u16>| async move {
+//!     let status = *req.body();
+//!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(status).body(()).unwrap())
+//! });
+//! let mut client = ServiceBuilder::new().layer(breaker).service(upstream);
+//!
+//! // 429s and 400s say nothing about the provider's health: they are not counted.
+//! for _ in 0..10 {
+//!     client.ready().await.unwrap().call(http::Request::new(429)).await.unwrap();
+//! }
+//! assert_eq!(handle.state(), State::Closed);
+//!
+//! // 5xx are: five in a row open the breaker.
+//! for _ in 0..5 {
+//!     client.ready().await.unwrap().call(http::Request::new(503)).await.unwrap();
+//! }
+//! assert_eq!(handle.state(), State::Open);
+//! let err = client.ready().await.unwrap().call(http::Request::new(200)).await.unwrap_err();
+//! let open = err.downcast_ref::<BreakerOpen>().expect("rejected by the breaker");
+//! assert_eq!(open.breaker(), "openai");
+//! assert_eq!(open.retry_after(), Duration::from_secs(5));
+//!
+//! // After the open duration, two probes are let through; two successes close it.
+//! tokio::time::advance(Duration::from_secs(5)).await;
+//! client.ready().await.unwrap().call(http::Request::new(200)).await.unwrap();
+//! assert_eq!(handle.state(), State::HalfOpen);
+//! client.ready().await.unwrap().call(http::Request::new(200)).await.unwrap();
+//! assert_eq!(handle.state(), State::Closed);
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! * **States**: [`State::Closed`], [`State::Open`], [`State::HalfOpen`], and the manual
+//!   [`State::ForcedOpen`], [`State::Disabled`] and [`State::MetricsOnly`]
+//!   ([`BreakerHandle::force_open`], [`disable`](BreakerHandle::disable),
+//!   [`metrics_only`](BreakerHandle::metrics_only), [`reset`](BreakerHandle::reset)).
+//! * **Trip conditions** (any combination, see [`CircuitBreakerConfig`]): consecutive failures;
+//!   failure rate over a count-based or time-based [`SlidingWindow`] once a minimum number of calls
+//!   is recorded; slow-call rate over the same window.
+//! * **Open** rejects with [`BreakerOpen`](tower_llm_core::BreakerOpen) (breaker name, reason,
+//!   `retry_after`) without calling the inner service. The open duration grows by a multiplier
+//!   per consecutive re-open, up to a cap, with optional seeded jitter.
+//! * **Half-open** admits exactly `permitted_calls_in_half_open` probes and rejects the others
+//!   (`retry_after` zero). It closes once that many probes succeeded and re-opens on a failing
+//!   (or slow) probe. A probe that is dropped (cancelled) or whose outcome is ignored gives its
+//!   permit back; an optional maximum wait re-opens a half-open breaker whose probes hang.
+//! * **What counts** comes from a [`Classify`](tower_llm_core::Classify) implementation
+//!   ([`HttpClassifier`](tower_llm_core::HttpClassifier) by default) and an [`OutcomePolicy`]
+//!   ([`DefaultPolicy`]: 5xx, 529, timeouts, transport errors count; 4xx, 429 and local
+//!   rejections are ignored).
+//! * **Keyed** breakers ([`KeyedCircuitBreakerLayer`]): one per key (default: the
+//!   [`Target`](tower_llm_core::Target) extension), bounded.
+//! * **Outside tower**: [`BreakerHandle::try_acquire`] gives a [`CallPermit`] to record an
+//!   outcome on, now or later (a streamed response can hold it until its end).
+//! * **Observability**: [`BreakerHandle::snapshot`] (serde), state-change listeners, `metrics`
+//!   and `tracing` (see the [`telemetry`] module docs for names).
+//!
+//! # Cost
+//!
+//! A call through a closed breaker with the default count-based window does one atomic load to
+//! admit, and on completion one compare-and-swap on the window's sequence word plus a load or
+//! CAS of one ring slot; the aggregate is written only when the evicted outcome differs from the
+//! new one. No lock, no allocation, no clock read (unless slow calls or a time-based window are
+//! configured). A rejection allocates only the boxed error. See `benches/breaker.rs`.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod future;
+mod handle;
+mod keyed;
+mod layer;
+mod policy;
+mod service;
+mod state;
+mod sync;
+pub mod telemetry;
+mod window;
+
+pub use config::{
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, MAX_COUNT_WINDOW,
+    MAX_HALF_OPEN_PROBES, MAX_OPEN_DURATION, MAX_TIME_WINDOW_SECS,
+};
+pub use future::ResponseFuture;
+pub use handle::{BreakerHandle, BreakerSnapshot, WindowCounts};
+pub use keyed::{
+    BreakerKey, KeyFn, KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerBuilder,
+    KeyedCircuitBreakerLayer, TargetKey, DEFAULT_MAX_KEYS,
+};
+pub use layer::CircuitBreakerLayer;
+pub use policy::{DefaultPolicy, OutcomePolicy};
+pub use service::CircuitBreaker;
+pub use state::{CallPermit, OpenReason, Outcome, State, StateChange};

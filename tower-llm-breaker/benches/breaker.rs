@@ -1,0 +1,286 @@
+//! `ready().call()` through a circuit breaker around a no-op service, closed and open, on one
+//! thread and on 2 threads sharing one breaker, side by side with the bare service and with
+//! `tower-resilience`'s circuit breaker. Layers are built outside the timed loops. Before the
+//! timings, allocations per call are counted for every variant.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=target cargo bench -p tower-llm-breaker --bench breaker -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Futures are driven by a minimal `block_on` (poll; park until woken), the same for every
+//! variant, so no runtime's scheduling is measured.
+
+#![allow(missing_docs)]
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+
+// Counts every allocation (the `unsafe impl GlobalAlloc` lives in `stats_alloc`). It also adds
+// a few atomic increments to each allocation and free during the timings, the same for every
+// variant: only the variants that allocate pay it (tower-resilience on every call, ours and
+// tower-resilience when rejecting).
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+// ---- a minimal executor ----
+
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn thread_waker() -> Waker {
+    Waker::from(Arc::new(Unpark(thread::current())))
+}
+
+fn block_on<F: Future>(waker: &Waker, future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(waker);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(out) => return out,
+            Poll::Pending => thread::park(),
+        }
+    }
+}
+
+// ---- the variants ----
+
+type Res = http::Response<()>;
+
+fn noop() -> impl Service<
+    (),
+    Response = Res,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Res, Infallible>>,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(|()| std::future::ready(Ok(http::Response::new(()))))
+}
+
+/// One `ready().call()`; whether it succeeded.
+fn one_call<S>(svc: &mut S, waker: &Waker) -> bool
+where
+    S: Service<()>,
+{
+    block_on(waker, async {
+        match svc.ready().await {
+            Ok(ready) => ready.call(()).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Closed,
+    Open,
+}
+
+/// Every variant as a type-erased maker of `(name, a closure doing one call)` per thread.
+trait Variant: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// A fresh service clone for one thread (all clones share the breaker).
+    fn clone_caller(&self) -> Box<dyn FnMut(&Waker) -> bool + Send>;
+}
+
+struct Bare;
+impl Variant for Bare {
+    fn name(&self) -> &'static str {
+        "bare service"
+    }
+    fn clone_caller(&self) -> Box<dyn FnMut(&Waker) -> bool + Send> {
+        let mut svc = noop();
+        Box::new(move |w| one_call(&mut svc, w))
+    }
+}
+
+struct Ours {
+    layer: CircuitBreakerLayer,
+}
+impl Ours {
+    fn new(mode: Mode) -> Self {
+        let config = CircuitBreakerConfig::builder()
+            .name("bench")
+            // Open stays open for the whole run.
+            .open_duration(Duration::from_secs(3600))
+            .max_open_duration(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let layer = CircuitBreakerLayer::new(config);
+        if mode == Mode::Open {
+            layer.handle().trip();
+        }
+        Ours { layer }
+    }
+}
+impl Variant for Ours {
+    fn name(&self) -> &'static str {
+        "tower-llm-breaker"
+    }
+    fn clone_caller(&self) -> Box<dyn FnMut(&Waker) -> bool + Send> {
+        let mut svc = self.layer.layer(noop());
+        Box::new(move |w| one_call(&mut svc, w))
+    }
+}
+
+struct Resilience {
+    layer: tower_resilience::circuitbreaker::CircuitBreakerLayer,
+    mode: Mode,
+}
+impl Resilience {
+    fn new(mode: Mode) -> Self {
+        let layer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+            .name("bench")
+            .wait_duration_in_open(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        Resilience { layer, mode }
+    }
+}
+impl Variant for Resilience {
+    fn name(&self) -> &'static str {
+        "tower-resilience"
+    }
+    fn clone_caller(&self) -> Box<dyn FnMut(&Waker) -> bool + Send> {
+        let mut svc = self.layer.layer(noop());
+        if self.mode == Mode::Open {
+            // Layers share one circuit: forcing it open through any service opens it for all.
+            block_on(&thread_waker(), svc.force_open());
+        }
+        Box::new(move |w| one_call(&mut svc, w))
+    }
+}
+
+fn variants(mode: Mode) -> Vec<Box<dyn Variant>> {
+    let mut v: Vec<Box<dyn Variant>> = Vec::new();
+    if mode == Mode::Closed {
+        v.push(Box::new(Bare));
+    }
+    v.push(Box::new(Ours::new(mode)));
+    v.push(Box::new(Resilience::new(mode)));
+    v
+}
+
+// ---- allocations per call ----
+
+fn allocations_per_call() {
+    const CALLS: usize = 10_000;
+    println!("allocations per ready().call() (mean over {CALLS} calls, after 100 warm-up calls):");
+    for mode in [Mode::Closed, Mode::Open] {
+        for variant in variants(mode) {
+            let waker = thread_waker();
+            let mut call = variant.clone_caller();
+            let mut ok = 0;
+            for _ in 0..100 {
+                ok += usize::from(call(&waker));
+            }
+            let region = Region::new(GLOBAL);
+            for _ in 0..CALLS {
+                ok += usize::from(black_box(call(&waker)));
+            }
+            let allocs = region.change().allocations + region.change().reallocations;
+            let expected_ok = if mode == Mode::Closed { 100 + CALLS } else { 0 };
+            assert_eq!(
+                ok,
+                expected_ok,
+                "{} {mode:?}: unexpected outcomes",
+                variant.name()
+            );
+            println!(
+                "  {:<8} {:<20} {:.2}",
+                format!("{mode:?}").to_lowercase(),
+                variant.name(),
+                allocs as f64 / CALLS as f64
+            );
+        }
+    }
+}
+
+// ---- timings ----
+
+fn single_thread(c: &mut Criterion) {
+    for (mode, group_name) in [
+        (Mode::Closed, "closed/1 thread"),
+        (Mode::Open, "open/1 thread"),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        for variant in variants(mode) {
+            let waker = thread_waker();
+            let mut call = variant.clone_caller();
+            group.bench_function(variant.name(), |b| b.iter(|| black_box(call(&waker))));
+        }
+        group.finish();
+    }
+}
+
+/// Two threads, each with its own clone of the service (one shared breaker), each making
+/// `iters` calls after a common start; the reported time per iteration is the wall time of
+/// the slower thread divided by `iters`: the cost of one call while the other thread is
+/// calling too.
+fn two_threads(c: &mut Criterion) {
+    for (mode, group_name) in [
+        (Mode::Closed, "closed/2 threads"),
+        (Mode::Open, "open/2 threads"),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        for variant in variants(mode) {
+            let variant: Arc<dyn Variant> = Arc::from(variant);
+            group.bench_function(variant.name(), |b| {
+                b.iter_custom(|iters| {
+                    let start = Arc::new(Barrier::new(2));
+                    thread::scope(|scope| {
+                        let workers: Vec<_> = (0..2)
+                            .map(|_| {
+                                let mut call = variant.clone_caller();
+                                let start = start.clone();
+                                scope.spawn(move || {
+                                    let waker = thread_waker();
+                                    start.wait();
+                                    let t0 = Instant::now();
+                                    for _ in 0..iters {
+                                        black_box(call(&waker));
+                                    }
+                                    t0.elapsed()
+                                })
+                            })
+                            .collect();
+                        workers
+                            .into_iter()
+                            .map(|w| w.join().unwrap())
+                            .max()
+                            .unwrap()
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, single_thread, two_threads);
+
+fn main() {
+    allocations_per_call();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,0 +1,564 @@
+//! Configuration of a circuit breaker: trip conditions, sliding window, open duration, half-open
+//! probes. Built with [`CircuitBreakerConfig::builder`] and validated by
+//! [`build`](CircuitBreakerConfigBuilder::build), which returns a [`ConfigError`] instead of
+//! panicking on a bad value.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_llm_breaker::{CircuitBreakerConfig, SlidingWindow};
+//!
+//! let config = CircuitBreakerConfig::builder()
+//!     .name("openai/gpt-4o")
+//!     .failure_rate_threshold(0.5)
+//!     .sliding_window(SlidingWindow::Time(Duration::from_secs(30)))
+//!     .minimum_calls(10)
+//!     .consecutive_failures(5)
+//!     .slow_calls(Duration::from_secs(20), 0.8)
+//!     .open_duration(Duration::from_secs(5))
+//!     .max_open_duration(Duration::from_secs(60))
+//!     .jitter(0.2)
+//!     .seed(7)
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(config.permitted_calls_in_half_open(), 2);
+//!
+//! // Validation errors name the builder method.
+//! let err = CircuitBreakerConfig::builder().failure_rate_threshold(1.5).build().unwrap_err();
+//! assert_eq!(err.field(), "failure_rate_threshold");
+//! let err = CircuitBreakerConfig::builder()
+//!     .sliding_window(SlidingWindow::Count(5))
+//!     .minimum_calls(6)
+//!     .build()
+//!     .unwrap_err();
+//! assert_eq!(err.field(), "minimum_calls");
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_llm_core::ConfigError;
+
+/// The largest count-based window (calls) and time-based window (seconds) accepted.
+pub const MAX_COUNT_WINDOW: u32 = 1 << 20;
+/// The largest time-based window accepted, in seconds (one 1 s bucket per second).
+pub const MAX_TIME_WINDOW_SECS: u64 = 3600;
+/// The largest number of half-open probes accepted.
+pub const MAX_HALF_OPEN_PROBES: u32 = 10_000;
+/// The longest open duration accepted (also the cap of the exponential growth).
+pub const MAX_OPEN_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Which recent calls the failure and slow-call rates are computed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlidingWindow {
+    /// The last `n` recorded calls (lock-free ring of outcomes).
+    Count(u32),
+    /// The calls of the last `d` (whole seconds), in 1 s buckets. Reads the clock on every call.
+    Time(Duration),
+}
+
+/// A validated circuit-breaker configuration. Cheap to clone.
+///
+/// Defaults (see `DESIGN.md`): trips at a 50 % failure rate over the last 20 calls once 10 were
+/// recorded, or on 5 consecutive failures; stays open 5 s, doubling per consecutive re-open up to
+/// 60 s, no jitter; admits 2 probes when half-open; no slow-call condition; no half-open max wait.
+#[derive(Clone)]
+pub struct CircuitBreakerConfig {
+    pub(crate) inner: Arc<ConfigInner>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ConfigInner {
+    pub(crate) name: Arc<str>,
+    pub(crate) failure_rate_threshold: Option<f64>,
+    pub(crate) window: SlidingWindow,
+    pub(crate) minimum_calls: u32,
+    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) slow_call_rate_threshold: f64,
+    pub(crate) open_duration: Duration,
+    pub(crate) open_duration_multiplier: f64,
+    pub(crate) max_open_duration: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) seed: Option<u64>,
+    pub(crate) permitted_calls_in_half_open: u32,
+    pub(crate) max_wait_in_half_open: Option<Duration>,
+}
+
+impl CircuitBreakerConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> CircuitBreakerConfigBuilder {
+        CircuitBreakerConfigBuilder::default()
+    }
+
+    /// The breaker's name (the `target` label of its metrics; keyed breakers use the key).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The failure rate (0..=1) at or above which the breaker trips, if that condition is on.
+    pub fn failure_rate_threshold(&self) -> Option<f64> {
+        self.inner.failure_rate_threshold
+    }
+
+    /// The sliding window.
+    pub fn sliding_window(&self) -> SlidingWindow {
+        self.inner.window
+    }
+
+    /// How many calls the window must hold before a rate can trip the breaker.
+    pub fn minimum_calls(&self) -> u32 {
+        self.inner.minimum_calls
+    }
+
+    /// How many consecutive failures trip the breaker, if that condition is on.
+    pub fn consecutive_failures(&self) -> Option<u32> {
+        self.inner.consecutive_failures
+    }
+
+    /// Calls at least this slow are slow calls, if the slow-call condition is on.
+    pub fn slow_call_duration(&self) -> Option<Duration> {
+        self.inner.slow_call_duration
+    }
+
+    /// The slow-call rate (0..=1) at or above which the breaker trips (when slow calls are on).
+    pub fn slow_call_rate_threshold(&self) -> f64 {
+        self.inner.slow_call_rate_threshold
+    }
+
+    /// How long the breaker stays open the first time.
+    pub fn open_duration(&self) -> Duration {
+        self.inner.open_duration
+    }
+
+    /// The factor the open duration grows by per consecutive re-open.
+    pub fn open_duration_multiplier(&self) -> f64 {
+        self.inner.open_duration_multiplier
+    }
+
+    /// The cap of the open duration.
+    pub fn max_open_duration(&self) -> Duration {
+        self.inner.max_open_duration
+    }
+
+    /// The jitter fraction (0..=1) taken off the open duration at random.
+    pub fn jitter(&self) -> f64 {
+        self.inner.jitter
+    }
+
+    /// How many probes the breaker admits when half-open.
+    pub fn permitted_calls_in_half_open(&self) -> u32 {
+        self.inner.permitted_calls_in_half_open
+    }
+
+    /// The longest the breaker stays half-open before it re-opens, if bounded.
+    pub fn max_wait_in_half_open(&self) -> Option<Duration> {
+        self.inner.max_wait_in_half_open
+    }
+
+    /// The open duration after `reopens` consecutive re-opens, before jitter:
+    /// `min(open_duration × multiplier^reopens, max_open_duration)`.
+    pub fn open_duration_for(&self, reopens: u32) -> Duration {
+        let c = &self.inner;
+        let exp = i32::try_from(reopens).unwrap_or(i32::MAX);
+        let secs = c.open_duration.as_secs_f64() * c.open_duration_multiplier.powi(exp);
+        let max = c.max_open_duration.as_secs_f64();
+        if !secs.is_finite() || secs >= max {
+            c.max_open_duration
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// The same configuration under another name (used for the breakers of a keyed layer).
+    pub(crate) fn with_name(&self, name: Arc<str>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.name = name;
+        CircuitBreakerConfig {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            inner: Arc::new(CircuitBreakerConfigBuilder::default().inner),
+        }
+    }
+}
+
+impl fmt::Debug for CircuitBreakerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+/// Builder of a [`CircuitBreakerConfig`]; every setter may be called in any order, and
+/// [`build`](Self::build) validates the whole.
+#[derive(Clone, Debug)]
+pub struct CircuitBreakerConfigBuilder {
+    inner: ConfigInner,
+    /// Whether `max_open_duration` was set; if not, it is at least `open_duration`.
+    max_open_set: bool,
+}
+
+impl Default for CircuitBreakerConfigBuilder {
+    fn default() -> Self {
+        CircuitBreakerConfigBuilder {
+            inner: ConfigInner {
+                name: Arc::from("default"),
+                failure_rate_threshold: Some(0.5),
+                window: SlidingWindow::Count(20),
+                minimum_calls: 10,
+                consecutive_failures: Some(5),
+                slow_call_duration: None,
+                slow_call_rate_threshold: 1.0,
+                open_duration: Duration::from_secs(5),
+                open_duration_multiplier: 2.0,
+                max_open_duration: Duration::from_secs(60),
+                jitter: 0.0,
+                seed: None,
+                permitted_calls_in_half_open: 2,
+                max_wait_in_half_open: None,
+            },
+            max_open_set: false,
+        }
+    }
+}
+
+impl CircuitBreakerConfigBuilder {
+    /// The breaker's name: the `target` label of its metrics and the name in [`tower_llm_core::BreakerOpen`].
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.inner.name = name.into();
+        self
+    }
+
+    /// Trip when the failure rate over the window reaches `rate` (0..=1) once
+    /// [`minimum_calls`](Self::minimum_calls) were recorded. Default 0.5.
+    pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+        self.inner.failure_rate_threshold = Some(rate);
+        self
+    }
+
+    /// Turn the failure-rate condition off.
+    pub fn no_failure_rate(mut self) -> Self {
+        self.inner.failure_rate_threshold = None;
+        self
+    }
+
+    /// The window the rates are computed over. Default: the last 20 calls.
+    pub fn sliding_window(mut self, window: SlidingWindow) -> Self {
+        self.inner.window = window;
+        self
+    }
+
+    /// How many calls the window must hold before a rate can trip the breaker. Default 10.
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.inner.minimum_calls = calls;
+        self
+    }
+
+    /// Trip after `n` consecutive failures, whatever the window says. Default 5.
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.inner.consecutive_failures = Some(n);
+        self
+    }
+
+    /// Turn the consecutive-failures condition off.
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.inner.consecutive_failures = None;
+        self
+    }
+
+    /// Count calls that take at least `threshold` as slow, and trip when the slow-call rate over
+    /// the window reaches `rate` (0..=1). Off by default. Turning it on makes every call read the
+    /// clock twice. A slow probe in half-open counts as a failing probe.
+    pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {
+        self.inner.slow_call_duration = Some(threshold);
+        self.inner.slow_call_rate_threshold = rate;
+        self
+    }
+
+    /// How long the breaker stays open the first time. Default 5 s.
+    pub fn open_duration(mut self, duration: Duration) -> Self {
+        self.inner.open_duration = duration;
+        self
+    }
+
+    /// The factor the open duration grows by per consecutive re-open (a failing half-open
+    /// probe); 1.0 keeps it constant. Default 2.0.
+    pub fn open_duration_multiplier(mut self, multiplier: f64) -> Self {
+        self.inner.open_duration_multiplier = multiplier;
+        self
+    }
+
+    /// The cap of the growing open duration. Default 60 s, or `open_duration` if that is longer.
+    pub fn max_open_duration(mut self, duration: Duration) -> Self {
+        self.inner.max_open_duration = duration;
+        self.max_open_set = true;
+        self
+    }
+
+    /// Take up to this fraction (0..=1) off each open duration at random, so breakers that opened
+    /// together do not all probe at the same instant. Default 0 (no jitter).
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.inner.jitter = fraction;
+        self
+    }
+
+    /// Seed the jitter's random numbers (deterministic tests). Default: a random seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.inner.seed = Some(seed);
+        self
+    }
+
+    /// How many probes the breaker admits when half-open; it closes once that many succeed.
+    /// Default 2.
+    pub fn permitted_calls_in_half_open(mut self, probes: u32) -> Self {
+        self.inner.permitted_calls_in_half_open = probes;
+        self
+    }
+
+    /// Re-open a breaker that stayed half-open this long without closing (probes that hang
+    /// without being cancelled). Off by default.
+    pub fn max_wait_in_half_open(mut self, wait: Duration) -> Self {
+        self.inner.max_wait_in_half_open = Some(wait);
+        self
+    }
+
+    /// Validate and build.
+    pub fn build(mut self) -> Result<CircuitBreakerConfig, ConfigError> {
+        if !self.max_open_set {
+            self.inner.max_open_duration =
+                self.inner.max_open_duration.max(self.inner.open_duration);
+        }
+        let c = &self.inner;
+        if c.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        if let Some(rate) = c.failure_rate_threshold {
+            check_rate("failure_rate_threshold", rate)?;
+        }
+        let count_window = match c.window {
+            SlidingWindow::Count(0) => {
+                return Err(ConfigError::new("sliding_window", "a count window must hold at least 1 call"))
+            }
+            SlidingWindow::Count(n) if n > MAX_COUNT_WINDOW => {
+                return Err(ConfigError::new(
+                    "sliding_window",
+                    format!("a count window holds at most {MAX_COUNT_WINDOW} calls, got {n}"),
+                ))
+            }
+            SlidingWindow::Count(n) => Some(n),
+            SlidingWindow::Time(d) if d.as_secs() == 0 => {
+                return Err(ConfigError::new(
+                    "sliding_window",
+                    "a time window must span at least 1 whole second",
+                ))
+            }
+            SlidingWindow::Time(d) if d.subsec_nanos() != 0 || d.as_secs() > MAX_TIME_WINDOW_SECS => {
+                return Err(ConfigError::new(
+                    "sliding_window",
+                    format!("a time window is a whole number of seconds from 1 to {MAX_TIME_WINDOW_SECS}, got {d:?}"),
+                ))
+            }
+            SlidingWindow::Time(_) => None,
+        };
+        if c.minimum_calls == 0 {
+            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
+        }
+        if let Some(size) = count_window {
+            if c.minimum_calls > size {
+                return Err(ConfigError::new(
+                    "minimum_calls",
+                    format!(
+                        "{} is above the window of {size} calls: the rates could never be evaluated",
+                        c.minimum_calls
+                    ),
+                ));
+            }
+        }
+        if c.consecutive_failures == Some(0) {
+            return Err(ConfigError::new(
+                "consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if let Some(slow) = c.slow_call_duration {
+            if slow.is_zero() {
+                return Err(ConfigError::new(
+                    "slow_calls",
+                    "the slow-call threshold must be above zero",
+                ));
+            }
+            check_rate("slow_calls", c.slow_call_rate_threshold)?;
+        }
+        if c.open_duration.is_zero() {
+            return Err(ConfigError::new("open_duration", "must be above zero"));
+        }
+        if c.open_duration > MAX_OPEN_DURATION {
+            return Err(ConfigError::new(
+                "open_duration",
+                format!("must be at most {MAX_OPEN_DURATION:?}"),
+            ));
+        }
+        if !c.open_duration_multiplier.is_finite() || c.open_duration_multiplier < 1.0 {
+            return Err(ConfigError::new(
+                "open_duration_multiplier",
+                format!(
+                    "must be a finite number >= 1.0, got {}",
+                    c.open_duration_multiplier
+                ),
+            ));
+        }
+        if c.max_open_duration < c.open_duration || c.max_open_duration > MAX_OPEN_DURATION {
+            return Err(ConfigError::new(
+                "max_open_duration",
+                format!(
+                    "must be between open_duration ({:?}) and {MAX_OPEN_DURATION:?}, got {:?}",
+                    c.open_duration, c.max_open_duration
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.jitter) {
+            return Err(ConfigError::new(
+                "jitter",
+                format!("must be a fraction between 0 and 1, got {}", c.jitter),
+            ));
+        }
+        if c.permitted_calls_in_half_open == 0
+            || c.permitted_calls_in_half_open > MAX_HALF_OPEN_PROBES
+        {
+            return Err(ConfigError::new(
+                "permitted_calls_in_half_open",
+                format!(
+                    "must be between 1 and {MAX_HALF_OPEN_PROBES}, got {}",
+                    c.permitted_calls_in_half_open
+                ),
+            ));
+        }
+        if let Some(wait) = c.max_wait_in_half_open {
+            if wait.is_zero() || wait > MAX_OPEN_DURATION {
+                return Err(ConfigError::new(
+                    "max_wait_in_half_open",
+                    format!("must be above zero and at most {MAX_OPEN_DURATION:?}"),
+                ));
+            }
+        }
+        Ok(CircuitBreakerConfig {
+            inner: Arc::new(self.inner),
+        })
+    }
+}
+
+fn check_rate(field: &'static str, rate: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("a rate is a fraction between 0 and 1, got {rate}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_design() {
+        let c = CircuitBreakerConfig::builder().build().unwrap();
+        assert_eq!(c.failure_rate_threshold(), Some(0.5));
+        assert_eq!(c.sliding_window(), SlidingWindow::Count(20));
+        assert_eq!(c.minimum_calls(), 10);
+        assert_eq!(c.consecutive_failures(), Some(5));
+        assert_eq!(c.open_duration(), Duration::from_secs(5));
+        assert_eq!(c.max_open_duration(), Duration::from_secs(60));
+        assert_eq!(c.permitted_calls_in_half_open(), 2);
+        assert_eq!(c.slow_call_duration(), None);
+        assert_eq!(c.max_wait_in_half_open(), None);
+    }
+
+    #[test]
+    fn open_duration_doubles_to_the_cap() {
+        let c = CircuitBreakerConfig::default();
+        let secs: Vec<u64> = (0..7).map(|n| c.open_duration_for(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 60, 60, 60]);
+        assert_eq!(c.open_duration_for(u32::MAX), Duration::from_secs(60));
+        // A long base duration raises the default cap instead of failing validation.
+        let long = CircuitBreakerConfig::builder()
+            .open_duration(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        assert_eq!(long.max_open_duration(), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn every_bad_value_is_a_config_error() {
+        let b = CircuitBreakerConfig::builder;
+        let cases: Vec<(CircuitBreakerConfigBuilder, &str)> = vec![
+            (b().name(""), "name"),
+            (b().failure_rate_threshold(-0.1), "failure_rate_threshold"),
+            (
+                b().failure_rate_threshold(f64::NAN),
+                "failure_rate_threshold",
+            ),
+            (
+                b().sliding_window(SlidingWindow::Count(0)),
+                "sliding_window",
+            ),
+            (
+                b().sliding_window(SlidingWindow::Count(MAX_COUNT_WINDOW + 1)),
+                "sliding_window",
+            ),
+            (
+                b().sliding_window(SlidingWindow::Time(Duration::ZERO)),
+                "sliding_window",
+            ),
+            (
+                b().sliding_window(SlidingWindow::Time(Duration::from_millis(1500))),
+                "sliding_window",
+            ),
+            (b().minimum_calls(0), "minimum_calls"),
+            (b().minimum_calls(21), "minimum_calls"),
+            (b().consecutive_failures(0), "consecutive_failures"),
+            (b().slow_calls(Duration::ZERO, 0.5), "slow_calls"),
+            (b().slow_calls(Duration::from_secs(1), 2.0), "slow_calls"),
+            (b().open_duration(Duration::ZERO), "open_duration"),
+            (
+                b().open_duration_multiplier(0.5),
+                "open_duration_multiplier",
+            ),
+            (
+                b().open_duration_multiplier(f64::INFINITY),
+                "open_duration_multiplier",
+            ),
+            (
+                b().max_open_duration(Duration::from_secs(1)),
+                "max_open_duration",
+            ),
+            (b().jitter(1.5), "jitter"),
+            (
+                b().permitted_calls_in_half_open(0),
+                "permitted_calls_in_half_open",
+            ),
+            (
+                b().max_wait_in_half_open(Duration::ZERO),
+                "max_wait_in_half_open",
+            ),
+        ];
+        for (builder, field) in cases {
+            let err = builder.build().unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            assert!(!err.message().is_empty());
+        }
+        // A minimum above the time window's seconds is fine: it counts calls, not buckets.
+        assert!(b()
+            .sliding_window(SlidingWindow::Time(Duration::from_secs(5)))
+            .minimum_calls(100)
+            .build()
+            .is_ok());
+    }
+}

@@ -1,0 +1,112 @@
+//! [`ResponseFuture`]: the future of a call through the breaker. It records the call's outcome
+//! when the inner future completes; if it is dropped first (the caller gave up, a timeout above
+//! fired), nothing is recorded and a half-open probe permit is given back.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use pin_project::pin_project;
+use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify};
+
+use crate::policy::OutcomePolicy;
+use crate::state::CallPermit;
+
+/// The future returned by [`CircuitBreaker`](crate::CircuitBreaker) and
+/// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
+#[pin_project]
+pub struct ResponseFuture<F, C, P> {
+    #[pin]
+    kind: Kind<F, C, P>,
+}
+
+#[pin_project(project = KindProj)]
+enum Kind<F, C, P> {
+    Called {
+        #[pin]
+        future: F,
+        permit: Option<CallPermit>,
+        classifier: C,
+        policy: P,
+    },
+    Rejected {
+        error: Option<BreakerOpen>,
+    },
+}
+
+impl<F, C, P> ResponseFuture<F, C, P> {
+    pub(crate) fn called(future: F, permit: CallPermit, classifier: C, policy: P) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                permit: Some(permit),
+                classifier,
+                policy,
+            },
+        }
+    }
+
+    pub(crate) fn rejected(error: BreakerOpen) -> Self {
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
+    }
+}
+
+impl<F, Res, E, C, P> Future for ResponseFuture<F, C, P>
+where
+    F: Future<Output = Result<Res, E>>,
+    E: Into<BoxError>,
+    C: Classify<Res>,
+    P: OutcomePolicy,
+{
+    type Output = Result<Res, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                permit,
+                classifier,
+                policy,
+            } => {
+                let result = ready!(future.poll(cx));
+                let (result, classification) = match result {
+                    Ok(res) => {
+                        let c = classifier.classify_response(&res);
+                        (Ok(res), c)
+                    }
+                    Err(e) => {
+                        let e: BoxError = e.into();
+                        let failure = classifier.classify_error(&*e);
+                        (Err(e), Classification::Failure(failure))
+                    }
+                };
+                if let Some(permit) = permit.take() {
+                    permit.record(policy.outcome(&classification));
+                }
+                Poll::Ready(result)
+            }
+            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
+                Some(open) => Box::new(open),
+                None => "circuit-breaker future polled after completion".into(),
+            })),
+        }
+    }
+}
+
+impl<F, C, P> fmt::Debug for ResponseFuture<F, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Called { permit, .. } => f
+                .debug_struct("ResponseFuture::Called")
+                .field("permit", permit)
+                .finish(),
+            Kind::Rejected { error } => f
+                .debug_struct("ResponseFuture::Rejected")
+                .field("error", error)
+                .finish(),
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Keyed breakers: one breaker per key taken from the request.
+//!
+//! The default key is the [`Target`] request extension that a fallback layer above sets on each
+//! attempt, so every provider/model gets its own breaker. Requests without a key share one
+//! *unkeyed* breaker named after the configuration.
+//!
+//! The number of keys is bounded ([`KeyedCircuitBreakerBuilder::max_keys`], default
+//! [`DEFAULT_MAX_KEYS`]). When a new key arrives at the bound, the oldest key whose breaker is
+//! CLOSED is evicted (a closed breaker carries only recent statistics; open, half-open and
+//! manually set breakers are kept). If every breaker is in another state, the new key's calls go
+//! through a shared *overflow* breaker (`<name>:overflow`), with a `warn` event the first time
+//! and the `tower_llm_breaker_key_overflow_total` counter each time.
+//!
+//! ```
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_llm_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer, State};
+//! use tower_llm_core::Target;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let config = CircuitBreakerConfig::builder().consecutive_failures(2).build().unwrap();
+//! let layer = KeyedCircuitBreakerLayer::new(config);
+//! let breakers = layer.handle();
+//! let mut client = ServiceBuilder::new().layer(layer).service(service_fn(|req: http::Request<()>| async move {
+//!     let bad = req.extensions().get::<Target>().is_some_and(|t| t.provider() == "bad");
+//!     let status = if bad { 500 } else { 200 };
+//!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(status).body(()).unwrap())
+//! }));
+//! let request = |provider: &str| {
+//!     let mut req = http::Request::new(());
+//!     req.extensions_mut().insert(Target::new(provider, "m"));
+//!     req
+//! };
+//! for _ in 0..2 {
+//!     client.ready().await.unwrap().call(request("bad")).await.unwrap();
+//!     client.ready().await.unwrap().call(request("good")).await.unwrap();
+//! }
+//! assert_eq!(breakers.get(&Target::new("bad", "m")).unwrap().state(), State::Open);
+//! assert_eq!(breakers.get(&Target::new("good", "m")).unwrap().state(), State::Closed);
+//! assert!(client.ready().await.unwrap().call(request("bad")).await.is_err());
+//! assert!(client.ready().await.unwrap().call(request("good")).await.is_ok());
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_layer::Layer;
+use tower_llm_core::{BoxError, Classify, ConfigError, HttpClassifier, Target};
+use tower_service::Service;
+
+use crate::config::CircuitBreakerConfig;
+use crate::future::ResponseFuture;
+use crate::handle::{BreakerHandle, BreakerSnapshot};
+use crate::policy::{DefaultPolicy, OutcomePolicy};
+use crate::state::{Breaker, Listener, State, StateChange};
+use crate::sync::{lock, read, write, AtomicBool, Mutex, Ordering, RwLock, RwLockReadGuard};
+
+/// The default bound on the number of keys.
+pub const DEFAULT_MAX_KEYS: usize = 1024;
+
+/// Takes the breaker key from a request; `None` means the unkeyed breaker.
+pub trait KeyFn<Req, K>: Clone + Send + Sync + 'static {
+    /// The key of `req`.
+    fn key(&self, req: &Req) -> Option<K>;
+}
+
+/// The default key: the [`Target`] extension of an `http::Request`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetKey;
+
+impl<B> KeyFn<http::Request<B>, Target> for TargetKey {
+    fn key(&self, req: &http::Request<B>) -> Option<Target> {
+        req.extensions().get::<Target>().cloned()
+    }
+}
+
+impl<Req, K, F> KeyFn<Req, K> for F
+where
+    F: Fn(&Req) -> Option<K> + Clone + Send + Sync + 'static,
+{
+    fn key(&self, req: &Req) -> Option<K> {
+        self(req)
+    }
+}
+
+/// What a key must be: hashable, and printable (its `Display` is the breaker's name).
+pub trait BreakerKey: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static {}
+
+impl<K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static> BreakerKey for K {}
+
+struct Registry<K> {
+    config: CircuitBreakerConfig,
+    max_keys: usize,
+    map: RwLock<Keys<K>>,
+    unkeyed: Arc<Breaker>,
+    overflow: Arc<Breaker>,
+    listeners: Mutex<Vec<Listener>>,
+    overflow_warned: AtomicBool,
+}
+
+struct Keys<K> {
+    breakers: HashMap<K, Arc<Breaker>>,
+    /// Insertion order, for eviction.
+    order: VecDeque<K>,
+}
+
+impl<K: BreakerKey> Registry<K> {
+    fn new(config: CircuitBreakerConfig, max_keys: usize) -> Self {
+        let overflow_name: Arc<str> = Arc::from(format!("{}:overflow", config.name()));
+        Registry {
+            unkeyed: Arc::new(Breaker::new(config.clone())),
+            overflow: Arc::new(Breaker::new(config.with_name(overflow_name))),
+            config,
+            max_keys,
+            map: RwLock::new(Keys {
+                breakers: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            listeners: Mutex::new(Vec::new()),
+            overflow_warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The breaker for `key`, created on first use.
+    fn breaker(&self, key: Option<K>) -> Arc<Breaker> {
+        let Some(key) = key else {
+            return Arc::clone(&self.unkeyed);
+        };
+        {
+            let keys = read(&self.map);
+            if let Some(b) = keys.breakers.get(&key) {
+                return Arc::clone(b);
+            }
+        }
+        let mut keys = write(&self.map);
+        if let Some(b) = keys.breakers.get(&key) {
+            return Arc::clone(b);
+        }
+        if keys.breakers.len() >= self.max_keys && !evict_one_closed(&mut keys) {
+            drop(keys);
+            metrics::counter!("tower_llm_breaker_key_overflow_total", "target" => self.config.name().to_owned())
+                .increment(1);
+            if !self.overflow_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    breaker = %self.config.name(),
+                    max_keys = self.max_keys,
+                    "keyed circuit breaker: every breaker is busy at the key bound; new keys share the overflow breaker"
+                );
+            }
+            return Arc::clone(&self.overflow);
+        }
+        let breaker = Arc::new(Breaker::new(
+            self.config.with_name(Arc::from(key.to_string())),
+        ));
+        for listener in lock(&self.listeners).iter() {
+            breaker.add_listener(Arc::clone(listener));
+        }
+        keys.breakers.insert(key.clone(), Arc::clone(&breaker));
+        keys.order.push_back(key);
+        breaker
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Keys<K>> {
+        read(&self.map)
+    }
+}
+
+/// Evict the oldest key whose breaker is closed; false if there is none.
+fn evict_one_closed<K: BreakerKey>(keys: &mut Keys<K>) -> bool {
+    let position = keys.order.iter().position(|k| {
+        keys.breakers
+            .get(k)
+            .is_some_and(|b| b.state() == State::Closed)
+    });
+    match position.and_then(|i| keys.order.remove(i)) {
+        Some(key) => {
+            keys.breakers.remove(&key);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Builder of a [`KeyedCircuitBreakerLayer`].
+pub struct KeyedCircuitBreakerBuilder<K = Target, F = TargetKey> {
+    config: CircuitBreakerConfig,
+    key_fn: F,
+    max_keys: usize,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K, F> KeyedCircuitBreakerBuilder<K, F> {
+    /// Take keys with `key_fn` (a [`KeyFn`], e.g. a closure `|req: &Req| Some(key)`).
+    pub fn key_fn<K2, F2>(self, key_fn: F2) -> KeyedCircuitBreakerBuilder<K2, F2> {
+        KeyedCircuitBreakerBuilder {
+            config: self.config,
+            key_fn,
+            max_keys: self.max_keys,
+            _key: PhantomData,
+        }
+    }
+
+    /// The bound on the number of keys (see the module docs for what happens at the bound).
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Validate and build.
+    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K, F>, ConfigError>
+    where
+        K: BreakerKey,
+    {
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        Ok(KeyedCircuitBreakerLayer {
+            registry: Arc::new(Registry::new(self.config, self.max_keys)),
+            key_fn: self.key_fn,
+            classifier: HttpClassifier::default(),
+            policy: DefaultPolicy,
+        })
+    }
+}
+
+/// Applies one circuit breaker per key. Clones share the breakers.
+pub struct KeyedCircuitBreakerLayer<
+    K = Target,
+    F = TargetKey,
+    C = HttpClassifier,
+    P = DefaultPolicy,
+> {
+    registry: Arc<Registry<K>>,
+    key_fn: F,
+    classifier: C,
+    policy: P,
+}
+
+impl KeyedCircuitBreakerLayer {
+    /// One breaker per [`Target`], each configured by `config` (named after its target), at
+    /// most [`DEFAULT_MAX_KEYS`] of them.
+    pub fn new(config: CircuitBreakerConfig) -> Self {
+        KeyedCircuitBreakerLayer {
+            registry: Arc::new(Registry::new(config, DEFAULT_MAX_KEYS)),
+            key_fn: TargetKey,
+            classifier: HttpClassifier::default(),
+            policy: DefaultPolicy,
+        }
+    }
+
+    /// A builder, to choose the key and the bound.
+    pub fn builder(config: CircuitBreakerConfig) -> KeyedCircuitBreakerBuilder {
+        KeyedCircuitBreakerBuilder {
+            config,
+            key_fn: TargetKey,
+            max_keys: DEFAULT_MAX_KEYS,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K: BreakerKey, F, C, P> KeyedCircuitBreakerLayer<K, F, C, P> {
+    /// Classify responses and errors with `classifier`.
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, F, C2, P> {
+        KeyedCircuitBreakerLayer {
+            registry: self.registry,
+            key_fn: self.key_fn,
+            classifier,
+            policy: self.policy,
+        }
+    }
+
+    /// Decide what each classification means with `policy`.
+    pub fn policy<P2>(self, policy: P2) -> KeyedCircuitBreakerLayer<K, F, C, P2> {
+        KeyedCircuitBreakerLayer {
+            registry: self.registry,
+            key_fn: self.key_fn,
+            classifier: self.classifier,
+            policy,
+        }
+    }
+
+    /// A handle on all the breakers.
+    pub fn handle(&self) -> KeyedBreakerHandle<K> {
+        KeyedBreakerHandle {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+impl<K, F: Clone, C: Clone, P: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C, P> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreakerLayer {
+            registry: Arc::clone(&self.registry),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S, K, F: Clone, C: Clone, P: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C, P> {
+    type Service = KeyedCircuitBreaker<S, K, F, C, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            registry: Arc::clone(&self.registry),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<K: BreakerKey, F, C, P> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayer")
+            .field("name", &self.registry.config.name())
+            .field("max_keys", &self.registry.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service guarded by one circuit breaker per key. Built by [`KeyedCircuitBreakerLayer`].
+///
+/// `poll_ready` only polls the inner service (the key is not known before `call`); `call` picks
+/// the key's breaker and rejects with [`BreakerOpen`](tower_llm_core::BreakerOpen) without calling
+/// the inner service when it is open.
+pub struct KeyedCircuitBreaker<S, K = Target, F = TargetKey, C = HttpClassifier, P = DefaultPolicy>
+{
+    inner: S,
+    registry: Arc<Registry<K>>,
+    key_fn: F,
+    classifier: C,
+    policy: P,
+}
+
+impl<S, K, F, C, P> KeyedCircuitBreaker<S, K, F, C, P> {
+    /// A handle on all the breakers.
+    pub fn handle(&self) -> KeyedBreakerHandle<K> {
+        KeyedBreakerHandle {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, K, F, C, P> Service<Req> for KeyedCircuitBreaker<S, K, F, C, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: BreakerKey,
+    F: KeyFn<Req, K>,
+    C: Classify<S::Response>,
+    P: OutcomePolicy,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let breaker = self.registry.breaker(self.key_fn.key(&req));
+        match breaker.try_acquire() {
+            Ok(permit) => ResponseFuture::called(
+                self.inner.call(req),
+                permit,
+                self.classifier.clone(),
+                self.policy.clone(),
+            ),
+            Err(open) => ResponseFuture::rejected(open),
+        }
+    }
+}
+
+impl<S: Clone, K, F: Clone, C: Clone, P: Clone> Clone for KeyedCircuitBreaker<S, K, F, C, P> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreaker {
+            inner: self.inner.clone(),
+            registry: Arc::clone(&self.registry),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: BreakerKey, F, C, P> fmt::Debug for KeyedCircuitBreaker<S, K, F, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .field("name", &self.registry.config.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on the breakers of a keyed layer.
+pub struct KeyedBreakerHandle<K> {
+    registry: Arc<Registry<K>>,
+}
+
+impl<K> Clone for KeyedBreakerHandle<K> {
+    fn clone(&self) -> Self {
+        KeyedBreakerHandle {
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+impl<K: BreakerKey> KeyedBreakerHandle<K> {
+    /// The breaker of `key`, if it exists.
+    pub fn get(&self, key: &K) -> Option<BreakerHandle> {
+        self.registry
+            .read()
+            .breakers
+            .get(key)
+            .map(|b| BreakerHandle {
+                breaker: Arc::clone(b),
+            })
+    }
+
+    /// The breaker of `key`, created if needed (subject to the bound, like a call).
+    pub fn get_or_create(&self, key: K) -> BreakerHandle {
+        BreakerHandle {
+            breaker: self.registry.breaker(Some(key)),
+        }
+    }
+
+    /// The breaker of requests without a key.
+    pub fn unkeyed(&self) -> BreakerHandle {
+        BreakerHandle {
+            breaker: Arc::clone(&self.registry.unkeyed),
+        }
+    }
+
+    /// The breaker shared by new keys while the bound is reached.
+    pub fn overflow(&self) -> BreakerHandle {
+        BreakerHandle {
+            breaker: Arc::clone(&self.registry.overflow),
+        }
+    }
+
+    /// The keys that have a breaker, oldest first.
+    pub fn keys(&self) -> Vec<K> {
+        self.registry.read().order.iter().cloned().collect()
+    }
+
+    /// How many keys have a breaker.
+    pub fn len(&self) -> usize {
+        self.registry.read().breakers.len()
+    }
+
+    /// Whether no key has a breaker yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bound on the number of keys.
+    pub fn max_keys(&self) -> usize {
+        self.registry.max_keys
+    }
+
+    /// Snapshots of every keyed breaker (oldest key first), then of the unkeyed and overflow
+    /// breakers when they were used.
+    pub fn snapshots(&self) -> Vec<BreakerSnapshot> {
+        let handles: Vec<BreakerHandle> = {
+            let keys = self.registry.read();
+            keys.order
+                .iter()
+                .filter_map(|k| keys.breakers.get(k))
+                .map(|b| BreakerHandle {
+                    breaker: Arc::clone(b),
+                })
+                .collect()
+        };
+        let mut out: Vec<BreakerSnapshot> = handles.iter().map(BreakerHandle::snapshot).collect();
+        for extra in [self.unkeyed(), self.overflow()] {
+            let snapshot = extra.snapshot();
+            if snapshot.calls > 0
+                || snapshot.generation > 1
+                || snapshot.not_permitted > 0
+                || snapshot.ignored > 0
+            {
+                out.push(snapshot);
+            }
+        }
+        out
+    }
+
+    /// Call `listener` on every transition of every breaker, present and future.
+    pub fn on_state_change(&self, listener: impl Fn(&StateChange) + Send + Sync + 'static) {
+        let listener: Listener = Arc::new(listener);
+        // Hold the registry's write lock so no breaker is created between the two steps.
+        let keys = write(&self.registry.map);
+        lock(&self.registry.listeners).push(Arc::clone(&listener));
+        for b in keys.breakers.values() {
+            b.add_listener(Arc::clone(&listener));
+        }
+        self.registry.unkeyed.add_listener(Arc::clone(&listener));
+        self.registry.overflow.add_listener(listener);
+    }
+
+    /// Reset every breaker (closed, empty window).
+    pub fn reset_all(&self) {
+        let handles: Vec<Arc<Breaker>> = self.registry.read().breakers.values().cloned().collect();
+        for b in handles {
+            b.force(State::Closed, None);
+        }
+        self.registry.unkeyed.force(State::Closed, None);
+        self.registry.overflow.force(State::Closed, None);
+    }
+}
+
+impl<K: BreakerKey> fmt::Debug for KeyedBreakerHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakerHandle")
+            .field("name", &self.registry.config.name())
+            .field("keys", &self.len())
+            .finish()
+    }
+}
