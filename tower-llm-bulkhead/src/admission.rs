@@ -1,0 +1,231 @@
+//! Admission of one call into its partition: request rate, then token budget, then concurrency.
+//!
+//! The order keeps waiting cheap: a call waiting for its rate or token turn holds no concurrency
+//! slot. A rate permit, once taken, is spent even if a later limit rejects the call (governor
+//! cannot give one back; erring on the side of sending less is what a client-side limit is for);
+//! a token charge is refunded if the call is rejected or cancelled before it is sent.
+//!
+//! [`try_admit`] decides synchronously in `call`; only when a call has to wait does it become a
+//! boxed [`Pending::admit`] future (the wait path allocates, the happy path does not).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_llm_core::{BulkheadFull, LimitKind};
+
+use crate::partition::{Enqueue, Partition, Ticket};
+use crate::permit::Permit;
+use crate::tokens::Charge;
+
+/// The boxed wait of a call that could not be admitted at once.
+pub(crate) type Admission = Pin<Box<dyn Future<Output = Result<Permit, BulkheadFull>> + Send>>;
+
+/// The outcome of trying to admit a call without waiting.
+pub(crate) enum Admit {
+    /// Admitted.
+    Now(Permit),
+    /// Rejected.
+    Rejected(BulkheadFull),
+    /// Must wait (within the limits' bounds).
+    Wait(Pending),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Rate,
+    Tokens,
+    Concurrency,
+}
+
+/// A call waiting for admission at some stage. Refunds its token charge if dropped unadmitted.
+pub(crate) struct Pending {
+    partition: Arc<Partition>,
+    tokens: u64,
+    charged: u64,
+    stage: Stage,
+}
+
+/// Try to admit a call estimated at `tokens` tokens into `partition` without waiting.
+#[inline]
+pub(crate) fn try_admit(partition: Arc<Partition>, tokens: u64) -> Admit {
+    // The common case first: no rate or token limit, and a free slot.
+    if partition.rate.is_none() && partition.tokens.is_none() && partition.try_acquire() {
+        return Admit::Now(Permit::new(partition, 0));
+    }
+    try_admit_limited(partition, tokens)
+}
+
+#[inline(never)]
+fn try_admit_limited(partition: Arc<Partition>, tokens: u64) -> Admit {
+    if let Some(rate) = &partition.rate {
+        if let Err(wait) = rate.check() {
+            if wait <= rate.max_wait() {
+                return Admit::Wait(Pending::new(partition, tokens, 0, Stage::Rate));
+            }
+            return Admit::Rejected(partition.reject(LimitKind::Rate, Duration::ZERO, Some(wait)));
+        }
+    }
+    let mut charged = 0;
+    if let Some(budget) = &partition.tokens {
+        match budget.try_charge(tokens) {
+            Charge::Charged => charged = tokens,
+            Charge::Wait(wait) if wait <= budget.max_wait() => {
+                return Admit::Wait(Pending::new(partition, tokens, 0, Stage::Tokens));
+            }
+            Charge::Wait(wait) => {
+                return Admit::Rejected(partition.reject(
+                    LimitKind::Tokens,
+                    Duration::ZERO,
+                    Some(wait),
+                ));
+            }
+            Charge::TooLarge => {
+                return Admit::Rejected(partition.reject(
+                    LimitKind::RequestTooLarge,
+                    Duration::ZERO,
+                    None,
+                ));
+            }
+        }
+    }
+    if partition.try_acquire() {
+        return Admit::Now(Permit::new(partition, charged));
+    }
+    let limit = if !partition.may_wait() {
+        LimitKind::Concurrency
+    } else if partition.queue_full() {
+        // Turned away without allocating a wait: overload storms stay cheap.
+        LimitKind::Queue
+    } else {
+        return Admit::Wait(Pending::new(partition, tokens, charged, Stage::Concurrency));
+    };
+    refund(&partition, charged);
+    Admit::Rejected(partition.reject(limit, Duration::ZERO, None))
+}
+
+fn refund(partition: &Partition, tokens: u64) {
+    if tokens > 0 {
+        if let Some(budget) = &partition.tokens {
+            budget.refund(tokens);
+        }
+    }
+}
+
+impl Pending {
+    fn new(partition: Arc<Partition>, tokens: u64, charged: u64, stage: Stage) -> Self {
+        Pending {
+            partition,
+            tokens,
+            charged,
+            stage,
+        }
+    }
+
+    /// Wait for admission, within each limit's bound.
+    pub(crate) fn into_future(self) -> Admission {
+        Box::pin(self.admit())
+    }
+
+    async fn admit(mut self) -> Result<Permit, BulkheadFull> {
+        let start = Instant::now();
+        let result = self.wait_stages(start).await;
+        let waited = start.elapsed();
+        self.partition.metrics.waited(waited, result.is_ok());
+        match result {
+            Ok(()) => Ok(Permit::new(
+                Arc::clone(&self.partition),
+                std::mem::take(&mut self.charged),
+            )),
+            Err((limit, retry_after)) => Err(self.partition.reject(limit, waited, retry_after)),
+        }
+    }
+
+    /// Pass every remaining stage; on success the caller holds a concurrency slot.
+    async fn wait_stages(&mut self, start: Instant) -> Result<(), (LimitKind, Option<Duration>)> {
+        if self.stage == Stage::Rate {
+            if let Some(rate) = &self.partition.rate {
+                loop {
+                    match rate.check() {
+                        Ok(()) => break,
+                        Err(wait) if start.elapsed() + wait <= rate.max_wait() => {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Err(wait) => return Err((LimitKind::Rate, Some(wait))),
+                    }
+                }
+            }
+            self.stage = Stage::Tokens;
+        }
+        if self.stage == Stage::Tokens {
+            if let Some(budget) = &self.partition.tokens {
+                let since = Instant::now();
+                loop {
+                    match budget.try_charge(self.tokens) {
+                        Charge::Charged => break,
+                        Charge::TooLarge => return Err((LimitKind::RequestTooLarge, None)),
+                        Charge::Wait(wait) if since.elapsed() + wait <= budget.max_wait() => {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Charge::Wait(wait) => return Err((LimitKind::Tokens, Some(wait))),
+                    }
+                }
+                self.charged = self.tokens;
+            }
+            self.stage = Stage::Concurrency;
+            if self.partition.try_acquire() {
+                return Ok(());
+            }
+            if !self.partition.may_wait() {
+                return Err((LimitKind::Concurrency, None));
+            }
+        }
+        let deadline = Instant::now() + self.partition.max_wait;
+        let ticket = match self.partition.enqueue() {
+            Enqueue::Acquired => return Ok(()),
+            Enqueue::Full => return Err((LimitKind::Queue, None)),
+            Enqueue::Queued(ticket) => ticket,
+        };
+        let mut place = Place {
+            partition: &self.partition,
+            ticket,
+            settled: false,
+        };
+        let granted = matches!(
+            tokio::time::timeout_at(deadline, &mut place.ticket.granted).await,
+            Ok(Ok(()))
+        );
+        // A slot handed over at the very moment the wait ended still counts.
+        let admitted = granted || place.partition.leave(&mut place.ticket);
+        place.settled = true;
+        if admitted {
+            Ok(())
+        } else {
+            Err((LimitKind::MaxWait, None))
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        refund(&self.partition, self.charged);
+    }
+}
+
+/// A place in the wait queue; if the wait is abandoned (the call's future dropped), leaves the
+/// queue, releasing a slot that was handed over in the meantime.
+struct Place<'a> {
+    partition: &'a Partition,
+    ticket: Ticket,
+    settled: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.settled && self.partition.leave(&mut self.ticket) {
+            self.partition.release();
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! [`BulkheadLayer`] and its builder.
+//!
+//! Every [`Layer::layer`] call builds a new, independent bulkhead (like tower's
+//! `ConcurrencyLimitLayer`); clones of the resulting service share it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_bulkhead::{AdaptiveConcurrency, BulkheadLayer, ByTarget, RateLimit};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let layer = BulkheadLayer::builder()
+//!     .name("llm")
+//!     .partition_by(ByTarget::new())       // one partition per provider/model
+//!     .max_partitions(256)
+//!     .max_concurrent(32)
+//!     .max_queued(64)
+//!     .max_wait(Duration::from_millis(500))
+//!     .rate_limit(RateLimit::per_minute(3_000).burst(50))
+//!     .adaptive(AdaptiveConcurrency::new(Duration::from_secs(5)).min_limit(4))
+//!     .build()
+//!     .unwrap();
+//! let client = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! }));
+//! let res = client.oneshot(http::Request::new(())).await.unwrap();
+//! assert_eq!(res.status(), 200);
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+use tower_llm_core::{ConfigError, HttpClassifier};
+
+use crate::body::{ReleaseOnBodyEnd, ReleaseOnResponse, ReleaseWithUsage};
+use crate::config::{
+    AdaptiveConcurrency, PartitionConfig, PartitionConfigBuilder, PartitionOverflow, RateLimit,
+    TokenLimit, DEFAULT_MAX_PARTITIONS,
+};
+use crate::key::{Global, Partitioner};
+use crate::partition::{Overrides, Shared, TableLayout};
+use crate::service::{Bulkhead, ErrorsOnly};
+use crate::tokens::NoTokenEstimate;
+
+/// Applies [`Bulkhead`]. Build with [`BulkheadLayer::builder`], or [`BulkheadLayer::new`] for the
+/// defaults (one partition: 64 in flight, 128 queued, 1 s maximum wait).
+///
+/// Type parameters, each set by a builder method: `K` the [`Partitioner`]
+/// ([`partition_by`](BulkheadBuilder::partition_by)), `E` the token estimator
+/// ([`token_limit`](BulkheadBuilder::token_limit)), `C` the classifier of adaptive concurrency
+/// ([`adaptive`](BulkheadBuilder::adaptive)), `R` how long a response holds its permit
+/// ([`release_on_response`](BulkheadBuilder::release_on_response)).
+pub struct BulkheadLayer<
+    K: Partitioner = Global,
+    E = NoTokenEstimate,
+    C = ErrorsOnly,
+    R = ReleaseOnBodyEnd,
+> {
+    name: Arc<str>,
+    defaults: PartitionConfig,
+    max_partitions: usize,
+    overflow: PartitionOverflow,
+    overrides: Option<Overrides<K::Key>>,
+    partitioner: K,
+    estimator: E,
+    classifier: C,
+    hold: R,
+}
+
+impl BulkheadLayer {
+    /// A bulkhead with the default limits and one partition.
+    pub fn new() -> Self {
+        BulkheadLayer {
+            name: Arc::from(DEFAULT_NAME),
+            defaults: PartitionConfig::default(),
+            max_partitions: DEFAULT_MAX_PARTITIONS,
+            overflow: PartitionOverflow::default(),
+            overrides: None,
+            partitioner: Global,
+            estimator: NoTokenEstimate,
+            classifier: ErrorsOnly,
+            hold: ReleaseOnBodyEnd,
+        }
+    }
+
+    /// A builder starting from the defaults.
+    pub fn builder() -> BulkheadBuilder {
+        BulkheadBuilder {
+            name: Arc::from(DEFAULT_NAME),
+            partition: PartitionConfig::builder(),
+            max_partitions: DEFAULT_MAX_PARTITIONS,
+            overflow: PartitionOverflow::default(),
+            overrides: None,
+            partitioner: Global,
+            estimator: NoTokenEstimate,
+            classifier: ErrorsOnly,
+            hold: ReleaseOnBodyEnd,
+        }
+    }
+}
+
+impl Default for BulkheadLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const DEFAULT_NAME: &str = "bulkhead";
+
+impl<K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for BulkheadLayer<K, E, C, R> {
+    fn clone(&self) -> Self {
+        BulkheadLayer {
+            name: Arc::clone(&self.name),
+            defaults: self.defaults.clone(),
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides.clone(),
+            partitioner: self.partitioner.clone(),
+            estimator: self.estimator.clone(),
+            classifier: self.classifier.clone(),
+            hold: self.hold.clone(),
+        }
+    }
+}
+
+impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadLayer<K, E, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadLayer")
+            .field("name", &self.name)
+            .field("defaults", &self.defaults)
+            .field("max_partitions", &self.max_partitions)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone> Layer<S> for BulkheadLayer<K, E, C, R> {
+    type Service = Bulkhead<S, K, E, C, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let shared = Shared::new(
+            Arc::clone(&self.name),
+            self.defaults.clone(),
+            TableLayout {
+                single: self.partitioner.is_single(),
+                max_partitions: self.max_partitions,
+                overflow: self.overflow,
+                overrides: self.overrides.clone(),
+            },
+        );
+        Bulkhead::from_parts(
+            inner,
+            Arc::new(shared),
+            self.partitioner.clone(),
+            self.estimator.clone(),
+            self.classifier.clone(),
+            self.hold.clone(),
+        )
+    }
+}
+
+/// Builds a [`BulkheadLayer`]; [`build`](Self::build) validates every value.
+pub struct BulkheadBuilder<
+    K: Partitioner = Global,
+    E = NoTokenEstimate,
+    C = ErrorsOnly,
+    R = ReleaseOnBodyEnd,
+> {
+    name: Arc<str>,
+    partition: PartitionConfigBuilder,
+    max_partitions: usize,
+    overflow: PartitionOverflow,
+    overrides: Option<Overrides<K::Key>>,
+    partitioner: K,
+    estimator: E,
+    classifier: C,
+    hold: R,
+}
+
+impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadBuilder<K, E, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadBuilder")
+            .field("name", &self.name)
+            .field("partition", &self.partition)
+            .field("max_partitions", &self.max_partitions)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
+    /// The bulkhead's name: the `bulkhead` metrics label, and the name in errors when
+    /// unpartitioned (default `bulkhead`).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Calls allowed in flight at once per partition (default 64).
+    pub fn max_concurrent(mut self, max: usize) -> Self {
+        self.partition = self.partition.max_concurrent(max);
+        self
+    }
+
+    /// Calls allowed to wait for a permit per partition (default 128; 0 disables waiting).
+    pub fn max_queued(mut self, max: usize) -> Self {
+        self.partition = self.partition.max_queued(max);
+        self
+    }
+
+    /// Longest wait for a concurrency permit (default 1 s; zero disables waiting).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.partition = self.partition.max_wait(wait);
+        self
+    }
+
+    /// Limit the request rate per partition.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.partition = self.partition.rate_limit(limit);
+        self
+    }
+
+    /// Bound the number of partitions of a keyed bulkhead (default 1024). When a new key arrives
+    /// at the bound, idle partitions (nothing in flight or waiting, rate and token state full)
+    /// are evicted first (at most one sweep per second); then the
+    /// [`partition_overflow`](Self::partition_overflow) policy applies.
+    pub fn max_partitions(mut self, max: usize) -> Self {
+        self.max_partitions = max;
+        self
+    }
+
+    /// What happens to keys beyond [`max_partitions`](Self::max_partitions) (default: a shared
+    /// `overflow` partition).
+    pub fn partition_overflow(mut self, overflow: PartitionOverflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Give chosen partitions their own limits: `config(key)` is asked once, when the partition
+    /// is created; `None` means the defaults. Set after [`partition_by`](Self::partition_by),
+    /// which resets it (the key type changes).
+    pub fn partition_config<F>(mut self, config: F) -> Self
+    where
+        F: Fn(&K::Key) -> Option<PartitionConfig> + Send + Sync + 'static,
+    {
+        self.overrides = Some(Arc::new(config));
+        self
+    }
+
+    /// Split calls into partitions by `partitioner` (default [`Global`]: one partition).
+    pub fn partition_by<K2: Partitioner>(self, partitioner: K2) -> BulkheadBuilder<K2, E, C, R> {
+        BulkheadBuilder {
+            name: self.name,
+            partition: self.partition,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: None,
+            partitioner,
+            estimator: self.estimator,
+            classifier: self.classifier,
+            hold: self.hold,
+        }
+    }
+
+    /// Limit tokens per period per partition, estimating each request with `estimator`
+    /// ([`JsonBodyEstimate`](crate::JsonBodyEstimate) for JSON bodies, or a closure).
+    pub fn token_limit<E2>(self, limit: TokenLimit, estimator: E2) -> BulkheadBuilder<K, E2, C, R> {
+        let mut next = self.estimate_tokens(estimator);
+        next.partition = next.partition.token_limit(limit);
+        next
+    }
+
+    /// Estimate request tokens with `estimator`, for partitions given a token limit by
+    /// [`partition_config`](Self::partition_config) only.
+    pub fn estimate_tokens<E2>(self, estimator: E2) -> BulkheadBuilder<K, E2, C, R> {
+        BulkheadBuilder {
+            name: self.name,
+            partition: self.partition,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides,
+            partitioner: self.partitioner,
+            estimator,
+            classifier: self.classifier,
+            hold: self.hold,
+        }
+    }
+
+    /// Adapt each partition's concurrency limit to the target (AIMD), classifying HTTP responses
+    /// with [`HttpClassifier`].
+    pub fn adaptive(
+        self,
+        adaptive: AdaptiveConcurrency,
+    ) -> BulkheadBuilder<K, E, HttpClassifier, R> {
+        self.adaptive_with(adaptive, HttpClassifier::default())
+    }
+
+    /// Adapt each partition's concurrency limit, classifying responses with `classifier` (for a
+    /// typed client, or custom rows).
+    pub fn adaptive_with<C2>(
+        mut self,
+        adaptive: AdaptiveConcurrency,
+        classifier: C2,
+    ) -> BulkheadBuilder<K, E, C2, R> {
+        self.partition = self.partition.adaptive(adaptive);
+        self.classify_with(classifier)
+    }
+
+    /// Classify responses with `classifier`, for partitions made adaptive by
+    /// [`partition_config`](Self::partition_config) only.
+    pub fn classify_with<C2>(self, classifier: C2) -> BulkheadBuilder<K, E, C2, R> {
+        BulkheadBuilder {
+            name: self.name,
+            partition: self.partition,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides,
+            partitioner: self.partitioner,
+            estimator: self.estimator,
+            classifier,
+            hold: self.hold,
+        }
+    }
+
+    /// Release the permit as soon as the response is returned (for non-HTTP responses, or when
+    /// bodies are read elsewhere). The default keeps it in the HTTP body until it ends.
+    pub fn release_on_response(self) -> BulkheadBuilder<K, E, C, ReleaseOnResponse> {
+        self.hold_permit(ReleaseOnResponse)
+    }
+
+    /// Release the permit when the response is returned, correcting the token charge with
+    /// `usage(&response)` (for typed clients whose responses carry usage).
+    pub fn release_with_usage<F>(self, usage: F) -> BulkheadBuilder<K, E, C, ReleaseWithUsage<F>> {
+        self.hold_permit(ReleaseWithUsage::new(usage))
+    }
+
+    /// Decide how long responses hold their permit with a custom [`HoldPermit`](crate::HoldPermit).
+    pub fn hold_permit<R2>(self, hold: R2) -> BulkheadBuilder<K, E, C, R2> {
+        BulkheadBuilder {
+            name: self.name,
+            partition: self.partition,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides,
+            partitioner: self.partitioner,
+            estimator: self.estimator,
+            classifier: self.classifier,
+            hold,
+        }
+    }
+
+    /// Validate and build the layer.
+    pub fn build(self) -> Result<BulkheadLayer<K, E, C, R>, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        if self.max_partitions == 0 {
+            return Err(ConfigError::new("max_partitions", "must be at least 1"));
+        }
+        Ok(BulkheadLayer {
+            name: self.name,
+            defaults: self.partition.build()?,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides,
+            partitioner: self.partitioner,
+            estimator: self.estimator,
+            classifier: self.classifier,
+            hold: self.hold,
+        })
+    }
+}

@@ -1,0 +1,695 @@
+//! Partitions: one set of limits each, and the bounded table that holds them.
+//!
+//! The concurrency limit of a partition is a hand-written semaphore with a lock-free fast path:
+//! calls in flight and calls waiting share one atomic word, so an admission or a release with
+//! nobody waiting is a single compare-and-swap. Only when calls wait does a short mutex guard
+//! the FIFO wait queue; a release then hands its slot straight to the oldest waiter (no barging:
+//! while anyone waits, newcomers queue behind them), which keeps the maximum wait meaningful.
+//! (tokio's `Semaphore`, used by tower's `ConcurrencyLimit`, takes its waiter mutex on every
+//! release.)
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tower_llm_core::{BulkheadFull, LimitKind};
+
+use crate::adaptive::{Aimd, Signal};
+use crate::clock::{saturating_nanos, TokioClock};
+use crate::config::{PartitionConfig, PartitionOverflow};
+use crate::key::PartitionKey;
+use crate::metrics::PartitionMetrics;
+use crate::rate::RequestRate;
+use crate::tokens::TokenBudget;
+
+/// One `waiting` in the packed state word.
+const ONE_WAITING: u64 = 1 << 32;
+
+fn unpack(state: u64) -> (usize, usize) {
+    ((state & 0xffff_ffff) as usize, (state >> 32) as usize)
+}
+
+/// The limits and live state of one partition.
+pub(crate) struct Partition {
+    pub(crate) name: Arc<str>,
+    /// Calls in flight (low 32 bits) and calls waiting (high 32 bits).
+    state: AtomicU64,
+    /// The concurrency limit (moves when adaptive).
+    limit: AtomicUsize,
+    max_queued: usize,
+    pub(crate) max_wait: Duration,
+    queue: Mutex<WaitQueue>,
+    pub(crate) rate: Option<RequestRate>,
+    pub(crate) tokens: Option<TokenBudget>,
+    adaptive: Option<Aimd>,
+    pub(crate) metrics: PartitionMetrics,
+}
+
+#[derive(Default)]
+struct WaitQueue {
+    next_id: u64,
+    waiters: VecDeque<Waiter>,
+}
+
+struct Waiter {
+    id: u64,
+    grant: oneshot::Sender<()>,
+}
+
+/// A place in a partition's wait queue; [`Partition::leave`] must be called unless granted.
+pub(crate) struct Ticket {
+    id: u64,
+    pub(crate) granted: oneshot::Receiver<()>,
+}
+
+/// The outcome of joining the wait queue.
+pub(crate) enum Enqueue {
+    /// A slot was free after all.
+    Acquired,
+    /// Waiting: the ticket's receiver resolves when a slot is handed over.
+    Queued(Ticket),
+    /// The queue is full.
+    Full,
+}
+
+impl Partition {
+    pub(crate) fn new(
+        bulkhead: &Arc<str>,
+        name: Arc<str>,
+        config: &PartitionConfig,
+        clock: TokioClock,
+    ) -> Self {
+        let metrics = PartitionMetrics::new(bulkhead, &name);
+        metrics.limit.set(config.max_concurrent as f64);
+        Partition {
+            state: AtomicU64::new(0),
+            limit: AtomicUsize::new(config.max_concurrent),
+            max_queued: config.max_queued,
+            max_wait: config.max_wait,
+            queue: Mutex::new(WaitQueue::default()),
+            rate: config.rate.as_ref().map(|r| RequestRate::new(r, clock)),
+            tokens: config.tokens.as_ref().map(|t| TokenBudget::new(t, clock)),
+            adaptive: config.adaptive.as_ref().map(|a| Aimd::new(a, clock)),
+            metrics,
+            name,
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, WaitQueue> {
+        // Nothing panics while holding the lock, but a poisoned queue is still consistent.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Calls in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        unpack(self.state.load(Ordering::Acquire)).0
+    }
+
+    /// Calls waiting for a slot.
+    pub(crate) fn queued(&self) -> usize {
+        unpack(self.state.load(Ordering::Acquire)).1
+    }
+
+    /// The current concurrency limit.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Whether a full partition may make calls wait at all.
+    pub(crate) fn may_wait(&self) -> bool {
+        self.max_queued > 0 && !self.max_wait.is_zero()
+    }
+
+    /// Whether the wait queue is full right now (a hint; [`enqueue`](Self::enqueue) decides).
+    pub(crate) fn queue_full(&self) -> bool {
+        self.queued() >= self.max_queued
+    }
+
+    /// Whether this partition tracks usage-based token corrections.
+    pub(crate) fn has_tokens(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// Take a slot if one is free and nobody waits (the lock-free fast path).
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let (in_flight, waiting) = unpack(state);
+            if waiting != 0 || in_flight >= limit {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.metrics.in_flight.increment(1.0);
+                    return true;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Take a slot, or join the wait queue if it has room.
+    pub(crate) fn enqueue(&self) -> Enqueue {
+        let mut queue = self.lock_queue();
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let (in_flight, waiting) = unpack(state);
+            let limit = self.limit.load(Ordering::Acquire);
+            let (next, queued) = if waiting == 0 && in_flight < limit {
+                (state + 1, false)
+            } else if waiting >= self.max_queued {
+                return Enqueue::Full;
+            } else {
+                (state + ONE_WAITING, true)
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if queued => {
+                    let (grant, granted) = oneshot::channel();
+                    let id = queue.next_id;
+                    queue.next_id = queue.next_id.wrapping_add(1);
+                    queue.waiters.push_back(Waiter { id, grant });
+                    self.metrics.queued.increment(1.0);
+                    return Enqueue::Queued(Ticket { id, granted });
+                }
+                Ok(_) => {
+                    self.metrics.in_flight.increment(1.0);
+                    return Enqueue::Acquired;
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Leave the wait queue (timed out or cancelled). Returns `true` when a slot had been handed
+    /// over in the meantime: the caller then holds it and must use or release it.
+    pub(crate) fn leave(&self, ticket: &mut Ticket) -> bool {
+        let mut queue = self.lock_queue();
+        if ticket.granted.try_recv().is_ok() {
+            return true;
+        }
+        if let Some(pos) = queue.waiters.iter().position(|w| w.id == ticket.id) {
+            queue.waiters.remove(pos);
+            self.state.fetch_sub(ONE_WAITING, Ordering::AcqRel);
+            self.metrics.queued.decrement(1.0);
+        }
+        false
+    }
+
+    /// Give a slot back: to the oldest waiter if any, else to the partition.
+    #[inline]
+    pub(crate) fn release(&self) {
+        // The common case: nobody waits, one compare-and-swap.
+        let state = self.state.load(Ordering::Acquire);
+        if unpack(state).1 == 0
+            && self
+                .state
+                .compare_exchange(state, state - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.metrics.in_flight.decrement(1.0);
+            return;
+        }
+        self.release_contended();
+    }
+
+    #[inline(never)]
+    fn release_contended(&self) {
+        loop {
+            let state = self.state.load(Ordering::Acquire);
+            let (in_flight, waiting) = unpack(state);
+            let limit = self.limit.load(Ordering::Acquire);
+            if waiting == 0 || in_flight > limit {
+                if self
+                    .state
+                    .compare_exchange_weak(state, state - 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.metrics.in_flight.decrement(1.0);
+                    return;
+                }
+            } else if self.hand_off() {
+                return;
+            }
+        }
+    }
+
+    /// Hand the caller's slot to the oldest waiter. `false` when there is nobody to hand it to
+    /// (any more) and the caller still holds it.
+    fn hand_off(&self) -> bool {
+        let mut queue = self.lock_queue();
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let (in_flight, waiting) = unpack(state);
+            let limit = self.limit.load(Ordering::Acquire);
+            if waiting == 0 || in_flight > limit || queue.waiters.is_empty() {
+                return false;
+            }
+            match self.state.compare_exchange(
+                state,
+                state - ONE_WAITING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.metrics.queued.decrement(1.0);
+                    // Waiters leave the queue under this lock before dropping their receiver, so
+                    // the send succeeds; if it did not, the caller still holds the slot.
+                    return queue
+                        .waiters
+                        .pop_front()
+                        .is_some_and(|w| w.grant.send(()).is_ok());
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Admit waiters into slots the limit has room for (after the limit grew).
+    fn admit_waiters(&self) {
+        let mut queue = self.lock_queue();
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let (in_flight, waiting) = unpack(state);
+            let limit = self.limit.load(Ordering::Acquire);
+            if waiting == 0 || in_flight >= limit || queue.waiters.is_empty() {
+                return;
+            }
+            let next = state - ONE_WAITING + 1;
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.metrics.queued.decrement(1.0);
+                    self.metrics.in_flight.increment(1.0);
+                    let sent = queue
+                        .waiters
+                        .pop_front()
+                        .is_some_and(|w| w.grant.send(()).is_ok());
+                    if !sent {
+                        self.state.fetch_sub(1, Ordering::AcqRel);
+                        self.metrics.in_flight.decrement(1.0);
+                    }
+                    state = self.state.load(Ordering::Acquire);
+                }
+                Err(actual) => state = actual,
+            }
+        }
+    }
+
+    /// Feed one completed call to the adaptive limit, if this partition adapts.
+    pub(crate) fn adapt(&self, signal: impl FnOnce(&Aimd) -> Signal) {
+        let Some(aimd) = &self.adaptive else { return };
+        let signal = signal(aimd);
+        let limit = self.limit.load(Ordering::Acquire);
+        let Some(next) = aimd.next_limit(signal, limit, self.in_flight()) else {
+            return;
+        };
+        if self
+            .limit
+            .compare_exchange(limit, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        self.metrics.limit.set(next as f64);
+        if next > limit {
+            tracing::trace!(partition = %self.name, limit = next, "adaptive concurrency limit raised");
+            self.admit_waiters();
+        } else {
+            tracing::debug!(partition = %self.name, limit = next, "adaptive concurrency limit lowered");
+        }
+    }
+
+    /// Correct the token budget after a call estimated at `estimated` tokens reported `actual`.
+    pub(crate) fn correct_tokens(&self, estimated: u64, actual: u64) {
+        let Some(budget) = &self.tokens else { return };
+        if actual < estimated {
+            budget.refund(estimated - actual);
+            self.metrics.corrected(true, estimated - actual);
+        } else if actual > estimated {
+            budget.debit(actual - estimated);
+            self.metrics.corrected(false, actual - estimated);
+        }
+    }
+
+    /// Whether this partition is adaptive.
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
+    /// A rejection on `limit`, recorded in metrics and traced.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reject(
+        &self,
+        limit: LimitKind,
+        waited: Duration,
+        retry_after: Option<Duration>,
+    ) -> BulkheadFull {
+        let in_flight = self.in_flight();
+        self.metrics.rejected(limit);
+        tracing::debug!(
+            partition = %self.name,
+            limit = limit.as_str(),
+            in_flight,
+            waited_ms = waited.as_millis() as u64,
+            retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+            "bulkhead rejected a call"
+        );
+        let full = BulkheadFull::new(Arc::clone(&self.name), limit, in_flight, waited);
+        match retry_after {
+            Some(after) => full.with_retry_after(after),
+            None => full,
+        }
+    }
+
+    /// Nothing in flight or waiting, and rate and token state back to full.
+    fn is_idle(&self, now: u64) -> bool {
+        self.state.load(Ordering::Acquire) == 0
+            && self.rate.as_ref().is_none_or(|r| r.is_idle(now))
+            && self.tokens.as_ref().is_none_or(|t| t.is_idle(now))
+    }
+
+    pub(crate) fn snapshot(&self) -> PartitionSnapshot {
+        PartitionSnapshot {
+            partition: Arc::clone(&self.name),
+            in_flight: self.in_flight(),
+            queued: self.queued(),
+            limit: self.limit(),
+            tokens_available: self.tokens.as_ref().map(TokenBudget::available),
+        }
+    }
+}
+
+/// The state of one partition at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PartitionSnapshot {
+    /// The partition's name (its key, or the bulkhead's name when unpartitioned).
+    pub partition: Arc<str>,
+    /// Calls holding a permit.
+    pub in_flight: usize,
+    /// Calls waiting for a permit.
+    pub queued: usize,
+    /// The current concurrency limit.
+    pub limit: usize,
+    /// Tokens left in the budget, when the partition has a token limit.
+    pub tokens_available: Option<u64>,
+}
+
+/// Limits for particular partitions, by key.
+pub(crate) type Overrides<K> = Arc<dyn Fn(&K) -> Option<PartitionConfig> + Send + Sync>;
+
+/// How often, at most, a full table looks for idle partitions to evict.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Shards of a keyed table (each its own lock).
+const SHARDS: usize = 16;
+
+/// The state every clone of one bulkhead service shares.
+pub(crate) struct Shared<K> {
+    pub(crate) name: Arc<str>,
+    defaults: PartitionConfig,
+    overrides: Option<Overrides<K>>,
+    clock: TokioClock,
+    table: Table<K>,
+}
+
+enum Table<K> {
+    Single(Arc<Partition>),
+    Keyed(Box<Keyed<K>>),
+}
+
+/// A key with its hash, computed once with the table's `RandomState` (keys may come from
+/// clients, so the hash stays keyed): the hash picks the shard and is the in-shard hash, so a
+/// lookup hashes the key once.
+struct Prehashed<K> {
+    hash: u64,
+    key: K,
+}
+
+impl<K: PartialEq> PartialEq for Prehashed<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl<K: Eq> Eq for Prehashed<K> {}
+
+impl<K> Hash for Prehashed<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The in-shard hasher: passes the precomputed hash through.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Prehashed`; fold anything else in rather than lose it.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type ShardMap<K> = HashMap<Prehashed<K>, Arc<Partition>, BuildHasherDefault<PassThrough>>;
+
+struct Keyed<K> {
+    shards: [RwLock<ShardMap<K>>; SHARDS],
+    hasher: RandomState,
+    len: AtomicUsize,
+    max: usize,
+    overflow: Option<Arc<Partition>>,
+    next_sweep: AtomicU64,
+}
+
+/// How a [`Shared`] table is laid out.
+pub(crate) struct TableLayout<K> {
+    pub(crate) single: bool,
+    pub(crate) max_partitions: usize,
+    pub(crate) overflow: PartitionOverflow,
+    pub(crate) overrides: Option<Overrides<K>>,
+}
+
+impl<K: PartitionKey> Shared<K> {
+    pub(crate) fn new(name: Arc<str>, defaults: PartitionConfig, layout: TableLayout<K>) -> Self {
+        let clock = TokioClock::new();
+        let table = if layout.single {
+            Table::Single(Arc::new(Partition::new(
+                &name,
+                Arc::clone(&name),
+                &defaults,
+                clock,
+            )))
+        } else {
+            let overflow = match layout.overflow {
+                PartitionOverflow::Shared => Some(Arc::new(Partition::new(
+                    &name,
+                    Arc::from("overflow"),
+                    &defaults,
+                    clock,
+                ))),
+                PartitionOverflow::Reject => None,
+            };
+            Table::Keyed(Box::new(Keyed {
+                shards: std::array::from_fn(|_| RwLock::new(ShardMap::default())),
+                hasher: RandomState::new(),
+                len: AtomicUsize::new(0),
+                max: layout.max_partitions,
+                overflow,
+                next_sweep: AtomicU64::new(0),
+            }))
+        };
+        Shared {
+            name,
+            defaults,
+            overrides: layout.overrides,
+            clock,
+            table,
+        }
+    }
+
+    /// The one partition of an unpartitioned bulkhead.
+    pub(crate) fn single(&self) -> Option<&Arc<Partition>> {
+        match &self.table {
+            Table::Single(p) => Some(p),
+            Table::Keyed(_) => None,
+        }
+    }
+
+    /// The partition for `key`, created on first use.
+    pub(crate) fn partition(&self, key: K) -> Result<Arc<Partition>, BulkheadFull> {
+        let keyed = match &self.table {
+            Table::Single(p) => return Ok(Arc::clone(p)),
+            Table::Keyed(keyed) => keyed,
+        };
+        let key = keyed.prehash(key);
+        let shard = keyed.shard(&key);
+        if let Some(p) = read(shard).get(&key) {
+            return Ok(Arc::clone(p));
+        }
+        let mut key = Some(key);
+        for attempt in 0..2 {
+            let mut map = write(shard);
+            let Some(k) = key.take() else { break };
+            if let Some(p) = map.get(&k) {
+                return Ok(Arc::clone(p));
+            }
+            if keyed.reserve() {
+                let name: Arc<str> = Arc::from(k.key.to_string());
+                let config = self
+                    .overrides
+                    .as_ref()
+                    .and_then(|f| f(&k.key))
+                    .unwrap_or_else(|| self.defaults.clone());
+                let partition = Arc::new(Partition::new(&self.name, name, &config, self.clock));
+                map.insert(k, Arc::clone(&partition));
+                return Ok(partition);
+            }
+            key = Some(k);
+            drop(map);
+            if attempt == 0 && !keyed.sweep(self.clock) {
+                break;
+            }
+        }
+        match &keyed.overflow {
+            Some(overflow) => Ok(Arc::clone(overflow)),
+            None => {
+                metrics::counter!(
+                    crate::metrics::REJECTED_TOTAL,
+                    "bulkhead" => Arc::clone(&self.name),
+                    "partition" => "overflow",
+                    "reason" => LimitKind::Partitions.as_str()
+                )
+                .increment(1);
+                tracing::debug!(bulkhead = %self.name, max_partitions = keyed.max, "bulkhead rejected a call: partition bound reached");
+                Err(BulkheadFull::new(
+                    Arc::clone(&self.name),
+                    LimitKind::Partitions,
+                    0,
+                    Duration::ZERO,
+                ))
+            }
+        }
+    }
+
+    /// The partition for `key` if it exists (never creates one).
+    pub(crate) fn existing(&self, key: &K) -> Option<Arc<Partition>> {
+        match &self.table {
+            Table::Single(p) => Some(Arc::clone(p)),
+            Table::Keyed(keyed) => {
+                let key = keyed.prehash(key.clone());
+                read(keyed.shard(&key)).get(&key).cloned()
+            }
+        }
+    }
+
+    /// Every partition (the overflow partition last).
+    pub(crate) fn partitions(&self) -> Vec<Arc<Partition>> {
+        match &self.table {
+            Table::Single(p) => vec![Arc::clone(p)],
+            Table::Keyed(keyed) => {
+                let mut all: Vec<Arc<Partition>> = keyed
+                    .shards
+                    .iter()
+                    .flat_map(|s| read(s).values().cloned().collect::<Vec<_>>())
+                    .collect();
+                all.extend(keyed.overflow.iter().cloned());
+                all
+            }
+        }
+    }
+}
+
+impl<K: PartitionKey> Keyed<K> {
+    fn prehash(&self, key: K) -> Prehashed<K> {
+        Prehashed {
+            hash: self.hasher.hash_one(&key),
+            key,
+        }
+    }
+
+    fn shard(&self, key: &Prehashed<K>) -> &RwLock<ShardMap<K>> {
+        // Bits 32..36: the in-shard table uses the low bits (bucket) and the top 7 (tag).
+        &self.shards[((key.hash >> 32) % SHARDS as u64) as usize]
+    }
+
+    /// Count one more partition if the bound allows.
+    fn reserve(&self) -> bool {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Evict idle partitions nobody references, at most once per [`SWEEP_INTERVAL`]. Returns
+    /// whether any was evicted.
+    fn sweep(&self, clock: TokioClock) -> bool {
+        let now = clock.elapsed_nanos();
+        let due = self.next_sweep.load(Ordering::Acquire);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(saturating_nanos(SWEEP_INTERVAL)),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        let mut evicted = 0;
+        for shard in self.shards.iter() {
+            let mut map = write(shard);
+            let before = map.len();
+            // Only the table holds an idle partition: no permit, waiter or lookup can be using it
+            // (lookups clone under this lock).
+            map.retain(|_, p| !(Arc::strong_count(p) == 1 && p.is_idle(now)));
+            evicted += before - map.len();
+        }
+        self.len.fetch_sub(evicted, Ordering::AcqRel);
+        if evicted > 0 {
+            tracing::debug!(evicted, "bulkhead evicted idle partitions");
+        }
+        evicted > 0
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,235 @@
+//! The [`Bulkhead`] service and its [`BulkheadHandle`].
+//!
+//! # Admission happens in `call`, not `poll_ready`
+//!
+//! tower's `ConcurrencyLimit` takes its permit in `poll_ready`. A bulkhead cannot: the partition
+//! (and so the limit) depends on the request, which `poll_ready` does not see, and a wait inside
+//! `poll_ready` has no per-call deadline (callers park in `ServiceExt::ready` or a `Buffer` for
+//! as long as it takes). Here `poll_ready` reports only the inner service's readiness; `call`
+//! picks the partition and admits the call at once when it can (no allocation, no lock). When the
+//! call must wait, the already-ready inner service moves into the response future (a fresh clone
+//! takes its place, as tower's `Retry` does) and the future waits — bounded by the queue size and
+//! the maximum wait — before calling it. A call is therefore never waiting without a bound, and a
+//! rejected call returns at once with [`BulkheadFull`](tower_llm_core::BulkheadFull).
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_llm_core::{BoxError, Classification, Classify};
+use tower_service::Service;
+
+use crate::admission::{try_admit, Admit};
+use crate::body::{HoldPermit, ReleaseOnBodyEnd};
+use crate::future::ResponseFuture;
+use crate::key::{Global, PartitionBy, Partitioner};
+use crate::partition::{PartitionSnapshot, Shared};
+use crate::tokens::{EstimateTokens, NoTokenEstimate};
+
+/// Limits concurrent calls (with a bounded wait), request rate and tokens per partition; see the
+/// [crate docs](crate).
+pub struct Bulkhead<
+    S,
+    K: Partitioner = Global,
+    E = NoTokenEstimate,
+    C = ErrorsOnly,
+    R = ReleaseOnBodyEnd,
+> {
+    inner: S,
+    shared: Arc<Shared<K::Key>>,
+    partitioner: K,
+    estimator: E,
+    classifier: C,
+    hold: R,
+}
+
+impl<S, K: Partitioner, E, C, R> Bulkhead<S, K, E, C, R> {
+    pub(crate) fn from_parts(
+        inner: S,
+        shared: Arc<Shared<K::Key>>,
+        partitioner: K,
+        estimator: E,
+        classifier: C,
+        hold: R,
+    ) -> Self {
+        Bulkhead {
+            inner,
+            shared,
+            partitioner,
+            estimator,
+            classifier,
+            hold,
+        }
+    }
+
+    /// A handle on this bulkhead's state (shared by every clone of the service).
+    pub fn handle(&self) -> BulkheadHandle<K::Key> {
+        BulkheadHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S: Clone, K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for Bulkhead<S, K, E, C, R> {
+    fn clone(&self) -> Self {
+        Bulkhead {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            partitioner: self.partitioner.clone(),
+            estimator: self.estimator.clone(),
+            classifier: self.classifier.clone(),
+            hold: self.hold.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: Partitioner, E, C, R> fmt::Debug for Bulkhead<S, K, E, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("name", &self.shared.name)
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, K, E, C, R> Service<Req> for Bulkhead<S, K, E, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    K: PartitionBy<Req>,
+    E: EstimateTokens<Req>,
+    C: Classify<S::Response>,
+    R: HoldPermit<S::Response>,
+{
+    type Response = R::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, C, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let partition = match self.shared.single() {
+            Some(partition) => Arc::clone(partition),
+            None => match self.shared.partition(self.partitioner.key(&request)) {
+                Ok(partition) => partition,
+                Err(full) => return ResponseFuture::rejected(full, self.hold.clone()),
+            },
+        };
+        let tokens = if partition.has_tokens() {
+            self.estimator.estimate(&request)
+        } else {
+            0
+        };
+        let classifier = partition.is_adaptive().then(|| self.classifier.clone());
+        match try_admit(partition, tokens) {
+            Admit::Now(permit) => {
+                let future = self.inner.call(request);
+                ResponseFuture::called(future, permit, classifier, self.hold.clone())
+            }
+            Admit::Rejected(full) => ResponseFuture::rejected(full, self.hold.clone()),
+            Admit::Wait(pending) => {
+                // Take the service that was driven ready; leave a fresh clone for the next call.
+                let fresh = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, fresh);
+                ResponseFuture::waiting(
+                    pending.into_future(),
+                    ready,
+                    request,
+                    classifier,
+                    self.hold.clone(),
+                )
+            }
+        }
+    }
+}
+
+/// A handle on a bulkhead's live state: snapshots, totals, and the token-usage hook.
+pub struct BulkheadHandle<Key> {
+    shared: Arc<Shared<Key>>,
+}
+
+impl<Key> Clone for BulkheadHandle<Key> {
+    fn clone(&self) -> Self {
+        BulkheadHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Key> fmt::Debug for BulkheadHandle<Key> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadHandle")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<Key: crate::PartitionKey> BulkheadHandle<Key> {
+    /// The bulkhead's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The state of every partition (a keyed bulkhead's `overflow` partition last).
+    pub fn snapshot(&self) -> Vec<PartitionSnapshot> {
+        self.shared
+            .partitions()
+            .iter()
+            .map(|p| p.snapshot())
+            .collect()
+    }
+
+    /// The state of `key`'s partition, if it exists (an unpartitioned bulkhead's one partition,
+    /// whatever the key).
+    pub fn partition(&self, key: &Key) -> Option<PartitionSnapshot> {
+        self.shared.existing(key).map(|p| p.snapshot())
+    }
+
+    /// Calls holding a permit, over every partition.
+    pub fn in_flight(&self) -> usize {
+        self.shared.partitions().iter().map(|p| p.in_flight()).sum()
+    }
+
+    /// Calls waiting for a permit, over every partition.
+    pub fn queued(&self) -> usize {
+        self.shared.partitions().iter().map(|p| p.queued()).sum()
+    }
+
+    /// Correct `key`'s token budget after a call charged `estimated` tokens reported `actual`
+    /// tokens of use — for a layer that reads usage the bulkhead cannot see (a streaming layer
+    /// that parses SSE above it, a typed client). Returns `false` when the partition does not
+    /// exist (any more).
+    pub fn correct_tokens(&self, key: &Key, estimated: u64, actual: u64) -> bool {
+        match self.shared.existing(key) {
+            Some(p) => {
+                p.correct_tokens(estimated, actual);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A classifier for adaptive concurrency over any response type: every response is a success,
+/// errors are classified by [`tower_llm_core::classify_error`] (timeouts, transport errors, and
+/// tower-llm's own errors). The default when the layer is not adaptive.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorsOnly;
+
+impl<Res> Classify<Res> for ErrorsOnly {
+    fn classify_response(&self, _response: &Res) -> Classification {
+        Classification::Success
+    }
+}
