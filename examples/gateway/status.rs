@@ -1,0 +1,100 @@
+//! Counters of the gateway's traffic and the live status line.
+//!
+//! ```text
+//! [   12s]   2.0 req/s | fallbacks 2 errors 0 | degraded | primary/gpt-4o-mini open 3s cooldown 2s fails 5 (overloaded) | secondary/backup-model closed
+//! ```
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tower_llm::breaker::State;
+use tower_llm::StackHealth;
+
+/// Requests, fallbacks and errors since start (shared by every handler).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Chat requests received.
+    pub requests: AtomicU64,
+    /// Answers served by another target than the first, the cache or the static tier.
+    pub fallbacks: AtomicU64,
+    /// Requests answered with an error status by the gateway (4xx/5xx it produced itself).
+    pub errors: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// See [`Counters::requests`].
+    pub requests: u64,
+    /// See [`Counters::fallbacks`].
+    pub fallbacks: u64,
+    /// See [`Counters::errors`].
+    pub errors: u64,
+}
+
+impl Counters {
+    /// Read every counter.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            requests: self.requests.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One status line: the rate and counts since `previous`, then every target's state.
+pub fn status_line(
+    uptime: Duration,
+    since_last: Duration,
+    now: Totals,
+    previous: Totals,
+    health: &StackHealth,
+) -> String {
+    let secs = since_last.as_secs_f64().max(1e-3);
+    let rate = now.requests.saturating_sub(previous.requests) as f64 / secs;
+    let mut line = format!(
+        "[{:>5}s] {rate:5.1} req/s | fallbacks {} errors {} | {}",
+        uptime.as_secs(),
+        now.fallbacks.saturating_sub(previous.fallbacks),
+        now.errors.saturating_sub(previous.errors),
+        health.status.as_str(),
+    );
+    for t in &health.targets {
+        let _ = write!(line, " | {}", t.name);
+        if let Some(b) = &t.breaker {
+            let _ = write!(line, " {}", b.state);
+            if b.state == State::Open {
+                match b.retry_after_ms {
+                    Some(ms) if ms > 0 => {
+                        let _ = write!(line, " {}s", ms.div_ceil(1000));
+                    }
+                    // The wait is over: the next call is a half-open probe.
+                    _ => line.push_str(" (probe due)"),
+                }
+            }
+        }
+        if let Some(cd) = &t.cooldown {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            match cd.until_unix_ms {
+                _ if cd.probing => line.push_str(" probing"),
+                Some(until) if until > now_ms => {
+                    let _ = write!(line, " cooldown {}s", (until - now_ms).div_ceil(1000));
+                }
+                // Lifted: the next request probes it (the breaker's note says so if open).
+                Some(_) => {}
+                None => line.push_str(" benched until reset"),
+            }
+        }
+        if t.consecutive_failures > 0 {
+            let _ = write!(line, " fails {}", t.consecutive_failures);
+            if let Some(kind) = &t.last_error_kind {
+                let _ = write!(line, " ({kind})");
+            }
+        }
+    }
+    line
+}
