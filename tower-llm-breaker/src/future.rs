@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify};
+use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, StreamEnd};
 
 use crate::policy::OutcomePolicy;
-use crate::state::CallPermit;
+use crate::state::{CallPermit, Outcome};
 
 /// The future returned by [`CircuitBreaker`](crate::CircuitBreaker) and
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
@@ -75,6 +75,24 @@ where
                 let (result, classification) = match result {
                     Ok(res) => {
                         let c = classifier.classify_response(&res);
+                        if c.is_success() {
+                            if let Some(stream) = classifier.stream_outcome(&res) {
+                                // A committed stream can still be cut: the verdict waits for
+                                // its end. A body dropped by the client says nothing about the
+                                // target, so `Abandoned` drops the permit unrecorded.
+                                if let Some(mut permit) = permit.take() {
+                                    permit.freeze_latency();
+                                    let policy = policy.clone();
+                                    stream.on_end(move |end| match end {
+                                        StreamEnd::Complete => permit.record(Outcome::Success),
+                                        StreamEnd::Failed(f) => permit
+                                            .record(policy.outcome(&Classification::Failure(f))),
+                                        StreamEnd::Abandoned => drop(permit),
+                                    });
+                                }
+                                return Poll::Ready(Ok(res));
+                            }
+                        }
                         (Ok(res), c)
                     }
                     Err(e) => {

@@ -502,6 +502,7 @@ impl Breaker {
             gen,
             kind,
             start_ns,
+            latency_ns: None,
             done: false,
         }
     }
@@ -538,7 +539,14 @@ impl Breaker {
     }
 
     /// Apply the outcome of a permit.
-    fn complete(&self, gen: u64, kind: PermitKind, start_ns: u64, outcome: Outcome) {
+    fn complete(
+        &self,
+        gen: u64,
+        kind: PermitKind,
+        start_ns: u64,
+        latency_ns: Option<u64>,
+        outcome: Outcome,
+    ) {
         self.metrics.outcome(outcome);
         if kind == PermitKind::Untracked {
             return;
@@ -555,9 +563,9 @@ impl Breaker {
             Outcome::Failure(_) => true,
         };
         let now = if self.needs_clock { self.now_ns() } else { 0 };
-        let slow = self
-            .slow_ns
-            .is_some_and(|threshold| now.saturating_sub(start_ns) >= threshold);
+        let slow = self.slow_ns.is_some_and(|threshold| {
+            latency_ns.unwrap_or(now.saturating_sub(start_ns)) >= threshold
+        });
         if slow {
             self.metrics.slow();
         }
@@ -893,6 +901,7 @@ pub struct CallPermit {
     gen: u64,
     kind: PermitKind,
     start_ns: u64,
+    latency_ns: Option<u64>,
     done: bool,
 }
 
@@ -901,7 +910,15 @@ impl CallPermit {
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
         self.breaker
-            .complete(self.gen, self.kind, self.start_ns, outcome);
+            .complete(self.gen, self.kind, self.start_ns, self.latency_ns, outcome);
+    }
+
+    /// Fix the call's latency (for the slow-call rule) at now, before its outcome is known: a
+    /// streamed answer is judged slow by its time to first event, not by how long it streams.
+    pub fn freeze_latency(&mut self) {
+        if self.breaker.needs_clock {
+            self.latency_ns = Some(self.breaker.now_ns().saturating_sub(self.start_ns));
+        }
     }
 
     /// Whether this permit is one of the half-open probes.

@@ -41,6 +41,7 @@ use crate::error::{
     AllTargetsFailed, AttemptTimeout, BreakerOpen, BulkheadFull, ClassifiedError, RetriesExhausted,
 };
 use crate::sse::SseError;
+use crate::StreamOutcome;
 use crate::{delay, ErrorKind, LimitKind};
 
 /// Where a failure came from.
@@ -131,6 +132,16 @@ pub trait Classify<Res>: Clone + Send + Sync + 'static {
     /// Classify an error the inner service returned. The default is [`classify_error`].
     fn classify_error(&self, err: &(dyn Error + 'static)) -> Failure {
         classify_error(err)
+    }
+
+    /// The [`StreamOutcome`] of a response whose verdict is not known yet: a committed stream
+    /// whose body may still be cut. Layers that keep health (breakers, fallback chains) wait for
+    /// it before recording success. The default is `None` (every response is final); the HTTP
+    /// classifier returns the one a [`StreamGuardLayer`](crate::StreamGuardLayer) below left in
+    /// the response extensions.
+    fn stream_outcome(&self, res: &Res) -> Option<StreamOutcome> {
+        let _ = res;
+        None
     }
 }
 
@@ -417,5 +428,9 @@ impl<B> Classify<Response<B>> for HttpClassifier {
             res.headers(),
             res.extensions().get::<ProviderError>(),
         )
+    }
+
+    fn stream_outcome(&self, res: &Response<B>) -> Option<StreamOutcome> {
+        res.extensions().get::<StreamOutcome>().cloned()
     }
 }
