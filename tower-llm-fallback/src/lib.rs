@@ -1,1 +1,124 @@
-//! tower-llm-fallback (in progress).
+//! An ordered provider chain for LLM HTTP calls that degrades gracefully and says what it did.
+//!
+//! [`FallbackLayer`] tries targets (provider + model) tier by tier until one answers:
+//!
+//! - **two shapes**: one client with a per-target rewrite (model, base URL, credential, caps on
+//!   `max_tokens` / `temperature`; the chosen [`Target`](tower_llm_core::Target) set as a request
+//!   extension so per-target layers below key by it), or one service per target
+//!   ([`FallbackLayer::services`]);
+//! - **tiers**: targets in one tier are picked by [`Selection`] (ordered, weighted, least loaded);
+//!   tiers go in order;
+//! - **cooldowns** per target and error kind ([`CooldownPolicy`]): benched targets are skipped
+//!   without a call; when a cooldown lifts, exactly one probe decides whether the target returns;
+//! - **capabilities**: after a `ContextLength` failure only targets with a larger context window
+//!   are tried; `ContentPolicy` and `BadRequest` answers are returned unchanged;
+//! - **cache and static tiers** ([`CacheConfig`], [`StaticAnswer`]) for when every live target
+//!   failed;
+//! - **reporting**: every response carries a [`FallbackReport`] extension and the
+//!   [`X_LLM_TARGET`] / [`X_LLM_FALLBACK`] headers; when nothing answered the error is
+//!   [`AllTargetsFailed`](tower_llm_core::AllTargetsFailed) listing every attempt, and an
+//!   [`Escalation`] hook fires;
+//! - **health**: a serde [`HealthSnapshot`], saved and restored through a [`HealthStore`] such as
+//!   [`JsonFileStore`];
+//! - **streams**: for an SSE answer the chain commits only after the first answer event
+//!   ([`peek`] module docs), so a stream that never starts or starts with an error
+//!   fails over.
+//!
+//! Responses are the answering target's with a [`FallbackBody`] (its body, a peeked stream prefix
+//! replayed in front of the rest, or a cached or static answer).
+//!
+//! Put [`BufferRequestBodyLayer`](tower_llm_core::BufferRequestBodyLayer) above the chain (the
+//! request must be replayable and, for body rewrites and the cache, buffered), and
+//! [`InspectErrorBodyLayer`](tower_llm_core::InspectErrorBodyLayer) below it, around the client,
+//! so error bodies (`context_length_exceeded`, `insufficient_quota`) are classified.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_core::{BufferRequestBodyLayer, InspectErrorBodyLayer, ReplayBody, Target};
+//! use tower_llm_fallback::{FallbackKind, FallbackLayer, FallbackReport, TargetConfig, X_LLM_FALLBACK};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // Stands in for hyper-util's client: the primary is down, the fallback answers.
+//! let client = service_fn(|req: http::Request<ReplayBody<Full<Bytes>>>| async move {
+//!     let target = req.extensions().get::<Target>().cloned().unwrap();
+//!     let (status, body) = if target.provider() == "groq" {
+//!         (503, r#"{"error":{"message":"over capacity","type":"server_error"}}"#.to_owned())
+//!     } else {
+//!         (200, format!(r#"{{"model":"{}","choices":[{{"message":{{"content":"hi"}}}}]}}"#, target.model()))
+//!     };
+//!     Ok::<_, std::convert::Infallible>(
+//!         http::Response::builder().status(status).body(Full::new(Bytes::from(body))).unwrap(),
+//!     )
+//! });
+//! let fallback = FallbackLayer::builder()
+//!     .target(TargetConfig::new("groq", "llama-3.3-70b").attempt_timeout(Duration::from_secs(5)))
+//!     .target(TargetConfig::new("gemini", "gemini-2.0-flash").base_url("http://gemini.example/v1beta/openai"))
+//!     .build()
+//!     .unwrap();
+//! let handle = fallback.handle();
+//! let svc = ServiceBuilder::new()
+//!     .layer(BufferRequestBodyLayer::default())
+//!     .layer(fallback)
+//!     .layer(InspectErrorBodyLayer::new())
+//!     .service(client);
+//!
+//! let req = http::Request::post("http://gateway/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"chat","messages":[{"role":"user","content":"hi"}]}"#)))
+//!     .unwrap();
+//! let res = svc.oneshot(req).await.unwrap();
+//! assert_eq!(res.headers()[X_LLM_FALLBACK], "target");
+//! let report = res.extensions().get::<FallbackReport>().unwrap().clone();
+//! assert_eq!(report.fallback, FallbackKind::Target);
+//! assert_eq!(report.attempts.len(), 1); // groq: overloaded
+//! let body = res.into_body().collect().await.unwrap().to_bytes();
+//! assert!(body.starts_with(br#"{"model":"gemini-2.0-flash""#)); // the model that answered
+//! // groq is cooling down now.
+//! assert!(!handle.health().targets[0].available);
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod cache;
+mod chain;
+pub mod config;
+pub mod cooldown;
+pub mod error;
+pub mod escalation;
+pub mod future;
+pub mod handle;
+pub mod health;
+mod json;
+pub mod layer;
+pub mod peek;
+pub mod report;
+pub mod rewrite;
+pub mod service;
+pub mod static_tier;
+pub mod store;
+pub mod target;
+
+pub use body::FallbackBody;
+pub use cache::CacheConfig;
+pub use chain::MAX_TARGETS;
+pub use config::{FallbackBuilder, Selection};
+pub use cooldown::{Cooldown, CooldownPolicy};
+pub use error::RewriteError;
+pub use escalation::{
+    Escalation, EscalationEvent, EscalationPolicy, EscalationReason, JsonDirEscalation,
+    LogEscalation,
+};
+pub use future::ResponseFuture;
+pub use handle::FallbackHandle;
+pub use health::{CooldownSnapshot, ErrorRecord, HealthSnapshot, OverallHealth, TargetHealth};
+pub use layer::FallbackLayer;
+pub use report::{is_skipped, FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
+pub use rewrite::Secret;
+pub use service::Fallback;
+pub use static_tier::StaticAnswer;
+pub use store::{HealthStore, JsonFileStore};
+pub use target::TargetConfig;

@@ -1,0 +1,89 @@
+//! [`FallbackBody`]: the body of every response the chain returns.
+//!
+//! It is the answering target's body (after a streamed answer's peeked first event, which it
+//! replays in front of the rest), or a cached or static answer held in memory. The type is opaque
+//! so the chain can watch a stream after it committed to it (stream integrity) without changing
+//! its public signature; it is a plain `http_body::Body` of `Bytes`.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceExt};
+//! use tower_llm_core::ReplayBody;
+//! use tower_llm_fallback::{FallbackBody, FallbackLayer, TargetConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let client = service_fn(|_req: http::Request<ReplayBody<Full<Bytes>>>| async {
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{}"))))
+//! });
+//! let svc = FallbackLayer::builder()
+//!     .target(TargetConfig::new("local", ""))
+//!     .build()
+//!     .unwrap()
+//!     .services([("local", client)])
+//!     .unwrap();
+//! let req = http::Request::new(ReplayBody::from_bytes(Bytes::from_static(b"{}")));
+//! let res: http::Response<FallbackBody<Full<Bytes>>> = svc.oneshot(req).await.unwrap();
+//! assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "{}");
+//! # }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project::pin_project;
+use tower_llm_core::{BoxError, ReplayBody};
+
+/// The body of a response from [`Fallback`](crate::Fallback).
+#[pin_project]
+pub struct FallbackBody<B> {
+    #[pin]
+    inner: ReplayBody<B>,
+}
+
+impl<B> FallbackBody<B> {
+    pub(crate) fn new(inner: ReplayBody<B>) -> Self {
+        FallbackBody { inner }
+    }
+
+    /// The whole body, when it is held in memory (a cached, static or buffered answer).
+    pub fn bytes(&self) -> Option<&Bytes> {
+        self.inner.bytes()
+    }
+}
+
+impl<B> fmt::Debug for FallbackBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the bytes: they hold completions.
+        f.debug_struct("FallbackBody")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<B> Body for FallbackBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
