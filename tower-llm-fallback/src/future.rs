@@ -19,13 +19,14 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_llm_core::{
     classify_error, AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, Classification,
-    ClassifiedError, Classify, ErrorKind, Failure, Origin, ReplayBody, ReplayableBody,
+    ClassifiedError, Classify, ErrorKind, Failure, Origin, ReplayBody, ReplayableBody, StreamEnd,
+    StreamOutcome,
 };
 use tower_service::Service;
 
 use crate::body::FallbackBody;
 use crate::cache::{cache_key, is_json, Insert};
-use crate::chain::{Step, Walk};
+use crate::chain::{Shared, Step, Walk};
 use crate::error::RewriteError;
 use crate::health::{after, InFlight, ProbeSlot};
 use crate::json::member_is_true;
@@ -491,6 +492,13 @@ where
         let Some(target) = self.inner.shared.targets.get(current.idx) else {
             return res.map(FallbackBody::new);
         };
+        if let Some(stream) = res.extensions().get::<StreamOutcome>().cloned() {
+            // A committed stream can still be cut: the target's health waits for its end.
+            let shared = Arc::clone(&self.inner.shared);
+            let (idx, probe) = (current.idx, current.probe);
+            stream.on_end(move |end| record_stream_end(&shared, idx, probe, end));
+            return self.answered_by(current.idx, res);
+        }
         let probe = current.probe.is_some_and(ProbeSlot::settle);
         target.state.on_success(probe);
         target.count_success();
@@ -729,4 +737,41 @@ fn tier_response<ResB>(
     headers.insert(X_LLM_TARGET, target);
     headers.insert(X_LLM_FALLBACK, fallback.header_value());
     res
+}
+
+/// The verdict on a committed stream, once its body ended: a stream cut mid-answer (or ended by
+/// an in-band error or a stall) is a failure of the target that answered, with the cooldown its
+/// kind calls for; a complete stream is a success; a stream the client abandoned counts as a
+/// success of the target (it was answering) but settles nothing else.
+fn record_stream_end(shared: &Shared, idx: usize, probe: Option<ProbeSlot>, end: StreamEnd) {
+    let Some(target) = shared.targets.get(idx) else {
+        return;
+    };
+    match end.failure() {
+        Some(failure) if failure.kind.fails_over() && failure.origin == Origin::Upstream => {
+            let now = Instant::now();
+            let probe = probe.is_some_and(ProbeSlot::settle);
+            let failed = target.state.on_failure(
+                failure.kind,
+                failure.retry_after,
+                None,
+                probe,
+                &shared.cooldowns,
+                now,
+            );
+            shared
+                .escalator
+                .on_failure(&target.name, failure.kind, failed.streak, now);
+            tracing::warn!(
+                target_name = %target.name,
+                kind = failure.kind.as_str(),
+                "stream failed after commit"
+            );
+        }
+        _ => {
+            let probe = probe.is_some_and(ProbeSlot::settle);
+            target.state.on_success(probe);
+            target.count_success();
+        }
+    }
 }

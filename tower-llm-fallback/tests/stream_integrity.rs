@@ -1,0 +1,147 @@
+//! Streaming integrity through the chain (issue 7): with core's `StreamGuardLayer` innermost, a
+//! stream that never starts fails over within the TTFT limit, and a stream cut after commit ends
+//! with an error event (never a silent truncation) and benches the target that cut it.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower_llm_chaos::{Fault, CANONICAL_ANSWER};
+use tower_llm_core::{
+    BufferRequestBodyLayer, ErrorKind, InspectErrorBodyLayer, ReplayBody, StreamGuardLayer,
+};
+use tower_llm_fallback::{FallbackKind, FallbackLayer, OverallHealth, TargetConfig};
+
+/// The response's head, report and whole body, whatever the body type.
+async fn read_any<B>(
+    res: http::Response<B>,
+) -> (
+    http::response::Parts,
+    tower_llm_fallback::FallbackReport,
+    Bytes,
+)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = res.into_parts();
+    let report = parts.extensions.get().cloned().expect("a FallbackReport");
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (parts, report, bytes)
+}
+
+fn layer(primary: &str, secondary: &str) -> FallbackLayer {
+    FallbackLayer::builder()
+        .target(
+            TargetConfig::new("provider-a", "model-a")
+                .name("primary")
+                .base_url(primary),
+        )
+        .target(
+            TargetConfig::new("provider-b", "model-b")
+                .name("secondary")
+                .base_url(secondary),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
+    let a = mock(Fault::CutAfter(4)).await;
+    let b = mock(Fault::Healthy).await;
+    let fallback = layer(&a.base_url(), &b.base_url());
+    let handle = fallback.handle();
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let svc = ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(fallback)
+        .layer(StreamGuardLayer::new())
+        .layer(InspectErrorBodyLayer::new())
+        .service(client);
+
+    // Committed to the primary after its first event; then it is cut.
+    let req = http::Request::post(a.completions_url())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(svc.clone(), req).await.unwrap();
+    assert_eq!(res.headers()["x-llm-target"], "primary");
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(
+        !text.contains("[DONE]"),
+        "a cut stream never ends like a whole one"
+    );
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("data: {\"error\""), "{last}");
+    // The four events that did arrive are the first four canonical tokens.
+    let partial = sse_content(text.split("data: {\"error\"").next().unwrap().as_bytes());
+    assert!(CANONICAL_ANSWER.starts_with(&partial) && partial.len() < CANONICAL_ANSWER.len());
+
+    // The primary is benched for the cut: the next stream goes straight to the secondary.
+    let health = handle.health();
+    assert_eq!(health.status, OverallHealth::Degraded);
+    let primary = health.target("primary").unwrap();
+    assert!(!primary.available);
+    assert_eq!(
+        primary.last_error.as_ref().unwrap().kind,
+        ErrorKind::InvalidResponse
+    );
+    let req = http::Request::post(a.completions_url())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
+        .unwrap();
+    let (parts, report, body) = read_any(tower::ServiceExt::oneshot(svc, req).await.unwrap()).await;
+    assert_eq!(header(&parts, "x-llm-target"), "secondary");
+    assert_eq!(report.fallback, FallbackKind::Target);
+    assert_eq!(sse_content(&body), CANONICAL_ANSWER);
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(a.attempt_count(), 1, "the benched primary was skipped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_token_fails_over_within_the_ttft_limit() {
+    let a = mock(Fault::SlowFirstToken(Duration::from_secs(60))).await;
+    let b = mock(Fault::Healthy).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let svc = ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(layer(&a.base_url(), &b.base_url()))
+        .layer(
+            StreamGuardLayer::builder()
+                .ttft(Duration::from_secs(2))
+                .build()
+                .unwrap(),
+        )
+        .layer(InspectErrorBodyLayer::new())
+        .service(client);
+    let start = Instant::now();
+    let req = http::Request::post(a.completions_url())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
+        .unwrap();
+    let (parts, report, body) = read_any(tower::ServiceExt::oneshot(svc, req).await.unwrap()).await;
+    let took = start.elapsed();
+    assert_eq!(header(&parts, "x-llm-target"), "secondary");
+    assert_eq!(report.attempts[0].kind, ErrorKind::Timeout);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(sse_content(&body), CANONICAL_ANSWER);
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+}
