@@ -1,0 +1,27 @@
+//! Shared pieces of tower-llm's benchmarks (not published).
+//!
+//! - [`fixtures`]: the request every per-layer bench sends, and [`fixtures::Upstream`], the
+//!   in-memory service standing in for an LLM provider (answers at once, fails, or hangs);
+//! - [`drive`]: the minimal executor every variant is driven by, so no runtime scheduling is
+//!   measured and every variant pays the same driving cost;
+//! - [`latency`]: latency percentiles of the gateway load generator.
+//!
+//! The benches themselves are `benches/layers.rs` (per-layer cost, allocations per call) and
+//! `benches/gateway_load.rs` (the gateway under load); see `BENCHMARKS.md` at the repository
+//! root for commands and figures.
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use tower_llm_benches::drive::{block_on, thread_waker};
+//! use tower_llm_benches::fixtures::{request, Upstream, WIRE};
+//!
+//! let waker = thread_waker();
+//! let res = block_on(&waker, Upstream::healthy().oneshot(request(&WIRE))).unwrap();
+//! assert_eq!(res.status(), 200);
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod drive;
+pub mod fixtures;
+pub mod latency;
