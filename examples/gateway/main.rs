@@ -78,7 +78,12 @@ async fn main() -> ExitCode {
         .with_default(Level::WARN)
         .with_target("tower_llm_fallback::future", Level::ERROR);
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // No colour codes in files and pipes.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .init();
     let config = match StackConfig::from_file(&args.config) {

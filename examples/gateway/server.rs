@@ -129,6 +129,11 @@ impl Gateway {
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(state);
         let server = tokio::spawn(async move {
+            // TCP_NODELAY on every accepted connection: streamed events are small writes that
+            // Nagle's algorithm would otherwise hold back until the client's delayed ACK.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = rx.await;
