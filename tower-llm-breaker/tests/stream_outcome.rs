@@ -9,9 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer, State};
 use tower_llm_chaos::{Fault, MockUpstream};
-use tower_llm_core::{InspectErrorBodyLayer, StreamGuardLayer};
+use tower_llm_core::{BoxError, InspectErrorBodyLayer, StreamGuardLayer};
 
 type Body = Full<Bytes>;
 
@@ -24,15 +24,31 @@ fn stream_request(upstream: &MockUpstream, model: &str) -> http::Request<Body> {
         .unwrap()
 }
 
-fn breaker() -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new(
+/// Breaker (3 consecutive failures) → stream guard → error-body inspection → hyper-util client.
+fn guarded_breaker() -> (
+    BreakerHandle,
+    impl Service<
+        http::Request<Body>,
+        Response = http::Response<impl hyper::body::Body<Data = Bytes, Error = BoxError>>,
+        Error = BoxError,
+    >,
+) {
+    let layer = CircuitBreakerLayer::new(
         CircuitBreakerConfig::builder()
             .name("mock/stream")
             .consecutive_failures(3)
             .open_duration(Duration::from_secs(5))
             .build()
             .unwrap(),
-    )
+    );
+    let handle = layer.handle().clone();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .layer(StreamGuardLayer::new())
+        .layer(InspectErrorBodyLayer::new())
+        .service(client);
+    (handle, svc)
 }
 
 #[tokio::test(start_paused = true)]
@@ -42,14 +58,7 @@ async fn cut_streams_open_the_breaker_complete_ones_do_not() {
         .start()
         .await
         .unwrap();
-    let layer = breaker();
-    let handle = layer.handle().clone();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let mut svc = ServiceBuilder::new()
-        .layer(layer)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client);
+    let (handle, mut svc) = guarded_breaker();
 
     // Complete streams: recorded as successes once they end.
     for _ in 0..3 {
@@ -94,14 +103,7 @@ async fn a_stream_the_client_drops_counts_for_nothing() {
         .start()
         .await
         .unwrap();
-    let layer = breaker();
-    let handle = layer.handle().clone();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let mut svc = ServiceBuilder::new()
-        .layer(layer)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client);
+    let (handle, mut svc) = guarded_breaker();
 
     for _ in 0..5 {
         let res = svc
