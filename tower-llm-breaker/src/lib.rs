@@ -76,7 +76,20 @@
 //! admit, and on completion one compare-and-swap on the window's sequence word plus a load or
 //! CAS of one ring slot; the aggregate is written only when the evicted outcome differs from the
 //! new one. No lock, no allocation, no clock read (unless slow calls or a time-based window are
-//! configured). A rejection allocates only the boxed error. See `benches/breaker.rs`.
+//! configured). A rejection allocates only the boxed error and is cheaper than a successful call:
+//!
+//! * it reads no clock while the open period is certainly not over. When the breaker opens
+//!   inside a Tokio runtime, it registers a timer with that runtime, due 1 ms before the period
+//!   ends; until it fires, rejections skip the clock. Opened where no runtime is current (or in
+//!   one built without timers), every rejection reads the clock. Either way the first call at or
+//!   after the deadline is a probe, paused time included; if the runtime that armed the timer
+//!   stops driving it, each thread still reads the clock once per 256 rejections.
+//! * [`BreakerOpen::retry_after`](tower_llm_core::BreakerOpen::retry_after) is computed when read,
+//!   from the instant of the next probe.
+//! * Its name and reason are one `Arc` per breaker and thread stripe: threads rejecting at once do
+//!   not share a reference count, nor the rejection counter.
+//!
+//! See `benches/breaker.rs` (timings) and `tests/allocations.rs` (allocations per call).
 
 #![forbid(unsafe_code)]
 
@@ -85,6 +98,7 @@ mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod open_timer;
 mod policy;
 mod service;
 mod state;

@@ -11,6 +11,7 @@
 //! | `deadline` | `[tag:24 \| ms since creation:40]` | transitions, before `state` is published |
 //! | `half_open` | `[tag:32 \| in flight:16 \| successes:16]` | probe admission / completion (CAS) |
 //! | `consecutive` | `[tag:32 \| failures:32]` | every recorded call in CLOSED / METRICS_ONLY |
+//! | `clock_free` | the open generation whose rejections skip the clock, or 0 | the OPEN transition; cleared by its timer ([`crate::open_timer`]) |
 //!
 //! Every transition starts a new *generation*. A permit remembers the generation it was admitted
 //! under, and its outcome is applied only if that generation is still current: a call admitted
@@ -30,10 +31,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tower_llm_core::{BreakerOpen, ErrorKind};
+use tower_llm_core::{BreakerOpen, BreakerOpenCause, ErrorKind};
 
 use crate::config::{CircuitBreakerConfig, SlidingWindow};
-use crate::sync::{lock, AtomicU64, CachePadded, Mutex, Ordering};
+use crate::open_timer::{self, Armed, ClockFreeFlag, OpenTimer};
+use crate::sync::{
+    clock_check_due, lock, stripe, AtomicU64, CachePadded, Mutex, Ordering, StripedCounter, STRIPES,
+};
 use crate::telemetry::BreakerMetrics;
 use crate::window::{CountWindow, Sample, TimeWindow, Totals, Window};
 
@@ -249,6 +253,9 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The index of the "half-open and full" cause, after the seven [`OpenReason`]s.
+const HALF_OPEN_FULL: usize = OpenReason::ALL.len();
+
 /// How a permit was admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PermitKind {
@@ -268,6 +275,10 @@ struct Cold {
     listeners: Vec<Listener>,
     last_open_reason: Option<Arc<str>>,
     last_transition_ns: u64,
+    /// The timer of the current open period (see [`open_timer`]); replaced by every transition.
+    open_timer: Option<OpenTimer>,
+    /// The runtime that tried to arm a timer has none: rejections always read the clock.
+    timers_disabled: bool,
 }
 
 /// One circuit breaker. Shared through `Arc` by every clone of the service and by its handles.
@@ -283,11 +294,17 @@ pub(crate) struct Breaker {
     half_open: CachePadded<AtomicU64>,
     consecutive: CachePadded<AtomicU64>,
     window: Window,
-    not_permitted: CachePadded<AtomicU64>,
+    /// Rejected calls: striped, because every rejection adds to it and rejections must stay cheap
+    /// when many threads hit an open breaker.
+    not_permitted: StripedCounter,
     ignored: CachePadded<AtomicU64>,
     cold: Mutex<Cold>,
     reasons: [Arc<str>; 7],
-    half_open_full: Arc<str>,
+    /// What a rejection carries, per reason (index 7: half-open and full), one table per stripe:
+    /// a rejection clones one `Arc` that the other threads' rejections do not touch.
+    causes: [Vec<BreakerOpenCause>; STRIPES],
+    /// The generation whose rejections need no clock read (see [`open_timer`]).
+    clock_free: ClockFreeFlag,
     pub(crate) metrics: BreakerMetrics,
 }
 
@@ -338,10 +355,16 @@ impl Breaker {
             Arc::from("opened by hand"),
             Arc::from("forced open"),
         ];
-        let half_open_full = Arc::from(format!(
+        let half_open_full: Arc<str> = Arc::from(format!(
             "half-open: all {} probes are in flight",
             c.permitted_calls_in_half_open
         ));
+        let causes = std::array::from_fn(|_| {
+            BreakerOpenCause::for_reasons(
+                Arc::clone(&c.name),
+                reasons.iter().chain([&half_open_full]).cloned(),
+            )
+        });
         let seed = c.seed.unwrap_or_else(random_seed);
         let needs_clock =
             c.slow_call_duration.is_some() || matches!(c.window, SlidingWindow::Time(_));
@@ -361,7 +384,7 @@ impl Breaker {
             half_open: CachePadded(AtomicU64::new(0)),
             consecutive: CachePadded(AtomicU64::new(0)),
             window,
-            not_permitted: CachePadded(AtomicU64::new(0)),
+            not_permitted: StripedCounter::default(),
             ignored: CachePadded(AtomicU64::new(0)),
             cold: Mutex::new(Cold {
                 reopens: 0,
@@ -369,9 +392,12 @@ impl Breaker {
                 listeners: Vec::new(),
                 last_open_reason: None,
                 last_transition_ns: 0,
+                open_timer: None,
+                timers_disabled: false,
             }),
             reasons,
-            half_open_full,
+            causes,
+            clock_free: Arc::new(CachePadded(AtomicU64::new(0))),
             metrics,
             config,
         }
@@ -397,18 +423,12 @@ impl Breaker {
     pub(crate) fn reject_if_open(&self) -> Option<BreakerOpen> {
         let s = self.state.load(Ordering::Acquire);
         match phase_of(s) {
-            State::ForcedOpen => Some(self.reject(
-                State::ForcedOpen,
-                reason_of(s),
-                self.config.max_open_duration(),
-            )),
+            State::ForcedOpen => Some(self.reject_forced(reason_of(s))),
             State::Open => {
                 let until =
                     deadline_of(self.deadline.load(Ordering::Acquire), gen_of(s)).ok()??;
-                let now = self.now_ns();
-                (now < until).then(|| {
-                    self.reject(State::Open, reason_of(s), Duration::from_nanos(until - now))
-                })
+                (self.clock_free(gen_of(s)) || self.now_ns() < until)
+                    .then(|| self.reject_until(reason_of(s), until))
             }
             _ => None,
         }
@@ -430,26 +450,19 @@ impl Breaker {
                     return Ok(self.permit(gen, PermitKind::Normal, start_ns));
                 }
                 State::Disabled => return Ok(self.permit(gen, PermitKind::Untracked, 0)),
-                State::ForcedOpen => {
-                    return Err(self.reject(
-                        State::ForcedOpen,
-                        reason_of(s),
-                        self.config.max_open_duration(),
-                    ))
-                }
+                State::ForcedOpen => return Err(self.reject_forced(reason_of(s))),
                 State::Open => {
-                    let now = *now.get_or_insert_with(|| self.now_ns());
                     let until = match deadline_of(self.deadline.load(Ordering::Acquire), gen) {
                         Ok(until) => until.unwrap_or(u64::MAX),
                         // A newer transition happened between the two loads.
                         Err(()) => continue,
                     };
+                    if self.clock_free(gen) {
+                        return Err(self.reject_until(reason_of(s), until));
+                    }
+                    let now = *now.get_or_insert_with(|| self.now_ns());
                     if now < until {
-                        return Err(self.reject(
-                            State::Open,
-                            reason_of(s),
-                            Duration::from_nanos(until - now),
-                        ));
+                        return Err(self.reject_until(reason_of(s), until));
                     }
                     self.transition(State::Open, gen, State::HalfOpen, None, now);
                 }
@@ -507,24 +520,34 @@ impl Breaker {
         }
     }
 
-    fn reject(&self, state: State, reason: OpenReason, retry_after: Duration) -> BreakerOpen {
-        self.not_permitted.fetch_add(1, Ordering::Relaxed);
+    /// Whether a rejection in open generation `gen` may skip the clock: its timer has not
+    /// fired (so the period is not over), and this is not the thread's periodic clock check.
+    fn clock_free(&self, gen: u64) -> bool {
+        self.clock_free.load(Ordering::Acquire) == gen && !clock_check_due()
+    }
+
+    /// Count a rejection in `state` and take this thread's copy of the cause `index`.
+    fn rejection(&self, state: State, index: usize) -> BreakerOpenCause {
+        let stripe = stripe();
+        self.not_permitted.increment(stripe);
         self.metrics.rejected(state);
-        BreakerOpen::new(
-            Arc::clone(self.name()),
-            Arc::clone(&self.reasons[reason as usize]),
-            retry_after,
-        )
+        self.causes[stripe % STRIPES][index].clone()
+    }
+
+    /// Reject in OPEN, which lets a probe through at `until` (ns since `base`).
+    fn reject_until(&self, reason: OpenReason, until: u64) -> BreakerOpen {
+        let cause = self.rejection(State::Open, reason as usize);
+        BreakerOpen::until(cause, self.base + Duration::from_nanos(until))
+    }
+
+    fn reject_forced(&self, reason: OpenReason) -> BreakerOpen {
+        let cause = self.rejection(State::ForcedOpen, reason as usize);
+        BreakerOpen::from_cause(cause, self.config.max_open_duration())
     }
 
     fn reject_half_open_full(&self) -> BreakerOpen {
-        self.not_permitted.fetch_add(1, Ordering::Relaxed);
-        self.metrics.rejected(State::HalfOpen);
-        BreakerOpen::new(
-            Arc::clone(self.name()),
-            Arc::clone(&self.half_open_full),
-            Duration::ZERO,
-        )
+        let cause = self.rejection(State::HalfOpen, HALF_OPEN_FULL);
+        BreakerOpen::from_cause(cause, Duration::ZERO)
     }
 
     /// Give back a probe permit of generation `gen` (no-op if that period is over).
@@ -729,6 +752,8 @@ impl Breaker {
         }
         let next = gen + 1;
         let mut open_for = None;
+        // The previous period's timer, if any, is of no use any more.
+        cold.open_timer = None;
         match to {
             State::Open => {
                 cold.reopens = match from {
@@ -747,6 +772,15 @@ impl Breaker {
                 self.deadline
                     .store(pack_deadline(next, until_ms), Ordering::Relaxed);
                 open_for = Some(duration);
+                // Due 1 ms early: the runtime's timer wheel rounds deadlines up to its next tick.
+                let due = Duration::from_millis(until_ms.saturating_sub(1));
+                if !cold.timers_disabled && due > Duration::from_nanos(now) {
+                    match open_timer::arm(&self.clock_free, next, self.base + due) {
+                        Armed::Timer(timer) => cold.open_timer = Some(timer),
+                        Armed::Skipped => {}
+                        Armed::TimersDisabled => cold.timers_disabled = true,
+                    }
+                }
             }
             State::HalfOpen => {
                 self.half_open
@@ -850,7 +884,7 @@ impl Breaker {
             reopens: cold.reopens,
             last_open_reason: cold.last_open_reason.clone(),
             since_transition: Duration::from_nanos(now.saturating_sub(cold.last_transition_ns)),
-            not_permitted: self.not_permitted.load(Ordering::Relaxed),
+            not_permitted: self.not_permitted.sum(),
             ignored: self.ignored.load(Ordering::Relaxed),
         }
     }

@@ -71,9 +71,16 @@ impl Error for ConfigError {}
 /// A circuit breaker rejected the call without calling the inner service.
 #[derive(Clone, Debug)]
 pub struct BreakerOpen {
-    breaker: Arc<str>,
-    reason: Arc<str>,
-    retry_after: Duration,
+    cause: BreakerOpenCause,
+    probe: NextProbe,
+}
+
+/// When the breaker admits a probe: a fixed delay, or an instant (so that a rejection costs no
+/// clock read; the delay is computed when asked for).
+#[derive(Clone, Copy, Debug)]
+enum NextProbe {
+    In(Duration),
+    At(tokio::time::Instant),
 }
 
 impl BreakerOpen {
@@ -83,26 +90,138 @@ impl BreakerOpen {
         reason: impl Into<Arc<str>>,
         retry_after: Duration,
     ) -> Self {
+        BreakerOpen::from_cause(BreakerOpenCause::new(breaker, reason), retry_after)
+    }
+
+    /// A rejection for `cause`, built once per breaker and reason: making the error then costs
+    /// one reference-count increment, not one per string.
+    pub fn from_cause(cause: BreakerOpenCause, retry_after: Duration) -> Self {
         BreakerOpen {
-            breaker: breaker.into(),
-            reason: reason.into(),
-            retry_after,
+            cause,
+            probe: NextProbe::In(retry_after),
+        }
+    }
+
+    /// A rejection for `cause` by a breaker that lets a probe through at `probe_at`:
+    /// [`retry_after`](Self::retry_after) is then the time left until that instant when it is
+    /// read (so the rejection itself needs no clock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_llm_core::{BreakerOpen, BreakerOpenCause};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let cause = BreakerOpenCause::new("openai", "5 consecutive failures");
+    /// let open = BreakerOpen::until(cause, Instant::now() + Duration::from_secs(5));
+    /// assert_eq!(open.retry_after(), Duration::from_secs(5));
+    /// tokio::time::advance(Duration::from_secs(2)).await;
+    /// assert_eq!(open.retry_after(), Duration::from_secs(3));
+    /// # }
+    /// ```
+    pub fn until(cause: BreakerOpenCause, probe_at: tokio::time::Instant) -> Self {
+        BreakerOpen {
+            cause,
+            probe: NextProbe::At(probe_at),
         }
     }
 
     /// The breaker's name (for a keyed breaker, its key).
     pub fn breaker(&self) -> &str {
-        &self.breaker
+        self.cause.breaker()
     }
 
     /// Why the breaker opened, in words.
     pub fn reason(&self) -> &str {
-        &self.reason
+        self.cause.reason()
     }
 
     /// How long until the breaker admits a probe (zero when it is half-open and full of probes).
     pub fn retry_after(&self) -> Duration {
-        self.retry_after
+        match self.probe {
+            NextProbe::In(delay) => delay,
+            NextProbe::At(at) => at.saturating_duration_since(tokio::time::Instant::now()),
+        }
+    }
+}
+
+/// Which breaker rejected and why: the part of a [`BreakerOpen`] that every rejection of one
+/// breaker for one reason shares. Cloning it is one reference-count increment.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_core::{BreakerOpen, BreakerOpenCause};
+///
+/// let cause = BreakerOpenCause::new("openai/gpt-4o", "5 consecutive failures");
+/// let open = BreakerOpen::from_cause(cause.clone(), Duration::from_secs(5));
+/// assert_eq!(open.breaker(), "openai/gpt-4o");
+/// assert_eq!(open.reason(), cause.reason());
+///
+/// // All the reasons of one breaker in one allocation (one reference count).
+/// let causes = BreakerOpenCause::for_reasons("openai", ["probe failed", "opened by hand"]);
+/// assert_eq!(causes[1].reason(), "opened by hand");
+/// ```
+#[derive(Clone)]
+pub struct BreakerOpenCause {
+    table: Arc<CauseTable>,
+    index: usize,
+}
+
+/// A breaker's name and reasons. Aligned to 128 bytes so that its reference count, which every
+/// rejection touches, shares no cache line with other data.
+#[repr(align(128))]
+struct CauseTable {
+    breaker: Arc<str>,
+    reasons: Box<[Arc<str>]>,
+}
+
+impl BreakerOpenCause {
+    /// Breaker `breaker` rejects because of `reason`.
+    pub fn new(breaker: impl Into<Arc<str>>, reason: impl Into<Arc<str>>) -> Self {
+        let table = CauseTable {
+            breaker: breaker.into(),
+            reasons: Box::new([reason.into()]),
+        };
+        BreakerOpenCause {
+            table: Arc::new(table),
+            index: 0,
+        }
+    }
+
+    /// One cause per reason of breaker `breaker`, in order, all sharing one allocation.
+    pub fn for_reasons<R: Into<Arc<str>>>(
+        breaker: impl Into<Arc<str>>,
+        reasons: impl IntoIterator<Item = R>,
+    ) -> Vec<BreakerOpenCause> {
+        let table = Arc::new(CauseTable {
+            breaker: breaker.into(),
+            reasons: reasons.into_iter().map(Into::into).collect(),
+        });
+        (0..table.reasons.len())
+            .map(|index| BreakerOpenCause {
+                table: Arc::clone(&table),
+                index,
+            })
+            .collect()
+    }
+
+    /// The breaker's name.
+    pub fn breaker(&self) -> &str {
+        &self.table.breaker
+    }
+
+    /// The reason, in words.
+    pub fn reason(&self) -> &str {
+        self.table.reasons.get(self.index).map_or("", |r| r)
+    }
+}
+
+impl fmt::Debug for BreakerOpenCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerOpenCause")
+            .field("breaker", &self.breaker())
+            .field("reason", &self.reason())
+            .finish()
     }
 }
 
@@ -111,9 +230,9 @@ impl fmt::Display for BreakerOpen {
         write!(
             f,
             "circuit breaker `{}` is open ({}); next probe in {:.3}s",
-            self.breaker,
-            self.reason,
-            self.retry_after.as_secs_f64()
+            self.breaker(),
+            self.reason(),
+            self.retry_after().as_secs_f64()
         )
     }
 }

@@ -53,8 +53,8 @@ pub use classify::{
     classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError,
 };
 pub use error::{
-    AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, BreakerOpen, BulkheadFull,
-    ClassifiedError, ConfigError, LimitKind, RetriesExhausted,
+    AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, BreakerOpen, BreakerOpenCause,
+    BulkheadFull, ClassifiedError, ConfigError, LimitKind, RetriesExhausted,
 };
 pub use inspect::{InspectErrorBody, InspectErrorBodyLayer};
 pub use kind::ErrorKind;
