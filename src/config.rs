@@ -296,9 +296,10 @@ pub struct TargetConfig {
     /// then a target of its own, with its own breaker, cooldown and health).
     #[serde(default)]
     pub model: Option<String>,
-    /// How long this target may take before the chain moves on, in milliseconds: per attempt
-    /// (until the response headers; for a stream, until its first event). Default: `[retry]
-    /// attempt_timeout_ms`.
+    /// How long this target may take before the chain moves on, in milliseconds, retries
+    /// included: until the response headers (for a stream, its first event). The chain passes it
+    /// down as the attempt's deadline: a retry below never waits past it, and a silent target is
+    /// left after it at once. Default: `[retry] attempt_timeout_ms`.
     #[serde(default)]
     pub attempt_timeout_ms: Option<u64>,
     /// Tier: targets of the same tier share load (see the route's `selection`); tiers are tried
@@ -548,35 +549,36 @@ fn d_wait() -> u64 {
     1_000
 }
 
-/// `[cooldown]`: how long a target is skipped after a failure, by kind. `0` means "not benched".
+/// `[cooldown]`: how long a target is skipped after a failure, and how it is probed back.
+///
+/// Transient failures (overload, 5xx, timeouts, transport errors, broken answers) bench a target
+/// for a quarter of the time it has been failing, at least `transient_min_ms` and at most
+/// `max_probe_interval_ms`, so a provider that comes back is probed within that bound however long
+/// it was down. Rate limits and quota bench for the server's delay; auth failures until reset.
+/// When every target of a route is benched, each is probed every `panic_probe_interval_ms`.
+/// `0` means "not benched" for `rate_limited_ms`, `quota_ms` and `transient_min_ms`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CooldownSection {
-    /// After a rate limit without a server delay (with one, the server's delay).
+    /// After a rate limit without a server delay (with one, exactly the server's delay).
     #[serde(default = "d_cd_rate")]
     pub rate_limited_ms: u64,
     /// After an exhausted quota without a server delay.
     #[serde(default = "d_cd_quota")]
     pub quota_ms: u64,
-    /// After a timeout.
-    #[serde(default = "d_cd_timeout")]
-    pub timeout_ms: u64,
     /// After a 401/403; absent = until the target is reset by hand.
     #[serde(default)]
     pub auth_ms: Option<u64>,
-    /// First cooldown after an overload, server error, transport failure or broken answer,
-    /// doubling per consecutive failure.
-    #[serde(default = "d_cd_failure")]
-    pub failure_base_ms: u64,
-    /// Cap for those.
-    #[serde(default = "d_cd_failure_max")]
-    pub failure_max_ms: u64,
-    /// First cooldown after an unknown failure (doubling).
-    #[serde(default = "d_cd_unknown")]
-    pub unknown_base_ms: u64,
-    /// Cap for unknown failures.
-    #[serde(default = "d_cd_unknown_max")]
-    pub unknown_max_ms: u64,
+    /// The shortest cooldown after a transient failure; `0` = transient failures do not bench
+    /// a target (a per-target breaker below the chain alone decides, on its own clock).
+    #[serde(default = "d_cd_transient_min")]
+    pub transient_min_ms: u64,
+    /// The longest cooldown after a transient failure: the bound on the time to the next probe.
+    #[serde(default = "d_cd_probe_max")]
+    pub max_probe_interval_ms: u64,
+    /// When every target of a route is benched: how often each is probed (one probe at a time).
+    #[serde(default = "d_cd_panic")]
+    pub panic_probe_interval_ms: u64,
     /// The longest server-requested delay honoured as a cooldown.
     #[serde(default = "d_cd_server_max")]
     pub max_server_delay_ms: u64,
@@ -587,12 +589,10 @@ impl Default for CooldownSection {
         CooldownSection {
             rate_limited_ms: d_cd_rate(),
             quota_ms: d_cd_quota(),
-            timeout_ms: d_cd_timeout(),
             auth_ms: None,
-            failure_base_ms: d_cd_failure(),
-            failure_max_ms: d_cd_failure_max(),
-            unknown_base_ms: d_cd_unknown(),
-            unknown_max_ms: d_cd_unknown_max(),
+            transient_min_ms: d_cd_transient_min(),
+            max_probe_interval_ms: d_cd_probe_max(),
+            panic_probe_interval_ms: d_cd_panic(),
             max_server_delay_ms: d_cd_server_max(),
         }
     }
@@ -604,20 +604,14 @@ fn d_cd_rate() -> u64 {
 fn d_cd_quota() -> u64 {
     3_600_000
 }
-fn d_cd_timeout() -> u64 {
-    30_000
+fn d_cd_transient_min() -> u64 {
+    tower_llm_fallback::DEFAULT_MIN_COOLDOWN.as_millis() as u64
 }
-fn d_cd_failure() -> u64 {
-    1_000
+fn d_cd_probe_max() -> u64 {
+    tower_llm_fallback::DEFAULT_MAX_PROBE_INTERVAL.as_millis() as u64
 }
-fn d_cd_failure_max() -> u64 {
-    60_000
-}
-fn d_cd_unknown() -> u64 {
-    5_000
-}
-fn d_cd_unknown_max() -> u64 {
-    80_000
+fn d_cd_panic() -> u64 {
+    tower_llm_fallback::DEFAULT_PANIC_PROBE_INTERVAL.as_millis() as u64
 }
 fn d_cd_server_max() -> u64 {
     3_600_000
@@ -967,7 +961,7 @@ impl StackConfig {
                 );
             }
         }
-        let zero_checks: [(&str, u64); 12] = [
+        let zero_checks: [(&str, u64); 14] = [
             ("stream.ttft_ms", self.stream.ttft_ms),
             ("stream.idle_ms", self.stream.idle_ms),
             ("stream.total_ms", self.stream.total_ms),
@@ -986,6 +980,14 @@ impl StackConfig {
             ),
             ("gateway.max_body_bytes", self.gateway.max_body_bytes),
             ("cache.ttl_ms", self.cache.ttl_ms),
+            (
+                "cooldown.max_probe_interval_ms",
+                self.cooldown.max_probe_interval_ms,
+            ),
+            (
+                "cooldown.panic_probe_interval_ms",
+                self.cooldown.panic_probe_interval_ms,
+            ),
         ];
         for (key, value) in zero_checks {
             if value == 0 {
@@ -1007,7 +1009,7 @@ impl StackConfig {
                 return err(key.into(), 0..0, "must be greater than zero".into());
             }
         }
-        let ordered: [(&str, u64, &str, u64); 5] = [
+        let ordered: [(&str, u64, &str, u64); 4] = [
             (
                 "breaker.min_calls",
                 u64::from(self.breaker.min_calls),
@@ -1027,16 +1029,10 @@ impl StackConfig {
                 self.retry.max_delay_ms,
             ),
             (
-                "cooldown.failure_base_ms",
-                self.cooldown.failure_base_ms,
-                "cooldown.failure_max_ms",
-                self.cooldown.failure_max_ms,
-            ),
-            (
-                "cooldown.unknown_base_ms",
-                self.cooldown.unknown_base_ms,
-                "cooldown.unknown_max_ms",
-                self.cooldown.unknown_max_ms,
+                "cooldown.transient_min_ms",
+                self.cooldown.transient_min_ms,
+                "cooldown.max_probe_interval_ms",
+                self.cooldown.max_probe_interval_ms,
             ),
         ];
         for (low_key, low, high_key, high) in ordered {

@@ -749,17 +749,8 @@ impl Plan {
 
         let retry_section = &config.retry;
         let per_attempt = ms(retry_section.attempt_timeout_ms);
-        // A target's default budget in the chain: every attempt, and the backoffs between them.
-        let default_target_budget = if retry_section.enabled {
-            per_attempt
-                .saturating_mul(retry_section.max_attempts)
-                .saturating_add(
-                    ms(retry_section.max_delay_ms)
-                        .saturating_mul(retry_section.max_attempts.saturating_sub(1)),
-                )
-        } else {
-            per_attempt
-        };
+        // A target's default time in the chain (retries included): one attempt's timeout.
+        let default_target_budget = per_attempt;
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let glob = glob::Pattern::new(r.pattern.get_ref())
@@ -793,43 +784,40 @@ impl Plan {
         }
 
         let cd = &config.cooldown;
-        let exponential = |base: u64, max: u64| {
-            if base == 0 {
-                Cooldown::None
-            } else {
-                Cooldown::Exponential {
-                    base: ms(base),
-                    max: ms(max),
-                }
-            }
-        };
-        let fixed = |n: u64| {
-            if n == 0 {
-                Cooldown::None
-            } else {
-                Cooldown::Fixed(ms(n))
-            }
-        };
-        let server_or = |n: u64| Cooldown::ServerDelayOr(ms(n));
-        let failure = exponential(cd.failure_base_ms, cd.failure_max_ms);
-        let cooldowns = CooldownPolicy::default()
-            .with(ErrorKind::RateLimited, server_or(cd.rate_limited_ms))
-            .with(ErrorKind::QuotaExhausted, server_or(cd.quota_ms))
-            .with(ErrorKind::Timeout, fixed(cd.timeout_ms))
+        let mut cooldowns = CooldownPolicy::default()
+            .max_probe_interval(ms(cd.max_probe_interval_ms))
+            .panic_probe_interval(ms(cd.panic_probe_interval_ms))
+            .max_server_delay(ms(cd.max_server_delay_ms))
             .with(
                 ErrorKind::Auth,
-                cd.auth_ms.map_or(Cooldown::UntilReset, fixed),
-            )
-            .with(ErrorKind::Overloaded, failure)
-            .with(ErrorKind::ServerError, failure)
-            .with(ErrorKind::Transport, failure)
-            .with(ErrorKind::InvalidResponse, failure)
-            .with(
-                ErrorKind::Unknown,
-                exponential(cd.unknown_base_ms, cd.unknown_max_ms),
-            )
-            .max_server_delay(ms(cd.max_server_delay_ms));
-
+                cd.auth_ms
+                    .map_or(Cooldown::UntilReset, |n| Cooldown::Fixed(ms(n))),
+            );
+        for (kind, n) in [
+            (ErrorKind::RateLimited, cd.rate_limited_ms),
+            (ErrorKind::QuotaExhausted, cd.quota_ms),
+        ] {
+            let row = if n == 0 {
+                Cooldown::None
+            } else {
+                Cooldown::ServerDelayOr(ms(n))
+            };
+            cooldowns = cooldowns.with(kind, row);
+        }
+        let transient = if cd.transient_min_ms == 0 {
+            Cooldown::None
+        } else {
+            Cooldown::Adaptive {
+                min: ms(cd.transient_min_ms),
+                max: ms(cd.max_probe_interval_ms),
+            }
+        };
+        for kind in ErrorKind::ALL
+            .into_iter()
+            .filter(|k| tower_llm_fallback::is_transient(*k))
+        {
+            cooldowns = cooldowns.with(kind, transient);
+        }
         let esc = &config.escalation;
         let escalation_policy = EscalationPolicy::new()
             .all_targets_failed(esc.all_targets_failed)

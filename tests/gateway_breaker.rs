@@ -48,7 +48,7 @@ targets = [{ provider = "secondary", model = "backup-model" }]
 enabled = false
 
 [cooldown]
-failure_base_ms = 0
+transient_min_ms = 0
 
 [breaker]
 consecutive_failures = 3

@@ -565,6 +565,13 @@ impl AllTargetsFailed {
     pub fn last(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
         self.last.as_deref()
     }
+
+    /// The shortest delay any attempt named: for a chain whose targets are all benched, the time
+    /// until the next probe (what a `retry-after` header should say). `None` when no attempt
+    /// named one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.attempts.iter().filter_map(|a| a.retry_after).min()
+    }
 }
 
 impl fmt::Display for AllTargetsFailed {

@@ -11,7 +11,8 @@
 //! - SSE framing helpers ([`sse`]);
 //! - streaming integrity ([`stream`]): [`StreamGuardLayer`] commits to a stream at its first event
 //!   and keeps its time limits; [`StreamOutcome`] reports how a streamed body ended;
-//! - the [`Target`] request extension and the errors every layer shares ([`error`]).
+//! - the [`Target`] and [`AttemptBudget`] request extensions (which target an attempt goes to,
+//!   and the deadline and role the chain gives it) and the errors every layer shares ([`error`]).
 //!
 //! ```
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -36,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod budget;
 pub mod buffer;
 pub mod classify;
 pub mod delay;
@@ -48,6 +50,7 @@ pub mod stream;
 pub mod target;
 
 pub use body::{NotReplayable, ReplayBody, ReplayableBody};
+pub use budget::{AttemptBudget, HttpBudget, NoBudget, ReadBudget};
 pub use buffer::{BufferRequestBody, BufferRequestBodyLayer};
 pub use classify::{
     classify_error, Classification, Classify, Failure, HttpClassifier, Origin, ProviderError,

@@ -47,6 +47,9 @@ pub(crate) struct Walk {
     tried: u64,
     /// After a context-length failure: only targets with a larger declared window.
     floor: Option<u64>,
+    /// Whether the chain was in panic mode (no target callable) when this request looked;
+    /// decided once per request, the first time a target had to be skipped.
+    panic: Option<bool>,
 }
 
 /// The next thing to do for a request.
@@ -128,6 +131,22 @@ impl Shared {
         (0..self.targets.len()).any(|i| self.eligible(walk, i))
     }
 
+    /// Whether a target other than `idx`, not tried yet by this request, could be called now:
+    /// then an attempt on `idx` is a single call (failing over beats backing off).
+    pub(crate) fn another_available(&self, walk: &Walk, idx: usize, now: Instant) -> bool {
+        self.targets
+            .iter()
+            .enumerate()
+            .any(|(i, t)| i != idx && self.eligible(walk, i) && t.state.is_available(now))
+    }
+
+    /// Panic mode: no target of the chain can be called now.
+    fn in_panic(&self, walk: &mut Walk, now: Instant) -> bool {
+        *walk
+            .panic
+            .get_or_insert_with(|| !self.targets.iter().any(|t| t.state.is_available(now)))
+    }
+
     /// An available, eligible member of `tier`, chosen by the tier's selection.
     fn pick(&self, tier: &Tier, walk: &Walk, now: Instant) -> Option<usize> {
         let live = |i: &&usize| {
@@ -176,7 +195,11 @@ impl Shared {
         let Some(target) = self.targets.get(idx) else {
             return Step::End;
         };
-        match target.state.admit(now) {
+        let mut admission = target.state.admit(now, &self.cooldowns);
+        if matches!(admission, Admission::Skip { .. }) && self.in_panic(walk, now) {
+            admission = target.state.admit_in_panic(now, &self.cooldowns);
+        }
+        match admission {
             Admission::Open => Step::Call { idx, probe: false },
             Admission::Probe => Step::Call { idx, probe: true },
             Admission::Skip { kind, retry_after } => {

@@ -18,9 +18,9 @@ use http_body::Body;
 use pin_project::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_llm_core::{
-    classify_error, AllTargetsFailed, AttemptRecord, AttemptTimeout, BoxError, Classification,
-    ClassifiedError, Classify, ErrorKind, Failure, Origin, ReplayBody, ReplayableBody, StreamEnd,
-    StreamOutcome,
+    classify_error, AllTargetsFailed, AttemptBudget, AttemptRecord, AttemptTimeout, BoxError,
+    BreakerOpen, Classification, ClassifiedError, Classify, ErrorKind, Failure, Origin, ReplayBody,
+    ReplayableBody, StreamEnd, StreamOutcome,
 };
 use tower_service::Service;
 
@@ -28,7 +28,7 @@ use crate::body::FallbackBody;
 use crate::cache::{cache_key, is_json, Insert};
 use crate::chain::{Shared, Step, Walk};
 use crate::error::RewriteError;
-use crate::health::{after, InFlight, ProbeSlot};
+use crate::health::{after, FailedCall, InFlight, ProbeSlot};
 use crate::json::member_is_true;
 use crate::peek::{is_event_stream, Peek, PeekOutcome};
 use crate::report::{FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
@@ -308,7 +308,18 @@ where
             };
             let probe = probe.then(|| ProbeSlot::new(&target.state));
             self.calls += 1;
-            match self.prepare(idx) {
+            // Time flows down: the layers below stop at this target's deadline, and make one
+            // call (no retry) for a probe or when another target could answer instead.
+            let deadline = after(now, target.attempt_timeout);
+            let budget = AttemptBudget::until(deadline);
+            let budget = if probe.is_some() {
+                budget.probe()
+            } else if self.inner.shared.another_available(&self.walk, idx, now) {
+                budget.single_call()
+            } else {
+                budget
+            };
+            match self.prepare(idx, budget) {
                 Ok(req) => {
                     let (Some(target), Some(svc)) = (
                         self.inner.shared.targets.get(idx),
@@ -322,7 +333,7 @@ where
                         probe,
                         _in_flight: target.state.enter(),
                     });
-                    self.deadline = Some(after(now, target.attempt_timeout));
+                    self.deadline = Some(deadline);
                     return Started::Attempt(svc.clone(), req);
                 }
                 Err(err) => {
@@ -348,8 +359,9 @@ where
     }
 
     /// The request for target `idx`: a copy of the caller's (or the request itself when it can
-    /// go out only once), rewritten for the target, with the `Target` extension set.
-    fn prepare(&mut self, idx: usize) -> Result<Request<B>, RewriteError> {
+    /// go out only once), rewritten for the target, with the `Target` and `AttemptBudget`
+    /// extensions set.
+    fn prepare(&mut self, idx: usize, budget: AttemptBudget) -> Result<Request<B>, RewriteError> {
         let shared = &self.inner.shared;
         let Some(target) = shared.targets.get(idx) else {
             return Err(RewriteError::uri("?".into()));
@@ -388,6 +400,7 @@ where
             )
             .map_err(|_| RewriteError::uri(target.name.clone()))?;
         parts.extensions.insert(target.target.clone());
+        parts.extensions.insert(budget);
         Ok(Request::from_parts(parts, body))
     }
 
@@ -495,8 +508,8 @@ where
         if let Some(stream) = res.extensions().get::<StreamOutcome>().cloned() {
             // A committed stream can still be cut: the target's health waits for its end.
             let shared = Arc::clone(&self.inner.shared);
-            let (idx, probe) = (current.idx, current.probe);
-            stream.on_end(move |end| record_stream_end(&shared, idx, probe, end));
+            let (idx, probe, started) = (current.idx, current.probe, current.started);
+            stream.on_end(move |end| record_stream_end(&shared, idx, probe, started, end));
             return self.answered_by(current.idx, res);
         }
         let probe = current.probe.is_some_and(ProbeSlot::settle);
@@ -586,8 +599,15 @@ where
             retry_after: failure.retry_after,
         };
         if local {
-            // A layer below refused without calling the target: skip it, bench nothing.
+            // A layer below refused without calling the target: skip it, count nothing. An open
+            // breaker below benches the target until its next probe, which the chain then sends
+            // (and the breaker lets through).
             drop(probe);
+            if let Some(open) = error.as_deref().and_then(find_breaker_open) {
+                target
+                    .state
+                    .on_breaker_open(open.retry_after(), &inner.shared.cooldowns, now);
+            }
             tracing::debug!(target_name = %target.name, kind = kind.as_str(), "fallback target refused locally; moving on");
         } else if !kind.fails_over() || kind == ErrorKind::ContextLength {
             // The target answered; the request is at fault. It stays in service.
@@ -612,10 +632,13 @@ where
         } else {
             let probe = probe.is_some_and(ProbeSlot::settle);
             let failed = target.state.on_failure(
-                kind,
-                failure.retry_after,
-                status,
-                probe,
+                FailedCall {
+                    kind,
+                    retry_after: failure.retry_after,
+                    status,
+                    probe,
+                    started,
+                },
                 &inner.shared.cooldowns,
                 now,
             );
@@ -743,7 +766,13 @@ fn tier_response<ResB>(
 /// an in-band error or a stall) is a failure of the target that answered, with the cooldown its
 /// kind calls for; a complete stream is a success; a stream the client abandoned counts as a
 /// success of the target (it was answering) but settles nothing else.
-fn record_stream_end(shared: &Shared, idx: usize, probe: Option<ProbeSlot>, end: StreamEnd) {
+fn record_stream_end(
+    shared: &Shared,
+    idx: usize,
+    probe: Option<ProbeSlot>,
+    started: Instant,
+    end: StreamEnd,
+) {
     let Some(target) = shared.targets.get(idx) else {
         return;
     };
@@ -752,10 +781,13 @@ fn record_stream_end(shared: &Shared, idx: usize, probe: Option<ProbeSlot>, end:
             let now = Instant::now();
             let probe = probe.is_some_and(ProbeSlot::settle);
             let failed = target.state.on_failure(
-                failure.kind,
-                failure.retry_after,
-                None,
-                probe,
+                FailedCall {
+                    kind: failure.kind,
+                    retry_after: failure.retry_after,
+                    status: None,
+                    probe,
+                    started,
+                },
                 &shared.cooldowns,
                 now,
             );
@@ -774,4 +806,18 @@ fn record_stream_end(shared: &Shared, idx: usize, probe: Option<ProbeSlot>, end:
             target.count_success();
         }
     }
+}
+
+/// The breaker rejection in `error`'s source chain, if any.
+fn find_breaker_open<'a>(
+    error: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> Option<&'a BreakerOpen> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(open) = e.downcast_ref::<BreakerOpen>() {
+            return Some(open);
+        }
+        current = e.source();
+    }
+    None
 }

@@ -106,7 +106,10 @@ pub use body::FallbackBody;
 pub use cache::CacheConfig;
 pub use chain::MAX_TARGETS;
 pub use config::{FallbackBuilder, Selection};
-pub use cooldown::{Cooldown, CooldownPolicy};
+pub use cooldown::{
+    is_transient, Cooldown, CooldownPolicy, DEFAULT_MAX_PROBE_INTERVAL, DEFAULT_MIN_COOLDOWN,
+    DEFAULT_PANIC_PROBE_INTERVAL,
+};
 pub use error::RewriteError;
 pub use escalation::{
     Escalation, EscalationEvent, EscalationPolicy, EscalationReason, JsonDirEscalation,

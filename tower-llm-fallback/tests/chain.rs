@@ -14,8 +14,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_llm_core::{
-    AllTargetsFailed, BoxError, BreakerOpen, BufferRequestBodyLayer, Classification, Classify,
-    ErrorKind, Failure, HttpClassifier, ReplayBody, Target,
+    AllTargetsFailed, AttemptBudget, BoxError, BreakerOpen, BufferRequestBodyLayer, BulkheadFull,
+    Classification, Classify, ErrorKind, Failure, HttpClassifier, LimitKind, ReplayBody, Target,
 };
 use tower_llm_fallback::{
     is_skipped, Cooldown, CooldownPolicy, Escalation, EscalationEvent, EscalationPolicy,
@@ -34,6 +34,8 @@ enum Behave {
     Hang,
     /// Refused by a (pretend) per-target breaker below the chain.
     BreakerOpen,
+    /// Refused by a (pretend) full bulkhead below the chain.
+    BulkheadFull,
 }
 
 /// A fake client: behaviour per provider (read from the `Target` extension), calls counted.
@@ -41,11 +43,22 @@ enum Behave {
 struct Scripted {
     behave: Arc<Mutex<HashMap<String, Behave>>>,
     calls: Arc<Mutex<Vec<(String, Bytes)>>>,
+    budgets: Arc<Mutex<Vec<(String, Option<AttemptBudget>)>>>,
 }
 
 impl Scripted {
     fn set(&self, provider: &str, b: Behave) {
         self.behave.lock().unwrap().insert(provider.to_owned(), b);
+    }
+
+    fn budgets_of(&self, provider: &str) -> Vec<Option<AttemptBudget>> {
+        self.budgets
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == provider)
+            .map(|(_, b)| *b)
+            .collect()
     }
 
     fn calls_to(&self, provider: &str) -> usize {
@@ -75,6 +88,11 @@ impl Service<Req> for Scripted {
             .unwrap_or_default();
         let body = req.body().bytes().cloned().unwrap_or_default();
         self.calls.lock().unwrap().push((provider.clone(), body));
+        let budget = req.extensions().get::<AttemptBudget>().copied();
+        self.budgets
+            .lock()
+            .unwrap()
+            .push((provider.clone(), budget));
         let behave = self
             .behave
             .lock()
@@ -96,6 +114,12 @@ impl Service<Req> for Scripted {
                     provider,
                     "test",
                     Duration::from_secs(5),
+                )) as BoxError),
+                Behave::BulkheadFull => Err(Box::new(BulkheadFull::new(
+                    provider,
+                    LimitKind::Concurrency,
+                    64,
+                    Duration::ZERO,
                 )) as BoxError),
             }
         })
@@ -168,9 +192,9 @@ async fn a_dropped_probe_releases_the_probe_slot() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn local_rejections_skip_the_target_without_a_cooldown() {
+async fn a_full_bulkhead_skips_the_target_without_a_cooldown() {
     let upstream = Scripted::default();
-    upstream.set("a", Behave::BreakerOpen);
+    upstream.set("a", Behave::BulkheadFull);
     let layer = FallbackLayer::builder()
         .target(TargetConfig::new("a", "m"))
         .target(TargetConfig::new("b", "m"))
@@ -185,11 +209,113 @@ async fn local_rejections_skip_the_target_without_a_cooldown() {
         assert_eq!(report.attempts[0].kind, ErrorKind::Overloaded);
         assert!(!is_skipped(&report.attempts[0]));
     }
-    // Called every time (its own breaker decides), never benched, not counted as its failure.
+    // Called every time (its bulkhead decides), never benched, not counted as its failure.
     assert_eq!(upstream.calls_to("a"), 3);
     let a = handle.health().targets[0].clone();
     assert!(a.available && a.cooldown.is_none());
     assert_eq!((a.requests, a.failures), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_below_is_benched_until_the_chains_probe_which_is_marked() {
+    let upstream = Scripted::default();
+    upstream.set("a", Behave::BreakerOpen);
+    let layer = FallbackLayer::builder()
+        .target(TargetConfig::new("a", "m"))
+        .target(TargetConfig::new("b", "m"))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new().layer(layer).service(upstream.clone());
+    let res = svc.clone().oneshot(req(BODY)).await.unwrap();
+    assert_eq!(report(&res).target.as_deref(), Some("b/m"));
+    // The breaker says 5 s; the chain benches the target for its own adaptive cooldown (500 ms)
+    // without counting a failure, then probes: the breaker lets a marked probe through.
+    let a = handle.health().targets[0].clone();
+    assert!(!a.available);
+    assert_eq!(a.cooldown.as_ref().unwrap().kind, ErrorKind::Overloaded);
+    assert_eq!((a.requests, a.failures), (0, 0));
+    let res = svc.clone().oneshot(req(BODY)).await.unwrap();
+    assert!(is_skipped(&report(&res).attempts[0]));
+    assert_eq!(upstream.calls_to("a"), 1);
+    tokio::time::advance(Duration::from_millis(500)).await;
+    upstream.set("a", Behave::Ok);
+    let res = svc.clone().oneshot(req(BODY)).await.unwrap();
+    assert_eq!(report(&res).target.as_deref(), Some("a/m"));
+    let budgets = upstream.budgets_of("a");
+    assert!(!budgets[0].unwrap().is_probe());
+    assert!(budgets[1].unwrap().is_probe());
+    assert!(handle.health().targets[0].cooldown.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_carries_its_targets_deadline_and_role() {
+    let upstream = Scripted::default();
+    upstream.set("a", Behave::Status(503));
+    upstream.set("b", Behave::Status(503));
+    let layer = FallbackLayer::builder()
+        .target(TargetConfig::new("a", "m").attempt_timeout(Duration::from_secs(2)))
+        .target(TargetConfig::new("b", "m").attempt_timeout(Duration::from_secs(7)))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(upstream.clone());
+    let start = tokio::time::Instant::now();
+    let _ = svc.clone().oneshot(req(BODY)).await;
+    // `a`: another target remains, so one call (fail over rather than retry); `b` is the last
+    // one: retries below are allowed within its 7 s.
+    let a = upstream.budgets_of("a")[0].unwrap();
+    assert_eq!(a.deadline(), start + Duration::from_secs(2));
+    assert!(!a.allows_retries() && !a.is_probe());
+    let b = upstream.budgets_of("b")[0].unwrap();
+    assert_eq!(b.deadline(), start + Duration::from_secs(7));
+    assert!(b.allows_retries() && !b.is_probe());
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_target_is_benched_probes_go_at_a_bounded_rate() {
+    let upstream = Scripted::default();
+    upstream.set("a", Behave::Status(503));
+    upstream.set("b", Behave::Status(503));
+    let layer = FallbackLayer::builder()
+        .target(TargetConfig::new("a", "m"))
+        .target(TargetConfig::new("b", "m"))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(upstream.clone());
+    // Both fail for a minute, probed by the cooldown: by then each is benched for 5 s.
+    for _ in 0..600 {
+        let _ = svc.clone().oneshot(req(BODY)).await;
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    let calls = |u: &Scripted| u.calls_to("a") + u.calls_to("b");
+    let before = calls(&upstream);
+    // Panic mode: a 500 ms cadence per target instead of 5 s, one probe at a time, and the
+    // other requests fail at once with the time to the next probe.
+    let mut last = None;
+    for _ in 0..100 {
+        let err = svc.clone().oneshot(req(BODY)).await.unwrap_err();
+        last = err.downcast::<AllTargetsFailed>().ok();
+        tokio::time::advance(Duration::from_millis(50)).await;
+    }
+    let probes = calls(&upstream) - before;
+    assert!((18..=22).contains(&probes), "{probes} probes in 5 s");
+    let retry_after = last.unwrap().retry_after().unwrap();
+    assert!(retry_after <= Duration::from_millis(500), "{retry_after:?}");
+    // Recovery: answers resume within one panic interval.
+    upstream.set("a", Behave::Ok);
+    let back = tokio::time::Instant::now();
+    loop {
+        if svc.clone().oneshot(req(BODY)).await.is_ok() {
+            break;
+        }
+        tokio::time::advance(Duration::from_millis(50)).await;
+    }
+    assert!(
+        back.elapsed() <= Duration::from_millis(500),
+        "{:?}",
+        back.elapsed()
+    );
+    assert!(upstream.budgets_of("a").last().unwrap().unwrap().is_probe());
 }
 
 #[tokio::test(start_paused = true)]
@@ -510,6 +636,7 @@ async fn absurd_durations_saturate_instead_of_panicking() {
         .cooldowns(
             CooldownPolicy::default()
                 .with(ErrorKind::ServerError, Cooldown::Fixed(Duration::MAX))
+                .max_probe_interval(Duration::MAX)
                 .max_server_delay(Duration::MAX),
         )
         .cache(tower_llm_fallback::CacheConfig::new().ttl(Duration::MAX))

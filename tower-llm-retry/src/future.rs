@@ -25,8 +25,8 @@ use std::time::Duration;
 use pin_project::pin_project;
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_llm_core::{
-    AttemptRecord, AttemptTimeout, BoxError, Classification, Classify, Failure, NotReplayable,
-    RetriesExhausted, Target,
+    AttemptBudget, AttemptRecord, AttemptTimeout, BoxError, Classification, ClassifiedError,
+    Classify, ErrorKind, Failure, NotReplayable, RetriesExhausted, Target,
 };
 use tower_service::Service;
 
@@ -43,6 +43,8 @@ pub(crate) struct TimedCall<F> {
     #[pin]
     timer: Option<Sleep>,
     limit: Duration,
+    /// The timer is the deadline (a layer above's, or the configured one), not the attempt timeout.
+    by_deadline: bool,
     attempt: u32,
     started: Instant,
 }
@@ -50,6 +52,8 @@ pub(crate) struct TimedCall<F> {
 /// A finished attempt.
 pub(crate) struct Finished<T> {
     result: Result<T, BoxError>,
+    /// The attempt was cut by the deadline.
+    cut: bool,
     attempt: u32,
     started: Instant,
 }
@@ -63,8 +67,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished<T>> {
         let this = self.project();
-        let result = match this.fut.poll(cx) {
-            Poll::Ready(result) => result.map_err(Into::into),
+        let (result, cut) = match this.fut.poll(cx) {
+            Poll::Ready(result) => (result.map_err(Into::into), false),
             Poll::Pending => {
                 let expired = this
                     .timer
@@ -73,11 +77,13 @@ where
                 if !expired {
                     return Poll::Pending;
                 }
-                Err(Box::new(AttemptTimeout::new(*this.limit)) as BoxError)
+                let timeout = Box::new(AttemptTimeout::new(*this.limit)) as BoxError;
+                (Err(timeout), *this.by_deadline)
             }
         };
         Poll::Ready(Finished {
             result,
+            cut,
             attempt: *this.attempt,
             started: *this.started,
         })
@@ -133,6 +139,11 @@ where
     target: Option<Target>,
     budget: Option<RetryBudget>,
     deadline: Option<Instant>,
+    /// The layer above asked for one call (a probe, or another target remains).
+    single_call: bool,
+    /// The latest failure in which the upstream answered (not a timeout): what a cut by the
+    /// deadline reports, since the upstream was not silent.
+    answered_failure: Option<Failure>,
 }
 
 /// `target` as a label: the target's name or `-`.
@@ -165,9 +176,15 @@ where
         request: Option<Result<Req, NotReplayable>>,
         target: Option<Target>,
         budget: Option<RetryBudget>,
+        attempt_budget: Option<AttemptBudget>,
         now: Instant,
     ) -> Self {
-        let deadline = shared.config.deadline().and_then(|d| now.checked_add(d));
+        let own = shared.config.deadline().and_then(|d| now.checked_add(d));
+        let above = attempt_budget.map(|b| b.deadline());
+        let deadline = match (own, above) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let call = Call {
             phase: Phase::Waiting,
             service,
@@ -185,6 +202,8 @@ where
             target,
             budget,
             deadline,
+            single_call: attempt_budget.is_some_and(|b| !b.allows_retries()),
+            answered_failure: None,
         };
         let primary = call.timed(first, 1, now);
         let hedge_timer = call.next_hedge_at(now).map(sleep_until);
@@ -213,14 +232,16 @@ where
             .attempt_timeout()
             .and_then(|t| Some((now.checked_add(t)?, t)));
         let by_deadline = self.deadline.map(|d| (d, d.saturating_duration_since(now)));
-        let limit = match (by_timeout, by_deadline) {
-            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
-            (a, b) => a.or(b),
+        let (limit, cut_by_deadline) = match (by_timeout, by_deadline) {
+            (Some(a), Some(b)) if b.0 < a.0 => (Some(b), true),
+            (Some(a), _) => (Some(a), false),
+            (None, b) => (b, b.is_some()),
         };
         TimedCall {
             fut,
             timer: limit.map(|(at, _)| sleep_until(at)),
             limit: limit.map_or(Duration::ZERO, |(_, d)| d),
+            by_deadline: cut_by_deadline,
             attempt,
             started: now,
         }
@@ -293,7 +314,8 @@ where
         done: Finished<S::Response>,
     ) -> Option<Result<S::Response, BoxError>> {
         let Finished {
-            result,
+            mut result,
+            cut,
             attempt,
             started,
         } = done;
@@ -304,7 +326,18 @@ where
             },
             Err(e) => Some(self.shared.classifier.classify_error(&**e)),
         };
-        let Some(failure) = failure else {
+        let mut reported = None;
+        if let Some(f) = failure {
+            if f.kind != ErrorKind::Timeout {
+                self.answered_failure = Some(f);
+            } else if let (true, Some(answered)) = (cut, self.answered_failure) {
+                // Cut by the deadline after the upstream had answered with an error: the call
+                // failed with that error, not with a silent upstream (the record below still
+                // says this attempt timed out).
+                reported = Some(answered);
+            }
+        }
+        let Some(mut failure) = failure else {
             if let Some(latency) = &self.shared.latency {
                 latency.record(started.elapsed());
             }
@@ -346,6 +379,20 @@ where
             elapsed,
             retry_after: failure.retry_after,
         });
+        if let Some(answered) = reported {
+            let mut error = ClassifiedError::new(
+                answered.kind,
+                format!(
+                    "no answer before the deadline; the previous attempt failed with {}",
+                    answered.kind
+                ),
+            );
+            if let Some(after) = answered.retry_after {
+                error = error.with_retry_after(after);
+            }
+            result = Err(Box::new(error));
+            failure = answered;
+        }
         if let Err(reason) = admissible(&self.shared.rules, &failure) {
             return Some(self.finish(result, Some(failure), reason));
         }
@@ -368,9 +415,16 @@ where
             now: Instant::now(),
             budget: self.budget.as_ref(),
         };
-        let decision = decide(&shared.rules, &failure, &mut self.state, limits, || {
-            shared.call_seed()
-        });
+        let decision = if self.single_call {
+            match admissible(&shared.rules, &failure) {
+                Err(reason) => Decision::Stop(reason),
+                Ok(()) => Decision::Stop(StopReason::SingleCall),
+            }
+        } else {
+            decide(&shared.rules, &failure, &mut self.state, limits, || {
+                shared.call_seed()
+            })
+        };
         match decision {
             Decision::Retry(delay) => {
                 metrics::counter!(

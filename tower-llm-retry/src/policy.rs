@@ -141,6 +141,10 @@ pub enum StopReason {
     BudgetExhausted,
     /// The inner service failed while getting ready for the next attempt.
     ServiceNotReady,
+    /// A layer above asked for a single call: the attempt is a probe of a benched target, or
+    /// another target remains and failing over is faster than backing off (see
+    /// [`AttemptBudget`](tower_llm_core::AttemptBudget)).
+    SingleCall,
 }
 
 impl StopReason {
@@ -156,6 +160,7 @@ impl StopReason {
             StopReason::DeadlineTooClose => "deadline",
             StopReason::BudgetExhausted => "budget_exhausted",
             StopReason::ServiceNotReady => "service_not_ready",
+            StopReason::SingleCall => "single_call",
         }
     }
 
@@ -163,7 +168,7 @@ impl StopReason {
     pub const fn is_pass_through(&self) -> bool {
         matches!(
             self,
-            StopReason::NotRetryable(_) | StopReason::LocalRejection(_)
+            StopReason::NotRetryable(_) | StopReason::LocalRejection(_) | StopReason::SingleCall
         )
     }
 }
@@ -189,6 +194,9 @@ impl fmt::Display for StopReason {
             StopReason::DeadlineTooClose => f.write_str("the next attempt would miss the deadline"),
             StopReason::BudgetExhausted => f.write_str("the retry budget is exhausted"),
             StopReason::ServiceNotReady => f.write_str("the inner service failed to become ready"),
+            StopReason::SingleCall => f.write_str(
+                "the layer above asked for a single call (a probe, or another target remains)",
+            ),
         }
     }
 }

@@ -32,7 +32,7 @@
 //! ```
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use tower_llm_core::{NotReplayable, ReplayableBody, Target};
+use tower_llm_core::{AttemptBudget, NotReplayable, ReplayableBody, Target};
 
 use crate::policy::RetryAttempts;
 
@@ -75,6 +75,15 @@ pub trait ReplayRequest<Req>: Clone + Send + Sync + 'static {
     /// The target the request goes to (keys per-target budgets, labels records and metrics).
     /// The default is `None`.
     fn target(&self, req: &Req) -> Option<Target> {
+        let _ = req;
+        None
+    }
+
+    /// The [`AttemptBudget`] a layer above (a fallback chain) set on the request: its deadline
+    /// bounds every attempt and backoff, and a budget that does not
+    /// [allow retries](AttemptBudget::allows_retries) makes the call a single attempt. The
+    /// default is `None` (typed requests carry none).
+    fn budget(&self, req: &Req) -> Option<AttemptBudget> {
         let _ = req;
         None
     }
@@ -174,6 +183,10 @@ where
 
     fn target(&self, req: &Request<B>) -> Option<Target> {
         req.extensions().get::<Target>().cloned()
+    }
+
+    fn budget(&self, req: &Request<B>) -> Option<AttemptBudget> {
+        tower_llm_core::ReadBudget::budget(&tower_llm_core::HttpBudget, req)
     }
 }
 

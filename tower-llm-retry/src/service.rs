@@ -114,7 +114,11 @@ where
         if let Some(budget) = &budget {
             budget.deposit_at(now);
         }
-        let copy = shared.keeps_copy.then(|| shared.replay.replay(&req));
+        // A chain above may have set a deadline for this target and, when another target remains
+        // (or this is a probe), asked for a single call: then no copy is kept.
+        let attempt_budget = shared.replay.budget(&req);
+        let single = attempt_budget.is_some_and(|b| !b.allows_retries());
+        let copy = (shared.keeps_copy && !single).then(|| shared.replay.replay(&req));
         shared.replay.tag(&mut req, Attempt(1));
         metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "first").increment(1);
         tracing::trace!(attempt = 1, target = %TargetLabel(&target), "retry: sending attempt");
@@ -128,6 +132,7 @@ where
             copy,
             target,
             budget,
+            attempt_budget,
             now,
         )
     }
