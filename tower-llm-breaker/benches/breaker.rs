@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, DefaultPolicy};
+use tower_llm_core::{HttpClassifier, NoBudget};
 
 // ---- a minimal executor ----
 
@@ -110,7 +111,8 @@ impl Variant for Bare {
 }
 
 struct Ours {
-    layer: CircuitBreakerLayer,
+    /// `()` requests carry no attempt budget.
+    layer: CircuitBreakerLayer<HttpClassifier, DefaultPolicy, NoBudget>,
     name: &'static str,
     /// The runtime the breaker opened in: it holds the open period's timer (see
     /// `tower_llm_breaker`'s docs on rejections), so it lives as long as the variant. The
@@ -126,7 +128,7 @@ impl Ours {
             .max_open_duration(Duration::from_secs(3600))
             .build()
             .unwrap();
-        let layer = CircuitBreakerLayer::new(config);
+        let layer = CircuitBreakerLayer::new(config).read_budget(NoBudget);
         let mut runtime = None;
         let mut name = "tower-llm-breaker";
         if mode == Mode::Open {

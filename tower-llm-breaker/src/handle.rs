@@ -129,8 +129,9 @@ impl BreakerHandle {
     }
 
     /// Its state. An open breaker turns half-open when the first call after its open duration
-    /// arrives (there is no timer task); [`snapshot`](Self::snapshot)'s `retry_after_ms` shows
-    /// when that is.
+    /// arrives (there is no timer task), or earlier when a probe of the layer above arrives
+    /// ([`try_acquire_probe`](Self::try_acquire_probe)); [`snapshot`](Self::snapshot)'s
+    /// `retry_after_ms` shows when the open period ends.
     pub fn state(&self) -> State {
         self.breaker.state()
     }
@@ -189,6 +190,39 @@ impl BreakerHandle {
     /// the [`BreakerOpen`] error the layer would return. Record the outcome on the permit.
     pub fn try_acquire(&self) -> Result<CallPermit, BreakerOpen> {
         self.breaker.try_acquire()
+    }
+
+    /// Ask for permission to make one call that a layer above (a fallback chain) sends as its
+    /// probe of this target (see [`AttemptBudget::is_probe`](tower_llm_core::AttemptBudget::is_probe)):
+    /// the layer above decides *when* the target is probed, this breaker lets that probe reach it.
+    ///
+    /// * Closed, metrics-only, disabled: as [`try_acquire`](Self::try_acquire).
+    /// * Open, whether its open period is over or not: the breaker turns half-open now and the
+    ///   call takes one of the half-open probe permits. Its outcome counts as any half-open
+    ///   probe's: enough successes close the breaker, a failure re-opens it (for a longer period).
+    /// * Half-open: one of the probe permits, or a rejection (`retry_after` zero) when all are
+    ///   in flight.
+    /// * Forced open: rejected (an operator forced it).
+    ///
+    /// ```
+    /// use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, Outcome, State};
+    /// use tower_llm_core::ErrorKind;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// let config = CircuitBreakerConfig::builder().consecutive_failures(1).permitted_calls_in_half_open(1);
+    /// let breaker = BreakerHandle::new(config.build().unwrap());
+    /// breaker.try_acquire().unwrap().record(Outcome::Failure(ErrorKind::ServerError));
+    /// assert!(breaker.try_acquire().is_err()); // open for 5 s
+    ///
+    /// let probe = breaker.try_acquire_probe().unwrap(); // at once
+    /// assert!(probe.is_probe());
+    /// assert_eq!(breaker.state(), State::HalfOpen);
+    /// probe.record(Outcome::Success);
+    /// assert_eq!(breaker.state(), State::Closed);
+    /// # }
+    /// ```
+    pub fn try_acquire_probe(&self) -> Result<CallPermit, BreakerOpen> {
+        self.breaker.try_acquire_probe()
     }
 
     /// Reject every call until [`reset`](Self::reset) (or another manual transition).

@@ -49,7 +49,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
-use tower_llm_core::{BoxError, Classify, ConfigError, HttpClassifier, Target};
+use tower_llm_core::{
+    BoxError, Classify, ConfigError, HttpBudget, HttpClassifier, ReadBudget, Target,
+};
 use tower_service::Service;
 
 use crate::config::CircuitBreakerConfig;
@@ -223,21 +225,30 @@ impl<K, F> KeyedCircuitBreakerBuilder<K, F> {
             key_fn: self.key_fn,
             classifier: HttpClassifier::default(),
             policy: DefaultPolicy,
+            reader: HttpBudget,
         })
     }
 }
 
 /// Applies one circuit breaker per key. Clones share the breakers.
+///
+/// `R` reads the [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as
+/// a fallback chain's probe is admitted by its key's breaker even while that breaker is open, as
+/// its half-open trial (see [Below a fallback chain](crate#below-a-fallback-chain)). For requests
+/// that are not `http::Request`s, use
+/// [`read_budget`](Self::read_budget)`(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
 pub struct KeyedCircuitBreakerLayer<
     K = Target,
     F = TargetKey,
     C = HttpClassifier,
     P = DefaultPolicy,
+    R = HttpBudget,
 > {
     registry: Arc<Registry<K>>,
     key_fn: F,
     classifier: C,
     policy: P,
+    reader: R,
 }
 
 impl KeyedCircuitBreakerLayer {
@@ -249,6 +260,7 @@ impl KeyedCircuitBreakerLayer {
             key_fn: TargetKey,
             classifier: HttpClassifier::default(),
             policy: DefaultPolicy,
+            reader: HttpBudget,
         }
     }
 
@@ -263,24 +275,40 @@ impl KeyedCircuitBreakerLayer {
     }
 }
 
-impl<K: BreakerKey, F, C, P> KeyedCircuitBreakerLayer<K, F, C, P> {
+impl<K: BreakerKey, F, C, P, R> KeyedCircuitBreakerLayer<K, F, C, P, R> {
     /// Classify responses and errors with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, F, C2, P> {
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, F, C2, P, R> {
         KeyedCircuitBreakerLayer {
             registry: self.registry,
             key_fn: self.key_fn,
             classifier,
             policy: self.policy,
+            reader: self.reader,
         }
     }
 
     /// Decide what each classification means with `policy`.
-    pub fn policy<P2>(self, policy: P2) -> KeyedCircuitBreakerLayer<K, F, C, P2> {
+    pub fn policy<P2>(self, policy: P2) -> KeyedCircuitBreakerLayer<K, F, C, P2, R> {
         KeyedCircuitBreakerLayer {
             registry: self.registry,
             key_fn: self.key_fn,
             classifier: self.classifier,
             policy,
+            reader: self.reader,
+        }
+    }
+
+    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`, a
+    /// [`ReadBudget`]: [`HttpBudget`] (the default) for `http::Request`s,
+    /// [`NoBudget`](tower_llm_core::NoBudget) for a typed client's requests (which then are
+    /// never probes).
+    pub fn read_budget<R2>(self, reader: R2) -> KeyedCircuitBreakerLayer<K, F, C, P, R2> {
+        KeyedCircuitBreakerLayer {
+            registry: self.registry,
+            key_fn: self.key_fn,
+            classifier: self.classifier,
+            policy: self.policy,
+            reader,
         }
     }
 
@@ -292,19 +320,22 @@ impl<K: BreakerKey, F, C, P> KeyedCircuitBreakerLayer<K, F, C, P> {
     }
 }
 
-impl<K, F: Clone, C: Clone, P: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C, P> {
+impl<K, F: Clone, C: Clone, P: Clone, R: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C, P, R> {
     fn clone(&self) -> Self {
         KeyedCircuitBreakerLayer {
             registry: Arc::clone(&self.registry),
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
             policy: self.policy.clone(),
+            reader: self.reader.clone(),
         }
     }
 }
 
-impl<S, K, F: Clone, C: Clone, P: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C, P> {
-    type Service = KeyedCircuitBreaker<S, K, F, C, P>;
+impl<S, K, F: Clone, C: Clone, P: Clone, R: Clone> Layer<S>
+    for KeyedCircuitBreakerLayer<K, F, C, P, R>
+{
+    type Service = KeyedCircuitBreaker<S, K, F, C, P, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedCircuitBreaker {
@@ -313,11 +344,12 @@ impl<S, K, F: Clone, C: Clone, P: Clone> Layer<S> for KeyedCircuitBreakerLayer<K
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
             policy: self.policy.clone(),
+            reader: self.reader.clone(),
         }
     }
 }
 
-impl<K: BreakerKey, F, C, P> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, P> {
+impl<K: BreakerKey, F, C, P, R> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
             .field("name", &self.registry.config.name())
@@ -330,17 +362,26 @@ impl<K: BreakerKey, F, C, P> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, P>
 ///
 /// `poll_ready` only polls the inner service (the key is not known before `call`); `call` picks
 /// the key's breaker and rejects with [`BreakerOpen`](tower_llm_core::BreakerOpen) without calling
-/// the inner service when it is open.
-pub struct KeyedCircuitBreaker<S, K = Target, F = TargetKey, C = HttpClassifier, P = DefaultPolicy>
-{
+/// the inner service when it is open, unless the request is marked (as read by `R`) as a
+/// fallback chain's probe: then an open breaker turns half-open and lets it through
+/// ([`BreakerHandle::try_acquire_probe`]).
+pub struct KeyedCircuitBreaker<
+    S,
+    K = Target,
+    F = TargetKey,
+    C = HttpClassifier,
+    P = DefaultPolicy,
+    R = HttpBudget,
+> {
     inner: S,
     registry: Arc<Registry<K>>,
     key_fn: F,
     classifier: C,
     policy: P,
+    reader: R,
 }
 
-impl<S, K, F, C, P> KeyedCircuitBreaker<S, K, F, C, P> {
+impl<S, K, F, C, P, R> KeyedCircuitBreaker<S, K, F, C, P, R> {
     /// A handle on all the breakers.
     pub fn handle(&self) -> KeyedBreakerHandle<K> {
         KeyedBreakerHandle {
@@ -359,7 +400,7 @@ impl<S, K, F, C, P> KeyedCircuitBreaker<S, K, F, C, P> {
     }
 }
 
-impl<S, Req, K, F, C, P> Service<Req> for KeyedCircuitBreaker<S, K, F, C, P>
+impl<S, Req, K, F, C, P, R> Service<Req> for KeyedCircuitBreaker<S, K, F, C, P, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -367,6 +408,7 @@ where
     F: KeyFn<Req, K>,
     C: Classify<S::Response>,
     P: OutcomePolicy,
+    R: ReadBudget<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -378,7 +420,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let breaker = self.registry.breaker(self.key_fn.key(&req));
-        match breaker.try_acquire() {
+        let reader = &self.reader;
+        match breaker.acquire(|| reader.budget(&req).is_some_and(|b| b.is_probe())) {
             Ok(permit) => ResponseFuture::called(
                 self.inner.call(req),
                 permit,
@@ -390,7 +433,9 @@ where
     }
 }
 
-impl<S: Clone, K, F: Clone, C: Clone, P: Clone> Clone for KeyedCircuitBreaker<S, K, F, C, P> {
+impl<S: Clone, K, F: Clone, C: Clone, P: Clone, R: Clone> Clone
+    for KeyedCircuitBreaker<S, K, F, C, P, R>
+{
     fn clone(&self) -> Self {
         KeyedCircuitBreaker {
             inner: self.inner.clone(),
@@ -398,11 +443,14 @@ impl<S: Clone, K, F: Clone, C: Clone, P: Clone> Clone for KeyedCircuitBreaker<S,
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
             policy: self.policy.clone(),
+            reader: self.reader.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: BreakerKey, F, C, P> fmt::Debug for KeyedCircuitBreaker<S, K, F, C, P> {
+impl<S: fmt::Debug, K: BreakerKey, F, C, P, R> fmt::Debug
+    for KeyedCircuitBreaker<S, K, F, C, P, R>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreaker")
             .field("inner", &self.inner)

@@ -39,7 +39,7 @@
 use std::fmt;
 
 use tower_layer::Layer;
-use tower_llm_core::HttpClassifier;
+use tower_llm_core::{HttpBudget, HttpClassifier};
 
 use crate::config::CircuitBreakerConfig;
 use crate::handle::BreakerHandle;
@@ -48,15 +48,23 @@ use crate::service::CircuitBreaker;
 
 /// Applies a circuit breaker. Every service this layer wraps, and every clone of the layer,
 /// shares the one breaker; build another layer for an independent breaker.
+///
+/// `C` classifies responses, `P` says what each classification means to the breaker, and `R`
+/// reads the [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as a
+/// fallback chain's probe is admitted even while the breaker is open, as its half-open trial
+/// (see [Below a fallback chain](crate#below-a-fallback-chain)). For requests that are not
+/// `http::Request`s, use [`read_budget`](Self::read_budget)`(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
 #[derive(Clone)]
-pub struct CircuitBreakerLayer<C = HttpClassifier, P = DefaultPolicy> {
+pub struct CircuitBreakerLayer<C = HttpClassifier, P = DefaultPolicy, R = HttpBudget> {
     handle: BreakerHandle,
     classifier: C,
     policy: P,
+    reader: R,
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with a new breaker, classifying with [`HttpClassifier`] and [`DefaultPolicy`].
+    /// A layer with a new breaker, classifying with [`HttpClassifier`] and [`DefaultPolicy`],
+    /// reading budgets with [`HttpBudget`].
     pub fn new(config: CircuitBreakerConfig) -> Self {
         CircuitBreakerLayer::from_handle(BreakerHandle::new(config))
     }
@@ -67,27 +75,43 @@ impl CircuitBreakerLayer {
             handle,
             classifier: HttpClassifier::default(),
             policy: DefaultPolicy,
+            reader: HttpBudget,
         }
     }
 }
 
-impl<C, P> CircuitBreakerLayer<C, P> {
+impl<C, P, R> CircuitBreakerLayer<C, P, R> {
     /// Classify responses and errors with `classifier` (for a typed client, or to override rows
     /// of the HTTP taxonomy).
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2, P> {
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2, P, R> {
         CircuitBreakerLayer {
             handle: self.handle,
             classifier,
             policy: self.policy,
+            reader: self.reader,
         }
     }
 
     /// Decide what each classification means to the breaker with `policy`.
-    pub fn policy<P2>(self, policy: P2) -> CircuitBreakerLayer<C, P2> {
+    pub fn policy<P2>(self, policy: P2) -> CircuitBreakerLayer<C, P2, R> {
         CircuitBreakerLayer {
             handle: self.handle,
             classifier: self.classifier,
             policy,
+            reader: self.reader,
+        }
+    }
+
+    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`, a
+    /// [`ReadBudget`](tower_llm_core::ReadBudget): [`HttpBudget`] (the default) for
+    /// `http::Request`s, [`NoBudget`](tower_llm_core::NoBudget) for a typed client's requests
+    /// (which then are never probes).
+    pub fn read_budget<R2>(self, reader: R2) -> CircuitBreakerLayer<C, P, R2> {
+        CircuitBreakerLayer {
+            handle: self.handle,
+            classifier: self.classifier,
+            policy: self.policy,
+            reader,
         }
     }
 
@@ -97,8 +121,8 @@ impl<C, P> CircuitBreakerLayer<C, P> {
     }
 }
 
-impl<S, C: Clone, P: Clone> Layer<S> for CircuitBreakerLayer<C, P> {
-    type Service = CircuitBreaker<S, C, P>;
+impl<S, C: Clone, P: Clone, R: Clone> Layer<S> for CircuitBreakerLayer<C, P, R> {
+    type Service = CircuitBreaker<S, C, P, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreaker::with_parts(
@@ -107,10 +131,11 @@ impl<S, C: Clone, P: Clone> Layer<S> for CircuitBreakerLayer<C, P> {
             self.classifier.clone(),
             self.policy.clone(),
         )
+        .read_budget(self.reader.clone())
     }
 }
 
-impl<C, P> fmt::Debug for CircuitBreakerLayer<C, P> {
+impl<C, P, R> fmt::Debug for CircuitBreakerLayer<C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
             .field("handle", &self.handle)

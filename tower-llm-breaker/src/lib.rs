@@ -65,10 +65,62 @@
 //!   rejections are ignored).
 //! * **Keyed** breakers ([`KeyedCircuitBreakerLayer`]): one per key (default: the
 //!   [`Target`](tower_llm_core::Target) extension), bounded.
-//! * **Outside tower**: [`BreakerHandle::try_acquire`] gives a [`CallPermit`] to record an
+//! * **Probes of a fallback chain** are admitted even while open (see below).
+//! * **Outside tower**: [`BreakerHandle::try_acquire`] (and
+//!   [`try_acquire_probe`](BreakerHandle::try_acquire_probe)) gives a [`CallPermit`] to record an
 //!   outcome on, now or later (a streamed response can hold it until its end).
 //! * **Observability**: [`BreakerHandle::snapshot`] (serde), state-change listeners, `metrics`
 //!   and `tracing` (see the [`telemetry`] module docs for names).
+//!
+//! # Below a fallback chain
+//!
+//! A fallback chain above per-target breakers benches a failing target itself (cooldowns) and,
+//! when the bench lifts, sends it exactly one probe, marked with
+//! [`AttemptBudget::probe`](tower_llm_core::AttemptBudget::probe). If the breaker rejected that
+//! probe because its own open period (5 s, doubling up to 60 s) is not over, the two health
+//! gates would compound and a short outage would cost a minute. So the rule is: **a breaker
+//! admits a call marked as a probe even while open, as its half-open trial** — the chain decides
+//! *when* a target is probed. The breaker turns half-open at once and the probe's outcome counts
+//! as any half-open probe's (successes close it, a failure re-opens it for a longer period); it
+//! still detects failures, rejects ordinary calls while open, and a forced-open breaker rejects
+//! probes too.
+//!
+//! The layers read the mark with a [`ReadBudget`](tower_llm_core::ReadBudget), their last type
+//! parameter: [`HttpBudget`](tower_llm_core::HttpBudget) (the default) reads the request
+//! extension of an `http::Request`. A typed client's requests carry none: give its layer
+//! `.read_budget(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//! use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+//! use tower_llm_core::{AttemptBudget, NoBudget};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let config = CircuitBreakerConfig::builder().consecutive_failures(1).permitted_calls_in_half_open(1);
+//! let breaker = CircuitBreakerLayer::new(config.build().unwrap());
+//! let handle = breaker.handle().clone();
+//! let upstream = service_fn(|req: http::Request<u16>| async move {
+//!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(*req.body()).body(()).unwrap())
+//! });
+//! let mut client = ServiceBuilder::new().layer(breaker).service(upstream);
+//! client.ready().await.unwrap().call(http::Request::new(500)).await.unwrap();
+//! assert_eq!(handle.state(), State::Open); // for 5 s
+//! assert!(client.ready().await.unwrap().call(http::Request::new(200)).await.is_err());
+//!
+//! // The chain's probe, one second later: it reaches the upstream, and its success closes the breaker.
+//! tokio::time::advance(Duration::from_secs(1)).await;
+//! let mut probe = http::Request::new(200);
+//! let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+//! probe.extensions_mut().insert(AttemptBudget::until(deadline).probe());
+//! client.ready().await.unwrap().call(probe).await.unwrap();
+//! assert_eq!(handle.state(), State::Closed);
+//!
+//! // A typed client: its requests are not `http::Request`s and carry no budget.
+//! // (With a `.classifier(...)` for its responses, too.)
+//! let _typed = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).read_budget(NoBudget);
+//! # }
+//! ```
 //!
 //! # Cost
 //!
@@ -88,6 +140,9 @@
 //!   from the instant of the next probe.
 //! * Its name and reason are one `Arc` per breaker and thread stripe: threads rejecting at once do
 //!   not share a reference count, nor the rejection counter.
+//! * While open, `poll_ready` polls the inner service once without waiting for it (so that a
+//!   chain's probe can be let through), and the request's budget is read only then: a closed
+//!   breaker never looks at it.
 //!
 //! See `benches/breaker.rs` (timings) and `tests/allocations.rs` (allocations per call).
 

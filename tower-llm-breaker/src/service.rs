@@ -10,32 +10,75 @@
 //! `poll_ready` stays reserved for this clone's next call (tower allows that).
 //!
 //! `poll_ready` has one shortcut: if the breaker is OPEN before its deadline, or FORCED_OPEN,
-//! it returns `Ready` at once *without* polling the inner service, and keeps the rejection for
-//! the next `call` (which then does not touch the inner service either). An open breaker so answers immediately even when the inner service is not ready
-//! (a full bulkhead below it would otherwise make callers queue only to be rejected).
+//! it returns `Ready` at once, whether the inner service is ready or not, and keeps the
+//! rejection for the next `call` (which then does not touch the inner service). An open breaker
+//! so answers immediately even when the inner service is not ready (a full bulkhead below it
+//! would otherwise make callers queue only to be rejected). While OPEN it still polls the inner
+//! service once, without waiting for it, so that a probe (below) can be let through: if the
+//! inner service was ready, a probe `call` reaches it; if it was not, the probe is rejected like
+//! any other call.
+//!
+//! # Below a fallback chain
+//!
+//! A fallback chain above per-target breakers benches a failing target itself and, when the
+//! bench lifts, sends exactly one probe, marked with
+//! [`AttemptBudget::probe`](tower_llm_core::AttemptBudget::probe). The chain decides *when* a
+//! target is probed; the breaker does not add its own open period on top of the chain's
+//! cooldown: **a call marked as a probe is admitted even while the breaker is OPEN**, as its
+//! half-open trial ([`BreakerHandle::try_acquire_probe`]). The breaker still detects failures,
+//! rejects ordinary calls while open, and its half-open logic decides when it closes; a
+//! FORCED_OPEN breaker rejects probes too.
+//!
+//! The breaker reads the mark through its `R: `[`ReadBudget`] parameter: [`HttpBudget`] (the
+//! default) reads the request extension of an `http::Request`; a typed client's requests carry
+//! none, so give it [`NoBudget`](tower_llm_core::NoBudget) with
+//! [`CircuitBreakerLayer::read_budget`](crate::CircuitBreakerLayer::read_budget) (or
+//! [`CircuitBreaker::read_budget`]). The budget is read only while the breaker is OPEN: a closed
+//! breaker costs nothing more.
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_llm_core::{BoxError, BreakerOpen, Classify, HttpClassifier};
+use tower_llm_core::{BoxError, Classify, HttpBudget, HttpClassifier, ReadBudget};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
 use crate::policy::{DefaultPolicy, OutcomePolicy};
-use crate::state::Breaker;
+use crate::state::{Breaker, OpenNow};
 
 /// A service guarded by a circuit breaker. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
 ///
 /// Clones share the breaker.
-pub struct CircuitBreaker<S, C = HttpClassifier, P = DefaultPolicy> {
+///
+/// **Below a fallback chain**, a call marked as the chain's probe
+/// ([`AttemptBudget::probe`](tower_llm_core::AttemptBudget::probe)) is admitted even while the
+/// breaker is open, as its half-open trial: the chain decides when a target is probed (see
+/// [Below a fallback chain](crate#below-a-fallback-chain)). `R` reads that mark:
+/// [`HttpBudget`] (the default) from an `http::Request`'s extensions; give a typed client's
+/// service [`NoBudget`](tower_llm_core::NoBudget) with [`read_budget`](Self::read_budget).
+///
+/// While the breaker is open, `poll_ready` answers `Ready` at once (calls other than a probe are
+/// rejected without waiting for the inner service) after polling the inner service once: a
+/// probe reaches the inner service only if that poll found it ready, and is rejected otherwise.
+pub struct CircuitBreaker<S, C = HttpClassifier, P = DefaultPolicy, R = HttpBudget> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
     policy: P,
-    /// `poll_ready` saw the breaker open and did not poll `inner`: the next call is rejected.
-    rejected: Option<BreakerOpen>,
+    reader: R,
+    /// `poll_ready` saw the breaker open: the next call is rejected, unless it is a probe and
+    /// `inner` was ready.
+    rejected: Option<Rejected>,
+}
+
+/// What `poll_ready` saw while the breaker was open.
+#[derive(Clone, Copy, Debug)]
+struct Rejected {
+    open: OpenNow,
+    /// `inner` answered `Ready(Ok)`: a probe may call it.
+    inner_ready: bool,
 }
 
 impl<S> CircuitBreaker<S> {
@@ -46,14 +89,31 @@ impl<S> CircuitBreaker<S> {
 }
 
 impl<S, C, P> CircuitBreaker<S, C, P> {
-    /// Guard `inner` with the breaker behind `handle`, a classifier and a policy.
+    /// Guard `inner` with the breaker behind `handle`, a classifier and a policy (reading
+    /// budgets with [`HttpBudget`]; see [`read_budget`](Self::read_budget)).
     pub fn with_parts(inner: S, handle: BreakerHandle, classifier: C, policy: P) -> Self {
         CircuitBreaker {
             inner,
             breaker: handle.breaker,
             classifier,
             policy,
+            reader: HttpBudget,
             rejected: None,
+        }
+    }
+}
+
+impl<S, C, P, R> CircuitBreaker<S, C, P, R> {
+    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`
+    /// ([`NoBudget`](tower_llm_core::NoBudget) for requests that are not `http::Request`s).
+    pub fn read_budget<R2>(self, reader: R2) -> CircuitBreaker<S, C, P, R2> {
+        CircuitBreaker {
+            inner: self.inner,
+            breaker: self.breaker,
+            classifier: self.classifier,
+            policy: self.policy,
+            reader,
+            rejected: self.rejected,
         }
     }
 
@@ -80,33 +140,65 @@ impl<S, C, P> CircuitBreaker<S, C, P> {
     }
 }
 
-impl<S, Req, C, P> Service<Req> for CircuitBreaker<S, C, P>
+impl<S, Req, C, P, R> Service<Req> for CircuitBreaker<S, C, P, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
     P: OutcomePolicy,
+    R: ReadBudget<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future, C, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.rejected.is_some() {
-            return Poll::Ready(Ok(()));
+        if let Some(rejected) = &mut self.rejected {
+            if rejected.inner_ready || !rejected.open.admits_probe() {
+                return Poll::Ready(Ok(()));
+            }
+            // Polled again before the call: the inner service may be ready by now.
+            return match self.inner.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    rejected.inner_ready = true;
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Pending => Poll::Ready(Ok(())),
+                Poll::Ready(Err(e)) => {
+                    self.rejected = None;
+                    Poll::Ready(Err(e.into()))
+                }
+            };
         }
-        if let Some(open) = self.breaker.reject_if_open() {
-            self.rejected = Some(open);
+        if let Some(open) = self.breaker.open_now() {
+            // A probe may still come: poll the inner service once, but do not wait for it.
+            let inner_ready = open.admits_probe()
+                && match self.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Pending => false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                };
+            self.rejected = Some(Rejected { open, inner_ready });
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(open) = self.rejected.take() {
-            return ResponseFuture::rejected(open);
-        }
-        match self.breaker.try_acquire() {
+        let reader = &self.reader;
+        let is_probe = || reader.budget(&req).is_some_and(|b| b.is_probe());
+        let admitted = match self.rejected.take() {
+            // Only a probe passes, and only if the inner service is ready for it; a rejected
+            // call leaves the readiness it reserved for this clone's next call.
+            Some(Rejected { open, inner_ready }) => {
+                if !(inner_ready && is_probe()) {
+                    return ResponseFuture::rejected(self.breaker.reject(open));
+                }
+                self.breaker.try_acquire_probe()
+            }
+            None => self.breaker.acquire(is_probe),
+        };
+        match admitted {
             Ok(permit) => ResponseFuture::called(
                 self.inner.call(req),
                 permit,
@@ -118,20 +210,21 @@ where
     }
 }
 
-impl<S: Clone, C: Clone, P: Clone> Clone for CircuitBreaker<S, C, P> {
+impl<S: Clone, C: Clone, P: Clone, R: Clone> Clone for CircuitBreaker<S, C, P, R> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             inner: self.inner.clone(),
             breaker: Arc::clone(&self.breaker),
             classifier: self.classifier.clone(),
             policy: self.policy.clone(),
+            reader: self.reader.clone(),
             // Readiness belongs to one clone.
             rejected: None,
         }
     }
 }
 
-impl<S: fmt::Debug, C, P> fmt::Debug for CircuitBreaker<S, C, P> {
+impl<S: fmt::Debug, C, P, R> fmt::Debug for CircuitBreaker<S, C, P, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)

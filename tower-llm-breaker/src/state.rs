@@ -256,6 +256,22 @@ fn nanos(d: Duration) -> u64 {
 /// The index of the "half-open and full" cause, after the seven [`OpenReason`]s.
 const HALF_OPEN_FULL: usize = OpenReason::ALL.len();
 
+/// A breaker that rejects calls right now, as seen by [`Breaker::open_now`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenNow {
+    /// OPEN for `reason`, until the instant in ns since the breaker's creation.
+    Open(OpenReason, u64),
+    /// FORCED_OPEN for `reason`.
+    Forced(OpenReason),
+}
+
+impl OpenNow {
+    /// Whether a probe of the layer above may still be admitted (OPEN, not FORCED_OPEN).
+    pub(crate) fn admits_probe(self) -> bool {
+        matches!(self, OpenNow::Open(..))
+    }
+}
+
 /// How a permit was admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PermitKind {
@@ -417,26 +433,55 @@ impl Breaker {
         phase_of(self.state.load(Ordering::Acquire))
     }
 
-    /// The rejection a call right now would get without any transition (OPEN before its
-    /// deadline, or FORCED_OPEN), or `None`. Used by `poll_ready` to fail fast without polling
-    /// the inner service.
-    pub(crate) fn reject_if_open(&self) -> Option<BreakerOpen> {
+    /// Whether a call right now would be rejected without any transition (OPEN before its
+    /// deadline, or FORCED_OPEN), and until when. Used by `poll_ready` to fail fast without
+    /// waiting for the inner service; nothing is counted until [`reject`](Self::reject) turns it
+    /// into a rejection (a probe may still be admitted).
+    pub(crate) fn open_now(&self) -> Option<OpenNow> {
         let s = self.state.load(Ordering::Acquire);
         match phase_of(s) {
-            State::ForcedOpen => Some(self.reject_forced(reason_of(s))),
+            State::ForcedOpen => Some(OpenNow::Forced(reason_of(s))),
             State::Open => {
                 let until =
                     deadline_of(self.deadline.load(Ordering::Acquire), gen_of(s)).ok()??;
                 (self.clock_free(gen_of(s)) || self.now_ns() < until)
-                    .then(|| self.reject_until(reason_of(s), until))
+                    .then(|| OpenNow::Open(reason_of(s), until))
             }
             _ => None,
         }
     }
 
+    /// The rejection of a call for what [`open_now`](Self::open_now) saw (counted as one).
+    pub(crate) fn reject(&self, open: OpenNow) -> BreakerOpen {
+        match open {
+            OpenNow::Open(reason, until) => self.reject_until(reason, until),
+            OpenNow::Forced(reason) => self.reject_forced(reason),
+        }
+    }
+
     /// Admit a call or reject it.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<CallPermit, BreakerOpen> {
+        self.acquire(|| false)
+    }
+
+    /// Admit a probe of the layer above (a fallback chain): like [`try_acquire`](Self::try_acquire),
+    /// except that OPEN, before or after its deadline, turns HALF_OPEN at once and this call
+    /// takes one of its probe permits.
+    pub(crate) fn try_acquire_probe(self: &Arc<Self>) -> Result<CallPermit, BreakerOpen> {
+        self.acquire(|| true)
+    }
+
+    /// Admit a call or reject it. `is_probe` says whether the call is a probe of the layer above;
+    /// it is asked only when the breaker is OPEN (the only state where the answer matters), so a
+    /// closed breaker never pays for it.
+    #[inline]
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        is_probe: impl FnOnce() -> bool,
+    ) -> Result<CallPermit, BreakerOpen> {
         let mut now: Option<u64> = None;
+        let mut is_probe = Some(is_probe);
+        let mut probe = false;
         loop {
             let s = self.state.load(Ordering::Acquire);
             let gen = gen_of(s);
@@ -452,6 +497,17 @@ impl Breaker {
                 State::Disabled => return Ok(self.permit(gen, PermitKind::Untracked, 0)),
                 State::ForcedOpen => return Err(self.reject_forced(reason_of(s))),
                 State::Open => {
+                    if let Some(ask) = is_probe.take() {
+                        probe = ask();
+                    }
+                    if probe {
+                        // The layer above decided this target is probed now: this call is the
+                        // half-open trial, whatever is left of the open period. (If another
+                        // thread made a transition first, this one fails and the loop re-reads.)
+                        let now = *now.get_or_insert_with(|| self.now_ns());
+                        self.transition(State::Open, gen, State::HalfOpen, None, now);
+                        continue;
+                    }
                     let until = match deadline_of(self.deadline.load(Ordering::Acquire), gen) {
                         Ok(until) => until.unwrap_or(u64::MAX),
                         // A newer transition happened between the two loads.

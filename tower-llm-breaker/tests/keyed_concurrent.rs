@@ -9,7 +9,7 @@ use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_llm_breaker::{
     CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer, State, DEFAULT_MAX_KEYS,
 };
-use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, Target};
+use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, NoBudget, Target};
 
 type Req = http::Request<u16>;
 type Res = http::Response<()>;
@@ -150,7 +150,8 @@ async fn a_custom_key_and_classifier_for_a_typed_client() {
     .key_fn(|req: &(&'static str, bool)| Some(req.0))
     .build()
     .unwrap()
-    .classifier(Unit);
+    .classifier(Unit)
+    .read_budget(NoBudget);
     let breakers = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(typed);
     svc.ready()

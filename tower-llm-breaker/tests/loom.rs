@@ -176,3 +176,33 @@ fn reset_races_with_a_trip() {
         }
     });
 }
+
+/// Two probes of a layer above race on an open breaker (open period not over): it turns
+/// half-open exactly once, and exactly one of them gets the only probe permit.
+#[test]
+fn racing_chain_probes_open_one_half_open_period() {
+    model(|| {
+        let handle = BreakerHandle::new(config().permitted_calls_in_half_open(1).build().unwrap());
+        handle.trip();
+        let transitions = counting(&handle);
+        let other = handle.clone();
+        let t = thread::spawn(move || other.try_acquire_probe());
+        let mine = handle.try_acquire_probe();
+        let theirs = t.join().unwrap();
+        assert_eq!(
+            usize::from(mine.is_ok()) + usize::from(theirs.is_ok()),
+            1,
+            "{mine:?} {theirs:?}"
+        );
+        assert_eq!(
+            transitions.load(Ordering::SeqCst),
+            1,
+            "open -> half-open once"
+        );
+        assert_eq!(handle.state(), State::HalfOpen);
+        let winner = mine.or(theirs).unwrap();
+        assert!(winner.is_probe());
+        winner.record(Outcome::Success);
+        assert_eq!(handle.state(), State::Closed);
+    });
+}

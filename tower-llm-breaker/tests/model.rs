@@ -1,5 +1,6 @@
-//! Model-based property test: random sequences of calls, outcomes, time steps, cancellations and
-//! manual operations, applied both to the breaker (through its public permit API, on a paused
+//! Model-based property test: random sequences of calls, probes of a layer above
+//! ([`BreakerHandle::try_acquire_probe`]), outcomes, time steps, cancellations and manual
+//! operations, applied both to the breaker (through its public permit API, on a paused
 //! tokio clock) and to a small reference model written independently of the implementation
 //! (plain `VecDeque`s and integers, no atomics, no generations). After every step they must
 //! agree on the decision, the state, the window, the counters and `retry_after`.
@@ -126,6 +127,8 @@ enum Manual {
 #[derive(Clone, Debug)]
 enum Op {
     Acquire,
+    /// A probe of the layer above (a fallback chain): admitted even while open.
+    AcquireProbe,
     Complete(prop::sample::Index, Done),
     Cancel(prop::sample::Index),
     Advance(u64),
@@ -148,6 +151,7 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     prop_oneof![
         8 => Just(Op::Acquire),
+        3 => Just(Op::AcquireProbe),
         8 => (any::<prop::sample::Index>(), done).prop_map(|(i, d)| Op::Complete(i, d)),
         2 => any::<prop::sample::Index>().prop_map(Op::Cancel),
         4 => prop_oneof![Just(0u64), 1u64..=700, Just(1000), 1001u64..=6000].prop_map(Op::Advance),
@@ -250,7 +254,8 @@ impl Model {
         self.enter(Phase::Closed);
     }
 
-    fn acquire(&mut self) -> (Decision, Option<Call>) {
+    /// A call (`chain_probe`: the layer above marked it as its probe).
+    fn acquire(&mut self, chain_probe: bool) -> (Decision, Option<Call>) {
         loop {
             match self.phase {
                 Phase::Closed | Phase::MetricsOnly => {
@@ -279,7 +284,7 @@ impl Model {
                         None,
                     )
                 }
-                Phase::Open { until } if self.now < until => {
+                Phase::Open { until } if self.now < until && !chain_probe => {
                     return (
                         Decision::Reject {
                             retry_after_ms: until - self.now,
@@ -508,9 +513,15 @@ fn run(cfg: Cfg, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let mut outstanding: Vec<(CallPermit, Call)> = Vec::new();
         for (step, op) in ops.iter().enumerate() {
             match op {
-                Op::Acquire => {
-                    let (expected, call) = model.acquire();
-                    let actual = match handle.try_acquire() {
+                Op::Acquire | Op::AcquireProbe => {
+                    let chain_probe = matches!(op, Op::AcquireProbe);
+                    let (expected, call) = model.acquire(chain_probe);
+                    let admitted = if chain_probe {
+                        handle.try_acquire_probe()
+                    } else {
+                        handle.try_acquire()
+                    };
+                    let actual = match admitted {
                         Ok(permit) => {
                             let probe = permit.is_probe();
                             if let Some(call) = call {

@@ -635,7 +635,8 @@ async fn a_policy_and_a_classifier_for_a_typed_client() {
     };
     let layer = CircuitBreakerLayer::new(config().consecutive_failures(2).build().unwrap())
         .classifier(ChatClassifier)
-        .policy(policy);
+        .policy(policy)
+        .read_budget(tower_llm_core::NoBudget);
     let mut svc = tower::Layer::layer(&layer, typed);
     assert_eq!(
         svc.ready().await.unwrap().call("hi").await.unwrap(),
