@@ -20,13 +20,15 @@ use std::time::Duration;
 
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_llm::breaker::{
-    BreakerHandle, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer,
+    BreakerHandle, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, DefaultPolicy,
 };
 use tower_llm::bulkhead::{
     AllCalls, Bulkhead, BulkheadHandle, BulkheadLayer, ErrorsOnly, Global, NoTokenEstimate,
     ReleaseOnResponse,
 };
-use tower_llm::core::{BoxError, BreakerOpen, BulkheadFull, ConfigError, RetriesExhausted};
+use tower_llm::core::{
+    BoxError, BreakerOpen, BulkheadFull, ConfigError, NoBudget, RetriesExhausted,
+};
 use tower_llm::retry::{Backoff, CloneReplay, Retry, RetryLayer};
 use tower_llm::ServiceBuilderExt;
 use tower_llm_chaos::{Fault, MockHandle, MockUpstream};
@@ -419,11 +421,14 @@ impl Default for Settings {
 /// The typed client behind breaker → retry → bulkhead: a nameable type a library can store.
 pub type ResilientChat<S> = CircuitBreaker<
     Retry<
-        Bulkhead<S, Global, NoTokenEstimate, ErrorsOnly, ReleaseOnResponse>,
+        Bulkhead<S, Global, NoTokenEstimate, ErrorsOnly, ReleaseOnResponse, NoBudget>,
         ChatClassifier,
         CloneReplay,
     >,
     ChatClassifier,
+    DefaultPolicy,
+    // Typed requests carry no attempt budget.
+    NoBudget,
 >;
 
 /// Handles on the shared state of a [`ResilientChat`] (every clone of it shares them).
@@ -455,7 +460,8 @@ where
             .permitted_calls_in_half_open(1)
             .build()?,
     )
-    .classifier(ChatClassifier);
+    .classifier(ChatClassifier)
+    .read_budget(NoBudget);
     let retry = RetryLayer::builder()
         .max_attempts(settings.max_attempts)
         .backoff(Backoff::exponential(settings.backoff))
@@ -469,6 +475,7 @@ where
         .max_concurrent(settings.max_concurrent)
         .max_queued(0)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()?
         .layer(client);
     let handles = Handles {

@@ -49,10 +49,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn inspect_error_body(self) -> ServiceBuilder<Stack<InspectErrorBodyLayer, L>>;
 
     /// A circuit breaker ([`CircuitBreakerLayer`]).
-    fn circuit_breaker<C, P>(
+    fn circuit_breaker<C, P, R>(
         self,
-        layer: CircuitBreakerLayer<C, P>,
-    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P>, L>>;
+        layer: CircuitBreakerLayer<C, P, R>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P, R>, L>>;
 
     /// Retries on the same target ([`RetryLayer`]). (Not `retry`: tower's `ServiceBuilder` has
     /// an inherent `retry` method for its own policy-based layer, which would shadow it.)
@@ -65,10 +65,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn fallback<C>(self, layer: FallbackLayer<C>) -> ServiceBuilder<Stack<FallbackLayer<C>, L>>;
 
     /// A bulkhead and client-side limits ([`BulkheadLayer`]).
-    fn bulkhead<K: Partitioner, E, C, R>(
+    // The type is the layer's own, with its five parameters; an alias would only hide them.
+    #[allow(clippy::type_complexity)]
+    fn bulkhead<K: Partitioner, E, C, R, D>(
         self,
-        layer: BulkheadLayer<K, E, C, R>,
-    ) -> ServiceBuilder<Stack<BulkheadLayer<K, E, C, R>, L>>;
+        layer: BulkheadLayer<K, E, C, R, D>,
+    ) -> ServiceBuilder<Stack<BulkheadLayer<K, E, C, R, D>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -80,10 +82,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(InspectErrorBodyLayer::new())
     }
 
-    fn circuit_breaker<C, P>(
+    fn circuit_breaker<C, P, R>(
         self,
-        layer: CircuitBreakerLayer<C, P>,
-    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P>, L>> {
+        layer: CircuitBreakerLayer<C, P, R>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P, R>, L>> {
         self.layer(layer)
     }
 
@@ -98,10 +100,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn bulkhead<K: Partitioner, E, C, R>(
+    #[allow(clippy::type_complexity)]
+    fn bulkhead<K: Partitioner, E, C, R, D>(
         self,
-        layer: BulkheadLayer<K, E, C, R>,
-    ) -> ServiceBuilder<Stack<BulkheadLayer<K, E, C, R>, L>> {
+        layer: BulkheadLayer<K, E, C, R, D>,
+    ) -> ServiceBuilder<Stack<BulkheadLayer<K, E, C, R, D>, L>> {
         self.layer(layer)
     }
 }

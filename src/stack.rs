@@ -15,12 +15,18 @@
 //!                   └─ client  hyper-util's legacy client, or any service you supply
 //! ```
 //!
+//! **Time and health across the layers.** The chain sets each attempt's
+//! [`AttemptBudget`](tower_llm_core::AttemptBudget) (deadline, probe, single call); retry,
+//! bulkhead and breaker below honour it. The chain's cooldowns decide when a target is probed;
+//! the breaker lets that probe through. See the [crate docs](crate) for the six rules.
+//!
 //! **Breaker above retry.** The breaker sees one outcome per call of the chain to the target:
 //! a call that succeeded after a retry is a success, a call whose retries were exhausted is one
 //! failure. Below retry it would count every attempt, so one bad minute with three attempts per
 //! call would open it three times faster, and an open breaker would be hit by retries that can
 //! never pass. Above retry, an open breaker also rejects before any retry starts, and the chain
-//! moves on at once (a breaker rejection is a local failure: it never benches the target).
+//! moves on at once (a breaker rejection is a local failure: it counts nothing against the target,
+//! and benches it only until the breaker's next probe).
 //!
 //! **Pass-through targets.** A target without a `model` sends the requested model upstream;
 //! each requested model is then a target of its own (`primary/gpt-4o`, `primary/gpt-4o-mini`),

@@ -7,6 +7,16 @@
 //!
 //! [`try_admit`] decides synchronously in `call`; only when a call has to wait does it become a
 //! boxed [`Pending::admit`] future (the wait path allocates, the happy path does not).
+//!
+//! # The attempt's deadline
+//!
+//! A call may carry the deadline of its attempt (an
+//! [`AttemptBudget`](tower_llm_core::AttemptBudget)). No wait goes past it: a rate or token wait
+//! that would end at or after it is not started (the call is rejected at once, with the time
+//! until the next permit as `retry_after`), a full partition's queue is not joined once it has
+//! passed, and a queued wait ends at the earlier of the maximum wait and the deadline. The
+//! deadline is read only on the wait path, so the happy path reads neither the request's
+//! extensions nor the clock.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -46,41 +56,81 @@ pub(crate) struct Pending {
     tokens: u64,
     charged: u64,
     stage: Stage,
+    /// The attempt's deadline, if the request carries one: no wait goes past it.
+    deadline: Option<Instant>,
+}
+
+/// Whether a wait of `wait` from `now` ends strictly before `deadline` (always, without one) —
+/// the rule of [`AttemptBudget::fits`](tower_llm_core::AttemptBudget::fits).
+fn fits(deadline: Option<Instant>, now: Instant, wait: Duration) -> bool {
+    deadline.is_none_or(|deadline| now.checked_add(wait).is_some_and(|end| end < deadline))
+}
+
+/// Whether a wait of `wait` may start now: within `max_wait` and ending before the deadline.
+/// The deadline (and the clock) is read only when the wait is within `max_wait`.
+fn may_wait_for(
+    wait: Duration,
+    max_wait: Duration,
+    deadline: impl FnOnce() -> Option<Instant>,
+) -> Result<Option<Instant>, ()> {
+    if wait > max_wait {
+        return Err(());
+    }
+    let deadline = deadline();
+    if deadline.is_some_and(|_| !fits(deadline, Instant::now(), wait)) {
+        return Err(());
+    }
+    Ok(deadline)
 }
 
 /// Try to admit a call estimated at `tokens` tokens into `partition` without waiting.
+/// `deadline` gives the attempt's deadline, if any; it is called only if the call would wait.
 #[inline]
-pub(crate) fn try_admit(partition: Arc<Partition>, tokens: u64) -> Admit {
+pub(crate) fn try_admit(
+    partition: Arc<Partition>,
+    tokens: u64,
+    deadline: impl FnOnce() -> Option<Instant>,
+) -> Admit {
     // The common case first: no rate or token limit, and a free slot.
     if partition.rate.is_none() && partition.tokens.is_none() && partition.try_acquire() {
         return Admit::Now(Permit::new(partition, 0));
     }
-    try_admit_limited(partition, tokens)
+    try_admit_limited(partition, tokens, deadline)
 }
 
 #[inline(never)]
-fn try_admit_limited(partition: Arc<Partition>, tokens: u64) -> Admit {
+fn try_admit_limited(
+    partition: Arc<Partition>,
+    tokens: u64,
+    deadline: impl FnOnce() -> Option<Instant>,
+) -> Admit {
     if let Some(rate) = &partition.rate {
         if let Err(wait) = rate.check() {
-            if wait <= rate.max_wait() {
-                return Admit::Wait(Pending::new(partition, tokens, 0, Stage::Rate));
-            }
-            return Admit::Rejected(partition.reject(LimitKind::Rate, Duration::ZERO, Some(wait)));
+            return match may_wait_for(wait, rate.max_wait(), deadline) {
+                Ok(deadline) => {
+                    Admit::Wait(Pending::new(partition, tokens, 0, Stage::Rate, deadline))
+                }
+                Err(()) => {
+                    Admit::Rejected(partition.reject(LimitKind::Rate, Duration::ZERO, Some(wait)))
+                }
+            };
         }
     }
     let mut charged = 0;
     if let Some(budget) = &partition.tokens {
         match budget.try_charge(tokens) {
             Charge::Charged => charged = tokens,
-            Charge::Wait(wait) if wait <= budget.max_wait() => {
-                return Admit::Wait(Pending::new(partition, tokens, 0, Stage::Tokens));
-            }
             Charge::Wait(wait) => {
-                return Admit::Rejected(partition.reject(
-                    LimitKind::Tokens,
-                    Duration::ZERO,
-                    Some(wait),
-                ));
+                return match may_wait_for(wait, budget.max_wait(), deadline) {
+                    Ok(deadline) => {
+                        Admit::Wait(Pending::new(partition, tokens, 0, Stage::Tokens, deadline))
+                    }
+                    Err(()) => Admit::Rejected(partition.reject(
+                        LimitKind::Tokens,
+                        Duration::ZERO,
+                        Some(wait),
+                    )),
+                };
             }
             Charge::TooLarge => {
                 return Admit::Rejected(partition.reject(
@@ -100,7 +150,19 @@ fn try_admit_limited(partition: Arc<Partition>, tokens: u64) -> Admit {
         // Turned away without allocating a wait: overload storms stay cheap.
         LimitKind::Queue
     } else {
-        return Admit::Wait(Pending::new(partition, tokens, charged, Stage::Concurrency));
+        let deadline = deadline();
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // The attempt is out of time: waiting is not allowed, as with no queue at all.
+            LimitKind::Concurrency
+        } else {
+            return Admit::Wait(Pending::new(
+                partition,
+                tokens,
+                charged,
+                Stage::Concurrency,
+                deadline,
+            ));
+        }
     };
     refund(&partition, charged);
     Admit::Rejected(partition.reject(limit, Duration::ZERO, None))
@@ -115,12 +177,19 @@ fn refund(partition: &Partition, tokens: u64) {
 }
 
 impl Pending {
-    fn new(partition: Arc<Partition>, tokens: u64, charged: u64, stage: Stage) -> Self {
+    fn new(
+        partition: Arc<Partition>,
+        tokens: u64,
+        charged: u64,
+        stage: Stage,
+        deadline: Option<Instant>,
+    ) -> Self {
         Pending {
             partition,
             tokens,
             charged,
             stage,
+            deadline,
         }
     }
 
@@ -150,7 +219,10 @@ impl Pending {
                 loop {
                     match rate.check() {
                         Ok(()) => break,
-                        Err(wait) if start.elapsed() + wait <= rate.max_wait() => {
+                        Err(wait)
+                            if start.elapsed() + wait <= rate.max_wait()
+                                && fits(self.deadline, Instant::now(), wait) =>
+                        {
                             tokio::time::sleep(wait).await;
                         }
                         Err(wait) => return Err((LimitKind::Rate, Some(wait))),
@@ -166,7 +238,10 @@ impl Pending {
                     match budget.try_charge(self.tokens) {
                         Charge::Charged => break,
                         Charge::TooLarge => return Err((LimitKind::RequestTooLarge, None)),
-                        Charge::Wait(wait) if since.elapsed() + wait <= budget.max_wait() => {
+                        Charge::Wait(wait)
+                            if since.elapsed() + wait <= budget.max_wait()
+                                && fits(self.deadline, Instant::now(), wait) =>
+                        {
                             tokio::time::sleep(wait).await;
                         }
                         Charge::Wait(wait) => return Err((LimitKind::Tokens, Some(wait))),
@@ -182,7 +257,20 @@ impl Pending {
                 return Err((LimitKind::Concurrency, None));
             }
         }
-        let deadline = Instant::now() + self.partition.max_wait;
+        let now = Instant::now();
+        let mut deadline = now + self.partition.max_wait;
+        if let Some(attempt) = self.deadline {
+            if attempt <= now {
+                // Out of time before queueing (an earlier stage took the rest): take a free slot
+                // if there is one, but do not queue.
+                return if self.partition.try_acquire() {
+                    Ok(())
+                } else {
+                    Err((LimitKind::Concurrency, None))
+                };
+            }
+            deadline = deadline.min(attempt);
+        }
         let ticket = match self.partition.enqueue() {
             Enqueue::Acquired => return Ok(()),
             Enqueue::Full => return Err((LimitKind::Queue, None)),

@@ -3,6 +3,13 @@
 //! Every [`Layer::layer`] call builds a new, independent bulkhead (like tower's
 //! `ConcurrencyLimitLayer`); clones of the resulting service share it.
 //!
+//! Waits are bounded by the maximum wait and by the deadline of the attempt, when the request
+//! carries an [`AttemptBudget`](tower_llm_core::AttemptBudget) (see
+//! [the crate docs](crate#the-attempts-deadline)). The budget is read with
+//! [`HttpBudget`](tower_llm_core::HttpBudget) by default; a typed client whose requests are not
+//! `http::Request`s builds with
+//! [`.read_budget(NoBudget)`](BulkheadBuilder::read_budget).
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -33,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_layer::Layer;
-use tower_llm_core::{ConfigError, HttpClassifier};
+use tower_llm_core::{ConfigError, HttpBudget, HttpClassifier};
 
 use crate::body::{ReleaseOnBodyEnd, ReleaseOnResponse, ReleaseWithUsage};
 use crate::config::{
@@ -52,12 +59,15 @@ use crate::tokens::NoTokenEstimate;
 /// ([`partition_by`](BulkheadBuilder::partition_by)), `E` the token estimator
 /// ([`token_limit`](BulkheadBuilder::token_limit)), `C` the classifier of adaptive concurrency
 /// ([`adaptive`](BulkheadBuilder::adaptive)), `R` how long a response holds its permit
-/// ([`release_on_response`](BulkheadBuilder::release_on_response)).
+/// ([`release_on_response`](BulkheadBuilder::release_on_response)), `D` how the attempt's
+/// deadline is read from a request ([`read_budget`](BulkheadBuilder::read_budget): [`HttpBudget`]
+/// by default; `NoBudget` for a typed client).
 pub struct BulkheadLayer<
     K: Partitioner = Global,
     E = NoTokenEstimate,
     C = ErrorsOnly,
     R = ReleaseOnBodyEnd,
+    D = HttpBudget,
 > {
     name: Arc<str>,
     defaults: PartitionConfig,
@@ -68,6 +78,7 @@ pub struct BulkheadLayer<
     estimator: E,
     classifier: C,
     hold: R,
+    budget: D,
 }
 
 impl BulkheadLayer {
@@ -83,6 +94,7 @@ impl BulkheadLayer {
             estimator: NoTokenEstimate,
             classifier: ErrorsOnly,
             hold: ReleaseOnBodyEnd,
+            budget: HttpBudget,
         }
     }
 
@@ -98,6 +110,7 @@ impl BulkheadLayer {
             estimator: NoTokenEstimate,
             classifier: ErrorsOnly,
             hold: ReleaseOnBodyEnd,
+            budget: HttpBudget,
         }
     }
 }
@@ -110,7 +123,9 @@ impl Default for BulkheadLayer {
 
 const DEFAULT_NAME: &str = "bulkhead";
 
-impl<K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for BulkheadLayer<K, E, C, R> {
+impl<K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Clone
+    for BulkheadLayer<K, E, C, R, D>
+{
     fn clone(&self) -> Self {
         BulkheadLayer {
             name: Arc::clone(&self.name),
@@ -122,11 +137,12 @@ impl<K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for BulkheadLayer<K, E,
             estimator: self.estimator.clone(),
             classifier: self.classifier.clone(),
             hold: self.hold.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
 
-impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadLayer<K, E, C, R> {
+impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadLayer<K, E, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
             .field("name", &self.name)
@@ -137,8 +153,10 @@ impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadLayer<K, E, C, R> {
     }
 }
 
-impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone> Layer<S> for BulkheadLayer<K, E, C, R> {
-    type Service = Bulkhead<S, K, E, C, R>;
+impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Layer<S>
+    for BulkheadLayer<K, E, C, R, D>
+{
+    type Service = Bulkhead<S, K, E, C, R, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let shared = Shared::new(
@@ -158,6 +176,7 @@ impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone> Layer<S> for BulkheadLayer
             self.estimator.clone(),
             self.classifier.clone(),
             self.hold.clone(),
+            self.budget.clone(),
         )
     }
 }
@@ -168,6 +187,7 @@ pub struct BulkheadBuilder<
     E = NoTokenEstimate,
     C = ErrorsOnly,
     R = ReleaseOnBodyEnd,
+    D = HttpBudget,
 > {
     name: Arc<str>,
     partition: PartitionConfigBuilder,
@@ -178,9 +198,10 @@ pub struct BulkheadBuilder<
     estimator: E,
     classifier: C,
     hold: R,
+    budget: D,
 }
 
-impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadBuilder<K, E, C, R> {
+impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadBuilder<K, E, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadBuilder")
             .field("name", &self.name)
@@ -191,7 +212,7 @@ impl<K: Partitioner, E, C, R> fmt::Debug for BulkheadBuilder<K, E, C, R> {
     }
 }
 
-impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
+impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
     /// The bulkhead's name: the `bulkhead` metrics label, and the name in errors when
     /// unpartitioned (default `bulkhead`).
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
@@ -251,7 +272,7 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
     }
 
     /// Split calls into partitions by `partitioner` (default [`Global`]: one partition).
-    pub fn partition_by<K2: Partitioner>(self, partitioner: K2) -> BulkheadBuilder<K2, E, C, R> {
+    pub fn partition_by<K2: Partitioner>(self, partitioner: K2) -> BulkheadBuilder<K2, E, C, R, D> {
         BulkheadBuilder {
             name: self.name,
             partition: self.partition,
@@ -262,12 +283,17 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
             estimator: self.estimator,
             classifier: self.classifier,
             hold: self.hold,
+            budget: self.budget,
         }
     }
 
     /// Limit tokens per period per partition, estimating each request with `estimator`
     /// ([`JsonBodyEstimate`](crate::JsonBodyEstimate) for JSON bodies, or a closure).
-    pub fn token_limit<E2>(self, limit: TokenLimit, estimator: E2) -> BulkheadBuilder<K, E2, C, R> {
+    pub fn token_limit<E2>(
+        self,
+        limit: TokenLimit,
+        estimator: E2,
+    ) -> BulkheadBuilder<K, E2, C, R, D> {
         let mut next = self.estimate_tokens(estimator);
         next.partition = next.partition.token_limit(limit);
         next
@@ -275,7 +301,7 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
 
     /// Estimate request tokens with `estimator`, for partitions given a token limit by
     /// [`partition_config`](Self::partition_config) only.
-    pub fn estimate_tokens<E2>(self, estimator: E2) -> BulkheadBuilder<K, E2, C, R> {
+    pub fn estimate_tokens<E2>(self, estimator: E2) -> BulkheadBuilder<K, E2, C, R, D> {
         BulkheadBuilder {
             name: self.name,
             partition: self.partition,
@@ -286,6 +312,7 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
             estimator,
             classifier: self.classifier,
             hold: self.hold,
+            budget: self.budget,
         }
     }
 
@@ -294,7 +321,7 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
     pub fn adaptive(
         self,
         adaptive: AdaptiveConcurrency,
-    ) -> BulkheadBuilder<K, E, HttpClassifier, R> {
+    ) -> BulkheadBuilder<K, E, HttpClassifier, R, D> {
         self.adaptive_with(adaptive, HttpClassifier::default())
     }
 
@@ -304,14 +331,14 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
         mut self,
         adaptive: AdaptiveConcurrency,
         classifier: C2,
-    ) -> BulkheadBuilder<K, E, C2, R> {
+    ) -> BulkheadBuilder<K, E, C2, R, D> {
         self.partition = self.partition.adaptive(adaptive);
         self.classify_with(classifier)
     }
 
     /// Classify responses with `classifier`, for partitions made adaptive by
     /// [`partition_config`](Self::partition_config) only.
-    pub fn classify_with<C2>(self, classifier: C2) -> BulkheadBuilder<K, E, C2, R> {
+    pub fn classify_with<C2>(self, classifier: C2) -> BulkheadBuilder<K, E, C2, R, D> {
         BulkheadBuilder {
             name: self.name,
             partition: self.partition,
@@ -322,23 +349,27 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
             estimator: self.estimator,
             classifier,
             hold: self.hold,
+            budget: self.budget,
         }
     }
 
     /// Release the permit as soon as the response is returned (for non-HTTP responses, or when
     /// bodies are read elsewhere). The default keeps it in the HTTP body until it ends.
-    pub fn release_on_response(self) -> BulkheadBuilder<K, E, C, ReleaseOnResponse> {
+    pub fn release_on_response(self) -> BulkheadBuilder<K, E, C, ReleaseOnResponse, D> {
         self.hold_permit(ReleaseOnResponse)
     }
 
     /// Release the permit when the response is returned, correcting the token charge with
     /// `usage(&response)` (for typed clients whose responses carry usage).
-    pub fn release_with_usage<F>(self, usage: F) -> BulkheadBuilder<K, E, C, ReleaseWithUsage<F>> {
+    pub fn release_with_usage<F>(
+        self,
+        usage: F,
+    ) -> BulkheadBuilder<K, E, C, ReleaseWithUsage<F>, D> {
         self.hold_permit(ReleaseWithUsage::new(usage))
     }
 
     /// Decide how long responses hold their permit with a custom [`HoldPermit`](crate::HoldPermit).
-    pub fn hold_permit<R2>(self, hold: R2) -> BulkheadBuilder<K, E, C, R2> {
+    pub fn hold_permit<R2>(self, hold: R2) -> BulkheadBuilder<K, E, C, R2, D> {
         BulkheadBuilder {
             name: self.name,
             partition: self.partition,
@@ -349,11 +380,33 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
             estimator: self.estimator,
             classifier: self.classifier,
             hold,
+            budget: self.budget,
+        }
+    }
+
+    /// Read each request's [`AttemptBudget`](tower_llm_core::AttemptBudget) with `reader`
+    /// (default [`HttpBudget`]: the extension of an `http::Request`). A typed client, whose
+    /// requests carry no budget, passes [`NoBudget`](tower_llm_core::NoBudget); a wrapper type
+    /// that carries one implements [`ReadBudget`](tower_llm_core::ReadBudget).
+    ///
+    /// No wait goes past the budget's deadline: see the [crate docs](crate#the-attempts-deadline).
+    pub fn read_budget<D2>(self, reader: D2) -> BulkheadBuilder<K, E, C, R, D2> {
+        BulkheadBuilder {
+            name: self.name,
+            partition: self.partition,
+            max_partitions: self.max_partitions,
+            overflow: self.overflow,
+            overrides: self.overrides,
+            partitioner: self.partitioner,
+            estimator: self.estimator,
+            classifier: self.classifier,
+            hold: self.hold,
+            budget: reader,
         }
     }
 
     /// Validate and build the layer.
-    pub fn build(self) -> Result<BulkheadLayer<K, E, C, R>, ConfigError> {
+    pub fn build(self) -> Result<BulkheadLayer<K, E, C, R, D>, ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
         }
@@ -370,6 +423,7 @@ impl<K: Partitioner, E, C, R> BulkheadBuilder<K, E, C, R> {
             estimator: self.estimator,
             classifier: self.classifier,
             hold: self.hold,
+            budget: self.budget,
         })
     }
 }

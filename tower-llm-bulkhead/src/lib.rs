@@ -71,6 +71,65 @@
 //! counts against a breaker): `Overloaded` for concurrency limits, `RateLimited` (with
 //! `retry_after`) for rate and token limits, `BadRequest` for a request over the whole budget.
 //!
+//! # The attempt's deadline
+//!
+//! Time flows down: a fallback chain gives each attempt a deadline, an
+//! [`AttemptBudget`](tower_llm_core::AttemptBudget) request extension, and the bulkhead never
+//! queues past it. A call that has to wait for a concurrency slot waits until the earlier of
+//! [`max_wait`](BulkheadBuilder::max_wait) and the deadline, and is rejected with
+//! [`BulkheadFull`] (`MaxWait`) the moment the deadline passes, leaving the queue. A call whose
+//! deadline has already passed does not join the queue (`Concurrency`), and a call whose
+//! request-rate or token permit comes only at or after the deadline is rejected at once (`Rate`
+//! or `Tokens`, with the time to that permit as `retry_after`), so the chain can move on to the
+//! next target without losing the attempt's time. A call without a budget waits as before, and
+//! a call admitted at once never reads it.
+//!
+//! The budget is read by the bulkhead's [`ReadBudget`](tower_llm_core::ReadBudget): by default
+//! [`HttpBudget`](tower_llm_core::HttpBudget), the extension of an `http::Request`. A typed client
+//! (`Service<ChatRequest>`) opts out with
+//! [`.read_budget(NoBudget)`](BulkheadBuilder::read_budget):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tokio::time::Instant;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_bulkhead::BulkheadLayer;
+//! use tower_llm_core::{AttemptBudget, BulkheadFull, LimitKind, NoBudget};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // HTTP: one call in flight, the next may wait up to 10 s — but not past its attempt's deadline.
+//! let layer = BulkheadLayer::builder()
+//!     .max_concurrent(1)
+//!     .max_wait(Duration::from_secs(10))
+//!     .build()
+//!     .unwrap();
+//! let client = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
+//!     tokio::time::sleep(Duration::from_secs(60)).await;
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! }));
+//! let _busy = tokio::spawn(client.clone().oneshot(http::Request::new(())));
+//! tokio::task::yield_now().await;
+//!
+//! let start = Instant::now();
+//! let mut req = http::Request::new(());
+//! req.extensions_mut().insert(AttemptBudget::until(start + Duration::from_millis(300)));
+//! let err = client.clone().oneshot(req).await.unwrap_err();
+//! assert_eq!(err.downcast_ref::<BulkheadFull>().unwrap().limit(), LimitKind::MaxWait);
+//! assert_eq!(start.elapsed(), Duration::from_millis(300));
+//!
+//! // A typed client: its requests carry no budget.
+//! let typed = BulkheadLayer::builder()
+//!     .release_on_response()
+//!     .read_budget(NoBudget)
+//!     .build()
+//!     .unwrap();
+//! let chat = ServiceBuilder::new()
+//!     .layer(typed)
+//!     .service(service_fn(|prompt: String| async move { Ok::<_, std::convert::Infallible>(prompt.len()) }));
+//! assert_eq!(chat.oneshot("hello".to_string()).await.unwrap(), 5);
+//! # }
+//! ```
+//!
 //! # Cost
 //!
 //! An uncontended admission takes no lock and allocates nothing: an `Arc` clone and one

@@ -11,12 +11,20 @@
 //! takes its place, as tower's `Retry` does) and the future waits — bounded by the queue size and
 //! the maximum wait — before calling it. A call is therefore never waiting without a bound, and a
 //! rejected call returns at once with [`BulkheadFull`](tower_llm_core::BulkheadFull).
+//!
+//! # The attempt's deadline
+//!
+//! When the request carries an [`AttemptBudget`](tower_llm_core::AttemptBudget) (read by the
+//! service's [`ReadBudget`], [`HttpBudget`] by default), no wait goes past its deadline: the
+//! queue wait ends at the earlier of the maximum wait and the deadline, and a call that could
+//! only be admitted after the deadline is rejected at once. The budget is read only when the call
+//! would wait.
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_llm_core::{BoxError, Classification, Classify};
+use tower_llm_core::{BoxError, Classification, Classify, HttpBudget, ReadBudget};
 use tower_service::Service;
 
 use crate::admission::{try_admit, Admit};
@@ -28,12 +36,17 @@ use crate::tokens::{EstimateTokens, NoTokenEstimate};
 
 /// Limits concurrent calls (with a bounded wait), request rate and tokens per partition; see the
 /// [crate docs](crate).
+///
+/// Type parameters are those of [`BulkheadLayer`](crate::BulkheadLayer); `D` reads each request's
+/// [`AttemptBudget`](tower_llm_core::AttemptBudget) ([`HttpBudget`] by default,
+/// [`NoBudget`](tower_llm_core::NoBudget) for typed clients).
 pub struct Bulkhead<
     S,
     K: Partitioner = Global,
     E = NoTokenEstimate,
     C = ErrorsOnly,
     R = ReleaseOnBodyEnd,
+    D = HttpBudget,
 > {
     inner: S,
     shared: Arc<Shared<K::Key>>,
@@ -41,9 +54,10 @@ pub struct Bulkhead<
     estimator: E,
     classifier: C,
     hold: R,
+    budget: D,
 }
 
-impl<S, K: Partitioner, E, C, R> Bulkhead<S, K, E, C, R> {
+impl<S, K: Partitioner, E, C, R, D> Bulkhead<S, K, E, C, R, D> {
     pub(crate) fn from_parts(
         inner: S,
         shared: Arc<Shared<K::Key>>,
@@ -51,6 +65,7 @@ impl<S, K: Partitioner, E, C, R> Bulkhead<S, K, E, C, R> {
         estimator: E,
         classifier: C,
         hold: R,
+        budget: D,
     ) -> Self {
         Bulkhead {
             inner,
@@ -59,6 +74,7 @@ impl<S, K: Partitioner, E, C, R> Bulkhead<S, K, E, C, R> {
             estimator,
             classifier,
             hold,
+            budget,
         }
     }
 
@@ -80,7 +96,9 @@ impl<S, K: Partitioner, E, C, R> Bulkhead<S, K, E, C, R> {
     }
 }
 
-impl<S: Clone, K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for Bulkhead<S, K, E, C, R> {
+impl<S: Clone, K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Clone
+    for Bulkhead<S, K, E, C, R, D>
+{
     fn clone(&self) -> Self {
         Bulkhead {
             inner: self.inner.clone(),
@@ -89,11 +107,12 @@ impl<S: Clone, K: Partitioner, E: Clone, C: Clone, R: Clone> Clone for Bulkhead<
             estimator: self.estimator.clone(),
             classifier: self.classifier.clone(),
             hold: self.hold.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: Partitioner, E, C, R> fmt::Debug for Bulkhead<S, K, E, C, R> {
+impl<S: fmt::Debug, K: Partitioner, E, C, R, D> fmt::Debug for Bulkhead<S, K, E, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulkhead")
             .field("name", &self.shared.name)
@@ -102,7 +121,7 @@ impl<S: fmt::Debug, K: Partitioner, E, C, R> fmt::Debug for Bulkhead<S, K, E, C,
     }
 }
 
-impl<S, Req, K, E, C, R> Service<Req> for Bulkhead<S, K, E, C, R>
+impl<S, Req, K, E, C, R, D> Service<Req> for Bulkhead<S, K, E, C, R, D>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
@@ -110,6 +129,7 @@ where
     E: EstimateTokens<Req>,
     C: Classify<S::Response>,
     R: HoldPermit<S::Response>,
+    D: ReadBudget<Req>,
 {
     type Response = R::Response;
     type Error = BoxError;
@@ -133,7 +153,10 @@ where
             0
         };
         let classifier = partition.is_adaptive().then(|| self.classifier.clone());
-        match try_admit(partition, tokens) {
+        // The attempt's deadline is read only if the call would wait.
+        let budget = &self.budget;
+        let deadline = || budget.budget(&request).map(|b| b.deadline());
+        match try_admit(partition, tokens, deadline) {
             Admit::Now(permit) => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, classifier, self.hold.clone())

@@ -1,6 +1,8 @@
 //! Property: whatever callers do — cancel their call after any number of suspensions, drop the
 //! response body after any number of frames, or hit an upstream that fails or panics — every
 //! permit, queue place and in-flight count returns to zero, and the limit is never exceeded.
+//! Callers whose attempt has a deadline ([`AttemptBudget`]) are never kept waiting past it: they
+//! reach the upstream, or are rejected, by then.
 
 mod common;
 
@@ -17,6 +19,7 @@ use http_body_util::BodyExt;
 use proptest::prelude::*;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_llm_bulkhead::{BulkheadLayer, RateLimit, TokenLimit};
+use tower_llm_core::{AttemptBudget, BulkheadFull};
 
 /// Drops its future after it suspended `suspensions` times (`None`: never): cancellation at an
 /// arbitrary await point.
@@ -70,6 +73,8 @@ struct Caller {
     upstream: Upstream,
     cancel_call_after: Option<u32>,
     drop_body_after: Option<usize>,
+    /// The attempt's deadline, in ms after the call starts.
+    deadline_ms: Option<u64>,
 }
 
 fn caller() -> impl Strategy<Value = Caller> {
@@ -84,14 +89,18 @@ fn caller() -> impl Strategy<Value = Caller> {
         upstream,
         prop::option::weighted(0.4, 0u32..6),
         prop::option::weighted(0.4, 0usize..4),
+        prop::option::weighted(0.5, 0u64..400),
     )
         .prop_map(
-            |(start_ms, latency_ms, upstream, cancel_call_after, drop_body_after)| Caller {
-                start_ms,
-                latency_ms,
-                upstream,
-                cancel_call_after,
-                drop_body_after,
+            |(start_ms, latency_ms, upstream, cancel_call_after, drop_body_after, deadline_ms)| {
+                Caller {
+                    start_ms,
+                    latency_ms,
+                    upstream,
+                    cancel_call_after,
+                    drop_body_after,
+                    deadline_ms,
+                }
             },
         )
 }
@@ -162,6 +171,12 @@ async fn scenario(limits: Limits, callers: Vec<Caller>) {
         let probe = probe_in.clone();
         async move {
             let inside = probe.enter();
+            if let Some(budget) = req.extensions().get::<AttemptBudget>() {
+                assert!(
+                    tokio::time::Instant::now() <= budget.deadline(),
+                    "admitted after its deadline"
+                );
+            }
             let caller = req.into_body();
             tokio::time::sleep(Duration::from_millis(caller.latency_ms)).await;
             match caller.upstream {
@@ -194,9 +209,26 @@ async fn scenario(limits: Limits, callers: Vec<Caller>) {
         let limit = limits.max_concurrent;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start + Duration::from_millis(c.start_ms)).await;
-            let call = svc.oneshot(http::Request::new(c.clone()));
-            let Some(Ok(res)) = cancel_after(call, c.cancel_call_after).await else {
-                return;
+            let mut req = http::Request::new(c.clone());
+            let deadline = c
+                .deadline_ms
+                .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+            if let Some(deadline) = deadline {
+                req.extensions_mut().insert(AttemptBudget::until(deadline));
+            }
+            let call = svc.oneshot(req);
+            let res = match cancel_after(call, c.cancel_call_after).await {
+                Some(Ok(res)) => res,
+                Some(Err(err)) => {
+                    if let (Some(deadline), Some(full)) =
+                        (deadline, err.downcast_ref::<BulkheadFull>())
+                    {
+                        let now = tokio::time::Instant::now();
+                        assert!(now <= deadline, "{full}: rejected after its deadline");
+                    }
+                    return;
+                }
+                None => return,
             };
             assert!(handle.in_flight() <= limit);
             let mut body = std::pin::pin!(res.into_body());

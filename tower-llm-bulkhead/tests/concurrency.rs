@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_llm_bulkhead::BulkheadLayer;
-use tower_llm_core::{BulkheadFull, LimitKind};
+use tower_llm_core::{BulkheadFull, LimitKind, NoBudget};
 
 fn full(err: &tower_llm_core::BoxError) -> &BulkheadFull {
     err.downcast_ref::<BulkheadFull>()
@@ -89,6 +89,7 @@ async fn limit_holds_across_threads() {
         .max_queued(2000)
         .max_wait(Duration::from_secs(3600))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let probe_in = probe.clone();
@@ -129,6 +130,7 @@ async fn hand_offs_racing_timeouts_and_cancellations_lose_nothing() {
         .max_queued(16)
         .max_wait(Duration::from_millis(1))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let probe_in = probe.clone();
@@ -312,6 +314,7 @@ async fn waiters_are_served_in_arrival_order() {
         .max_queued(100)
         .max_wait(Duration::from_secs(60))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new().layer(layer).service(upstream);
@@ -332,6 +335,7 @@ async fn newcomers_do_not_barge_past_waiters() {
         .max_concurrent(1)
         .max_wait(Duration::from_secs(60))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let upstream = service_fn(|d: Duration| async move {

@@ -10,7 +10,7 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_llm_bulkhead::{
     partition_fn, BulkheadLayer, ByTarget, PartitionConfig, PartitionOverflow, RateLimit,
 };
-use tower_llm_core::{BulkheadFull, LimitKind, Target};
+use tower_llm_core::{BulkheadFull, LimitKind, NoBudget, Target};
 
 fn targeted(provider: &str, model: &str) -> http::Request<()> {
     let mut req = http::Request::new(());
@@ -100,6 +100,7 @@ async fn partition_bound_rejects_new_keys() {
         .max_partitions(2)
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -131,6 +132,7 @@ async fn keys_beyond_the_bound_share_the_overflow_partition() {
         .max_concurrent(2)
         .max_queued(0)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -171,6 +173,7 @@ async fn idle_partitions_are_evicted_to_make_room() {
         .rate_limit(RateLimit::per_second(1))
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -211,6 +214,7 @@ async fn busy_partitions_are_never_evicted() {
         .max_queued(0)
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

@@ -10,7 +10,9 @@ use common::settle;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_llm_bulkhead::{BulkheadLayer, JsonBodyEstimate, RateLimit, TokenLimit};
-use tower_llm_core::{classify_error, BoxError, BulkheadFull, ErrorKind, LimitKind, ReplayBody};
+use tower_llm_core::{
+    classify_error, BoxError, BulkheadFull, ErrorKind, LimitKind, NoBudget, ReplayBody,
+};
 
 /// The outcome of one call: admitted, or rejected on a limit with a retry-after.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,6 +47,7 @@ async fn rate_limit_follows_gcra_exactly() {
     let layer = BulkheadLayer::builder()
         .rate_limit(RateLimit::per_second(2))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -89,6 +92,7 @@ async fn rate_limit_waits_up_to_its_bound() {
     let layer = BulkheadLayer::builder()
         .rate_limit(RateLimit::per_second(2).max_wait(Duration::from_secs(1)))
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let start = tokio::time::Instant::now();
@@ -125,6 +129,7 @@ async fn token_limit_follows_a_known_sequence() {
     let layer = BulkheadLayer::builder()
         .token_limit(TokenLimit::per_minute(1000), |estimate: &u64| *estimate)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -166,6 +171,7 @@ async fn token_charge_is_corrected_from_reported_usage() {
     let layer = BulkheadLayer::builder()
         .token_limit(TokenLimit::per_minute(1000), |estimate: &u64| *estimate)
         .release_with_usage(|used: &u64| Some(*used))
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     // A typed upstream whose response is the number of tokens the call used: a tenth of its estimate.
@@ -190,6 +196,7 @@ async fn token_limit_waits_up_to_its_bound() {
             |e: &u64| *e,
         )
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let start = tokio::time::Instant::now();
@@ -220,6 +227,7 @@ async fn token_charge_is_refunded_when_the_call_is_never_sent() {
         .max_wait(Duration::from_secs(1))
         .token_limit(TokenLimit::per_minute(1000), |e: &u64| *e)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -331,6 +339,7 @@ async fn handle_corrects_tokens_for_layers_that_read_usage_themselves() {
     let layer = BulkheadLayer::builder()
         .token_limit(TokenLimit::per_minute(1000), |e: &u64| *e)
         .release_on_response()
+        .read_budget(NoBudget)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

@@ -43,8 +43,11 @@ enum Behave {
 struct Scripted {
     behave: Arc<Mutex<HashMap<String, Behave>>>,
     calls: Arc<Mutex<Vec<(String, Bytes)>>>,
-    budgets: Arc<Mutex<Vec<(String, Option<AttemptBudget>)>>>,
+    budgets: Arc<Mutex<Vec<BudgetSeen>>>,
 }
+
+/// The budget the chain set on one call, by provider.
+type BudgetSeen = (String, Option<AttemptBudget>);
 
 impl Scripted {
     fn set(&self, provider: &str, b: Behave) {

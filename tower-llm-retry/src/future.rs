@@ -35,6 +35,14 @@ use crate::layer::Shared;
 use crate::policy::{admissible, decide, CallState, Decision, Limits, RetryAttempts, StopReason};
 use crate::replay::{Attempt, RecordResponse, ReplayRequest};
 
+/// What a call is about: its target, the retry budget it draws on, and the budget of time and
+/// role a layer above gave it.
+pub(crate) struct CallContext {
+    pub(crate) target: Option<Target>,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) attempt_budget: Option<AttemptBudget>,
+}
+
 /// One attempt, with its timeout.
 #[pin_project]
 pub(crate) struct TimedCall<F> {
@@ -174,11 +182,14 @@ where
         service: S,
         shared: Arc<Shared<C, R>>,
         request: Option<Result<Req, NotReplayable>>,
-        target: Option<Target>,
-        budget: Option<RetryBudget>,
-        attempt_budget: Option<AttemptBudget>,
+        about: CallContext,
         now: Instant,
     ) -> Self {
+        let CallContext {
+            target,
+            budget,
+            attempt_budget,
+        } = about;
         let own = shared.config.deadline().and_then(|d| now.checked_add(d));
         let above = attempt_budget.map(|b| b.deadline());
         let deadline = match (own, above) {

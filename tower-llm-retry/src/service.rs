@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tower_llm_core::{BoxError, Classify, HttpClassifier};
 use tower_service::Service;
 
-use crate::future::{ResponseFuture, TargetLabel};
+use crate::future::{CallContext, ResponseFuture, TargetLabel};
 use crate::layer::{RetryLayer, Shared};
 use crate::replay::{Attempt, HttpReplay, RecordResponse, ReplayRequest};
 
@@ -130,9 +130,11 @@ where
             self.inner.clone(),
             Arc::clone(&self.shared),
             copy,
-            target,
-            budget,
-            attempt_budget,
+            CallContext {
+                target,
+                budget,
+                attempt_budget,
+            },
             now,
         )
     }
