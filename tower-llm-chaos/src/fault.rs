@@ -19,6 +19,12 @@
 //! assert_eq!(flapping.to_string(), "flapping:10s:status:503");
 //! assert!(Fault::CutAfter(5).validate().is_ok());
 //! assert!(Fault::status(42).validate().is_err());
+//!
+//! // 30 % of the requests get a 500, decided by the request's sequence number: reproducible.
+//! let sometimes = Fault::fraction(300, Fault::status(500)).with_seed(7);
+//! assert_eq!(sometimes.to_string(), "fraction:0.3:seed=7:status:500");
+//! let failed = (1..=10_000).filter(|&seq| sometimes.resolve(Duration::ZERO, seq) != &Fault::Healthy);
+//! assert!((2_800..3_200).contains(&failed.count()));
 //! ```
 //!
 //! | fault | non-streamed request (`"stream"` absent or false) | streamed request (`"stream": true`) |
@@ -37,6 +43,7 @@
 //! | [`ContextLengthExceeded`](Fault::ContextLengthExceeded) | 400, OpenAI code `context_length_exceeded` | the same |
 //! | [`ContentPolicyViolation`](Fault::ContentPolicyViolation) | 400, OpenAI code `content_policy_violation` | the same |
 //! | [`Flapping`](Fault::Flapping) | `while_down` until `down_for` has passed since the upstream started (or since [`reset_flap`](crate::MockUpstream::reset_flap)), then healthy | the same |
+//! | [`Fraction`](Fault::Fraction) | `fault` for about `per_mille` in 1000 requests; which ones is decided by [`fraction_hit`] from `seed` and the request's [`seq`](crate::Attempt::seq), so a run is reproducible. The others fall through to the profile's next rule (a later window, the model route, the default: see [`FaultProfile`](crate::FaultProfile)), or are healthy when there is none | the same |
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -95,6 +102,44 @@ pub enum Fault {
         /// What it does while down.
         while_down: Box<Fault>,
     },
+    /// `fault` for about `per_mille` in 1000 requests. Whether a request is hit is a pure
+    /// function of `seed` and the request's sequence number ([`fraction_hit`]), so the same run
+    /// of requests gets the same faults every time. In a [`FaultProfile`](crate::FaultProfile)
+    /// a request that is not hit falls through to the next rule (a later window, the model
+    /// route, the default), so `4s-10s=fraction:0.3:status:500; default=latency:50ms` keeps the
+    /// 50 ms latency for the other 70 %; on its own (or as the default) it is healthy.
+    Fraction {
+        /// The share of requests that get `fault`, in thousandths: `0..=1000` (300 = 30 %).
+        per_mille: u16,
+        /// Picks which requests are hit; change it to hit a different set of the same size.
+        seed: u64,
+        /// What the hit requests get.
+        fault: Box<Fault>,
+    },
+}
+
+/// Whether request number `seq` is one of the `per_mille` in 1000 hit by a
+/// [`Fault::Fraction`] with `seed`: a splitmix64 hash of `seed ^ seq`, reduced modulo 1000, is
+/// below `per_mille`. Deterministic, and uniform enough that any 10 000 consecutive `seq`s are
+/// hit within a few percent of the rate.
+///
+/// ```
+/// use tower_llm_chaos::fault::fraction_hit;
+///
+/// assert!(!fraction_hit(0, 42, 1));
+/// assert!(fraction_hit(1000, 42, 1));
+/// assert_eq!(fraction_hit(500, 7, 123), fraction_hit(500, 7, 123));
+/// ```
+pub fn fraction_hit(per_mille: u16, seed: u64, seq: u64) -> bool {
+    splitmix64(seed ^ seq) % 1000 < u64::from(per_mille)
+}
+
+/// The splitmix64 finaliser (Steele, Lea and Flood): a cheap, well-mixed 64-bit hash.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Fault {
@@ -116,6 +161,40 @@ impl Fault {
         }
     }
 
+    /// [`Fault::Fraction`]: `fault` for `per_mille` in 1000 requests (300 = 30 %), healthy for
+    /// the others, with seed 0 (pick another with [`with_seed`](Fault::with_seed)).
+    ///
+    /// `per_mille` must be at most 1000 ([`Fault::validate`] says so).
+    pub fn fraction(per_mille: u16, fault: Fault) -> Fault {
+        Fault::Fraction {
+            per_mille,
+            seed: 0,
+            fault: Box::new(fault),
+        }
+    }
+
+    /// Set the seed of a [`Fault::Fraction`] (of the `while_down` fault of a
+    /// [`Fault::Flapping`] that wraps one); every other fault is returned unchanged.
+    pub fn with_seed(self, seed: u64) -> Fault {
+        match self {
+            Fault::Fraction {
+                per_mille, fault, ..
+            } => Fault::Fraction {
+                per_mille,
+                seed,
+                fault,
+            },
+            Fault::Flapping {
+                down_for,
+                while_down,
+            } => Fault::Flapping {
+                down_for,
+                while_down: Box::new(while_down.with_seed(seed)),
+            },
+            other => other,
+        }
+    }
+
     /// Parse the text form of a fault (see [`grammar`](crate::grammar)); same as `str::parse`.
     pub fn parse(text: &str) -> Result<Fault, crate::ParseError> {
         crate::grammar::parse_fault(text)
@@ -124,10 +203,10 @@ impl Fault {
     /// The fault's name as logged in [`Attempt::fault`](crate::Attempt::fault):
     /// `healthy`, `status`, `hang`, `reset`, `latency`, `slow_first_token`, `cut_after`, `stall`,
     /// `malformed_event`, `no_done`, `first_event_error`, `context_length_exceeded`,
-    /// `content_policy_violation`, `flapping`.
+    /// `content_policy_violation`, `flapping`, `fraction`.
     ///
-    /// The attempt log never shows `flapping`: it names the fault that was applied (the
-    /// `while_down` fault or `healthy`).
+    /// The attempt log never shows `flapping` or `fraction`: it names the fault that was applied
+    /// (the `while_down` / inner fault or `healthy`).
     pub fn name(&self) -> &'static str {
         match self {
             Fault::Healthy => "healthy",
@@ -144,39 +223,85 @@ impl Fault {
             Fault::ContextLengthExceeded => "context_length_exceeded",
             Fault::ContentPolicyViolation => "content_policy_violation",
             Fault::Flapping { .. } => "flapping",
+            Fault::Fraction { .. } => "fraction",
         }
     }
 
-    /// Check that the mock can send this fault: a status in `200..=999` and valid extra headers.
+    /// Check that the mock can send this fault: a status in `200..=999`, valid extra headers and
+    /// a [`Fault::Fraction`] rate of at most 1000 per mille.
     pub fn validate(&self) -> Result<(), InvalidFault> {
         match self {
             Fault::Status(reply) => reply.validate(),
             Fault::Flapping { while_down, .. } => while_down.validate(),
+            Fault::Fraction {
+                per_mille, fault, ..
+            } => {
+                if *per_mille > 1000 {
+                    return Err(InvalidFault::new(format!(
+                        "fraction of {per_mille} per mille is more than 1000"
+                    )));
+                }
+                fault.validate()
+            }
             _ => Ok(()),
         }
     }
 
-    /// The fault applied `since_flap` after the flap epoch: a [`Fault::Flapping`] resolves to its
-    /// `while_down` fault while down and to [`Fault::Healthy`] after; every other fault to itself.
-    pub fn resolve(&self, since_flap: Duration) -> &Fault {
+    /// Whether this is a [`Fault::Fraction`] that does not hit request number `seq` (nested
+    /// fractions must all hit): in a [`FaultProfile`](crate::FaultProfile) such a request falls
+    /// through to the next rule.
+    pub(crate) fn misses(&self, seq: u64) -> bool {
+        match self {
+            Fault::Fraction {
+                per_mille,
+                seed,
+                fault,
+            } => !fraction_hit(*per_mille, *seed, seq) || fault.misses(seq),
+            _ => false,
+        }
+    }
+
+    /// The fault applied to request number `seq` (the mock's 1-based [`Attempt::seq`]) arriving
+    /// `since_flap` after the flap epoch: a [`Fault::Flapping`] resolves to its `while_down`
+    /// fault while down and to [`Fault::Healthy`] after; a [`Fault::Fraction`] to its fault when
+    /// [`fraction_hit`] says the request is hit and to [`Fault::Healthy`] otherwise; every other
+    /// fault to itself.
+    ///
+    /// [`Attempt::seq`]: crate::Attempt::seq
+    pub fn resolve(&self, since_flap: Duration, seq: u64) -> &Fault {
         let mut fault = self;
-        while let Fault::Flapping {
-            down_for,
-            while_down,
-        } = fault
-        {
-            if since_flap < *down_for {
-                fault = while_down;
-            } else {
-                return &Fault::Healthy;
+        loop {
+            match fault {
+                Fault::Flapping {
+                    down_for,
+                    while_down,
+                } => {
+                    if since_flap < *down_for {
+                        fault = while_down;
+                    } else {
+                        return &Fault::Healthy;
+                    }
+                }
+                Fault::Fraction {
+                    per_mille,
+                    seed,
+                    fault: inner,
+                } => {
+                    if fraction_hit(*per_mille, *seed, seq) {
+                        fault = inner;
+                    } else {
+                        return &Fault::Healthy;
+                    }
+                }
+                other => return other,
             }
         }
-        fault
     }
 
     /// Apply `f` to the error reply of this fault. `ContextLengthExceeded` and
     /// `ContentPolicyViolation` become the equivalent [`Fault::Status`] first; a `Flapping`
-    /// fault applies `f` to its `while_down` fault; other faults are returned unchanged.
+    /// fault applies `f` to its `while_down` fault and a `Fraction` to its inner fault; other
+    /// faults are returned unchanged.
     fn map_reply(self, f: impl FnOnce(ErrorReply) -> ErrorReply) -> Fault {
         match self {
             Fault::Status(reply) => Fault::Status(f(reply)),
@@ -191,6 +316,15 @@ impl Fault {
                 down_for,
                 while_down: Box::new(while_down.map_reply(f)),
             },
+            Fault::Fraction {
+                per_mille,
+                seed,
+                fault,
+            } => Fault::Fraction {
+                per_mille,
+                seed,
+                fault: Box::new(fault.map_reply(f)),
+            },
             other => other,
         }
     }
@@ -202,7 +336,7 @@ impl Fault {
     /// [`shape`](Fault::shape), [`code`](Fault::code), [`message`](Fault::message)) refine a
     /// [`Fault::Status`]; on `ContextLengthExceeded` / `ContentPolicyViolation` they turn it into
     /// the equivalent `Status` (logged as `status`); on `Flapping` they refine the `while_down`
-    /// fault; every other fault sends no error body and is returned unchanged.
+    /// fault and on `Fraction` the inner fault; every other fault sends no error body and is returned unchanged.
     pub fn retry_after_secs(self, secs: u64) -> Fault {
         self.map_reply(|r| r.retry_after(RetryAfter::Seconds(secs)))
     }
@@ -772,8 +906,70 @@ mod tests {
     #[test]
     fn flapping_resolves_by_time() {
         let f = Fault::flapping(Duration::from_secs(10), Fault::Hang);
-        assert_eq!(f.resolve(Duration::from_secs(9)), &Fault::Hang);
-        assert_eq!(f.resolve(Duration::from_secs(10)), &Fault::Healthy);
+        assert_eq!(f.resolve(Duration::from_secs(9), 1), &Fault::Hang);
+        assert_eq!(f.resolve(Duration::from_secs(10), 1), &Fault::Healthy);
+    }
+
+    fn hits(fault: &Fault, seqs: std::ops::RangeInclusive<u64>) -> usize {
+        seqs.filter(|&seq| fault.resolve(Duration::ZERO, seq) != &Fault::Healthy)
+            .count()
+    }
+
+    #[test]
+    fn fraction_hits_its_rate_over_10_000_requests() {
+        for (per_mille, seed) in [(300, 0), (300, 1), (50, 9), (500, u64::MAX), (950, 3)] {
+            let fault = Fault::fraction(per_mille, Fault::status(500)).with_seed(seed);
+            let n = hits(&fault, 1..=10_000);
+            let expected = usize::from(per_mille) * 10;
+            // Binomial sd at 10 000 draws is at most 50; allow a little over 3 sd.
+            assert!(n.abs_diff(expected) <= 170, "{per_mille}‰ seed {seed}: {n}");
+        }
+        assert_eq!(hits(&Fault::fraction(0, Fault::Hang), 1..=10_000), 0);
+        assert_eq!(
+            hits(&Fault::fraction(1000, Fault::Hang), 1..=10_000),
+            10_000
+        );
+    }
+
+    #[test]
+    fn fraction_is_reproducible_and_seeded() {
+        let a = Fault::fraction(300, Fault::status(500)).with_seed(11);
+        let b = Fault::fraction(300, Fault::status(500)).with_seed(11);
+        let c = Fault::fraction(300, Fault::status(500)).with_seed(12);
+        let pick = |f: &Fault| -> Vec<bool> {
+            (1..=1_000)
+                .map(|seq| f.resolve(Duration::ZERO, seq) != &Fault::Healthy)
+                .collect()
+        };
+        assert_eq!(pick(&a), pick(&b));
+        assert_ne!(pick(&a), pick(&c));
+        // Hit requests get the inner fault itself.
+        let hit = (1..).find(|&seq| fraction_hit(300, 11, seq)).unwrap_or(0);
+        assert_eq!(a.resolve(Duration::ZERO, hit), &Fault::status(500));
+    }
+
+    #[test]
+    fn fraction_nests_with_flapping_and_validates() {
+        let f = Fault::flapping(
+            Duration::from_secs(5),
+            Fault::fraction(1000, Fault::status(503)),
+        );
+        assert_eq!(f.resolve(Duration::from_secs(1), 4), &Fault::status(503));
+        assert_eq!(f.resolve(Duration::from_secs(5), 4), &Fault::Healthy);
+        let f = Fault::fraction(1000, Fault::flapping(Duration::from_secs(5), Fault::Hang));
+        assert_eq!(f.resolve(Duration::from_secs(1), 4), &Fault::Hang);
+        assert!(Fault::fraction(1001, Fault::Hang).validate().is_err());
+        assert!(Fault::fraction(10, Fault::status(99)).validate().is_err());
+        assert!(Fault::fraction(1000, Fault::Hang).validate().is_ok());
+        assert_eq!(
+            Fault::fraction(300, Fault::status(429)).retry_after_secs(1),
+            Fault::fraction(300, Fault::status(429).retry_after_secs(1))
+        );
+        assert_eq!(
+            Fault::flapping(Duration::ZERO, Fault::fraction(1, Fault::Hang)).with_seed(3),
+            Fault::flapping(Duration::ZERO, Fault::fraction(1, Fault::Hang).with_seed(3))
+        );
+        assert_eq!(Fault::Hang.with_seed(3), Fault::Hang);
     }
 
     #[test]

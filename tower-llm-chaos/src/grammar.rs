@@ -18,6 +18,9 @@
 //!          | "context-length-exceeded"            400 `context_length_exceeded`
 //!          | "content-policy-violation"           400 `content_policy_violation`
 //!          | "flapping:" DURATION ":" fault       `fault` for DURATION after start, then healthy
+//!          | "fraction:" RATE [":seed=" SEED] ":" fault
+//!                                                 `fault` for a RATE share of the requests,
+//!                                                 healthy for the others (see below)
 //! option   = "retry-after=" SECONDS               `retry-after: 2`
 //!          | "retry-after-ms=" MILLISECONDS       `retry-after-ms: 1500`
 //!          | "retry-after-date=@" UNIX_SECONDS    `retry-after: <HTTP date>` for that moment
@@ -27,7 +30,16 @@
 //!          | "message=" TEXT                      error message in the body
 //!          | "header=" NAME "=" TEXT              an extra response header (repeatable)
 //! DURATION = { INTEGER UNIT }+                    UNIT: h, m, s, ms, us, ns — `3s`, `250ms`, `1m30s`
+//! RATE     = INTEGER [ "." DIGITS ]               0 to 1, at most 3 decimals — `0.3`, `0.05`, `1`
+//! SEED     = INTEGER                              0 to 2^64-1 (default 0)
 //! ```
+//!
+//! `fraction` decides per request, from the seed and the request's sequence number at the mock
+//! ([`fraction_hit`](crate::fault::fraction_hit)), so a run of requests gets the same faults
+//! every time: `fraction:0.3:status:500` fails 30 % of the calls with 500,
+//! `fraction:0.3:seed=7:status:500` a different 30 %. In a profile the requests it does not hit
+//! fall through to the next clause (see below). `Display` writes the seed only when it is
+//! not 0, and the rate with as few decimals as it needs.
 //!
 //! `TEXT` and `NAME` are percent-encoded where they contain `%`, `:`, `;`, `=`, spaces or
 //! non-ASCII bytes (`message=rate%20limited`); `Display` writes that encoding, so printing a
@@ -53,6 +65,11 @@
 //!     Fault::parse("flapping:10s:status:503")?,
 //!     Fault::flapping(Duration::from_secs(10), Fault::status(503))
 //! );
+//! assert_eq!(
+//!     Fault::parse("fraction:0.3:seed=7:status:500")?,
+//!     Fault::fraction(300, Fault::status(500)).with_seed(7)
+//! );
+//! assert_eq!(Fault::fraction(50, Fault::Hang).to_string(), "fraction:0.05:hang");
 //!
 //! // Errors name the part that is wrong.
 //! let err = Fault::parse("status:429:retry-after=soon").unwrap_err();
@@ -74,7 +91,9 @@
 //! ```
 //!
 //! Windows are checked first (in order, the first that contains the current time wins), then
-//! the model routes, then the default. A model may be routed once.
+//! the model routes, then the default. A model may be routed once. A window or route whose
+//! fault is a `fraction` that does not hit the request is passed over, so
+//! `4s-10s=fraction:0.3:status:500; default=latency:50ms` answers the other 70 % after 50 ms.
 //!
 //! ```
 //! use std::time::Duration;
@@ -109,14 +128,15 @@ use http::{HeaderName, HeaderValue};
 use crate::fault::{ErrorReply, ErrorShape, Fault, RetryAfter};
 use crate::profile::{FaultProfile, ScheduledFault};
 
-/// How deeply `flapping:` faults may nest in text.
+/// How deeply `flapping:` and `fraction:` faults may nest in text.
 const MAX_NESTING: usize = 8;
 /// Longest excerpt of the input quoted in an error message.
 const MAX_QUOTE: usize = 80;
 
 const FAULTS: &str = "healthy, status:<code>, hang, reset, latency:<duration>, \
 slow-first-token:<duration>, cut-after:<n>, stall-after:<n>, malformed-event:<n>, no-done, \
-first-event-error, context-length-exceeded, content-policy-violation, flapping:<duration>:<fault>";
+first-event-error, context-length-exceeded, content-policy-violation, flapping:<duration>:<fault>, \
+fraction:<rate>[:seed=<n>]:<fault>";
 
 const OPTIONS: &str = "retry-after, retry-after-ms, retry-after-date, shape, code, message, header";
 
@@ -243,6 +263,33 @@ fn parse_fault_at(text: &str, depth: usize) -> Result<Fault, ParseError> {
             }
             Fault::flapping(parse_duration(down_for)?, parse_fault_at(inner, depth + 1)?)
         }
+        "fraction" => {
+            let usage = "expected `fraction:<rate>[:seed=<n>]:<fault>`";
+            let args = args.ok_or_else(|| ParseError::new(text, usage))?;
+            let (rate, rest) = args
+                .split_once(':')
+                .ok_or_else(|| ParseError::new(text, usage))?;
+            let per_mille = parse_rate(rate)?;
+            // No fault's name contains `=`, so `seed=` here cannot be the start of the fault.
+            let (seed, inner) = match rest.trim_start().strip_prefix("seed") {
+                Some(seed) if seed.trim_start().starts_with('=') => {
+                    let (seed, inner) = seed
+                        .trim_start()
+                        .trim_start_matches('=')
+                        .split_once(':')
+                        .ok_or_else(|| ParseError::new(text, usage))?;
+                    (parse_u64(seed, "seed")?, inner)
+                }
+                _ => (0, rest),
+            };
+            if depth >= MAX_NESTING {
+                return Err(ParseError::new(
+                    text,
+                    format!("`fraction` nested more than {MAX_NESTING} deep"),
+                ));
+            }
+            Fault::fraction(per_mille, parse_fault_at(inner, depth + 1)?).with_seed(seed)
+        }
         other => {
             return Err(ParseError::new(
                 other,
@@ -277,6 +324,52 @@ fn one_arg<T>(
         ));
     }
     parse(args)
+}
+
+/// Parse a rate in `0..=1` with at most three decimals, as thousandths.
+fn parse_rate(text: &str) -> Result<u16, ParseError> {
+    let text = text.trim();
+    let usage = "expected a rate from 0 to 1 with at most 3 decimals, like `0.3` or `0.05`";
+    let (whole, decimals) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(decimals)
+        || decimals.len() > 3
+        || (text.contains('.') && decimals.is_empty())
+    {
+        return Err(ParseError::new(text, usage));
+    }
+    let whole: u16 = match whole.trim_start_matches('0') {
+        "" => 0,
+        "1" => 1,
+        _ => return Err(ParseError::new(text, "a rate must be at most 1")),
+    };
+    let mut thousandths: u16 = 0;
+    for (i, b) in decimals.bytes().enumerate() {
+        // At most 3 digits: i is 0, 1 or 2.
+        thousandths += u16::from(b - b'0') * [100, 10, 1][i];
+    }
+    let per_mille = whole * 1000 + thousandths;
+    if per_mille > 1000 {
+        return Err(ParseError::new(text, "a rate must be at most 1"));
+    }
+    Ok(per_mille)
+}
+
+/// Displays a per-mille rate as the grammar's decimal: `0.3`, `0.05`, `1`.
+struct DisplayRate(u16);
+
+impl fmt::Display for DisplayRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, thousandths) = (self.0 / 1000, self.0 % 1000);
+        write!(f, "{whole}")?;
+        if thousandths != 0 {
+            let decimals = format!("{thousandths:03}");
+            write!(f, ".{}", decimals.trim_end_matches('0'))?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_count(text: &str) -> Result<usize, ParseError> {
@@ -582,6 +675,17 @@ impl fmt::Display for Fault {
                 down_for,
                 while_down,
             } => write!(f, "flapping:{}:{while_down}", DisplayDuration(*down_for)),
+            Fault::Fraction {
+                per_mille,
+                seed,
+                fault,
+            } => {
+                write!(f, "fraction:{}:", DisplayRate(*per_mille))?;
+                if *seed != 0 {
+                    write!(f, "seed={seed}:")?;
+                }
+                write!(f, "{fault}")
+            }
         }
     }
 }
@@ -764,6 +868,16 @@ mod tests {
             ("status:429:retry-after-date=tomorrow", "tomorrow"),
             ("cut-after:-1", "-1"),
             ("flapping:10s", "flapping:10s"),
+            ("fraction:0.3", "fraction:0.3"),
+            ("fraction:1.5:hang", "1.5"),
+            ("fraction:2:hang", "2"),
+            ("fraction:0.3333:hang", "0.3333"),
+            ("fraction:.3:hang", ".3"),
+            ("fraction:0.:hang", "0."),
+            ("fraction:-0.1:hang", "-0.1"),
+            ("fraction:0.3:seed=x:hang", "x"),
+            ("fraction:0.3:seed=1", "fraction:0.3:seed=1"),
+            ("fraction:0.3:nope", "nope"),
         ];
         for (input, part) in cases {
             let err = parse_fault(input).unwrap_err();
@@ -783,6 +897,73 @@ mod tests {
         assert!(parse_fault(&deep).unwrap_err().reason().contains("nested"));
         let ok = "flapping:1s:".repeat(MAX_NESTING) + "hang";
         assert!(parse_fault(&ok).is_ok());
+        let deep = "fraction:0.5:flapping:1s:".repeat(MAX_NESTING / 2 + 1) + "hang";
+        assert!(parse_fault(&deep).unwrap_err().reason().contains("nested"));
+    }
+
+    #[test]
+    fn fractions_parse_and_print() {
+        for (text, per_mille, seed, printed) in [
+            ("fraction:0.3:status:500", 300, 0, "fraction:0.3:status:500"),
+            (
+                "fraction:0.30:status:500",
+                300,
+                0,
+                "fraction:0.3:status:500",
+            ),
+            (
+                "fraction: 0.05 : seed = 7 : status:500",
+                50,
+                7,
+                "fraction:0.05:seed=7:status:500",
+            ),
+            (
+                "fraction:0.001:status:500",
+                1,
+                0,
+                "fraction:0.001:status:500",
+            ),
+            ("fraction:1:status:500", 1000, 0, "fraction:1:status:500"),
+            (
+                "fraction:1.000:status:500",
+                1000,
+                0,
+                "fraction:1:status:500",
+            ),
+            ("fraction:0:status:500", 0, 0, "fraction:0:status:500"),
+            (
+                "fraction:00.5:status:500",
+                500,
+                0,
+                "fraction:0.5:status:500",
+            ),
+            (
+                "fraction:0.5:seed=18446744073709551615:status:500",
+                500,
+                u64::MAX,
+                "fraction:0.5:seed=18446744073709551615:status:500",
+            ),
+        ] {
+            let fault = parse_fault(text).unwrap();
+            assert_eq!(
+                fault,
+                Fault::fraction(per_mille, Fault::status(500)).with_seed(seed),
+                "{text}"
+            );
+            assert_eq!(fault.to_string(), printed);
+            assert_eq!(parse_fault(printed).unwrap(), fault);
+        }
+        let nested = parse_fault("fraction:0.3:status:429:retry-after=1:code=a%3Ab").unwrap();
+        assert_eq!(
+            nested,
+            Fault::fraction(300, Fault::status(429).retry_after_secs(1).code("a:b"))
+        );
+        assert_eq!(parse_fault(&nested.to_string()).unwrap(), nested);
+        let p = parse_profile("4s-10s=fraction:0.3:status:500; default=latency:50ms").unwrap();
+        assert_eq!(
+            p.to_string(),
+            "4s-10s=fraction:0.3:status:500; default=latency:50ms"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@
 //! - [`ChaosLayer`] ([`layer`], [`config`], [`service`], [`future`], [`switch`]): seeded error,
 //!   latency and canned-response injection for any service, with a runtime on/off switch.
 //! - [`hold_auto_advance`] ([`clock`]): keep a paused test clock still while real IO is under way.
+//! - [`scenario`]: outage scenarios — closed-loop or paced clients drive any resilient service
+//!   while the mocks fail on a timeline, and a [`ScenarioReport`](scenario::ScenarioReport) says
+//!   what the users lived through (answers, latency during the fault, upstream calls, recovery).
 
 #![forbid(unsafe_code)]
 
@@ -57,6 +60,7 @@ pub mod future;
 pub mod grammar;
 pub mod layer;
 pub mod profile;
+pub mod scenario;
 pub mod service;
 pub mod switch;
 pub mod upstream;

@@ -6,6 +6,11 @@
 //! 2. the route for the requested model (exact match), else
 //! 3. the default.
 //!
+//! A rule whose fault is a [`Fault::Fraction`] that does not hit the request (decided by the
+//! request's sequence number) is passed over: the request falls through to the next window, the
+//! route, the default; a default fraction that does not hit is healthy. See
+//! [`FaultProfile::pick_request`].
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower_llm_chaos::{Fault, FaultProfile};
@@ -109,7 +114,8 @@ impl FaultProfile {
     }
 
     /// The fault for a request for `model` arriving `elapsed` after the upstream started (before
-    /// a [`Fault::Flapping`] is resolved).
+    /// a [`Fault::Flapping`] is resolved). A [`Fault::Fraction`] is returned as it is, whether
+    /// or not it hits: the mock uses [`pick_request`](FaultProfile::pick_request).
     pub fn pick(&self, model: &str, elapsed: Duration) -> &Fault {
         if let Some(window) = self.schedule.iter().find(|w| w.contains(elapsed)) {
             return &window.fault;
@@ -118,6 +124,41 @@ impl FaultProfile {
             return fault;
         }
         &self.default
+    }
+
+    /// The fault for request number `seq` (the mock's 1-based [`Attempt::seq`]) for `model`
+    /// arriving `elapsed` after the upstream started: as [`pick`](FaultProfile::pick), but a
+    /// window or route whose [`Fault::Fraction`] does not hit this request is passed over (the
+    /// fault is not resolved further: see [`Fault::resolve`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_llm_chaos::fault::fraction_hit;
+    /// use tower_llm_chaos::{Fault, FaultProfile};
+    ///
+    /// let profile = FaultProfile::parse("4s-10s=fraction:0.3:status:500; default=latency:50ms")?;
+    /// let at = Duration::from_secs(5);
+    /// let hit = (1..).find(|&seq| fraction_hit(300, 0, seq)).unwrap();
+    /// let missed = (1..).find(|&seq| !fraction_hit(300, 0, seq)).unwrap();
+    /// let picked = profile.pick_request("gpt-4o", at, hit);
+    /// assert_eq!(picked.resolve(Duration::ZERO, hit), &Fault::status(500));
+    /// assert_eq!(profile.pick_request("gpt-4o", at, missed), &Fault::Latency(Duration::from_millis(50)));
+    /// # Ok::<(), tower_llm_chaos::ParseError>(())
+    /// ```
+    ///
+    /// [`Attempt::seq`]: crate::Attempt::seq
+    pub fn pick_request(&self, model: &str, elapsed: Duration, seq: u64) -> &Fault {
+        let window = self
+            .schedule
+            .iter()
+            .find(|w| w.contains(elapsed) && !w.fault.misses(seq));
+        if let Some(window) = window {
+            return &window.fault;
+        }
+        match self.routes.iter().find(|(m, _)| m == model) {
+            Some((_, fault)) if !fault.misses(seq) => fault,
+            _ => &self.default,
+        }
     }
 
     /// Check every fault of the profile (see [`Fault::validate`]).

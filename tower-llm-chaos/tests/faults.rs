@@ -574,6 +574,34 @@ async fn flapping_is_down_for_t_after_start_and_after_reset() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn fraction_hits_the_requests_its_seed_picks_and_the_rest_fall_through() {
+    use tower_llm_chaos::fault::fraction_hit;
+    let profile = "0s-10s=fraction:0.3:seed=5:status:500; default=latency:50ms";
+    let upstream = MockUpstream::start(profile.parse().unwrap()).await.unwrap();
+    let mut sender = connect(upstream.addr()).await;
+    for _ in 0..200 {
+        let res = sender
+            .send_request(chat(upstream.addr(), "gpt-4o", false))
+            .await
+            .unwrap();
+        read_body(res).await;
+    }
+    let attempts = upstream.attempts();
+    assert_eq!(attempts.len(), 200);
+    for a in &attempts {
+        let (fault, status) = if fraction_hit(300, 5, a.seq) {
+            ("status", 500)
+        } else {
+            // Not hit: the window is passed over and the default applies.
+            ("latency", 200)
+        };
+        assert_eq!((a.fault, a.status), (fault, Some(status)), "seq {}", a.seq);
+    }
+    let failed = attempts.iter().filter(|a| a.status == Some(500)).count();
+    assert!((40..80).contains(&failed), "{failed}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_hung_connections() {
     let upstream = mock(Fault::Hang).await;
     let mut sender = connect(upstream.addr()).await;

@@ -80,7 +80,13 @@ fn fault() -> impl Strategy<Value = Fault> {
         Just(Fault::ContentPolicyViolation),
     ];
     leaf.prop_recursive(3, 8, 1, |inner| {
-        (duration(), inner).prop_map(|(down_for, while_down)| Fault::flapping(down_for, while_down))
+        prop_oneof![
+            (duration(), inner.clone())
+                .prop_map(|(down_for, while_down)| Fault::flapping(down_for, while_down)),
+            (0u16..=1000, any::<u64>(), inner).prop_map(|(per_mille, seed, fault)| {
+                Fault::fraction(per_mille, fault).with_seed(seed)
+            }),
+        ]
     })
 }
 
@@ -127,6 +133,11 @@ fn grammar_soup() -> impl Strategy<Value = String> {
         "context-length-exceeded",
         "content-policy-violation",
         "flapping",
+        "fraction",
+        "seed",
+        "0.3",
+        "1.",
+        ".05",
         "healthy",
         "default",
         "model",

@@ -253,15 +253,18 @@ impl Faults {
         }
     }
 
-    fn pick(&self, model: &str, elapsed: Duration) -> &Arc<Fault> {
-        let window = self
-            .schedule
-            .iter()
-            .find(|(from, until, _)| elapsed >= *from && until.is_none_or(|until| elapsed < until));
+    /// The rule's fault for request `seq` (see [`FaultProfile::pick_request`]).
+    fn pick(&self, model: &str, elapsed: Duration, seq: u64) -> &Arc<Fault> {
+        let window = self.schedule.iter().find(|(from, until, fault)| {
+            elapsed >= *from && until.is_none_or(|until| elapsed < until) && !fault.misses(seq)
+        });
         if let Some((_, _, fault)) = window {
             return fault;
         }
-        self.routes.get(model).unwrap_or(&self.default)
+        match self.routes.get(model) {
+            Some(fault) if !fault.misses(seq) => fault,
+            _ => &self.default,
+        }
     }
 }
 
@@ -278,12 +281,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The fault for a request for `model` arriving `elapsed` after start, and the time since
-    /// the flap epoch.
-    fn pick(&self, model: &str, now: Instant) -> (Arc<Fault>, Duration) {
+    /// The fault for request `seq` for `model` arriving at `now`, and the time since the flap
+    /// epoch.
+    fn pick(&self, model: &str, now: Instant, seq: u64) -> (Arc<Fault>, Duration) {
         let faults = self.faults.read().unwrap_or_else(PoisonError::into_inner);
         let fault = faults
-            .pick(model, now.saturating_duration_since(self.started))
+            .pick(model, now.saturating_duration_since(self.started), seq)
             .clone();
         (fault, now.saturating_duration_since(faults.flap_epoch))
     }
@@ -437,6 +440,12 @@ impl MockHandle {
     }
 }
 
+impl AsRef<MockHandle> for MockHandle {
+    fn as_ref(&self) -> &MockHandle {
+        self
+    }
+}
+
 /// A running mock OpenAI-compatible upstream; see the [module docs](self).
 ///
 /// Dropping it stops the server (its open connections are closed); [`shutdown`](Self::shutdown)
@@ -550,6 +559,12 @@ impl MockUpstream {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+impl AsRef<MockHandle> for MockUpstream {
+    fn as_ref(&self) -> &MockHandle {
+        &self.handle
     }
 }
 

@@ -173,7 +173,7 @@ fn partial_json(seq: u64, model: &str, usage: Usage, n: usize, last: Step) -> Re
     response
 }
 
-/// Decide what to send for `fault` (already resolved from any `Flapping`).
+/// Decide what to send for `fault` (already resolved from any `Flapping` or `Fraction`).
 pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: &Value) -> Reply {
     if let Err(invalid) = fault.validate() {
         tracing::warn!(%invalid, "mock upstream: answering an invalid fault with 500");
@@ -192,7 +192,7 @@ pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: 
     let usage = Usage::estimate(request);
     let name = fault.name();
     match fault {
-        Fault::Healthy | Fault::Flapping { .. } => {
+        Fault::Healthy | Fault::Flapping { .. } | Fault::Fraction { .. } => {
             Reply::now("healthy", healthy(seq, model, stream, usage))
         }
         Fault::Status(reply) => Reply::now(name, error_reply(reply)),

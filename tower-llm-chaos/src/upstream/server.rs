@@ -209,8 +209,8 @@ async fn handle(
         .unwrap_or(false);
 
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let (picked, since_flap) = shared.pick(&model, arrived);
-    let fault = picked.resolve(since_flap);
+    let (picked, since_flap) = shared.pick(&model, arrived, seq);
+    let fault = picked.resolve(since_flap, seq);
     let reply = respond::plan(fault, seq, &model, stream, &request);
     if shared.wants_attempts() {
         shared.record(Attempt {
