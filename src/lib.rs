@@ -41,7 +41,7 @@
 //!    is the one layer that sees every target of the route: it knows when failing over is
 //!    possible and when every target is down.
 //! 5. **Recovery is bounded.** After a transient failure (5xx, 529, timeout, reset) a target is
-//!    benched for a quarter of the time it has been failing, between 500 ms and
+//!    benched for a quarter of the time it has been failing, between 1 s and
 //!    `max_probe_interval_ms` (5 s): a 6 s outage is probed about once a second, a long one every
 //!    5 s. Rate limits bench for exactly the server's delay; auth failures until reset.
 //! 6. **Panic mode.** When every target of a route is benched, each is probed every 500 ms (one

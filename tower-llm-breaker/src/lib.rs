@@ -80,10 +80,10 @@
 //! probe because its own open period (5 s, doubling up to 60 s) is not over, the two health
 //! gates would compound and a short outage would cost a minute. So the rule is: **a breaker
 //! admits a call marked as a probe even while open, as its half-open trial** — the chain decides
-//! *when* a target is probed. The breaker turns half-open at once and the probe's outcome counts
-//! as any half-open probe's (successes close it, a failure re-opens it for a longer period); it
-//! still detects failures, rejects ordinary calls while open, and a forced-open breaker rejects
-//! probes too.
+//! *when* a target is probed. The breaker turns half-open at once and the probe decides alone:
+//! its success closes the breaker (the chain has just put the target back in service), its
+//! failure re-opens it for a longer period. The breaker still detects failures, rejects ordinary
+//! calls while open, and a forced-open breaker rejects probes too.
 //!
 //! The layers read the mark with a [`ReadBudget`](tower_llm_core::ReadBudget), their last type
 //! parameter: [`HttpBudget`](tower_llm_core::HttpBudget) (the default) reads the request

@@ -279,8 +279,19 @@ pub(crate) enum PermitKind {
     Normal,
     /// A HALF_OPEN probe: holds one of the probe permits.
     Probe,
+    /// A HALF_OPEN probe sent by the layer above (a fallback chain): holds one of the probe
+    /// permits, and decides alone. Its success closes the breaker, since the layer above, which
+    /// decides when the target is probed, has just put it back in service.
+    ChainProbe,
     /// DISABLED: nothing is recorded.
     Untracked,
+}
+
+impl PermitKind {
+    /// Whether the permit holds one of the half-open probe permits.
+    fn is_probe(self) -> bool {
+        matches!(self, PermitKind::Probe | PermitKind::ChainProbe)
+    }
 }
 
 /// The data of transitions, behind the cold mutex.
@@ -523,6 +534,9 @@ impl Breaker {
                     self.transition(State::Open, gen, State::HalfOpen, None, now);
                 }
                 State::HalfOpen => {
+                    if let Some(ask) = is_probe.take() {
+                        probe = ask();
+                    }
                     let now = *now.get_or_insert_with(|| self.now_ns());
                     match deadline_of(self.deadline.load(Ordering::Acquire), gen) {
                         Ok(Some(until)) if now >= until => {
@@ -555,7 +569,12 @@ impl Breaker {
                                 self.release_probe(gen);
                                 continue;
                             }
-                            return Ok(self.permit(gen, PermitKind::Probe, now));
+                            let kind = if probe {
+                                PermitKind::ChainProbe
+                            } else {
+                                PermitKind::Probe
+                            };
+                            return Ok(self.permit(gen, kind, now));
                         }
                         Err(w) if unpack_half_open(w).0 != tag => continue,
                         Err(_) => return Err(self.reject_half_open_full()),
@@ -633,7 +652,7 @@ impl Breaker {
         let failure = match outcome {
             Outcome::Ignored => {
                 self.ignored.fetch_add(1, Ordering::Relaxed);
-                if kind == PermitKind::Probe {
+                if kind.is_probe() {
                     self.release_probe(gen);
                 }
                 return;
@@ -649,12 +668,15 @@ impl Breaker {
             self.metrics.slow();
         }
         match kind {
-            PermitKind::Probe => self.complete_probe(gen, failure || slow, now),
+            PermitKind::Probe => self.complete_probe(gen, failure || slow, false, now),
+            PermitKind::ChainProbe => self.complete_probe(gen, failure || slow, true, now),
             _ => self.complete_normal(gen, Sample { failure, slow }, now),
         }
     }
 
-    fn complete_probe(&self, gen: u64, failed: bool, now: u64) {
+    /// A probe finished: a failure re-opens; a success closes once every permitted probe
+    /// succeeded, or at once when `decisive` (the chain's probe).
+    fn complete_probe(&self, gen: u64, failed: bool, decisive: bool, now: u64) {
         if failed {
             let detail = self.reasons[OpenReason::ProbeFailed as usize].clone();
             self.transition(
@@ -677,7 +699,7 @@ impl Breaker {
                     .then(|| pack_half_open(gen, in_flight - 1, successes + 1))
             });
         if let Ok(prev) = after {
-            if unpack_half_open(prev).2 + 1 >= self.permitted {
+            if decisive || unpack_half_open(prev).2 + 1 >= self.permitted {
                 self.transition(
                     State::HalfOpen,
                     gen,
@@ -1013,7 +1035,7 @@ impl CallPermit {
 
     /// Whether this permit is one of the half-open probes.
     pub fn is_probe(&self) -> bool {
-        self.kind == PermitKind::Probe
+        self.kind.is_probe()
     }
 
     /// The breaker's name.
@@ -1024,7 +1046,7 @@ impl CallPermit {
 
 impl Drop for CallPermit {
     fn drop(&mut self) {
-        if !self.done && self.kind == PermitKind::Probe {
+        if !self.done && self.kind.is_probe() {
             self.breaker.release_probe(self.gen);
         }
     }

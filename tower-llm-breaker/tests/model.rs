@@ -182,6 +182,8 @@ struct Call {
     /// Which period admitted it (every transition starts a new period).
     period: u64,
     probe: bool,
+    /// The layer above's probe: its success closes the breaker at once.
+    decisive: bool,
     tracked: bool,
     start: u64,
 }
@@ -262,6 +264,7 @@ impl Model {
                     let call = Call {
                         period: self.period,
                         probe: false,
+                        decisive: false,
                         tracked: true,
                         start: self.now,
                     };
@@ -271,6 +274,7 @@ impl Model {
                     let call = Call {
                         period: self.period,
                         probe: false,
+                        decisive: false,
                         tracked: false,
                         start: self.now,
                     };
@@ -310,6 +314,7 @@ impl Model {
                         let call = Call {
                             period: self.period,
                             probe: true,
+                            decisive: chain_probe,
                             tracked: true,
                             start: self.now,
                         };
@@ -400,7 +405,7 @@ impl Model {
                     in_flight: in_flight - 1,
                     successes: successes + 1,
                 };
-                if successes + 1 >= self.cfg.probes {
+                if successes + 1 >= self.cfg.probes || call.decisive {
                     self.close();
                 }
             }

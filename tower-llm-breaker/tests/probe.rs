@@ -153,11 +153,18 @@ async fn an_open_breaker_lets_a_chain_probe_through_and_its_success_closes_it() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_successful_chain_probe_counts_toward_closing() {
-    // Two probes needed: the chain's one goes half-open with one success; the next call closes it.
+async fn a_successful_chain_probe_closes_the_breaker_alone() {
+    // Two half-open probes configured: the chain's probe alone decides. Its success closes the
+    // breaker at once, so a silent earlier probe that fails late cannot re-open it.
     let mut h = harness(config().permitted_calls_in_half_open(2).build().unwrap());
     h.open().await;
     h.send(probe(200)).await.unwrap();
+    assert_eq!(h.handle.state(), State::Closed);
+    // An ordinary half-open probe still needs its peers: open again, then a plain call after
+    // the open period counts one success of two.
+    h.handle.trip();
+    tokio::time::advance(secs(60)).await;
+    h.send(http::Request::new(200)).await.unwrap();
     let s = h.handle.snapshot();
     assert_eq!(s.state, State::HalfOpen);
     assert_eq!((s.half_open_in_flight, s.half_open_successes), (0, 1));

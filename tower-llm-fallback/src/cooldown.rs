@@ -13,7 +13,7 @@
 //! | `RateLimited` | exactly the server's delay (`retry-after` & co., capped at [`CooldownPolicy::max_server_delay`]), else 60 s |
 //! | `QuotaExhausted` | the server's delay, else 1 h |
 //! | `Auth` | until [`FallbackHandle::reset_target`](crate::FallbackHandle::reset_target) |
-//! | `Overloaded`, `ServerError`, `Timeout`, `Transport`, `InvalidResponse`, `Unknown` | adaptive: a quarter of the time the target has been failing, at least 500 ms, at most [`max_probe_interval`](CooldownPolicy::max_probe_interval) (5 s) |
+//! | `Overloaded`, `ServerError`, `Timeout`, `Transport`, `InvalidResponse`, `Unknown` | adaptive: a quarter of the time the target has been failing, at least 1 s, at most [`max_probe_interval`](CooldownPolicy::max_probe_interval) (5 s) |
 //! | `ContextLength`, `ContentPolicy`, `BadRequest` | none (the request is at fault, not the target) |
 //!
 //! **Bounded recovery.** The transient kinds (everything but rate limits, quota and auth, whose
@@ -22,8 +22,8 @@
 //! provider that comes back is found within that time. The [`Adaptive`](Cooldown::Adaptive)
 //! rule grows with the outage rather than with the number of failed calls, so the sixteen
 //! requests in flight when a provider fails do not stretch its cooldown sixteen-fold: a 6 s
-//! outage is probed about once a second and costs at most ~1.5 s after it ends; a minute-long
-//! one is probed every 5 s. A timed cooldown is stretched to the server's delay when the failure
+//! outage is probed once a second and costs at most ~1.5 s after it ends; a minute-long one is
+//! probed every 5 s. A timed cooldown is stretched to the server's delay when the failure
 //! named a longer one (a `503` with `retry-after: 30` benches the target for 30 s).
 //!
 //! **Silent targets.** A probe of a target benched for a timeout may take the whole attempt
@@ -59,7 +59,7 @@
 //! assert_eq!(policy.get(ErrorKind::ServerError), Cooldown::Fixed(Duration::from_secs(10)));
 //! assert_eq!(
 //!     policy.get(ErrorKind::Overloaded),
-//!     Cooldown::Adaptive { min: Duration::from_millis(500), max: Duration::from_secs(5) }
+//!     Cooldown::Adaptive { min: Duration::from_secs(1), max: Duration::from_secs(5) }
 //! );
 //! // Failing for 8 s: the next probe in 2 s (a quarter of 8 s), within the 3 s cap.
 //! assert_eq!(policy.interval(ErrorKind::Overloaded, Duration::from_secs(8)), Some(Duration::from_secs(2)));
@@ -123,7 +123,7 @@ pub struct CooldownPolicy {
 }
 
 /// The default shortest adaptive cooldown.
-pub const DEFAULT_MIN_COOLDOWN: Duration = Duration::from_millis(500);
+pub const DEFAULT_MIN_COOLDOWN: Duration = Duration::from_secs(1);
 /// The default [`CooldownPolicy::max_probe_interval`].
 pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The default [`CooldownPolicy::panic_probe_interval`].
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(p.bench(ErrorKind::Auth, None, 1, z), Bench::UntilReset);
         assert_eq!(p.bench(ErrorKind::ContentPolicy, None, 1, z), Bench::No);
         assert_eq!(p.bench(ErrorKind::ContextLength, None, 1, z), Bench::No);
-        // Adaptive: a quarter of the outage, 500 ms to 5 s, whatever the failure count.
+        // Adaptive: a quarter of the outage, 1 s to 5 s, whatever the failure count.
         for kind in [
             ErrorKind::Overloaded,
             ErrorKind::ServerError,
@@ -342,7 +342,7 @@ mod tests {
                 .iter()
                 .map(|o| p.bench(kind, None, 16, s(*o)))
                 .collect();
-            let want = [500, 500, 500, 1000, 1500, 5000, 5000, 5000]
+            let want = [1000, 1000, 1000, 1000, 1500, 5000, 5000, 5000]
                 .map(|n| Bench::For(ms(n)))
                 .to_vec();
             assert_eq!(at, want, "{kind}");

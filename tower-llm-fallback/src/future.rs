@@ -513,7 +513,7 @@ where
             return self.answered_by(current.idx, res);
         }
         let probe = current.probe.is_some_and(ProbeSlot::settle);
-        target.state.on_success(probe);
+        target.state.on_success(probe, current.started);
         target.count_success();
         if probe {
             tracing::info!(target_name = %target.name, "probe succeeded: target back in service");
@@ -613,7 +613,7 @@ where
             // The target answered; the request is at fault. It stays in service.
             target
                 .state
-                .on_success(probe.is_some_and(ProbeSlot::settle));
+                .on_success(probe.is_some_and(ProbeSlot::settle), started);
             let stop = kind != ErrorKind::ContextLength || {
                 self.walk.raise_floor(target.context_window);
                 !inner.shared.any_left(&self.walk)
@@ -802,7 +802,7 @@ fn record_stream_end(
         }
         _ => {
             let probe = probe.is_some_and(ProbeSlot::settle);
-            target.state.on_success(probe);
+            target.state.on_success(probe, started);
             target.count_success();
         }
     }

@@ -372,8 +372,9 @@ impl TargetState {
         self.lock().settle_probe();
     }
 
-    /// The target answered (or refused the request for the request's own fault).
-    pub(crate) fn on_success(&self, probe: bool) {
+    /// The target answered (or refused the request for the request's own fault) a call that
+    /// started at `started`.
+    pub(crate) fn on_success(&self, probe: bool, started: Instant) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !probe
             && self.consecutive.load(Ordering::Relaxed) == 0
@@ -388,10 +389,13 @@ impl TargetState {
         if probe {
             detail.settle_probe();
         }
-        // Any success proves the target works, except against a cooldown only a person may lift
-        // (a request sent before the key was revoked can still succeed).
+        // A success proves the target works, except against a cooldown only a person may lift
+        // (a request sent before the key was revoked can still succeed), and except when the
+        // call was sent before the failure that benched the target (it was in flight while the
+        // target went down: it says nothing about the target now).
         let manual = matches!(detail.bench, Some(Benched { until: None, .. }));
-        if probe || !manual {
+        let stale = detail.benched_at.is_some_and(|at| started < at);
+        if probe || (!manual && !stale) {
             detail.bench = None;
             detail.outage_since = None;
             detail.recovered_at = Some(now);
@@ -704,7 +708,7 @@ mod tests {
         assert!(matches!(s.admit(t3, &p), Admission::Probe));
         assert!(!s.is_available(t3));
         assert_eq!(skip_after(s.admit(t3, &p)), None);
-        s.on_success(true);
+        s.on_success(true, Instant::now());
         assert!(matches!(s.admit(t3, &p), Admission::Open));
         let snap = s.snapshot("a", &Target::new("p", "m"), 0, t3, SystemTime::now());
         assert_eq!(snap.requests, 2);
@@ -720,7 +724,7 @@ mod tests {
         let p = policy();
         let now = Instant::now();
         fail(&s, ErrorKind::Auth, None, false, now, now);
-        s.on_success(false);
+        s.on_success(false, Instant::now());
         assert_eq!(skip_after(s.admit(now + secs(86_400), &p)), None);
         // Not even panic mode probes it.
         assert_eq!(skip_after(s.admit_in_panic(now + secs(86_400), &p)), None);
@@ -745,10 +749,10 @@ mod tests {
         let s = TargetState::default();
         let p = policy();
         let t0 = Instant::now();
-        // Sixteen calls in flight fail at once: one outage, a 500 ms cooldown, not 2^15 × base.
+        // Sixteen calls in flight fail at once: one outage, a 1 s cooldown, not 2^15 × base.
         for _ in 0..16 {
             let failed = fail(&s, ErrorKind::Overloaded, None, false, t0, t0);
-            assert_eq!(failed.benched_for, Some(ms(500)));
+            assert_eq!(failed.benched_for, Some(secs(1)));
         }
         // Probes keep failing: the cooldown is a quarter of the outage, capped at 5 s.
         let mut now = t0;
@@ -762,7 +766,7 @@ mod tests {
         }
         assert_eq!(
             gaps,
-            [500, 500, 500, 500, 500, 625, 781, 976, 1220, 1525, 1907, 2384]
+            [1000, 1000, 1000, 1000, 1000, 1250, 1562, 1953, 2441, 3051, 3814, 4768]
         );
         now += secs(600);
         assert!(matches!(s.admit(now, &p), Admission::Probe));
@@ -775,15 +779,17 @@ mod tests {
         let s = TargetState::default();
         let p = policy();
         let t0 = Instant::now();
-        // Calls started at 0 time out at 2 s: benched 500 ms from then.
+        // Calls started at 0 time out at 2 s: benched 1 s from then.
         fail(&s, ErrorKind::Timeout, None, false, t0, t0 + secs(2));
-        let t = t0 + ms(2500);
+        let t = t0 + secs(3);
+        assert!(matches!(s.admit(t - ms(1), &p), Admission::Skip { .. }));
         assert!(matches!(s.admit(t, &p), Admission::Probe));
-        // The probe hangs; the next one may start a quarter of the outage (2.5 s) later.
-        assert_eq!(skip_after(s.admit(t + ms(100), &p)), Some(ms(525)));
-        assert!(matches!(s.admit(t + ms(625), &p), Admission::Probe));
+        // The probe hangs; the next one may start a quarter of the outage (3 s), at least 1 s,
+        // after it.
+        assert_eq!(skip_after(s.admit(t + ms(100), &p)), Some(ms(900)));
+        assert!(matches!(s.admit(t + secs(1), &p), Admission::Probe));
         // Not more often than that.
-        assert!(matches!(s.admit(t + ms(626), &p), Admission::Skip { .. }));
+        assert!(matches!(s.admit(t + ms(1001), &p), Admission::Skip { .. }));
         // The first probe fails at its attempt timeout: its cooldown counts from its start.
         fail(&s, ErrorKind::Timeout, None, true, t, t + secs(2));
         // In panic mode, one probe at a time.
@@ -804,7 +810,7 @@ mod tests {
         let back = t0 + secs(1);
         assert!(matches!(s.admit(back, &p), Admission::Probe));
         tokio::time::advance(secs(1)).await;
-        s.on_success(true);
+        s.on_success(true, Instant::now());
         // A call sent at 0.5 s fails now: counted, not benched.
         let late = fail(
             &s,
@@ -827,7 +833,31 @@ mod tests {
             back + ms(20),
             back + ms(30),
         );
-        assert_eq!(fresh.benched_for, Some(ms(500)));
+        assert_eq!(fresh.benched_for, Some(secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn successes_of_calls_sent_before_the_failure_do_not_lift_the_bench() {
+        let s = TargetState::default();
+        let p = policy();
+        let t0 = Instant::now();
+        // Sixteen calls in flight; the first to come back failed, the others come back healthy.
+        tokio::time::advance(ms(50)).await;
+        fail(
+            &s,
+            ErrorKind::Overloaded,
+            None,
+            false,
+            t0 + ms(49),
+            t0 + ms(50),
+        );
+        for _ in 0..15 {
+            s.on_success(false, t0);
+        }
+        assert!(!s.is_available(t0 + ms(60)), "still benched");
+        // A call sent after the failure that succeeds does lift it.
+        s.on_success(false, t0 + ms(51));
+        assert!(s.is_available(t0 + ms(60)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -863,9 +893,9 @@ mod tests {
         let p = policy();
         let t0 = Instant::now();
         s.on_breaker_open(secs(40), &p, t0);
-        // Capped by the adaptive cooldown (no outage recorded by the chain yet: 500 ms).
-        assert_eq!(skip_after(s.admit(t0, &p)), Some(ms(500)));
-        assert!(matches!(s.admit(t0 + ms(500), &p), Admission::Probe));
+        // Capped by the adaptive cooldown (no outage recorded by the chain yet: 1 s).
+        assert_eq!(skip_after(s.admit(t0, &p)), Some(secs(1)));
+        assert!(matches!(s.admit(t0 + secs(1), &p), Admission::Probe));
         let snap = s.snapshot("a", &Target::new("p", "m"), 0, t0, SystemTime::now());
         assert_eq!(snap.requests, 0);
         // A breaker that is about to let a probe through: nothing to bench.
@@ -965,7 +995,7 @@ mod tests {
                             }
                         }
                         Op::Success => {
-                            s.on_success(probes > 0);
+                            s.on_success(probes > 0, now);
                             probes = probes.saturating_sub(1);
                         }
                         Op::Failure(k, r) => {

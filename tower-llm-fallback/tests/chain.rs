@@ -232,7 +232,7 @@ async fn an_open_breaker_below_is_benched_until_the_chains_probe_which_is_marked
     let svc = ServiceBuilder::new().layer(layer).service(upstream.clone());
     let res = svc.clone().oneshot(req(BODY)).await.unwrap();
     assert_eq!(report(&res).target.as_deref(), Some("b/m"));
-    // The breaker says 5 s; the chain benches the target for its own adaptive cooldown (500 ms)
+    // The breaker says 5 s; the chain benches the target for its own adaptive cooldown (1 s)
     // without counting a failure, then probes: the breaker lets a marked probe through.
     let a = handle.health().targets[0].clone();
     assert!(!a.available);
@@ -241,7 +241,7 @@ async fn an_open_breaker_below_is_benched_until_the_chains_probe_which_is_marked
     let res = svc.clone().oneshot(req(BODY)).await.unwrap();
     assert!(is_skipped(&report(&res).attempts[0]));
     assert_eq!(upstream.calls_to("a"), 1);
-    tokio::time::advance(Duration::from_millis(500)).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
     upstream.set("a", Behave::Ok);
     let res = svc.clone().oneshot(req(BODY)).await.unwrap();
     assert_eq!(report(&res).target.as_deref(), Some("a/m"));

@@ -119,8 +119,11 @@ where
     match scenario.load.pace {
         Pace::Closed { clients } => {
             let mut tasks = JoinSet::new();
+            let step = scenario.load.stagger / u32::try_from(clients.max(1)).unwrap_or(u32::MAX);
+            let mut first = started;
             for _ in 0..clients {
-                tasks.spawn(client(service.clone(), shot.clone()));
+                tasks.spawn(client(service.clone(), shot.clone(), first));
+                first = later(first, step);
             }
             while let Some(done) = tasks.join_next().await {
                 samples.extend(joined(done).into_iter().flatten());
@@ -170,13 +173,14 @@ fn joined<T>(done: Result<T, tokio::task::JoinError>) -> Option<T> {
 }
 
 /// One closed-loop client: the next request as soon as the previous one ended.
-async fn client<S, B>(mut service: S, shot: Arc<Shot>) -> Vec<Sample>
+async fn client<S, B>(mut service: S, shot: Arc<Shot>, first: Instant) -> Vec<Sample>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    tokio::time::sleep_until(first).await;
     let mut samples = Vec::new();
     while Instant::now() < shot.run_end {
         let sample = exchange(&mut service, &shot).await;

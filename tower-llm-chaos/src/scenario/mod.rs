@@ -208,6 +208,10 @@ pub struct Load {
     /// The request URI (default `/v1/chat/completions`; the service under test decides where it
     /// really goes).
     pub uri: Uri,
+    /// Closed-loop clients start spread evenly over this time (default 50 ms, the latency of a
+    /// healthy scenario mock): real clients are not synchronised, and clients in lockstep would
+    /// all cross a fault's start at the same instant.
+    pub stagger: Duration,
 }
 
 impl Default for Load {
@@ -225,6 +229,7 @@ impl Load {
             model: "gpt-4o".to_owned(),
             error_pause: Duration::from_millis(50),
             uri: Uri::from_static(crate::upstream::COMPLETIONS_PATH),
+            stagger: Duration::from_millis(50),
         }
     }
 
@@ -251,6 +256,12 @@ impl Load {
     /// Pause this long after a request that was not a real answer (closed loop only).
     pub fn error_pause(mut self, pause: Duration) -> Load {
         self.error_pause = pause;
+        self
+    }
+
+    /// Spread the closed-loop clients' first requests over `stagger` (zero: all at once).
+    pub fn stagger(mut self, stagger: Duration) -> Load {
+        self.stagger = stagger;
         self
     }
 
