@@ -839,7 +839,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn successes_of_calls_sent_before_the_failure_do_not_lift_the_bench() {
         let s = TargetState::default();
-        let p = policy();
         let t0 = Instant::now();
         // Sixteen calls in flight; the first to come back failed, the others come back healthy.
         tokio::time::advance(ms(50)).await;
