@@ -5,7 +5,7 @@
 //! on the primary (or on both) from t = 4 s to t = 10 s of a 16 s run. Each scenario runs twice:
 //! with the library's defaults (every section left out) and with the shipped `workspace.toml`,
 //! both with `attempt_timeout_ms = 2000` per target, as the issue that set these targets
-//! measured. The thresholds are the ones `RESILIENCE.md` reports; run
+//! measured, and a seeded retry jitter (`[retry] seed`) so every run gives the same figures. The thresholds are the ones `RESILIENCE.md` reports; run
 //! `cargo test --test scenarios -- --nocapture` to print the table.
 //!
 //! Time is tokio's paused clock: mocks, stack and clients share one current-thread runtime, so a
@@ -47,6 +47,10 @@ targets = [
   { provider = "primary", attempt_timeout_ms = 2000 },
   { provider = "secondary", attempt_timeout_ms = 2000 },
 ]
+
+# Seeded jitter, so that a run is reproducible (the default is a random seed).
+[retry]
+seed = 7
 "#
         .to_owned(),
         Variant::Shipped => {
@@ -59,13 +63,16 @@ targets = [
   { provider = "secondary", model = "backup-model", attempt_timeout_ms = 5000 },
 ]"#;
             assert!(shipped.contains(targets), "the shipped route changed");
-            shipped.replace(
-                targets,
-                r#"targets = [
+            assert!(shipped.contains("\n[retry]\n"));
+            shipped
+                .replace("\n[retry]\n", "\n[retry]\nseed = 7\n")
+                .replace(
+                    targets,
+                    r#"targets = [
   { provider = "primary", attempt_timeout_ms = 2000 },
   { provider = "secondary", model = "backup-model", attempt_timeout_ms = 2000 },
 ]"#,
-            )
+                )
         }
     };
     StackConfig::from_toml_str(&text).expect("scenario configuration")

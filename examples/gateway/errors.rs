@@ -144,8 +144,8 @@ pub fn all_failed(err: &AllTargetsFailed) -> Response {
     };
     let message = err.to_string();
     let Some(last) = called.last() else {
-        // Every target is benched (cooldown) or was refused locally.
-        let after = min_delay(&mut attempts.iter());
+        // Every target is benched (cooldown) or was refused locally: come back at the next probe.
+        let after = err.retry_after();
         return kind_response(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Overloaded,

@@ -58,7 +58,9 @@ async fn sixteen_clients_through_a_six_second_primary_outage() {
     let primary = mock("4s-10s=status:500; default=latency:50ms").await;
     let secondary = mock("latency:50ms").await;
     let wall = std::time::Instant::now();
+    // Clients in lockstep (no stagger), so every figure below is exact arithmetic.
     let report = Scenario::new("primary 500s, 16 clients")
+        .load(Load::closed(16).stagger(Duration::ZERO))
         .run(failover(&primary, &secondary), &primary, &secondary)
         .await;
     eprintln!("{report}\n(wall time {:?})", wall.elapsed());
@@ -195,7 +197,7 @@ async fn hung_requests_are_given_up_after_the_drain() {
         .expect("start the mock");
     let secondary = mock("latency:100ms").await;
     let report = Scenario::new("hang, both down")
-        .load(Load::closed(2))
+        .load(Load::closed(2).stagger(Duration::ZERO))
         .outage(Outage::Both)
         .timeline(Timeline::new(
             Duration::from_secs(3),
