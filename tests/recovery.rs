@@ -9,45 +9,17 @@ use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_llm::core::{AllTargetsFailed, ErrorKind};
-use tower_llm::{Stack, StackBuilder, StackConfig};
-use tower_llm_chaos::{FaultProfile, MockUpstream};
+use tower_llm::StackConfig;
+use tower_llm_chaos::MockUpstream;
 
-type TestStack = Stack<Full<Bytes>, hyper::body::Incoming>;
+mod two_providers;
 
-async fn mock(profile: &str) -> MockUpstream {
-    MockUpstream::builder()
-        .profile(FaultProfile::parse(profile).expect("profile"))
-        .start()
-        .await
-        .expect("mock")
-}
+use two_providers::{config_text, mock, TestStack};
 
-/// Two providers, one route (`primary` then `secondary`, 2 s each), and `extra` sections.
+/// The two-provider stack with `extra` sections.
 fn stack(primary: &MockUpstream, secondary: &MockUpstream, extra: &str) -> TestStack {
-    let text = format!(
-        r#"
-[[providers]]
-name = "primary"
-base_url = "http://127.0.0.1:9/v1"
-
-[[providers]]
-name = "secondary"
-base_url = "http://127.0.0.1:9/v1"
-
-[[routes]]
-match = "*"
-targets = [
-  {{ provider = "primary", attempt_timeout_ms = 2000 }},
-  {{ provider = "secondary", attempt_timeout_ms = 2000 }},
-]
-{extra}"#
-    );
-    let config = StackConfig::from_toml_str(&text).expect("config");
-    StackBuilder::new(&config)
-        .provider_url("primary", primary.base_url())
-        .provider_url("secondary", secondary.base_url())
-        .build_http::<Full<Bytes>>()
-        .expect("stack")
+    let config = StackConfig::from_toml_str(&config_text(extra)).expect("config");
+    two_providers::stack(&config, primary, secondary)
 }
 
 /// Ask for a completion (`stream` for SSE); the answer's `x-llm-target`, or the error.

@@ -13,11 +13,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use tower_llm::{Stack, StackBuilder, StackConfig};
+use tower_llm::StackConfig;
 use tower_llm_chaos::scenario::{Load, Outage, Scenario, ScenarioReport, Timeline};
-use tower_llm_chaos::{FaultProfile, MockUpstream};
+
+mod two_providers;
+
+use two_providers::mock;
 
 /// Healthy answers take 50 ms (and keep a paused clock moving, see the scenario module docs).
 const HEALTHY: &str = "default=latency:50ms";
@@ -32,27 +33,8 @@ enum Variant {
 
 fn config(variant: Variant) -> StackConfig {
     let text = match variant {
-        Variant::Defaults => r#"
-[[providers]]
-name = "primary"
-base_url = "http://127.0.0.1:9/v1"
-
-[[providers]]
-name = "secondary"
-base_url = "http://127.0.0.1:9/v1"
-
-[[routes]]
-match = "*"
-targets = [
-  { provider = "primary", attempt_timeout_ms = 2000 },
-  { provider = "secondary", attempt_timeout_ms = 2000 },
-]
-
-# Seeded jitter, so that a run is reproducible (the default is a random seed).
-[retry]
-seed = 7
-"#
-        .to_owned(),
+        // Seeded jitter, so that a run is reproducible (the default is a random seed).
+        Variant::Defaults => two_providers::config_text("[retry]\nseed = 7\n"),
         Variant::Shipped => {
             let shipped = std::fs::read_to_string(
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workspace.toml"),
@@ -78,27 +60,6 @@ seed = 7
     StackConfig::from_toml_str(&text).expect("scenario configuration")
 }
 
-fn stack(
-    variant: Variant,
-    primary: &MockUpstream,
-    secondary: &MockUpstream,
-) -> Stack<Full<Bytes>, hyper::body::Incoming> {
-    StackBuilder::new(&config(variant))
-        .provider_url("primary", primary.base_url())
-        .provider_url("secondary", secondary.base_url())
-        .build_http::<Full<Bytes>>()
-        .expect("stack")
-}
-
-async fn mock(profile: &str) -> MockUpstream {
-    MockUpstream::builder()
-        .profile(FaultProfile::parse(profile).expect("profile"))
-        .max_logged_attempts(200_000)
-        .start()
-        .await
-        .expect("mock upstream")
-}
-
 /// Run `scenario` with `fault` on the primary (and on the secondary when both are down).
 async fn run(variant: Variant, scenario: Scenario, fault: &str) -> ScenarioReport {
     let t = scenario.timeline;
@@ -112,7 +73,7 @@ async fn run(variant: Variant, scenario: Scenario, fault: &str) -> ScenarioRepor
         Outage::Both => mock(&window).await,
         _ => mock(HEALTHY).await,
     };
-    let stack = stack(variant, &primary, &secondary);
+    let stack = two_providers::stack(&config(variant), &primary, &secondary);
     let name = format!("{} ({variant:?})", scenario.name);
     let mut report = scenario.run(stack, &primary, &secondary).await;
     report.name = name;
