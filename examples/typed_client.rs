@@ -19,9 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tower::{Layer, ServiceBuilder, ServiceExt};
-use tower_llm::breaker::{
-    BreakerHandle, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer, DefaultPolicy,
-};
+use tower_llm::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use tower_llm::bulkhead::{
     AllCalls, Bulkhead, BulkheadHandle, BulkheadLayer, ErrorsOnly, Global, NoTokenEstimate,
     ReleaseOnResponse,
@@ -426,7 +424,6 @@ pub type ResilientChat<S> = CircuitBreaker<
         CloneReplay,
     >,
     ChatClassifier,
-    DefaultPolicy,
     // Typed requests carry no attempt budget.
     NoBudget,
 >;
@@ -452,16 +449,14 @@ where
     S: tower::Service<ChatRequest, Response = ChatResponse> + Clone,
     S::Error: Into<BoxError>,
 {
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("typed-chat")
-            .consecutive_failures(settings.failures_to_open)
-            .open_duration(settings.open_for)
-            .permitted_calls_in_half_open(1)
-            .build()?,
-    )
-    .classifier(ChatClassifier)
-    .read_budget(NoBudget);
+    let breaker = CircuitBreakerLayer::builder()
+        .name("typed-chat")
+        .consecutive_failures(settings.failures_to_open)
+        .open_duration(settings.open_for)
+        .permitted_calls_in_half_open(1)
+        .classifier(ChatClassifier)
+        .read_budget(NoBudget)
+        .build()?;
     let retry = RetryLayer::builder()
         .max_attempts(settings.max_attempts)
         .backoff(Backoff::exponential(settings.backoff))
@@ -476,10 +471,11 @@ where
         .max_queued(0)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly) // not adaptive: no response needs judging
         .build()?
         .layer(client);
     let handles = Handles {
-        breaker: breaker.handle().clone(),
+        breaker: breaker.handle(),
         bulkhead: bulkhead.handle(),
     };
     let svc = ServiceBuilder::new()

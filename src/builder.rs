@@ -2,9 +2,9 @@
 
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
-use tower_llm_breaker::CircuitBreakerLayer;
+use tower_llm_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
 use tower_llm_bulkhead::{BulkheadLayer, Partitioner};
-use tower_llm_core::{BufferRequestBodyLayer, InspectErrorBodyLayer};
+use tower_llm_core::{BufferRequestBodyLayer, InspectErrorBodyLayer, StreamGuardLayer};
 use tower_llm_fallback::FallbackLayer;
 use tower_llm_retry::RetryLayer;
 
@@ -16,8 +16,9 @@ use tower_llm_retry::RetryLayer;
 /// use bytes::Bytes;
 /// use http_body_util::Full;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
-/// use tower_llm::breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+/// use tower_llm::breaker::CircuitBreakerLayer;
 /// use tower_llm::bulkhead::BulkheadLayer;
+/// use tower_llm::core::StreamGuardLayer;
 /// use tower_llm::retry::RetryLayer;
 /// use tower_llm::ServiceBuilderExt;
 ///
@@ -25,13 +26,14 @@ use tower_llm_retry::RetryLayer;
 /// let upstream = service_fn(|_req: http::Request<_>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"{}"))))
 /// });
-/// let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::builder().name("openai").build().unwrap());
-/// let handle = breaker.handle().clone();
+/// let breaker = CircuitBreakerLayer::builder().name("openai").build().unwrap();
+/// let handle = breaker.handle();
 /// let client = ServiceBuilder::new()
 ///     .buffer_request_body(1024 * 1024)
 ///     .circuit_breaker(breaker)
 ///     .retry_with(RetryLayer::builder().max_attempts(2).seed(1).build().unwrap())
 ///     .bulkhead(BulkheadLayer::builder().max_concurrent(8).build().unwrap())
+///     .stream_guard(StreamGuardLayer::builder().build().unwrap())
 ///     .inspect_error_body()
 ///     .service(upstream);
 /// let res = client.oneshot(http::Request::new(Full::new(Bytes::from_static(b"{}")))).await.unwrap();
@@ -49,10 +51,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn inspect_error_body(self) -> ServiceBuilder<Stack<InspectErrorBodyLayer, L>>;
 
     /// A circuit breaker ([`CircuitBreakerLayer`]).
-    fn circuit_breaker<C, P, R>(
+    fn circuit_breaker<C, R>(
         self,
-        layer: CircuitBreakerLayer<C, P, R>,
-    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P, R>, L>>;
+        layer: CircuitBreakerLayer<C, R>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, R>, L>>;
+
+    /// One circuit breaker per key, by default per [`Target`](tower_llm_core::Target)
+    /// ([`KeyedCircuitBreakerLayer`]); put it below a fallback chain.
+    fn keyed_circuit_breaker<K, F, C, R>(
+        self,
+        layer: KeyedCircuitBreakerLayer<K, F, C, R>,
+    ) -> ServiceBuilder<Stack<KeyedCircuitBreakerLayer<K, F, C, R>, L>>;
 
     /// Retries on the same target ([`RetryLayer`]). (Not `retry`: tower's `ServiceBuilder` has
     /// an inherent `retry` method for its own policy-based layer, which would shadow it.)
@@ -63,6 +72,11 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
 
     /// A fallback chain over targets ([`FallbackLayer`]).
     fn fallback<C>(self, layer: FallbackLayer<C>) -> ServiceBuilder<Stack<FallbackLayer<C>, L>>;
+
+    /// Streaming integrity ([`StreamGuardLayer`]): commit to a stream at its first event, keep its
+    /// time limits, end a broken one with an error event. Put it innermost, just above
+    /// [`inspect_error_body`](Self::inspect_error_body).
+    fn stream_guard(self, layer: StreamGuardLayer) -> ServiceBuilder<Stack<StreamGuardLayer, L>>;
 
     /// A bulkhead and client-side limits ([`BulkheadLayer`]).
     // The type is the layer's own, with its five parameters; an alias would only hide them.
@@ -82,10 +96,17 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(InspectErrorBodyLayer::new())
     }
 
-    fn circuit_breaker<C, P, R>(
+    fn circuit_breaker<C, R>(
         self,
-        layer: CircuitBreakerLayer<C, P, R>,
-    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, P, R>, L>> {
+        layer: CircuitBreakerLayer<C, R>,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer<C, R>, L>> {
+        self.layer(layer)
+    }
+
+    fn keyed_circuit_breaker<K, F, C, R>(
+        self,
+        layer: KeyedCircuitBreakerLayer<K, F, C, R>,
+    ) -> ServiceBuilder<Stack<KeyedCircuitBreakerLayer<K, F, C, R>, L>> {
         self.layer(layer)
     }
 
@@ -97,6 +118,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     fn fallback<C>(self, layer: FallbackLayer<C>) -> ServiceBuilder<Stack<FallbackLayer<C>, L>> {
+        self.layer(layer)
+    }
+
+    fn stream_guard(self, layer: StreamGuardLayer) -> ServiceBuilder<Stack<StreamGuardLayer, L>> {
         self.layer(layer)
     }
 

@@ -8,32 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tower_llm_breaker::{BreakerSnapshot, State};
 use tower_llm_fallback::{CooldownSnapshot, ErrorRecord, HealthSnapshot, TargetHealth};
 
-/// Healthy, degraded or unhealthy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Overall {
-    /// Every target can be called.
-    Healthy,
-    /// Some targets are benched or their breaker is open; at least one can be called.
-    Degraded,
-    /// No target can be called: only cache or static tiers can answer.
-    Unhealthy,
-}
-
-impl Overall {
-    /// `healthy`, `degraded` or `unhealthy`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Overall::Healthy => "healthy",
-            Overall::Degraded => "degraded",
-            Overall::Unhealthy => "unhealthy",
-        }
-    }
-}
+pub use tower_llm_fallback::OverallHealth;
 
 /// The health of one target.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -73,8 +52,10 @@ pub struct TargetStatus {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct StackHealth {
-    /// Healthy, degraded or unhealthy.
-    pub status: Overall,
+    /// Healthy (every target can be called), degraded (some are benched or their breaker is
+    /// open, at least one can be called) or unhealthy (none can: only cache or static tiers
+    /// answer).
+    pub status: OverallHealth,
     /// One entry per target, sorted by name.
     pub targets: Vec<TargetStatus>,
 }
@@ -146,12 +127,8 @@ pub(crate) fn merge(
         });
     }
     let available = targets.iter().filter(|t| t.available).count();
-    let status = if available == targets.len() {
-        Overall::Healthy
-    } else if available > 0 {
-        Overall::Degraded
-    } else {
-        Overall::Unhealthy
-    };
-    StackHealth { status, targets }
+    StackHealth {
+        status: OverallHealth::from_available(available, targets.len()),
+        targets,
+    }
 }

@@ -59,7 +59,7 @@ pub mod stack;
 pub use builder::ServiceBuilderExt;
 pub use config::{ConfigFileError, StackConfig};
 pub use error::{InvalidReason, InvalidRequest, NoRoute, TooManyModels};
-pub use health::{Overall, StackHealth, TargetStatus};
+pub use health::{OverallHealth, StackHealth, TargetStatus};
 pub use stack::{Stack, StackBuilder};
 
 pub use tower_llm_breaker as breaker;

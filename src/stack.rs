@@ -93,7 +93,7 @@ use pin_project::pin_project;
 use serde::Deserialize;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer, SlidingWindow};
+use tower_llm_breaker::{BreakerHandle, CircuitBreakerLayer, SlidingWindow};
 use tower_llm_bulkhead::{
     AllCalls, BulkheadHandle, BulkheadLayer, Global, JsonBodyEstimate, PermitBody, RateLimit,
     TokenLimit,
@@ -668,8 +668,8 @@ struct BreakerPlan {
 }
 
 impl BreakerPlan {
-    fn config(&self, name: &str) -> Result<CircuitBreakerConfig, ConfigError> {
-        let builder = CircuitBreakerConfig::builder()
+    fn layer(&self, name: &str) -> Result<CircuitBreakerLayer, ConfigError> {
+        let builder = CircuitBreakerLayer::builder()
             .name(name)
             .failure_rate_threshold(self.failure_rate)
             .sliding_window(SlidingWindow::Count(self.window))
@@ -862,7 +862,7 @@ impl Plan {
         });
         if let Some(breaker) = &breaker {
             breaker
-                .config("check")
+                .layer("check")
                 .map_err(|e| section_error(config, "breaker", &e))?;
         }
 
@@ -1014,10 +1014,9 @@ impl Plan {
         };
         let (service, breaker) = match &self.breaker {
             Some(plan) => {
-                let handle = BreakerHandle::new(plan.config(&name)?);
-                let svc = ServiceBuilder::new()
-                    .layer(CircuitBreakerLayer::from_handle(handle.clone()))
-                    .service(retried);
+                let layer = plan.layer(&name)?;
+                let handle = layer.handle();
+                let svc = ServiceBuilder::new().layer(layer).service(retried);
                 (BoxCloneSyncService::new(svc), Some(handle))
             }
             None => (retried, None),

@@ -23,8 +23,7 @@ use serde_json::{json, Value};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_llm::breaker::{
-    BreakerHandle, BreakerSnapshot, CircuitBreakerConfig, CircuitBreakerLayer, OpenReason,
-    State as BreakerState,
+    BreakerHandle, BreakerSnapshot, CircuitBreakerLayer, OpenReason, State as BreakerState,
 };
 use tower_llm::bulkhead::{AllCalls, BulkheadHandle, BulkheadLayer};
 use tower_llm::core::{BoxError, BreakerOpen, BulkheadFull, InspectErrorBodyLayer};
@@ -189,16 +188,14 @@ impl Harness {
             .await
             .unwrap();
 
-        let breaker = CircuitBreakerLayer::new(
-            CircuitBreakerConfig::builder()
-                .name("upstream")
-                .consecutive_failures(setup.failures_to_open)
-                .no_failure_rate()
-                .open_duration(Duration::from_secs(5))
-                .permitted_calls_in_half_open(1)
-                .build()
-                .unwrap(),
-        );
+        let breaker = CircuitBreakerLayer::builder()
+            .name("upstream")
+            .consecutive_failures(setup.failures_to_open)
+            .no_failure_rate()
+            .open_duration(Duration::from_secs(5))
+            .permitted_calls_in_half_open(1)
+            .build()
+            .unwrap();
         let retry = RetryLayer::builder()
             .max_attempts(setup.max_attempts)
             .backoff(Backoff::constant(Duration::from_millis(100)))
@@ -221,7 +218,7 @@ impl Harness {
                 InspectErrorBodyLayer::new()
                     .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()),
             );
-        let breaker_handle = breaker.handle().clone();
+        let breaker_handle = breaker.handle();
         let bulkhead_handle = bulkhead.handle();
         let stack = ServiceBuilder::new()
             .circuit_breaker(breaker)
@@ -445,4 +442,100 @@ async fn every_route_shares_the_bulkheads_permits() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, CANONICAL_ANSWER);
     assert_eq!(h.breaker.counts().calls, 3);
+}
+
+/// axum's `Router::layer` wraps every route (and the fallback route) on its own, calling
+/// `Layer::layer` once each: the bulkhead lives in the layer, so all routes still draw on one
+/// pool of permits, and the layer's handle sees them all.
+#[tokio::test]
+async fn router_layer_gives_every_route_one_bulkhead() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::error_handling::HandleErrorLayer;
+    use tokio::sync::Semaphore;
+
+    /// Handlers hold their call until released, counting who is inside.
+    #[derive(Clone)]
+    struct Gate {
+        entered: Arc<AtomicUsize>,
+        release: Arc<Semaphore>,
+    }
+    impl Gate {
+        async fn pass(&self, answer: &'static str) -> &'static str {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.release.acquire().await.unwrap().forget();
+            answer
+        }
+        async fn until_entered(&self, n: usize) {
+            while self.entered.load(Ordering::SeqCst) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    let bulkhead = BulkheadLayer::builder()
+        .name("app")
+        .max_concurrent(2)
+        .max_queued(0)
+        .build()
+        .unwrap();
+    let handle = bulkhead.handle();
+    let gate = Gate {
+        entered: Arc::new(AtomicUsize::new(0)),
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let (a, b) = (gate.clone(), gate.clone());
+    let router = Router::new()
+        .route("/a", get(move || async move { a.pass("a").await }))
+        .route("/b", get(move || async move { b.pass("b").await }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|err: BoxError| async move {
+                    match err.downcast_ref::<BulkheadFull>() {
+                        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "bulkhead_full"),
+                        None => (StatusCode::INTERNAL_SERVER_ERROR, "error"),
+                    }
+                }))
+                .layer(bulkhead),
+        );
+    let get = |path: &str| {
+        let req = http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.clone().oneshot(req)
+    };
+    let read = |res: Response| async move {
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    };
+
+    // One call on each route takes the two permits.
+    let on_a = tokio::spawn(get("/a"));
+    let on_b = tokio::spawn(get("/b"));
+    tokio::time::timeout(Duration::from_secs(5), gate.until_entered(2))
+        .await
+        .expect("both calls reach their handlers");
+    assert_eq!(handle.in_flight(), 2);
+    assert_eq!(handle.snapshot().len(), 1, "one partition for every route");
+
+    // Either route is now turned away before its handler runs: the pool is shared.
+    for path in ["/a", "/b"] {
+        let (status, body) = read(get(path).await.unwrap()).await;
+        assert_eq!(
+            (status, body.as_ref()),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"bulkhead_full"[..])
+        );
+    }
+    assert_eq!(gate.entered.load(Ordering::SeqCst), 2);
+
+    // Released, both answer; their permits go back once the bodies are read.
+    gate.release.add_permits(3);
+    let (status, body) = read(on_a.await.unwrap().unwrap()).await;
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"a"[..]));
+    let (status, body) = read(on_b.await.unwrap().unwrap()).await;
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"b"[..]));
+    assert_eq!(handle.in_flight(), 0);
+    let (status, _) = read(get("/b").await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -26,9 +26,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::{Service, ServiceBuilder};
-use tower_llm::breaker::{
-    BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer, OpenReason, State,
-};
+use tower_llm::breaker::{BreakerHandle, CircuitBreakerLayer, OpenReason, State};
 use tower_llm::core::{
     BoxError, BreakerOpen, BufferRequestBodyLayer, Classification, Classify, ErrorKind, Failure,
     HttpClassifier, ReplayBody,
@@ -224,16 +222,14 @@ async fn start(setup: Setup) -> (Harness, HealthClient<impl GrpcStack>) {
         .connect()
         .await
         .unwrap();
-    let breaker = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("health-grpc")
-            .consecutive_failures(setup.failures_to_open)
-            .open_duration(Duration::from_secs(5))
-            .permitted_calls_in_half_open(1)
-            .build()
-            .unwrap(),
-    )
-    .classifier(GrpcClassifier::default());
+    let breaker = CircuitBreakerLayer::builder()
+        .name("health-grpc")
+        .consecutive_failures(setup.failures_to_open)
+        .open_duration(Duration::from_secs(5))
+        .permitted_calls_in_half_open(1)
+        .classifier(GrpcClassifier::default())
+        .build()
+        .unwrap();
     let retry = RetryLayer::builder()
         .max_attempts(setup.max_attempts)
         .backoff(Backoff::constant(Duration::from_millis(50)))
@@ -242,7 +238,7 @@ async fn start(setup: Setup) -> (Harness, HealthClient<impl GrpcStack>) {
         .seed(3)
         .build()
         .unwrap();
-    let breaker_handle = breaker.handle().clone();
+    let breaker_handle = breaker.handle();
     let stack = ServiceBuilder::new()
         // tonic's request body is a stream: buffer it (a unary request is one small frame) so
         // the retry can send it again.

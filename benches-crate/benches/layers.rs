@@ -45,7 +45,7 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_llm_benches::drive::{block_on, thread_waker};
 use tower_llm_benches::fixtures::{request, Req, Res, Upstream, WIRE};
-use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use tower_llm_breaker::CircuitBreakerLayer;
 use tower_llm_bulkhead::BulkheadLayer;
 use tower_llm_core::{ErrorKind, InspectErrorBodyLayer, StreamGuardLayer};
 use tower_llm_fallback::{Cooldown, CooldownPolicy, FallbackLayer, TargetConfig};
@@ -202,8 +202,8 @@ fn failsafe_default<S>(
 // ---------------------------------------------------------------------------------------------
 // The variants.
 
-fn breaker_config(name: &str) -> CircuitBreakerConfig {
-    CircuitBreakerConfig::builder()
+fn breaker_layer(name: &str) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder()
         .name(name)
         // An open breaker stays open for the whole run.
         .open_duration(Duration::from_secs(3600))
@@ -221,7 +221,7 @@ fn full_stack(
 ) -> impl Service<Req, Response = Response<impl Sized>> + Clone + Send + 'static {
     let target = |name: &str, upstream: Upstream| {
         ServiceBuilder::new()
-            .layer(CircuitBreakerLayer::new(breaker_config(name)))
+            .layer(breaker_layer(name))
             .layer(RetryLayer::new())
             .layer(BulkheadLayer::builder().build().expect("valid bulkhead"))
             .layer(StreamGuardLayer::new())
@@ -279,11 +279,7 @@ fn happy_variants() -> Vec<Variant> {
         .build();
     vec![
         variant("bare service", OK, up()),
-        variant(
-            "tower-llm breaker",
-            OK,
-            CircuitBreakerLayer::new(breaker_config("bench")).layer(up()),
-        ),
+        variant("tower-llm breaker", OK, breaker_layer("bench").layer(up())),
         variant(
             "tower-llm retry (defaults)",
             OK,
@@ -366,7 +362,7 @@ fn happy_variants() -> Vec<Variant> {
 }
 
 fn open_breaker_variants(rt: &tokio::runtime::Runtime) -> Vec<Variant> {
-    let ours = CircuitBreakerLayer::new(breaker_config("bench"));
+    let ours = breaker_layer("bench");
     ours.handle().trip();
     let tr = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .name("bench")

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use tower_llm::core::provider::openai_error_body;
+use tower_llm::core::openai::ErrorBody;
 use tower_llm::core::{AllTargetsFailed, BoxError, ErrorKind};
 use tower_llm::fallback::is_skipped;
 use tower_llm::{InvalidReason, InvalidRequest, NoRoute, TooManyModels};
@@ -32,10 +33,13 @@ pub fn error_response(
     message: &str,
     retry_after: Option<Duration>,
 ) -> Response {
-    let body = serde_json::json!({
-        "error": { "message": message, "type": ty, "param": null, "code": code }
-    });
-    let mut res = Response::new(Body::from(body.to_string()));
+    let body = ErrorBody::new(message, ty).with_code(code).to_json();
+    json_error(status, body, retry_after)
+}
+
+/// `body` as the JSON of an error response with `status` (and `retry-after` when known).
+fn json_error(status: StatusCode, body: Bytes, retry_after: Option<Duration>) -> Response {
+    let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -57,9 +61,8 @@ pub fn kind_response(
     message: &str,
     retry_after: Option<Duration>,
 ) -> Response {
-    let mut res = error_response(status, "", "", "", retry_after);
-    *res.body_mut() = Body::from(openai_error_body(kind, message));
-    res
+    let body = ErrorBody::for_kind(kind, message).to_json();
+    json_error(status, body, retry_after)
 }
 
 /// 401: missing or wrong client key.

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceExt;
 use tower_llm::fallback::X_LLM_FALLBACK;
-use tower_llm::Overall;
+use tower_llm::OverallHealth;
 
 use super::auth::ClientKeys;
 use super::errors;
@@ -129,7 +129,7 @@ async fn models(State(state): State<AppState>, req: Request) -> Response {
 async fn health(State(state): State<AppState>) -> Response {
     let health = state.stack.health();
     let status = match health.status {
-        Overall::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        OverallHealth::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
     (status, Json(health)).into_response()

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, DefaultPolicy};
+use tower_llm_breaker::CircuitBreakerLayer;
 use tower_llm_core::{HttpClassifier, NoBudget};
 
 // ---- a minimal executor ----
@@ -112,7 +112,7 @@ impl Variant for Bare {
 
 struct Ours {
     /// `()` requests carry no attempt budget.
-    layer: CircuitBreakerLayer<HttpClassifier, DefaultPolicy, NoBudget>,
+    layer: CircuitBreakerLayer<HttpClassifier, NoBudget>,
     name: &'static str,
     /// The runtime the breaker opened in: it holds the open period's timer (see
     /// `tower_llm_breaker`'s docs on rejections), so it lives as long as the variant. The
@@ -121,14 +121,14 @@ struct Ours {
 }
 impl Ours {
     fn new(mode: Mode, in_runtime: bool) -> Self {
-        let config = CircuitBreakerConfig::builder()
+        let layer = CircuitBreakerLayer::builder()
             .name("bench")
             // Open stays open for the whole run.
             .open_duration(Duration::from_secs(3600))
             .max_open_duration(Duration::from_secs(3600))
+            .read_budget(NoBudget)
             .build()
             .unwrap();
-        let layer = CircuitBreakerLayer::new(config).read_budget(NoBudget);
         let mut runtime = None;
         let mut name = "tower-llm-breaker";
         if mode == Mode::Open {

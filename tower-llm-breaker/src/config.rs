@@ -1,13 +1,15 @@
-//! Configuration of a circuit breaker: trip conditions, sliding window, open duration, half-open
-//! probes. Built with [`CircuitBreakerConfig::builder`] and validated by
-//! [`build`](CircuitBreakerConfigBuilder::build), which returns a [`ConfigError`] instead of
-//! panicking on a bad value.
+//! Building a circuit breaker: [`CircuitBreakerLayer::builder`] gives a
+//! [`CircuitBreakerLayerBuilder`] that holds every setting (trip conditions, sliding window, open
+//! duration, half-open probes), the classifier, the [`KindSet`] of failures that count and the
+//! budget reader; [`build`](CircuitBreakerLayerBuilder::build) validates the whole and returns a
+//! [`ConfigError`] naming the setting instead of panicking on a bad value.
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_llm_breaker::{CircuitBreakerConfig, SlidingWindow};
+//! use tower_llm_breaker::{CircuitBreakerLayer, SlidingWindow};
+//! use tower_llm_core::{ErrorKind, KindSet};
 //!
-//! let config = CircuitBreakerConfig::builder()
+//! let layer = CircuitBreakerLayer::builder()
 //!     .name("openai/gpt-4o")
 //!     .failure_rate_threshold(0.5)
 //!     .sliding_window(SlidingWindow::Time(Duration::from_secs(30)))
@@ -18,26 +20,37 @@
 //!     .max_open_duration(Duration::from_secs(60))
 //!     .jitter(0.2)
 //!     .seed(7)
+//!     // Count 429s too, for a provider whose rate limits mean it is struggling.
+//!     .failures(KindSet::counts_against_breaker().with(ErrorKind::RateLimited))
 //!     .build()
 //!     .unwrap();
+//! let config = layer.handle().config().clone();
+//! assert_eq!(config.name(), "openai/gpt-4o");
 //! assert_eq!(config.permitted_calls_in_half_open(), 2);
 //!
 //! // Validation errors name the builder method.
-//! let err = CircuitBreakerConfig::builder().failure_rate_threshold(1.5).build().unwrap_err();
+//! let err = CircuitBreakerLayer::builder().failure_rate_threshold(1.5).build().unwrap_err();
 //! assert_eq!(err.field(), "failure_rate_threshold");
-//! let err = CircuitBreakerConfig::builder()
+//! let err = CircuitBreakerLayer::builder()
 //!     .sliding_window(SlidingWindow::Count(5))
 //!     .minimum_calls(6)
 //!     .build()
 //!     .unwrap_err();
 //! assert_eq!(err.field(), "minimum_calls");
 //! ```
+//!
+//! [`CircuitBreakerConfig`] is the validated settings alone, for a breaker used outside a tower
+//! stack ([`BreakerHandle::new`](crate::BreakerHandle::new)); [`CircuitBreakerConfig::builder`]
+//! has the same settings methods as the layer builders.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower_llm_core::ConfigError;
+use tower_llm_core::{ConfigError, HttpBudget, HttpClassifier, KindSet};
+
+use crate::handle::BreakerHandle;
+use crate::layer::CircuitBreakerLayer;
 
 /// The largest count-based window (calls) and time-based window (seconds) accepted.
 pub const MAX_COUNT_WINDOW: u32 = 1 << 20;
@@ -195,7 +208,8 @@ impl fmt::Debug for CircuitBreakerConfig {
 }
 
 /// Builder of a [`CircuitBreakerConfig`]; every setter may be called in any order, and
-/// [`build`](Self::build) validates the whole.
+/// [`build`](Self::build) validates the whole. To build a layer, use
+/// [`CircuitBreakerLayer::builder`], which has the same settings methods.
 #[derive(Clone, Debug)]
 pub struct CircuitBreakerConfigBuilder {
     inner: ConfigInner,
@@ -449,6 +463,226 @@ impl CircuitBreakerConfigBuilder {
         Ok(CircuitBreakerConfig {
             inner: Arc::new(self.inner),
         })
+    }
+}
+
+/// The settings methods of a builder holding a `settings: CircuitBreakerConfigBuilder` field,
+/// forwarded to it (one set of docs for the layer builders). `$name_doc` documents `name`.
+macro_rules! forward_settings {
+    ($name_doc:literal) => {
+        #[doc = $name_doc]
+        pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+            self.settings = self.settings.name(name);
+            self
+        }
+
+        /// Trip when the failure rate over the window reaches `rate` (0..=1) once
+        /// [`minimum_calls`](Self::minimum_calls) were recorded. Default 0.5.
+        pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
+            self.settings = self.settings.failure_rate_threshold(rate);
+            self
+        }
+
+        /// Turn the failure-rate condition off.
+        pub fn no_failure_rate(mut self) -> Self {
+            self.settings = self.settings.no_failure_rate();
+            self
+        }
+
+        /// The window the rates are computed over. Default: the last 20 calls.
+        pub fn sliding_window(mut self, window: $crate::SlidingWindow) -> Self {
+            self.settings = self.settings.sliding_window(window);
+            self
+        }
+
+        /// How many calls the window must hold before a rate can trip the breaker. Default 10.
+        pub fn minimum_calls(mut self, calls: u32) -> Self {
+            self.settings = self.settings.minimum_calls(calls);
+            self
+        }
+
+        /// Trip after `n` consecutive failures, whatever the window says. Default 5.
+        pub fn consecutive_failures(mut self, n: u32) -> Self {
+            self.settings = self.settings.consecutive_failures(n);
+            self
+        }
+
+        /// Turn the consecutive-failures condition off.
+        pub fn no_consecutive_failures(mut self) -> Self {
+            self.settings = self.settings.no_consecutive_failures();
+            self
+        }
+
+        /// Count calls that take at least `threshold` as slow, and trip when the slow-call rate
+        /// over the window reaches `rate` (0..=1). Off by default. Turning it on makes every
+        /// call read the clock twice. A slow probe in half-open counts as a failing probe.
+        pub fn slow_calls(mut self, threshold: std::time::Duration, rate: f64) -> Self {
+            self.settings = self.settings.slow_calls(threshold, rate);
+            self
+        }
+
+        /// How long the breaker stays open the first time. Default 5 s.
+        pub fn open_duration(mut self, duration: std::time::Duration) -> Self {
+            self.settings = self.settings.open_duration(duration);
+            self
+        }
+
+        /// The factor the open duration grows by per consecutive re-open (a failing half-open
+        /// probe); 1.0 keeps it constant. Default 2.0.
+        pub fn open_duration_multiplier(mut self, multiplier: f64) -> Self {
+            self.settings = self.settings.open_duration_multiplier(multiplier);
+            self
+        }
+
+        /// The cap of the growing open duration. Default 60 s, or `open_duration` if that is
+        /// longer.
+        pub fn max_open_duration(mut self, duration: std::time::Duration) -> Self {
+            self.settings = self.settings.max_open_duration(duration);
+            self
+        }
+
+        /// Take up to this fraction (0..=1) off each open duration at random, so breakers that
+        /// opened together do not all probe at the same instant. Default 0 (no jitter).
+        pub fn jitter(mut self, fraction: f64) -> Self {
+            self.settings = self.settings.jitter(fraction);
+            self
+        }
+
+        /// Seed the jitter's random numbers (deterministic tests). Default: a random seed.
+        pub fn seed(mut self, seed: u64) -> Self {
+            self.settings = self.settings.seed(seed);
+            self
+        }
+
+        /// How many probes the breaker admits when half-open; it closes once that many
+        /// succeed. Default 2.
+        pub fn permitted_calls_in_half_open(mut self, probes: u32) -> Self {
+            self.settings = self.settings.permitted_calls_in_half_open(probes);
+            self
+        }
+
+        /// Re-open a breaker that stayed half-open this long without closing (probes that hang
+        /// without being cancelled). Off by default.
+        pub fn max_wait_in_half_open(mut self, wait: std::time::Duration) -> Self {
+            self.settings = self.settings.max_wait_in_half_open(wait);
+            self
+        }
+    };
+}
+
+pub(crate) use forward_settings;
+
+/// Builds a [`CircuitBreakerLayer`]: the breaker's settings, how calls are classified and
+/// counted, and how requests are read; [`build`](Self::build) validates every setting.
+///
+/// `C` classifies responses and errors ([`HttpClassifier`] by default; any
+/// [`Classify`](tower_llm_core::Classify) for a typed client); `R` reads the
+/// [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request ([`HttpBudget`] by default;
+/// [`NoBudget`](tower_llm_core::NoBudget) for requests that are not `http::Request`s), so that a
+/// fallback chain's probe is admitted even while the breaker is open (see
+/// [Below a fallback chain](crate#below-a-fallback-chain)).
+///
+/// ```
+/// use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer};
+/// use tower_llm_core::NoBudget;
+///
+/// // Two layers over one breaker (here: one for HTTP requests, one for a typed client's).
+/// let breaker = BreakerHandle::new(CircuitBreakerConfig::builder().name("shared").build().unwrap());
+/// let http = CircuitBreakerLayer::builder().build_with_handle(breaker.clone());
+/// let typed = CircuitBreakerLayer::builder().read_budget(NoBudget).build_with_handle(breaker.clone());
+/// http.handle().trip();
+/// assert_eq!(typed.handle().state(), tower_llm_breaker::State::Open);
+/// ```
+pub struct CircuitBreakerLayerBuilder<C = HttpClassifier, R = HttpBudget> {
+    settings: CircuitBreakerConfigBuilder,
+    classifier: C,
+    failures: KindSet,
+    reader: R,
+}
+
+impl Default for CircuitBreakerLayerBuilder {
+    fn default() -> Self {
+        CircuitBreakerLayerBuilder {
+            settings: CircuitBreakerConfigBuilder::default(),
+            classifier: HttpClassifier::default(),
+            failures: KindSet::counts_against_breaker(),
+            reader: HttpBudget,
+        }
+    }
+}
+
+impl CircuitBreakerLayerBuilder {
+    /// A builder with the defaults (see [`CircuitBreakerConfig`]), [`HttpClassifier`],
+    /// [`KindSet::counts_against_breaker`] and [`HttpBudget`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<C, R> CircuitBreakerLayerBuilder<C, R> {
+    forward_settings!("The breaker's name: the `target` label of its metrics and the name in [`BreakerOpen`](tower_llm_core::BreakerOpen). Default `default`.");
+
+    /// Classify responses and errors with `classifier` (for a typed client, or to override rows
+    /// of the HTTP taxonomy).
+    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayerBuilder<C2, R> {
+        CircuitBreakerLayerBuilder {
+            settings: self.settings,
+            classifier,
+            failures: self.failures,
+            reader: self.reader,
+        }
+    }
+
+    /// The kinds of failure that count against the breaker. The rule: a call classified as a
+    /// success is a success; a failure of a kind in `failures` that came from the upstream
+    /// ([`Origin::Upstream`](tower_llm_core::Origin::Upstream)) is a failure; anything else
+    /// (another kind, a local rejection by a breaker or bulkhead below) is ignored: not in the
+    /// window, and a half-open probe gives its permit back (see [`Outcome::classify`](crate::Outcome::classify)).
+    /// Default: [`KindSet::counts_against_breaker`] (5xx, 529, timeouts, transport errors,
+    /// invalid responses, unknown failures; not 4xx, 429 or quota).
+    pub fn failures(mut self, failures: KindSet) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`, a
+    /// [`ReadBudget`](tower_llm_core::ReadBudget): [`HttpBudget`] (the default) for
+    /// `http::Request`s, [`NoBudget`](tower_llm_core::NoBudget) for a typed client's requests
+    /// (which then are never probes).
+    pub fn read_budget<R2>(self, reader: R2) -> CircuitBreakerLayerBuilder<C, R2> {
+        CircuitBreakerLayerBuilder {
+            settings: self.settings,
+            classifier: self.classifier,
+            failures: self.failures,
+            reader,
+        }
+    }
+
+    /// Validate every setting and build the layer, with a new breaker.
+    pub fn build(self) -> Result<CircuitBreakerLayer<C, R>, ConfigError> {
+        let config = self.settings.build()?;
+        Ok(CircuitBreakerLayer::from_parts(
+            BreakerHandle::new(config),
+            self.classifier,
+            self.failures,
+            self.reader,
+        ))
+    }
+
+    /// Build the layer over an existing breaker (shared with other layers, or made outside a
+    /// stack). The settings methods of this builder are not used: the breaker keeps its own
+    /// configuration; the classifier, the failures and the budget reader are this builder's.
+    pub fn build_with_handle(self, handle: BreakerHandle) -> CircuitBreakerLayer<C, R> {
+        CircuitBreakerLayer::from_parts(handle, self.classifier, self.failures, self.reader)
+    }
+}
+
+impl<C, R> fmt::Debug for CircuitBreakerLayerBuilder<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerLayerBuilder")
+            .field("settings", &self.settings.inner)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
     }
 }
 

@@ -8,41 +8,40 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
-use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, StreamEnd};
+use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, KindSet, StreamEnd};
 
-use crate::policy::OutcomePolicy;
 use crate::state::{CallPermit, Outcome};
 
 /// The future returned by [`CircuitBreaker`](crate::CircuitBreaker) and
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
 #[pin_project]
-pub struct ResponseFuture<F, C, P> {
+pub struct ResponseFuture<F, C> {
     #[pin]
-    kind: Kind<F, C, P>,
+    kind: Kind<F, C>,
 }
 
 #[pin_project(project = KindProj)]
-enum Kind<F, C, P> {
+enum Kind<F, C> {
     Called {
         #[pin]
         future: F,
         permit: Option<CallPermit>,
         classifier: C,
-        policy: P,
+        failures: KindSet,
     },
     Rejected {
         error: Option<BreakerOpen>,
     },
 }
 
-impl<F, C, P> ResponseFuture<F, C, P> {
-    pub(crate) fn called(future: F, permit: CallPermit, classifier: C, policy: P) -> Self {
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, permit: CallPermit, classifier: C, failures: KindSet) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
                 permit: Some(permit),
                 classifier,
-                policy,
+                failures,
             },
         }
     }
@@ -54,12 +53,11 @@ impl<F, C, P> ResponseFuture<F, C, P> {
     }
 }
 
-impl<F, Res, E, C, P> Future for ResponseFuture<F, C, P>
+impl<F, Res, E, C> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Res, E>>,
     E: Into<BoxError>,
     C: Classify<Res>,
-    P: OutcomePolicy,
 {
     type Output = Result<Res, BoxError>;
 
@@ -69,7 +67,7 @@ where
                 future,
                 permit,
                 classifier,
-                policy,
+                failures,
             } => {
                 let result = ready!(future.poll(cx));
                 let (result, classification) = match result {
@@ -82,11 +80,13 @@ where
                                 // target, so `Abandoned` drops the permit unrecorded.
                                 if let Some(mut permit) = permit.take() {
                                     permit.freeze_latency();
-                                    let policy = policy.clone();
+                                    let failures = *failures;
                                     stream.on_end(move |end| match end {
                                         StreamEnd::Complete => permit.record(Outcome::Success),
-                                        StreamEnd::Failed(f) => permit
-                                            .record(policy.outcome(&Classification::Failure(f))),
+                                        StreamEnd::Failed(f) => permit.record(Outcome::classify(
+                                            &Classification::Failure(f),
+                                            failures,
+                                        )),
                                         StreamEnd::Abandoned => drop(permit),
                                     });
                                 }
@@ -102,7 +102,7 @@ where
                     }
                 };
                 if let Some(permit) = permit.take() {
-                    permit.record(policy.outcome(&classification));
+                    permit.record(Outcome::classify(&classification, *failures));
                 }
                 Poll::Ready(result)
             }
@@ -114,7 +114,7 @@ where
     }
 }
 
-impl<F, C, P> fmt::Debug for ResponseFuture<F, C, P> {
+impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Called { permit, .. } => f

@@ -2,11 +2,13 @@
 //! serializable state (for a `/health` endpoint).
 //!
 //! ```
-//! use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, OpenReason, Outcome, State};
+//! use tower_llm_breaker::{CircuitBreakerLayer, OpenReason, Outcome, State};
 //! use tower_llm_core::ErrorKind;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let breaker = BreakerHandle::new(CircuitBreakerConfig::builder().name("groq").build().unwrap());
+//! let layer = CircuitBreakerLayer::builder().name("groq").build().unwrap();
+//! // An owned handle on the layer's breaker (shared by every service the layer wraps).
+//! let breaker = layer.handle();
 //! let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
 //! let seen = changes.clone();
 //! breaker.on_state_change(move |change| seen.lock().unwrap().push((change.from, change.to)));
@@ -34,6 +36,9 @@
 //! assert_eq!(*changes.lock().unwrap(), [(State::Closed, State::Open), (State::Open, State::Closed)]);
 //! # }
 //! ```
+//!
+//! A breaker used outside a tower stack is made from validated settings:
+//! `BreakerHandle::new(CircuitBreakerConfig::builder().name("groq").build()?)`.
 
 use std::fmt;
 use std::sync::Arc;

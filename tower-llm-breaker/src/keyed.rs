@@ -4,21 +4,21 @@
 //! attempt, so every provider/model gets its own breaker. Requests without a key share one
 //! *unkeyed* breaker named after the configuration.
 //!
-//! The number of keys is bounded ([`KeyedCircuitBreakerBuilder::max_keys`], default
+//! The number of keys is bounded ([`KeyedCircuitBreakerLayerBuilder::max_keys`], default
 //! [`DEFAULT_MAX_KEYS`]). When a new key arrives at the bound, the oldest key whose breaker is
 //! CLOSED is evicted (a closed breaker carries only recent statistics; open, half-open and
 //! manually set breakers are kept). If every breaker is in another state, the new key's calls go
 //! through a shared *overflow* breaker (`<name>:overflow`), with a `warn` event the first time
-//! and the `tower_llm_breaker_key_overflow_total` counter each time.
+//! and the [`KEY_OVERFLOW_TOTAL`](crate::metrics::KEY_OVERFLOW_TOTAL) counter each time.
 //!
 //! ```
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_llm_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer, State};
+//! use tower_llm_breaker::{KeyedCircuitBreakerLayer, State};
 //! use tower_llm_core::Target;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let config = CircuitBreakerConfig::builder().consecutive_failures(2).build().unwrap();
-//! let layer = KeyedCircuitBreakerLayer::new(config);
+//! // Every key's breaker gets these settings (and is named after its key).
+//! let layer = KeyedCircuitBreakerLayer::builder().consecutive_failures(2).build().unwrap();
 //! let breakers = layer.handle();
 //! let mut client = ServiceBuilder::new().layer(layer).service(service_fn(|req: http::Request<()>| async move {
 //!     let bad = req.extensions().get::<Target>().is_some_and(|t| t.provider() == "bad");
@@ -34,10 +34,15 @@
 //!     client.ready().await.unwrap().call(request("bad")).await.unwrap();
 //!     client.ready().await.unwrap().call(request("good")).await.unwrap();
 //! }
+//! assert_eq!(breakers.keys(), [Target::new("bad", "m"), Target::new("good", "m")]);
 //! assert_eq!(breakers.get(&Target::new("bad", "m")).unwrap().state(), State::Open);
 //! assert_eq!(breakers.get(&Target::new("good", "m")).unwrap().state(), State::Closed);
 //! assert!(client.ready().await.unwrap().call(request("bad")).await.is_err());
 //! assert!(client.ready().await.unwrap().call(request("good")).await.is_ok());
+//!
+//! // Admin actions, through the handle.
+//! breakers.reset_all();
+//! assert!(client.ready().await.unwrap().call(request("bad")).await.is_ok());
 //! # }
 //! ```
 
@@ -50,14 +55,13 @@ use std::task::{Context, Poll};
 
 use tower_layer::Layer;
 use tower_llm_core::{
-    BoxError, Classify, ConfigError, HttpBudget, HttpClassifier, ReadBudget, Target,
+    BoxError, Classify, ConfigError, HttpBudget, HttpClassifier, KindSet, ReadBudget, Target,
 };
 use tower_service::Service;
 
-use crate::config::CircuitBreakerConfig;
+use crate::config::{forward_settings, CircuitBreakerConfig, CircuitBreakerConfigBuilder};
 use crate::future::ResponseFuture;
 use crate::handle::{BreakerHandle, BreakerSnapshot};
-use crate::policy::{DefaultPolicy, OutcomePolicy};
 use crate::state::{Breaker, Listener, State, StateChange};
 use crate::sync::{lock, read, write, AtomicBool, Mutex, Ordering, RwLock, RwLockReadGuard};
 
@@ -144,7 +148,7 @@ impl<K: BreakerKey> Registry<K> {
         }
         if keys.breakers.len() >= self.max_keys && !evict_one_closed(&mut keys) {
             drop(keys);
-            metrics::counter!("tower_llm_breaker_key_overflow_total", "target" => self.config.name().to_owned())
+            ::metrics::counter!(crate::metrics::KEY_OVERFLOW_TOTAL, "target" => self.config.name().to_owned())
                 .increment(1);
             if !self.overflow_warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
@@ -187,155 +191,235 @@ fn evict_one_closed<K: BreakerKey>(keys: &mut Keys<K>) -> bool {
     }
 }
 
-/// Builder of a [`KeyedCircuitBreakerLayer`].
-pub struct KeyedCircuitBreakerBuilder<K = Target, F = TargetKey> {
-    config: CircuitBreakerConfig,
+/// Builds a [`KeyedCircuitBreakerLayer`]: the settings every key's breaker gets, the key, the
+/// bound on keys, how calls are classified and counted, and how requests are read;
+/// [`build`](Self::build) validates every setting.
+///
+/// ```
+/// use tower_llm_breaker::KeyedCircuitBreakerLayer;
+/// use tower_llm_core::{ErrorKind, KindSet, NoBudget};
+///
+/// #[derive(Clone)]
+/// struct Req { tenant: &'static str }
+///
+/// let layer = KeyedCircuitBreakerLayer::builder()
+///     .name("tenants")
+///     .consecutive_failures(3)
+///     // The key type is inferred from the service's use; named here, as nothing calls it.
+///     .key_fn::<String, _>(|req: &Req| Some(req.tenant.to_owned()))
+///     .max_keys(100)
+///     .failures(KindSet::counts_against_breaker().without(ErrorKind::InvalidResponse))
+///     .read_budget(NoBudget)
+///     .build()
+///     .unwrap();
+/// assert_eq!(layer.handle().max_keys(), 100);
+/// assert_eq!(layer.handle().config().consecutive_failures(), Some(3));
+/// ```
+pub struct KeyedCircuitBreakerLayerBuilder<
+    K = Target,
+    F = TargetKey,
+    C = HttpClassifier,
+    R = HttpBudget,
+> {
+    settings: CircuitBreakerConfigBuilder,
     key_fn: F,
     max_keys: usize,
+    classifier: C,
+    failures: KindSet,
+    reader: R,
     _key: PhantomData<fn() -> K>,
 }
 
-impl<K, F> KeyedCircuitBreakerBuilder<K, F> {
+impl Default for KeyedCircuitBreakerLayerBuilder {
+    fn default() -> Self {
+        KeyedCircuitBreakerLayerBuilder {
+            settings: CircuitBreakerConfigBuilder::default(),
+            key_fn: TargetKey,
+            max_keys: DEFAULT_MAX_KEYS,
+            classifier: HttpClassifier::default(),
+            failures: KindSet::counts_against_breaker(),
+            reader: HttpBudget,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl KeyedCircuitBreakerLayerBuilder {
+    /// A builder with the defaults: one breaker per [`Target`] with the default settings of
+    /// [`CircuitBreakerConfig`], at most [`DEFAULT_MAX_KEYS`] of them, [`HttpClassifier`],
+    /// [`KindSet::counts_against_breaker`], [`HttpBudget`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<K, F, C, R> KeyedCircuitBreakerLayerBuilder<K, F, C, R> {
+    forward_settings!("The layer's name: the name (and `target` metric label) of the breaker of requests without a key, `<name>:overflow` for the overflow breaker, and the `target` label of the key-overflow counter. Each key's breaker is named after its key. Default `default`.");
+
     /// Take keys with `key_fn` (a [`KeyFn`], e.g. a closure `|req: &Req| Some(key)`).
-    pub fn key_fn<K2, F2>(self, key_fn: F2) -> KeyedCircuitBreakerBuilder<K2, F2> {
-        KeyedCircuitBreakerBuilder {
-            config: self.config,
+    pub fn key_fn<K2, F2>(self, key_fn: F2) -> KeyedCircuitBreakerLayerBuilder<K2, F2, C, R> {
+        KeyedCircuitBreakerLayerBuilder {
+            settings: self.settings,
             key_fn,
             max_keys: self.max_keys,
+            classifier: self.classifier,
+            failures: self.failures,
+            reader: self.reader,
             _key: PhantomData,
         }
     }
 
-    /// The bound on the number of keys (see the module docs for what happens at the bound).
+    /// The bound on the number of keys (see [`KeyedCircuitBreakerLayer`] for what happens at the
+    /// bound). Default [`DEFAULT_MAX_KEYS`].
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.max_keys = max_keys;
         self
     }
 
-    /// Validate and build.
-    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K, F>, ConfigError>
-    where
-        K: BreakerKey,
-    {
-        if self.max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
-        }
-        Ok(KeyedCircuitBreakerLayer {
-            registry: Arc::new(Registry::new(self.config, self.max_keys)),
+    /// Classify responses and errors with `classifier`.
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayerBuilder<K, F, C2, R> {
+        KeyedCircuitBreakerLayerBuilder {
+            settings: self.settings,
             key_fn: self.key_fn,
-            classifier: HttpClassifier::default(),
-            policy: DefaultPolicy,
-            reader: HttpBudget,
-        })
-    }
-}
-
-/// Applies one circuit breaker per key. Clones share the breakers.
-///
-/// `R` reads the [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as
-/// a fallback chain's probe is admitted by its key's breaker even while that breaker is open, as
-/// its half-open trial (see [Below a fallback chain](crate#below-a-fallback-chain)). For requests
-/// that are not `http::Request`s, use
-/// [`read_budget`](Self::read_budget)`(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
-pub struct KeyedCircuitBreakerLayer<
-    K = Target,
-    F = TargetKey,
-    C = HttpClassifier,
-    P = DefaultPolicy,
-    R = HttpBudget,
-> {
-    registry: Arc<Registry<K>>,
-    key_fn: F,
-    classifier: C,
-    policy: P,
-    reader: R,
-}
-
-impl KeyedCircuitBreakerLayer {
-    /// One breaker per [`Target`], each configured by `config` (named after its target), at
-    /// most [`DEFAULT_MAX_KEYS`] of them.
-    pub fn new(config: CircuitBreakerConfig) -> Self {
-        KeyedCircuitBreakerLayer {
-            registry: Arc::new(Registry::new(config, DEFAULT_MAX_KEYS)),
-            key_fn: TargetKey,
-            classifier: HttpClassifier::default(),
-            policy: DefaultPolicy,
-            reader: HttpBudget,
-        }
-    }
-
-    /// A builder, to choose the key and the bound.
-    pub fn builder(config: CircuitBreakerConfig) -> KeyedCircuitBreakerBuilder {
-        KeyedCircuitBreakerBuilder {
-            config,
-            key_fn: TargetKey,
-            max_keys: DEFAULT_MAX_KEYS,
+            max_keys: self.max_keys,
+            classifier,
+            failures: self.failures,
+            reader: self.reader,
             _key: PhantomData,
         }
     }
-}
 
-impl<K: BreakerKey, F, C, P, R> KeyedCircuitBreakerLayer<K, F, C, P, R> {
-    /// Classify responses and errors with `classifier`.
-    pub fn classifier<C2>(self, classifier: C2) -> KeyedCircuitBreakerLayer<K, F, C2, P, R> {
-        KeyedCircuitBreakerLayer {
-            registry: self.registry,
-            key_fn: self.key_fn,
-            classifier,
-            policy: self.policy,
-            reader: self.reader,
-        }
-    }
-
-    /// Decide what each classification means with `policy`.
-    pub fn policy<P2>(self, policy: P2) -> KeyedCircuitBreakerLayer<K, F, C, P2, R> {
-        KeyedCircuitBreakerLayer {
-            registry: self.registry,
-            key_fn: self.key_fn,
-            classifier: self.classifier,
-            policy,
-            reader: self.reader,
-        }
+    /// The kinds of failure that count against a breaker (the rule of
+    /// [`CircuitBreakerLayerBuilder::failures`](crate::CircuitBreakerLayerBuilder::failures)).
+    /// Default: [`KindSet::counts_against_breaker`].
+    pub fn failures(mut self, failures: KindSet) -> Self {
+        self.failures = failures;
+        self
     }
 
     /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`, a
     /// [`ReadBudget`]: [`HttpBudget`] (the default) for `http::Request`s,
     /// [`NoBudget`](tower_llm_core::NoBudget) for a typed client's requests (which then are
     /// never probes).
-    pub fn read_budget<R2>(self, reader: R2) -> KeyedCircuitBreakerLayer<K, F, C, P, R2> {
-        KeyedCircuitBreakerLayer {
-            registry: self.registry,
+    pub fn read_budget<R2>(self, reader: R2) -> KeyedCircuitBreakerLayerBuilder<K, F, C, R2> {
+        KeyedCircuitBreakerLayerBuilder {
+            settings: self.settings,
             key_fn: self.key_fn,
+            max_keys: self.max_keys,
             classifier: self.classifier,
-            policy: self.policy,
+            failures: self.failures,
             reader,
+            _key: PhantomData,
         }
     }
 
-    /// A handle on all the breakers.
+    /// Validate every setting and build the layer.
+    pub fn build(self) -> Result<KeyedCircuitBreakerLayer<K, F, C, R>, ConfigError>
+    where
+        K: BreakerKey,
+    {
+        let config = self.settings.build()?;
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        Ok(KeyedCircuitBreakerLayer {
+            registry: Arc::new(Registry::new(config, self.max_keys)),
+            key_fn: self.key_fn,
+            classifier: self.classifier,
+            failures: self.failures,
+            reader: self.reader,
+        })
+    }
+}
+
+impl<K, F, C, R> fmt::Debug for KeyedCircuitBreakerLayerBuilder<K, F, C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayerBuilder")
+            .field("settings", &self.settings)
+            .field("max_keys", &self.max_keys)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies one circuit breaker per key. Every service the layer wraps, and every clone, shares
+/// the breakers. Built with [`KeyedCircuitBreakerLayer::builder`].
+///
+/// The default key is the [`Target`] request extension a fallback layer above sets on each
+/// attempt; requests without a key share one *unkeyed* breaker named after the layer. The number
+/// of keys is bounded ([`max_keys`](KeyedCircuitBreakerLayerBuilder::max_keys)): at the bound, a
+/// new key evicts the oldest key whose breaker is closed; if every breaker is in another state,
+/// the new key's calls go through a shared *overflow* breaker (`<name>:overflow`), counted by
+/// [`KEY_OVERFLOW_TOTAL`](crate::metrics::KEY_OVERFLOW_TOTAL).
+///
+/// `R` reads the [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as
+/// a fallback chain's probe is admitted by its key's breaker even while that breaker is open, as
+/// its half-open trial (see [Below a fallback chain](crate#below-a-fallback-chain)).
+pub struct KeyedCircuitBreakerLayer<K = Target, F = TargetKey, C = HttpClassifier, R = HttpBudget> {
+    registry: Arc<Registry<K>>,
+    key_fn: F,
+    classifier: C,
+    failures: KindSet,
+    reader: R,
+}
+
+impl KeyedCircuitBreakerLayer {
+    /// A builder, starting from the defaults of [`KeyedCircuitBreakerLayerBuilder::new`].
+    pub fn builder() -> KeyedCircuitBreakerLayerBuilder {
+        KeyedCircuitBreakerLayerBuilder::new()
+    }
+
+    /// One breaker per [`Target`] with the default settings (named after its target), at most
+    /// [`DEFAULT_MAX_KEYS`] of them.
+    pub fn new() -> Self {
+        KeyedCircuitBreakerLayer {
+            registry: Arc::new(Registry::new(
+                CircuitBreakerConfig::default(),
+                DEFAULT_MAX_KEYS,
+            )),
+            key_fn: TargetKey,
+            classifier: HttpClassifier::default(),
+            failures: KindSet::counts_against_breaker(),
+            reader: HttpBudget,
+        }
+    }
+}
+
+impl Default for KeyedCircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, F, C, R> KeyedCircuitBreakerLayer<K, F, C, R> {
+    /// A handle on all the breakers (owned: take it before the layer goes into a
+    /// `ServiceBuilder`).
     pub fn handle(&self) -> KeyedBreakerHandle<K> {
         KeyedBreakerHandle {
             registry: Arc::clone(&self.registry),
         }
     }
+
+    /// The kinds of failure that count against a breaker.
+    pub fn failures(&self) -> KindSet {
+        self.failures
+    }
 }
 
-impl<K, F: Clone, C: Clone, P: Clone, R: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C, P, R> {
+impl<K, F: Clone, C: Clone, R: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C, R> {
     fn clone(&self) -> Self {
         KeyedCircuitBreakerLayer {
             registry: Arc::clone(&self.registry),
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
-            policy: self.policy.clone(),
+            failures: self.failures,
             reader: self.reader.clone(),
         }
     }
 }
 
-impl<S, K, F: Clone, C: Clone, P: Clone, R: Clone> Layer<S>
-    for KeyedCircuitBreakerLayer<K, F, C, P, R>
-{
-    type Service = KeyedCircuitBreaker<S, K, F, C, P, R>;
+impl<S, K, F: Clone, C: Clone, R: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C, R> {
+    type Service = KeyedCircuitBreaker<S, K, F, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedCircuitBreaker {
@@ -343,13 +427,13 @@ impl<S, K, F: Clone, C: Clone, P: Clone, R: Clone> Layer<S>
             registry: Arc::clone(&self.registry),
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
-            policy: self.policy.clone(),
+            failures: self.failures,
             reader: self.reader.clone(),
         }
     }
 }
 
-impl<K: BreakerKey, F, C, P, R> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, P, R> {
+impl<K: BreakerKey, F, C, R> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreakerLayer")
             .field("name", &self.registry.config.name())
@@ -365,23 +449,16 @@ impl<K: BreakerKey, F, C, P, R> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C,
 /// the inner service when it is open, unless the request is marked (as read by `R`) as a
 /// fallback chain's probe: then an open breaker turns half-open and lets it through
 /// ([`BreakerHandle::try_acquire_probe`]).
-pub struct KeyedCircuitBreaker<
-    S,
-    K = Target,
-    F = TargetKey,
-    C = HttpClassifier,
-    P = DefaultPolicy,
-    R = HttpBudget,
-> {
+pub struct KeyedCircuitBreaker<S, K = Target, F = TargetKey, C = HttpClassifier, R = HttpBudget> {
     inner: S,
     registry: Arc<Registry<K>>,
     key_fn: F,
     classifier: C,
-    policy: P,
+    failures: KindSet,
     reader: R,
 }
 
-impl<S, K, F, C, P, R> KeyedCircuitBreaker<S, K, F, C, P, R> {
+impl<S, K, F, C, R> KeyedCircuitBreaker<S, K, F, C, R> {
     /// A handle on all the breakers.
     pub fn handle(&self) -> KeyedBreakerHandle<K> {
         KeyedBreakerHandle {
@@ -400,19 +477,18 @@ impl<S, K, F, C, P, R> KeyedCircuitBreaker<S, K, F, C, P, R> {
     }
 }
 
-impl<S, Req, K, F, C, P, R> Service<Req> for KeyedCircuitBreaker<S, K, F, C, P, R>
+impl<S, Req, K, F, C, R> Service<Req> for KeyedCircuitBreaker<S, K, F, C, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: BreakerKey,
     F: KeyFn<Req, K>,
     C: Classify<S::Response>,
-    P: OutcomePolicy,
     R: ReadBudget<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C, P>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -426,31 +502,27 @@ where
                 self.inner.call(req),
                 permit,
                 self.classifier.clone(),
-                self.policy.clone(),
+                self.failures,
             ),
             Err(open) => ResponseFuture::rejected(open),
         }
     }
 }
 
-impl<S: Clone, K, F: Clone, C: Clone, P: Clone, R: Clone> Clone
-    for KeyedCircuitBreaker<S, K, F, C, P, R>
-{
+impl<S: Clone, K, F: Clone, C: Clone, R: Clone> Clone for KeyedCircuitBreaker<S, K, F, C, R> {
     fn clone(&self) -> Self {
         KeyedCircuitBreaker {
             inner: self.inner.clone(),
             registry: Arc::clone(&self.registry),
             key_fn: self.key_fn.clone(),
             classifier: self.classifier.clone(),
-            policy: self.policy.clone(),
+            failures: self.failures,
             reader: self.reader.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: BreakerKey, F, C, P, R> fmt::Debug
-    for KeyedCircuitBreaker<S, K, F, C, P, R>
-{
+impl<S: fmt::Debug, K: BreakerKey, F, C, R> fmt::Debug for KeyedCircuitBreaker<S, K, F, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedCircuitBreaker")
             .field("inner", &self.inner)
@@ -473,6 +545,11 @@ impl<K> Clone for KeyedBreakerHandle<K> {
 }
 
 impl<K: BreakerKey> KeyedBreakerHandle<K> {
+    /// The settings of every key's breaker (named after the layer).
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.registry.config
+    }
+
     /// The breaker of `key`, if it exists.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
         self.registry

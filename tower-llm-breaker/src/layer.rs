@@ -3,19 +3,18 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+//! use tower_llm_breaker::{CircuitBreakerLayer, State};
 //! use tower_llm_core::BreakerOpen;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let layer = CircuitBreakerLayer::new(
-//!     CircuitBreakerConfig::builder()
-//!         .name("anthropic")
-//!         .consecutive_failures(3)
-//!         .open_duration(Duration::from_secs(5))
-//!         .build()
-//!         .unwrap(),
-//! );
-//! let handle = layer.handle().clone();
+//! let layer = CircuitBreakerLayer::builder()
+//!     .name("anthropic")
+//!     .consecutive_failures(3)
+//!     .open_duration(Duration::from_secs(5))
+//!     .build()
+//!     .unwrap();
+//! // An owned handle, taken before the layer goes into the `ServiceBuilder`.
+//! let handle = layer.handle();
 //! let mut client = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(529).body(()).unwrap())
 //! }));
@@ -39,106 +38,121 @@
 use std::fmt;
 
 use tower_layer::Layer;
-use tower_llm_core::{HttpBudget, HttpClassifier};
+use tower_llm_core::{HttpBudget, HttpClassifier, KindSet};
 
-use crate::config::CircuitBreakerConfig;
+use crate::config::CircuitBreakerLayerBuilder;
 use crate::handle::BreakerHandle;
-use crate::policy::DefaultPolicy;
 use crate::service::CircuitBreaker;
 
-/// Applies a circuit breaker. Every service this layer wraps, and every clone of the layer,
-/// shares the one breaker; build another layer for an independent breaker.
+/// Applies a circuit breaker. Every service this layer wraps (each call of
+/// [`Layer::layer`], as axum's `Router::layer` makes per route), and every clone of the layer
+/// and of those services, shares the one breaker; build another layer for an independent
+/// breaker.
 ///
-/// `C` classifies responses, `P` says what each classification means to the breaker, and `R`
-/// reads the [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as a
-/// fallback chain's probe is admitted even while the breaker is open, as its half-open trial
-/// (see [Below a fallback chain](crate#below-a-fallback-chain)). For requests that are not
-/// `http::Request`s, use [`read_budget`](Self::read_budget)`(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
+/// Built with [`CircuitBreakerLayer::builder`]. `C` classifies responses, and `R` reads the
+/// [`AttemptBudget`](tower_llm_core::AttemptBudget) of a request: a call marked as a fallback
+/// chain's probe is admitted even while the breaker is open, as its half-open trial (see
+/// [Below a fallback chain](crate#below-a-fallback-chain)).
 #[derive(Clone)]
-pub struct CircuitBreakerLayer<C = HttpClassifier, P = DefaultPolicy, R = HttpBudget> {
+pub struct CircuitBreakerLayer<C = HttpClassifier, R = HttpBudget> {
     handle: BreakerHandle,
     classifier: C,
-    policy: P,
+    failures: KindSet,
     reader: R,
 }
 
 impl CircuitBreakerLayer {
-    /// A layer with a new breaker, classifying with [`HttpClassifier`] and [`DefaultPolicy`],
+    /// A builder, starting from the defaults (see [`CircuitBreakerConfig`](crate::CircuitBreakerConfig)),
+    /// classifying with [`HttpClassifier`], counting [`KindSet::counts_against_breaker`],
     /// reading budgets with [`HttpBudget`].
-    pub fn new(config: CircuitBreakerConfig) -> Self {
-        CircuitBreakerLayer::from_handle(BreakerHandle::new(config))
+    pub fn builder() -> CircuitBreakerLayerBuilder {
+        CircuitBreakerLayerBuilder::new()
     }
 
-    /// A layer using an existing breaker.
-    pub fn from_handle(handle: BreakerHandle) -> Self {
-        CircuitBreakerLayer {
-            handle,
-            classifier: HttpClassifier::default(),
-            policy: DefaultPolicy,
-            reader: HttpBudget,
-        }
+    /// A layer with a new breaker with the defaults (named `default`): 50 % failures over the
+    /// last 20 calls (at least 10), or 5 in a row; open 5 s, doubling per re-open up to 60 s;
+    /// 2 half-open probes.
+    pub fn new() -> Self {
+        CircuitBreakerLayer::from_parts(
+            BreakerHandle::new(crate::CircuitBreakerConfig::default()),
+            HttpClassifier::default(),
+            KindSet::counts_against_breaker(),
+            HttpBudget,
+        )
     }
 }
 
-impl<C, P, R> CircuitBreakerLayer<C, P, R> {
-    /// Classify responses and errors with `classifier` (for a typed client, or to override rows
-    /// of the HTTP taxonomy).
-    pub fn classifier<C2>(self, classifier: C2) -> CircuitBreakerLayer<C2, P, R> {
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C, R> CircuitBreakerLayer<C, R> {
+    pub(crate) fn from_parts(
+        handle: BreakerHandle,
+        classifier: C,
+        failures: KindSet,
+        reader: R,
+    ) -> Self {
         CircuitBreakerLayer {
-            handle: self.handle,
+            handle,
             classifier,
-            policy: self.policy,
-            reader: self.reader,
-        }
-    }
-
-    /// Decide what each classification means to the breaker with `policy`.
-    pub fn policy<P2>(self, policy: P2) -> CircuitBreakerLayer<C, P2, R> {
-        CircuitBreakerLayer {
-            handle: self.handle,
-            classifier: self.classifier,
-            policy,
-            reader: self.reader,
-        }
-    }
-
-    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`, a
-    /// [`ReadBudget`](tower_llm_core::ReadBudget): [`HttpBudget`] (the default) for
-    /// `http::Request`s, [`NoBudget`](tower_llm_core::NoBudget) for a typed client's requests
-    /// (which then are never probes).
-    pub fn read_budget<R2>(self, reader: R2) -> CircuitBreakerLayer<C, P, R2> {
-        CircuitBreakerLayer {
-            handle: self.handle,
-            classifier: self.classifier,
-            policy: self.policy,
+            failures,
             reader,
         }
     }
 
-    /// The breaker.
-    pub fn handle(&self) -> &BreakerHandle {
-        &self.handle
+    /// A handle on the breaker (owned: take it before the layer goes into a `ServiceBuilder`).
+    pub fn handle(&self) -> BreakerHandle {
+        self.handle.clone()
+    }
+
+    /// The kinds of failure that count against the breaker.
+    pub fn failures(&self) -> KindSet {
+        self.failures
     }
 }
 
-impl<S, C: Clone, P: Clone, R: Clone> Layer<S> for CircuitBreakerLayer<C, P, R> {
-    type Service = CircuitBreaker<S, C, P, R>;
+impl<S, C: Clone, R: Clone> Layer<S> for CircuitBreakerLayer<C, R> {
+    type Service = CircuitBreaker<S, C, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::with_parts(
+        CircuitBreaker::from_parts(
             inner,
-            self.handle.clone(),
+            &self.handle,
             self.classifier.clone(),
-            self.policy.clone(),
+            self.failures,
+            self.reader.clone(),
         )
-        .read_budget(self.reader.clone())
     }
 }
 
-impl<C, P, R> fmt::Debug for CircuitBreakerLayer<C, P, R> {
+impl<C, R> fmt::Debug for CircuitBreakerLayer<C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
             .field("handle", &self.handle)
+            .field("failures", &self.failures)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::State;
+
+    #[test]
+    fn services_of_one_layer_share_the_breaker() {
+        let layer = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        // As axum's `Router::layer` does: one call of `layer` per route.
+        let a = layer.layer(());
+        let b = layer.clone().layer(());
+        a.handle().trip();
+        assert_eq!(b.handle().state(), State::Open);
+        assert_eq!(layer.handle().state(), State::Open);
     }
 }

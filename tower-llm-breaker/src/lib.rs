@@ -4,14 +4,14 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+//! use tower_llm_breaker::{CircuitBreakerLayer, State};
 //! use tower_llm_core::BreakerOpen;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! // Defaults: 50 % failures over the last 20 calls (at least 10), or 5 in a row; open 5 s,
 //! // doubling per re-open up to 60 s; 2 half-open probes.
-//! let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::builder().name("openai").build().unwrap());
-//! let handle = breaker.handle().clone();
+//! let breaker = CircuitBreakerLayer::builder().name("openai").build().unwrap();
+//! let handle = breaker.handle(); // owned, and shared with every service the layer wraps
 //! let upstream = service_fn(|req: http::Request<u16>| async move {
 //!     let status = *req.body();
 //!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(status).body(()).unwrap())
@@ -49,6 +49,9 @@
 //!   [`State::ForcedOpen`], [`State::Disabled`] and [`State::MetricsOnly`]
 //!   ([`BreakerHandle::force_open`], [`disable`](BreakerHandle::disable),
 //!   [`metrics_only`](BreakerHandle::metrics_only), [`reset`](BreakerHandle::reset)).
+//! * **Built** with [`CircuitBreakerLayer::builder`] ([`CircuitBreakerLayerBuilder`]): settings,
+//!   classifier, failures that count, budget reader; `build()` validates and returns a
+//!   [`ConfigError`](tower_llm_core::ConfigError) naming the setting.
 //! * **Trip conditions** (any combination, see [`CircuitBreakerConfig`]): consecutive failures;
 //!   failure rate over a count-based or time-based [`SlidingWindow`] once a minimum number of calls
 //!   is recorded; slow-call rate over the same window.
@@ -60,9 +63,12 @@
 //!   (or slow) probe. A probe that is dropped (cancelled) or whose outcome is ignored gives its
 //!   permit back; an optional maximum wait re-opens a half-open breaker whose probes hang.
 //! * **What counts** comes from a [`Classify`](tower_llm_core::Classify) implementation
-//!   ([`HttpClassifier`](tower_llm_core::HttpClassifier) by default) and an [`OutcomePolicy`]
-//!   ([`DefaultPolicy`]: 5xx, 529, timeouts, transport errors count; 4xx, 429 and local
-//!   rejections are ignored).
+//!   ([`HttpClassifier`](tower_llm_core::HttpClassifier) by default) and a
+//!   [`KindSet`](tower_llm_core::KindSet) of failures
+//!   ([`failures`](CircuitBreakerLayerBuilder::failures), default
+//!   [`KindSet::counts_against_breaker`](tower_llm_core::KindSet::counts_against_breaker): 5xx,
+//!   529, timeouts, transport errors count; 4xx, 429 and local rejections are ignored; see
+//!   [`Outcome::classify`]).
 //! * **Keyed** breakers ([`KeyedCircuitBreakerLayer`]): one per key (default: the
 //!   [`Target`](tower_llm_core::Target) extension), bounded.
 //! * **Probes of a fallback chain** are admitted even while open (see below).
@@ -70,7 +76,7 @@
 //!   [`try_acquire_probe`](BreakerHandle::try_acquire_probe)) gives a [`CallPermit`] to record an
 //!   outcome on, now or later (a streamed response can hold it until its end).
 //! * **Observability**: [`BreakerHandle::snapshot`] (serde), state-change listeners, `metrics`
-//!   and `tracing` (see the [`telemetry`] module docs for names).
+//!   and `tracing` (see the [`metrics`] module for the names, as constants, and their labels).
 //!
 //! # Below a fallback chain
 //!
@@ -88,18 +94,21 @@
 //! The layers read the mark with a [`ReadBudget`](tower_llm_core::ReadBudget), their last type
 //! parameter: [`HttpBudget`](tower_llm_core::HttpBudget) (the default) reads the request
 //! extension of an `http::Request`. A typed client's requests carry none: give its layer
-//! `.read_budget(`[`NoBudget`](tower_llm_core::NoBudget)`)`.
+//! [`.read_budget(`](CircuitBreakerLayerBuilder::read_budget)[`NoBudget`](tower_llm_core::NoBudget)`)`.
 //!
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-//! use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, State};
+//! use tower_llm_breaker::{CircuitBreakerLayer, State};
 //! use tower_llm_core::{AttemptBudget, NoBudget};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-//! let config = CircuitBreakerConfig::builder().consecutive_failures(1).permitted_calls_in_half_open(1);
-//! let breaker = CircuitBreakerLayer::new(config.build().unwrap());
-//! let handle = breaker.handle().clone();
+//! let breaker = CircuitBreakerLayer::builder()
+//!     .consecutive_failures(1)
+//!     .permitted_calls_in_half_open(1)
+//!     .build()
+//!     .unwrap();
+//! let handle = breaker.handle();
 //! let upstream = service_fn(|req: http::Request<u16>| async move {
 //!     Ok::<_, std::convert::Infallible>(http::Response::builder().status(*req.body()).body(()).unwrap())
 //! });
@@ -118,7 +127,7 @@
 //!
 //! // A typed client: its requests are not `http::Request`s and carry no budget.
 //! // (With a `.classifier(...)` for its responses, too.)
-//! let _typed = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).read_budget(NoBudget);
+//! let _typed = CircuitBreakerLayer::builder().read_budget(NoBudget).build().unwrap();
 //! # }
 //! ```
 //!
@@ -153,25 +162,23 @@ mod future;
 mod handle;
 mod keyed;
 mod layer;
+pub mod metrics;
 mod open_timer;
-mod policy;
 mod service;
 mod state;
 mod sync;
-pub mod telemetry;
 mod window;
 
 pub use config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, SlidingWindow, MAX_COUNT_WINDOW,
-    MAX_HALF_OPEN_PROBES, MAX_OPEN_DURATION, MAX_TIME_WINDOW_SECS,
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerLayerBuilder, SlidingWindow,
+    MAX_COUNT_WINDOW, MAX_HALF_OPEN_PROBES, MAX_OPEN_DURATION, MAX_TIME_WINDOW_SECS,
 };
 pub use future::ResponseFuture;
 pub use handle::{BreakerHandle, BreakerSnapshot, WindowCounts};
 pub use keyed::{
-    BreakerKey, KeyFn, KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerBuilder,
-    KeyedCircuitBreakerLayer, TargetKey, DEFAULT_MAX_KEYS,
+    BreakerKey, KeyFn, KeyedBreakerHandle, KeyedCircuitBreaker, KeyedCircuitBreakerLayer,
+    KeyedCircuitBreakerLayerBuilder, TargetKey, DEFAULT_MAX_KEYS,
 };
 pub use layer::CircuitBreakerLayer;
-pub use policy::{DefaultPolicy, OutcomePolicy};
 pub use service::CircuitBreaker;
 pub use state::{CallPermit, OpenReason, Outcome, State, StateChange};

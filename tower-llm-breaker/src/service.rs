@@ -32,23 +32,22 @@
 //! The breaker reads the mark through its `R: `[`ReadBudget`] parameter: [`HttpBudget`] (the
 //! default) reads the request extension of an `http::Request`; a typed client's requests carry
 //! none, so give it [`NoBudget`](tower_llm_core::NoBudget) with
-//! [`CircuitBreakerLayer::read_budget`](crate::CircuitBreakerLayer::read_budget) (or
-//! [`CircuitBreaker::read_budget`]). The budget is read only while the breaker is OPEN: a closed
-//! breaker costs nothing more.
+//! [`CircuitBreakerLayerBuilder::read_budget`](crate::CircuitBreakerLayerBuilder::read_budget).
+//! The budget is read only while the breaker is OPEN: a closed breaker costs nothing more.
 
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_llm_core::{BoxError, Classify, HttpBudget, HttpClassifier, ReadBudget};
+use tower_llm_core::{BoxError, Classify, HttpBudget, HttpClassifier, KindSet, ReadBudget};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
-use crate::policy::{DefaultPolicy, OutcomePolicy};
 use crate::state::{Breaker, OpenNow};
 
-/// A service guarded by a circuit breaker. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
+/// A service guarded by a circuit breaker. Built by [`CircuitBreakerLayer`](crate::CircuitBreakerLayer)
+/// (whose builder sets the classifier, the failures that count and the budget reader).
 ///
 /// Clones share the breaker.
 ///
@@ -57,16 +56,17 @@ use crate::state::{Breaker, OpenNow};
 /// breaker is open, as its half-open trial: the chain decides when a target is probed (see
 /// [Below a fallback chain](crate#below-a-fallback-chain)). `R` reads that mark:
 /// [`HttpBudget`] (the default) from an `http::Request`'s extensions; give a typed client's
-/// service [`NoBudget`](tower_llm_core::NoBudget) with [`read_budget`](Self::read_budget).
+/// layer [`NoBudget`](tower_llm_core::NoBudget) with
+/// [`read_budget`](crate::CircuitBreakerLayerBuilder::read_budget).
 ///
 /// While the breaker is open, `poll_ready` answers `Ready` at once (calls other than a probe are
 /// rejected without waiting for the inner service) after polling the inner service once: a
 /// probe reaches the inner service only if that poll found it ready, and is rejected otherwise.
-pub struct CircuitBreaker<S, C = HttpClassifier, P = DefaultPolicy, R = HttpBudget> {
+pub struct CircuitBreaker<S, C = HttpClassifier, R = HttpBudget> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
-    policy: P,
+    failures: KindSet,
     reader: R,
     /// `poll_ready` saw the breaker open: the next call is rejected, unless it is a probe and
     /// `inner` was ready.
@@ -82,38 +82,35 @@ struct Rejected {
 }
 
 impl<S> CircuitBreaker<S> {
-    /// Guard `inner` with the breaker behind `handle`, classifying with [`HttpClassifier`].
+    /// Guard `inner` with the breaker behind `handle`, classifying with [`HttpClassifier`],
+    /// counting [`KindSet::counts_against_breaker`] and reading budgets with [`HttpBudget`].
+    /// Other choices are made on the layer's builder.
     pub fn new(inner: S, handle: BreakerHandle) -> Self {
-        CircuitBreaker::with_parts(inner, handle, HttpClassifier::default(), DefaultPolicy)
+        CircuitBreaker::from_parts(
+            inner,
+            &handle,
+            HttpClassifier::default(),
+            KindSet::counts_against_breaker(),
+            HttpBudget,
+        )
     }
 }
 
-impl<S, C, P> CircuitBreaker<S, C, P> {
-    /// Guard `inner` with the breaker behind `handle`, a classifier and a policy (reading
-    /// budgets with [`HttpBudget`]; see [`read_budget`](Self::read_budget)).
-    pub fn with_parts(inner: S, handle: BreakerHandle, classifier: C, policy: P) -> Self {
+impl<S, C, R> CircuitBreaker<S, C, R> {
+    pub(crate) fn from_parts(
+        inner: S,
+        handle: &BreakerHandle,
+        classifier: C,
+        failures: KindSet,
+        reader: R,
+    ) -> Self {
         CircuitBreaker {
             inner,
-            breaker: handle.breaker,
+            breaker: Arc::clone(&handle.breaker),
             classifier,
-            policy,
-            reader: HttpBudget,
-            rejected: None,
-        }
-    }
-}
-
-impl<S, C, P, R> CircuitBreaker<S, C, P, R> {
-    /// Read the [`AttemptBudget`](tower_llm_core::AttemptBudget) of requests with `reader`
-    /// ([`NoBudget`](tower_llm_core::NoBudget) for requests that are not `http::Request`s).
-    pub fn read_budget<R2>(self, reader: R2) -> CircuitBreaker<S, C, P, R2> {
-        CircuitBreaker {
-            inner: self.inner,
-            breaker: self.breaker,
-            classifier: self.classifier,
-            policy: self.policy,
+            failures,
             reader,
-            rejected: self.rejected,
+            rejected: None,
         }
     }
 
@@ -140,17 +137,16 @@ impl<S, C, P, R> CircuitBreaker<S, C, P, R> {
     }
 }
 
-impl<S, Req, C, P, R> Service<Req> for CircuitBreaker<S, C, P, R>
+impl<S, Req, C, R> Service<Req> for CircuitBreaker<S, C, R>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     C: Classify<S::Response>,
-    P: OutcomePolicy,
     R: ReadBudget<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C, P>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(rejected) = &mut self.rejected {
@@ -203,20 +199,20 @@ where
                 self.inner.call(req),
                 permit,
                 self.classifier.clone(),
-                self.policy.clone(),
+                self.failures,
             ),
             Err(open) => ResponseFuture::rejected(open),
         }
     }
 }
 
-impl<S: Clone, C: Clone, P: Clone, R: Clone> Clone for CircuitBreaker<S, C, P, R> {
+impl<S: Clone, C: Clone, R: Clone> Clone for CircuitBreaker<S, C, R> {
     fn clone(&self) -> Self {
         CircuitBreaker {
             inner: self.inner.clone(),
             breaker: Arc::clone(&self.breaker),
             classifier: self.classifier.clone(),
-            policy: self.policy.clone(),
+            failures: self.failures,
             reader: self.reader.clone(),
             // Readiness belongs to one clone.
             rejected: None,
@@ -224,7 +220,7 @@ impl<S: Clone, C: Clone, P: Clone, R: Clone> Clone for CircuitBreaker<S, C, P, R
     }
 }
 
-impl<S: fmt::Debug, C, P, R> fmt::Debug for CircuitBreaker<S, C, P, R> {
+impl<S: fmt::Debug, C, R> fmt::Debug for CircuitBreaker<S, C, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("inner", &self.inner)

@@ -31,14 +31,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tower_llm_core::{BreakerOpen, BreakerOpenCause, ErrorKind};
+use tower_llm_core::{BreakerOpen, BreakerOpenCause, Classification, ErrorKind, KindSet, Origin};
 
 use crate::config::{CircuitBreakerConfig, SlidingWindow};
+use crate::metrics::BreakerMetrics;
 use crate::open_timer::{self, Armed, ClockFreeFlag, OpenTimer};
 use crate::sync::{
     clock_check_due, lock, stripe, AtomicU64, CachePadded, Mutex, Ordering, StripedCounter, STRIPES,
 };
-use crate::telemetry::BreakerMetrics;
 use crate::window::{CountWindow, Sample, TimeWindow, Totals, Window};
 
 /// The state of a circuit breaker.
@@ -175,6 +175,39 @@ pub enum Outcome {
     /// The call says nothing about the target's health (a 400, a 429, a local rejection):
     /// not counted either way; a half-open probe gives its permit back.
     Ignored,
+}
+
+impl Outcome {
+    /// What `classification` means to a breaker counting the upstream failures of `failures`
+    /// (the rule of [`CircuitBreakerLayerBuilder::failures`](crate::CircuitBreakerLayerBuilder::failures)):
+    /// a success is a success; a failure of a kind in `failures` that came from the upstream
+    /// ([`Origin::Upstream`]) is a failure; anything else (another kind, a local rejection by a
+    /// layer below) is ignored.
+    ///
+    /// ```
+    /// use tower_llm_breaker::Outcome;
+    /// use tower_llm_core::{Classification, ErrorKind, Failure, KindSet};
+    ///
+    /// let failures = KindSet::counts_against_breaker();
+    /// let overloaded = Classification::Failure(Failure::new(ErrorKind::Overloaded));
+    /// let limited = Classification::Failure(Failure::new(ErrorKind::RateLimited));
+    /// let rejected = Classification::Failure(Failure::local(ErrorKind::Overloaded));
+    /// assert_eq!(Outcome::classify(&overloaded, failures), Outcome::Failure(ErrorKind::Overloaded));
+    /// assert_eq!(Outcome::classify(&limited, failures), Outcome::Ignored);
+    /// assert_eq!(Outcome::classify(&rejected, failures), Outcome::Ignored);
+    /// assert_eq!(Outcome::classify(&Classification::Success, failures), Outcome::Success);
+    /// ```
+    pub fn classify(classification: &Classification, failures: KindSet) -> Outcome {
+        match classification {
+            Classification::Success => Outcome::Success,
+            Classification::Failure(f)
+                if f.origin == Origin::Upstream && failures.contains(f.kind) =>
+            {
+                Outcome::Failure(f.kind)
+            }
+            Classification::Failure(_) => Outcome::Ignored,
+        }
+    }
 }
 
 /// A transition, as given to state-change listeners.
@@ -897,7 +930,7 @@ impl Breaker {
             generation: next,
         };
         self.metrics.transition(from, to);
-        crate::telemetry::trace_transition(&change);
+        crate::metrics::trace_transition(&change);
         for listener in listeners {
             // A panicking listener must not unwind into the call that triggered the transition.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&change))).is_err()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower::{service_fn, Layer, Service, ServiceExt};
-use tower_llm_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer};
+use tower_llm_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
 use tower_llm_core::BreakerOpen;
 
 #[global_allocator]
@@ -31,14 +31,17 @@ fn noop() -> impl Service<
     service_fn(|_: Req| std::future::ready(Ok(http::Response::new(()))))
 }
 
-fn config() -> CircuitBreakerConfig {
-    CircuitBreakerConfig::builder()
-        .name("allocs")
-        .open_duration(Duration::from_secs(3600))
-        .max_open_duration(Duration::from_secs(3600))
-        .permitted_calls_in_half_open(1)
-        .build()
-        .unwrap()
+/// The same settings on a layer builder or a keyed layer builder, built.
+macro_rules! configured {
+    ($builder:expr) => {
+        $builder
+            .name("allocs")
+            .open_duration(Duration::from_secs(3600))
+            .max_open_duration(Duration::from_secs(3600))
+            .permitted_calls_in_half_open(1)
+            .build()
+            .unwrap()
+    };
 }
 
 /// Mean allocations per call over `CALLS` calls (after a warm-up), and how many failed.
@@ -74,7 +77,7 @@ where
 async fn allocations_per_call() {
     let plain = || http::Request::new(());
 
-    let layer = CircuitBreakerLayer::new(config());
+    let layer = configured!(CircuitBreakerLayer::builder());
     let mut svc = layer.layer(noop());
     let (closed, rejected) = per_call(&mut svc, plain).await;
     println!("closed:              {closed:.2} allocations per call");
@@ -98,7 +101,7 @@ async fn allocations_per_call() {
     drop(probe);
 
     // Keyed by target: the per-key breaker exists after the warm-up; a lookup allocates nothing.
-    let keyed = KeyedCircuitBreakerLayer::new(config());
+    let keyed = configured!(KeyedCircuitBreakerLayer::builder());
     let mut svc = keyed.layer(noop());
     let target = || {
         let mut req = http::Request::new(());

@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_llm_breaker::{
-    CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer, State, DEFAULT_MAX_KEYS,
-};
+use tower_llm_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer, State, DEFAULT_MAX_KEYS};
 use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, NoBudget, Target};
 
 type Req = http::Request<u16>;
@@ -54,12 +52,9 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn the_key_bound_evicts_closed_breakers_then_overflows() {
-    let config = CircuitBreakerConfig::builder()
+    let layer = KeyedCircuitBreakerLayer::builder()
         .name("llm")
         .consecutive_failures(1)
-        .build()
-        .unwrap();
-    let layer = KeyedCircuitBreakerLayer::builder(config)
         .max_keys(2)
         .build()
         .unwrap();
@@ -111,16 +106,12 @@ async fn the_key_bound_evicts_closed_breakers_then_overflows() {
     breakers.reset_all();
     assert!(call(&mut svc, keyed_request("a", 200)).await.is_ok());
 
-    assert!(
-        KeyedCircuitBreakerLayer::builder(CircuitBreakerConfig::default())
-            .max_keys(0)
-            .build()
-            .is_err()
-    );
+    assert!(KeyedCircuitBreakerLayer::builder()
+        .max_keys(0)
+        .build()
+        .is_err());
     assert_eq!(
-        KeyedCircuitBreakerLayer::new(CircuitBreakerConfig::default())
-            .handle()
-            .max_keys(),
+        KeyedCircuitBreakerLayer::new().handle().max_keys(),
         DEFAULT_MAX_KEYS
     );
 }
@@ -141,17 +132,13 @@ async fn a_custom_key_and_classifier_for_a_typed_client() {
             Err(std::io::Error::other("down"))
         }
     });
-    let layer = KeyedCircuitBreakerLayer::builder(
-        CircuitBreakerConfig::builder()
-            .consecutive_failures(1)
-            .build()
-            .unwrap(),
-    )
-    .key_fn(|req: &(&'static str, bool)| Some(req.0))
-    .build()
-    .unwrap()
-    .classifier(Unit)
-    .read_budget(NoBudget);
+    let layer = KeyedCircuitBreakerLayer::builder()
+        .consecutive_failures(1)
+        .key_fn(|req: &(&'static str, bool)| Some(req.0))
+        .classifier(Unit)
+        .read_budget(NoBudget)
+        .build()
+        .unwrap();
     let breakers = layer.handle();
     let mut svc = ServiceBuilder::new().layer(layer).service(typed);
     svc.ready()
@@ -182,13 +169,11 @@ async fn a_custom_key_and_classifier_for_a_typed_client() {
 /// the upstream sees far fewer calls than were made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_failures_open_the_breaker_once() {
-    let layer = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .open_duration(std::time::Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    );
-    let handle = layer.handle().clone();
+    let layer = CircuitBreakerLayer::builder()
+        .open_duration(std::time::Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
     let opened = Arc::new(AtomicUsize::new(0));
     let counter = opened.clone();
     handle.on_state_change(move |c| {
@@ -240,13 +225,11 @@ async fn concurrent_failures_open_the_breaker_once() {
 /// the upstream while the probes are in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_get_exactly_the_permitted_probes() {
-    let layer = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .permitted_calls_in_half_open(3)
-            .build()
-            .unwrap(),
-    );
-    let handle = layer.handle().clone();
+    let layer = CircuitBreakerLayer::builder()
+        .permitted_calls_in_half_open(3)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
     handle.transition_to(State::HalfOpen);
     let release = Arc::new(tokio::sync::Notify::new());
     let reached = Arc::new(AtomicUsize::new(0));

@@ -8,9 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_breaker::{
-    CircuitBreakerConfig, CircuitBreakerLayer, KeyedCircuitBreakerLayer, OpenReason, State,
-};
+use tower_llm_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer, OpenReason, State};
 use tower_llm_chaos::{hold_auto_advance, Fault, MockUpstream, CANONICAL_ANSWER};
 use tower_llm_core::{BoxError, BreakerOpen, Target};
 
@@ -51,16 +49,14 @@ async fn a_failing_upstream_opens_the_breaker_and_a_recovered_one_closes_it() {
         .start()
         .await
         .unwrap();
-    let layer = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("mock/gpt")
-            .consecutive_failures(3)
-            .open_duration(Duration::from_secs(5))
-            .permitted_calls_in_half_open(2)
-            .build()
-            .unwrap(),
-    );
-    let handle = layer.handle().clone();
+    let layer = CircuitBreakerLayer::builder()
+        .name("mock/gpt")
+        .consecutive_failures(3)
+        .open_duration(Duration::from_secs(5))
+        .permitted_calls_in_half_open(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let mut svc = ServiceBuilder::new().layer(layer).service(client);
 
@@ -120,13 +116,11 @@ async fn connection_resets_count_and_rate_limits_do_not() {
         .start()
         .await
         .unwrap();
-    let layer = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .consecutive_failures(2)
-            .build()
-            .unwrap(),
-    );
-    let handle = layer.handle().clone();
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let mut svc = ServiceBuilder::new().layer(layer).service(client);
 
@@ -169,12 +163,10 @@ async fn keyed_breakers_isolate_targets() {
         .start()
         .await
         .unwrap();
-    let layer = KeyedCircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .consecutive_failures(2)
-            .build()
-            .unwrap(),
-    );
+    let layer = KeyedCircuitBreakerLayer::builder()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
     let breakers = layer.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let mut svc = ServiceBuilder::new().layer(layer).service(client);

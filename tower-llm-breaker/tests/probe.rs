@@ -36,6 +36,11 @@ fn config() -> CircuitBreakerConfigBuilder {
         .permitted_calls_in_half_open(1)
 }
 
+/// A layer over a new breaker with the settings of `config` (the HTTP defaults otherwise).
+fn breaker_layer(config: CircuitBreakerConfig) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder().build_with_handle(BreakerHandle::new(config))
+}
+
 /// A request answered with `status`, marked as the chain's probe.
 fn probe(status: u16) -> Req {
     let mut req = http::Request::new(status);
@@ -70,8 +75,8 @@ struct Harness<S> {
 fn harness(
     config: CircuitBreakerConfig,
 ) -> Harness<impl Service<Req, Response = Res, Error = BoxError> + Clone> {
-    let layer = CircuitBreakerLayer::new(config);
-    let handle = layer.handle().clone();
+    let layer = breaker_layer(config);
+    let handle = layer.handle();
     let changes = Arc::new(Mutex::new(Vec::new()));
     let seen = changes.clone();
     handle.on_state_change(move |c| seen.lock().unwrap().push((c.from, c.to)));
@@ -357,8 +362,8 @@ where
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_over_an_unready_inner_service_rejects_probes_without_calling_it() {
     let inner = Strict::new();
-    let layer = CircuitBreakerLayer::new(config().build().unwrap());
-    let handle = layer.handle().clone();
+    let layer = breaker_layer(config().build().unwrap());
+    let handle = layer.handle();
     let mut svc = layer.layer(inner.clone());
     handle.trip();
 
@@ -396,8 +401,8 @@ async fn an_open_breaker_over_an_unready_inner_service_rejects_probes_without_ca
 async fn a_rejected_call_keeps_the_inner_readiness_for_the_next_probe() {
     let inner = Strict::new();
     inner.ready.store(true, Ordering::SeqCst);
-    let layer = CircuitBreakerLayer::new(config().build().unwrap());
-    let handle = layer.handle().clone();
+    let layer = breaker_layer(config().build().unwrap());
+    let handle = layer.handle();
     let mut svc = layer.layer(inner.clone());
     handle.trip();
 
@@ -419,7 +424,7 @@ async fn a_rejected_call_keeps_the_inner_readiness_for_the_next_probe() {
 #[tokio::test(start_paused = true)]
 async fn a_forced_open_breaker_does_not_poll_the_inner_service() {
     let inner = Strict::new();
-    let layer = CircuitBreakerLayer::new(config().build().unwrap());
+    let layer = breaker_layer(config().build().unwrap());
     layer.handle().force_open();
     let mut svc = layer.layer(inner.clone());
     let err = ready_now_then_call(&mut svc, probe(200)).await.unwrap_err();
@@ -445,7 +450,16 @@ fn keyed(req: Req, provider: &str) -> Req {
 
 #[tokio::test(start_paused = true)]
 async fn the_keyed_breaker_admits_probes_per_key() {
-    let layer = KeyedCircuitBreakerLayer::new(config().build().unwrap());
+    // The settings of `config()`, for every key.
+    let layer = KeyedCircuitBreakerLayer::builder()
+        .name("probe")
+        .consecutive_failures(1)
+        .open_duration(secs(5))
+        .open_duration_multiplier(2.0)
+        .max_open_duration(secs(60))
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap();
     let breakers = layer.handle();
     let calls = Arc::new(AtomicUsize::new(0));
     let mut svc = layer.layer(upstream(calls.clone()));

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_llm_breaker::{BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer, State};
+use tower_llm_breaker::{BreakerHandle, CircuitBreakerLayer, State};
 use tower_llm_chaos::{Fault, MockUpstream};
 use tower_llm_core::{BoxError, InspectErrorBodyLayer, StreamGuardLayer};
 
@@ -33,15 +33,13 @@ fn guarded_breaker() -> (
         Error = BoxError,
     >,
 ) {
-    let layer = CircuitBreakerLayer::new(
-        CircuitBreakerConfig::builder()
-            .name("mock/stream")
-            .consecutive_failures(3)
-            .open_duration(Duration::from_secs(5))
-            .build()
-            .unwrap(),
-    );
-    let handle = layer.handle().clone();
+    let layer = CircuitBreakerLayer::builder()
+        .name("mock/stream")
+        .consecutive_failures(3)
+        .open_duration(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let svc = ServiceBuilder::new()
         .layer(layer)

@@ -12,7 +12,7 @@ use tower_llm_breaker::{
     BreakerHandle, CircuitBreakerConfig, CircuitBreakerLayer, OpenReason, Outcome, SlidingWindow,
     State, StateChange,
 };
-use tower_llm_core::{BoxError, BreakerOpen, ErrorKind};
+use tower_llm_core::{BoxError, BreakerOpen, ErrorKind, KindSet};
 
 type Req = http::Request<u16>;
 type Res = http::Response<()>;
@@ -50,8 +50,8 @@ fn harness(
             Future = impl Future<Output = Result<Res, BoxError>> + Send,
         > + Clone,
 > {
-    let layer = CircuitBreakerLayer::new(config);
-    let handle = layer.handle().clone();
+    let layer = breaker_layer(config);
+    let handle = layer.handle();
     let changes = Arc::new(Mutex::new(Vec::new()));
     let seen = changes.clone();
     handle.on_state_change(move |c| seen.lock().unwrap().push(c.clone()));
@@ -108,6 +108,11 @@ where
 
 fn config() -> tower_llm_breaker::CircuitBreakerConfigBuilder {
     CircuitBreakerConfig::builder().name("t")
+}
+
+/// A layer over a new breaker with the settings of `config` (the HTTP defaults otherwise).
+fn breaker_layer(config: CircuitBreakerConfig) -> CircuitBreakerLayer {
+    CircuitBreakerLayer::builder().build_with_handle(BreakerHandle::new(config))
 }
 
 fn secs(s: u64) -> Duration {
@@ -234,7 +239,7 @@ async fn slow_call_rate_trips_even_when_every_call_succeeds() {
             }
         }
     });
-    let layer = CircuitBreakerLayer::new(
+    let layer = breaker_layer(
         config()
             .no_consecutive_failures()
             .no_failure_rate()
@@ -244,7 +249,7 @@ async fn slow_call_rate_trips_even_when_every_call_succeeds() {
             .build()
             .unwrap(),
     );
-    let handle = layer.handle().clone();
+    let handle = layer.handle();
     let mut svc = tower::Layer::layer(&layer, slow);
     for ms in [100, 2500, 100] {
         svc.ready()
@@ -384,14 +389,14 @@ async fn half_open_admits_exactly_the_permitted_probes() {
             }
         }
     });
-    let layer = CircuitBreakerLayer::new(
+    let layer = breaker_layer(
         config()
             .consecutive_failures(1)
             .permitted_calls_in_half_open(2)
             .build()
             .unwrap(),
     );
-    let handle = layer.handle().clone();
+    let handle = layer.handle();
     let svc = tower::Layer::layer(&layer, svc);
     svc.clone().oneshot(http::Request::new(500)).await.unwrap();
     tokio::time::advance(secs(5)).await;
@@ -433,14 +438,14 @@ async fn a_cancelled_probe_gives_its_permit_back() {
                 .unwrap(),
         )
     });
-    let layer = CircuitBreakerLayer::new(
+    let layer = breaker_layer(
         config()
             .consecutive_failures(1)
             .permitted_calls_in_half_open(1)
             .build()
             .unwrap(),
     );
-    let handle = layer.handle().clone();
+    let handle = layer.handle();
     let mut svc = tower::Layer::layer(&layer, hang);
     svc.ready()
         .await
@@ -493,7 +498,7 @@ async fn max_wait_in_half_open_reopens_when_probes_hang() {
                 .unwrap(),
         )
     });
-    let layer = CircuitBreakerLayer::new(
+    let layer = breaker_layer(
         config()
             .consecutive_failures(1)
             .permitted_calls_in_half_open(1)
@@ -501,7 +506,7 @@ async fn max_wait_in_half_open_reopens_when_probes_hang() {
             .build()
             .unwrap(),
     );
-    let handle = layer.handle().clone();
+    let handle = layer.handle();
     let svc = tower::Layer::layer(&layer, hang);
     svc.clone().oneshot(http::Request::new(500)).await.unwrap();
     tokio::time::advance(secs(5)).await;
@@ -549,7 +554,7 @@ async fn four_hundreds_rate_limits_and_local_rejections_are_ignored() {
     let inner = service_fn(|_req: Req| async {
         Err::<Res, BoxError>(Box::new(BreakerOpen::new("lower", "test", secs(1))))
     });
-    let layer = CircuitBreakerLayer::new(config().consecutive_failures(1).build().unwrap());
+    let layer = breaker_layer(config().consecutive_failures(1).build().unwrap());
     let mut svc = tower::Layer::layer(&layer, inner);
     for _ in 0..5 {
         let err = svc
@@ -569,7 +574,7 @@ async fn four_hundreds_rate_limits_and_local_rejections_are_ignored() {
 
 #[tokio::test(start_paused = true)]
 async fn transport_errors_and_timeouts_count() {
-    let layer = CircuitBreakerLayer::new(config().consecutive_failures(2).build().unwrap());
+    let layer = breaker_layer(config().consecutive_failures(2).build().unwrap());
     let failing = service_fn(|req: Req| async move {
         match *req.body() {
             0 => Err(std::io::Error::new(
@@ -605,7 +610,7 @@ async fn transport_errors_and_timeouts_count() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_policy_and_a_classifier_for_a_typed_client() {
+async fn failures_and_a_classifier_for_a_typed_client() {
     #[derive(Clone)]
     struct ChatClassifier;
     impl tower_llm_core::Classify<Result<String, String>> for ChatClassifier {
@@ -629,14 +634,14 @@ async fn a_policy_and_a_classifier_for_a_typed_client() {
         })
     });
     // Count rate limits for this provider.
-    let policy = |c: &tower_llm_core::Classification| match c {
-        tower_llm_core::Classification::Success => Outcome::Success,
-        tower_llm_core::Classification::Failure(f) => Outcome::Failure(f.kind),
-    };
-    let layer = CircuitBreakerLayer::new(config().consecutive_failures(2).build().unwrap())
+    let layer = CircuitBreakerLayer::builder()
+        .consecutive_failures(2)
         .classifier(ChatClassifier)
-        .policy(policy)
-        .read_budget(tower_llm_core::NoBudget);
+        .failures(KindSet::counts_against_breaker().with(ErrorKind::RateLimited))
+        .read_budget(tower_llm_core::NoBudget)
+        .build()
+        .unwrap();
+    assert!(layer.failures().contains(ErrorKind::RateLimited));
     let mut svc = tower::Layer::layer(&layer, typed);
     assert_eq!(
         svc.ready().await.unwrap().call("hi").await.unwrap(),
@@ -768,7 +773,7 @@ async fn an_open_breaker_answers_without_waiting_for_the_inner_service() {
         }
     }
     let polls = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::new(config().build().unwrap());
+    let layer = breaker_layer(config().build().unwrap());
     layer.handle().force_open();
     let mut svc = tower::Layer::layer(&layer, NeverReady(polls.clone()));
     let err = svc

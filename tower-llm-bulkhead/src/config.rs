@@ -3,7 +3,7 @@
 //! A [`PartitionConfig`] is what every partition of a bulkhead enforces: a concurrency limit with
 //! a bounded wait queue and a maximum wait, and optionally a [`RateLimit`], a [`TokenLimit`] and
 //! [`AdaptiveConcurrency`]. The layer builder ([`BulkheadLayer::builder`]) sets the defaults;
-//! [`BulkheadBuilder::partition_config`] can give chosen partitions their own.
+//! [`BulkheadLayerBuilder::partition_config`] can give chosen partitions their own.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,7 +25,7 @@
 //! ```
 //!
 //! [`BulkheadLayer::builder`]: crate::BulkheadLayer::builder
-//! [`BulkheadBuilder::partition_config`]: crate::BulkheadBuilder::partition_config
+//! [`BulkheadLayerBuilder::partition_config`]: crate::BulkheadLayerBuilder::partition_config
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -476,7 +476,7 @@ pub(crate) struct ValidAdaptive {
 }
 
 /// What a keyed bulkhead does with a new key once it holds
-/// [`max_partitions`](crate::BulkheadBuilder::max_partitions) partitions (after evicting idle
+/// [`max_partitions`](crate::BulkheadLayerBuilder::max_partitions) partitions (after evicting idle
 /// ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PartitionOverflow {
@@ -488,6 +488,21 @@ pub enum PartitionOverflow {
     /// Reject calls of keys beyond the bound with
     /// [`LimitKind::Partitions`](tower_llm_core::LimitKind::Partitions).
     Reject,
+}
+
+/// What the `target` label of a bulkhead's [metrics](crate::metrics) names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetLabel {
+    /// Each partition's key (the default): one series per partition, so each target below a
+    /// fallback chain ([`ByTarget`](crate::ByTarget)) has its own. An unpartitioned bulkhead's
+    /// one partition is its name.
+    #[default]
+    Partition,
+    /// The bulkhead's [name](crate::BulkheadLayerBuilder::name), for every partition: one series
+    /// per bulkhead, whatever the keys. For keys that clients choose (a tenant header, the
+    /// request's `model`), whose values would otherwise add series without bound. Gauges add up
+    /// over the partitions.
+    Name,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_llm_bulkhead::{BulkheadLayer, ByHeader};
+//! use tower_llm_bulkhead::{BulkheadLayer, ByHeader, ErrorsOnly};
 //! use tower_llm_core::{BulkheadFull, LimitKind};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -18,6 +18,7 @@
 //!     .max_concurrent(1)
 //!     .max_queued(0)
 //!     .release_on_response()
+//!     .classifier(ErrorsOnly)
 //!     .build()
 //!     .unwrap();
 //! let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {

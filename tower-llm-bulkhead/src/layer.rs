@@ -1,19 +1,23 @@
-//! [`BulkheadLayer`] and its builder.
+//! [`BulkheadLayer`] and its builder, [`BulkheadLayerBuilder`].
 //!
-//! Every [`Layer::layer`] call builds a new, independent bulkhead (like tower's
-//! `ConcurrencyLimitLayer`); clones of the resulting service share it.
+//! The layer owns the bulkhead's state (its partitions, limits and counters) behind an `Arc`:
+//! every service it wraps, every clone of those services and every clone of the layer share it.
+//! Under axum's `Router::layer`, which wraps each route separately, all routes draw on one set of
+//! permits; for independent bulkheads, build one layer each. [`BulkheadLayer::handle`] reads the
+//! state before the layer disappears into a `ServiceBuilder` chain.
 //!
 //! Waits are bounded by the maximum wait and by the deadline of the attempt, when the request
 //! carries an [`AttemptBudget`](tower_llm_core::AttemptBudget) (see
 //! [the crate docs](crate#the-attempts-deadline)). The budget is read with
-//! [`HttpBudget`](tower_llm_core::HttpBudget) by default; a typed client whose requests are not
+//! [`HttpBudget`] by default; a typed client whose requests are not
 //! `http::Request`s builds with
-//! [`.read_budget(NoBudget)`](BulkheadBuilder::read_budget).
+//! [`.read_budget(NoBudget)`](BulkheadLayerBuilder::read_budget).
 //!
 //! ```
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //! use tower_llm_bulkhead::{AdaptiveConcurrency, BulkheadLayer, ByTarget, RateLimit};
+//! use tower_llm_core::HttpClassifier;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let layer = BulkheadLayer::builder()
@@ -25,13 +29,16 @@
 //!     .max_wait(Duration::from_millis(500))
 //!     .rate_limit(RateLimit::per_minute(3_000).burst(50))
 //!     .adaptive(AdaptiveConcurrency::new(Duration::from_secs(5)).min_limit(4))
+//!     .classifier(HttpClassifier::default()) // what counts as load shedding (the default)
 //!     .build()
 //!     .unwrap();
+//! let handle = layer.handle();                 // before the layer moves into the chain
 //! let client = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 //! }));
 //! let res = client.oneshot(http::Request::new(())).await.unwrap();
 //! assert_eq!(res.status(), 200);
+//! assert_eq!(handle.name(), "llm");
 //! # }
 //! ```
 
@@ -45,35 +52,39 @@ use tower_llm_core::{ConfigError, HttpBudget, HttpClassifier};
 use crate::body::{ReleaseOnBodyEnd, ReleaseOnResponse, ReleaseWithUsage};
 use crate::config::{
     AdaptiveConcurrency, PartitionConfig, PartitionConfigBuilder, PartitionOverflow, RateLimit,
-    TokenLimit, DEFAULT_MAX_PARTITIONS,
+    TargetLabel, TokenLimit, DEFAULT_MAX_PARTITIONS,
 };
+use crate::handle::BulkheadHandle;
 use crate::key::{Global, Partitioner};
 use crate::partition::{Overrides, Shared, TableLayout};
-use crate::service::{Bulkhead, ErrorsOnly};
+use crate::service::Bulkhead;
 use crate::tokens::NoTokenEstimate;
 
-/// Applies [`Bulkhead`]. Build with [`BulkheadLayer::builder`], or [`BulkheadLayer::new`] for the
-/// defaults (one partition: 64 in flight, 128 queued, 1 s maximum wait).
+/// Applies [`Bulkhead`]: one bulkhead, shared by every service the layer wraps. Build with
+/// [`BulkheadLayer::builder`], or [`BulkheadLayer::new`] for the defaults (one partition: 64 in
+/// flight, 128 queued, 1 s maximum wait).
+///
+/// The state lives in the layer (an `Arc`): [`Layer::layer`] only wraps, so every service it
+/// returns, and every clone of the layer, draws on the same permits, rate and token budgets
+/// (see the [module docs](self)).
 ///
 /// Type parameters, each set by a builder method: `K` the [`Partitioner`]
-/// ([`partition_by`](BulkheadBuilder::partition_by)), `E` the token estimator
-/// ([`token_limit`](BulkheadBuilder::token_limit)), `C` the classifier of adaptive concurrency
-/// ([`adaptive`](BulkheadBuilder::adaptive)), `R` how long a response holds its permit
-/// ([`release_on_response`](BulkheadBuilder::release_on_response)), `D` how the attempt's
-/// deadline is read from a request ([`read_budget`](BulkheadBuilder::read_budget): [`HttpBudget`]
-/// by default; `NoBudget` for a typed client).
+/// ([`partition_by`](BulkheadLayerBuilder::partition_by)), `E` the token estimator
+/// ([`token_limit`](BulkheadLayerBuilder::token_limit)), `C` the classifier of adaptive
+/// concurrency ([`classifier`](BulkheadLayerBuilder::classifier): [`HttpClassifier`] by default,
+/// [`ErrorsOnly`](crate::ErrorsOnly) or your own for a typed client), `R` how long a response
+/// holds its permit ([`release_on_response`](BulkheadLayerBuilder::release_on_response)), `D`
+/// how the attempt's deadline is read from a request
+/// ([`read_budget`](BulkheadLayerBuilder::read_budget): [`HttpBudget`] by default; `NoBudget`
+/// for a typed client).
 pub struct BulkheadLayer<
     K: Partitioner = Global,
     E = NoTokenEstimate,
-    C = ErrorsOnly,
+    C = HttpClassifier,
     R = ReleaseOnBodyEnd,
     D = HttpBudget,
 > {
-    name: Arc<str>,
-    defaults: PartitionConfig,
-    max_partitions: usize,
-    overflow: PartitionOverflow,
-    overrides: Option<Overrides<K::Key>>,
+    shared: Arc<Shared<K::Key>>,
     partitioner: K,
     estimator: E,
     classifier: C,
@@ -84,31 +95,39 @@ pub struct BulkheadLayer<
 impl BulkheadLayer {
     /// A bulkhead with the default limits and one partition.
     pub fn new() -> Self {
+        let shared = Shared::new(
+            Arc::from(DEFAULT_NAME),
+            PartitionConfig::default(),
+            TableLayout {
+                single: true,
+                label: TargetLabel::default(),
+                max_partitions: DEFAULT_MAX_PARTITIONS,
+                overflow: PartitionOverflow::default(),
+                overrides: None,
+            },
+        );
         BulkheadLayer {
-            name: Arc::from(DEFAULT_NAME),
-            defaults: PartitionConfig::default(),
-            max_partitions: DEFAULT_MAX_PARTITIONS,
-            overflow: PartitionOverflow::default(),
-            overrides: None,
+            shared: Arc::new(shared),
             partitioner: Global,
             estimator: NoTokenEstimate,
-            classifier: ErrorsOnly,
+            classifier: HttpClassifier::default(),
             hold: ReleaseOnBodyEnd,
             budget: HttpBudget,
         }
     }
 
     /// A builder starting from the defaults.
-    pub fn builder() -> BulkheadBuilder {
-        BulkheadBuilder {
+    pub fn builder() -> BulkheadLayerBuilder {
+        BulkheadLayerBuilder {
             name: Arc::from(DEFAULT_NAME),
             partition: PartitionConfig::builder(),
             max_partitions: DEFAULT_MAX_PARTITIONS,
             overflow: PartitionOverflow::default(),
+            label: TargetLabel::default(),
             overrides: None,
             partitioner: Global,
             estimator: NoTokenEstimate,
-            classifier: ErrorsOnly,
+            classifier: HttpClassifier::default(),
             hold: ReleaseOnBodyEnd,
             budget: HttpBudget,
         }
@@ -123,16 +142,22 @@ impl Default for BulkheadLayer {
 
 const DEFAULT_NAME: &str = "bulkhead";
 
+impl<K: Partitioner, E, C, R, D> BulkheadLayer<K, E, C, R, D> {
+    /// An owned handle on the bulkhead's live state (partitions, in flight, queued, token
+    /// corrections), shared with every service this layer wraps. Take it before the layer moves
+    /// into a `ServiceBuilder` chain.
+    pub fn handle(&self) -> BulkheadHandle<K::Key> {
+        BulkheadHandle::new(Arc::clone(&self.shared))
+    }
+}
+
 impl<K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Clone
     for BulkheadLayer<K, E, C, R, D>
 {
+    /// A layer on the same bulkhead (the state is shared, not copied).
     fn clone(&self) -> Self {
         BulkheadLayer {
-            name: Arc::clone(&self.name),
-            defaults: self.defaults.clone(),
-            max_partitions: self.max_partitions,
-            overflow: self.overflow,
-            overrides: self.overrides.clone(),
+            shared: Arc::clone(&self.shared),
             partitioner: self.partitioner.clone(),
             estimator: self.estimator.clone(),
             classifier: self.classifier.clone(),
@@ -145,10 +170,8 @@ impl<K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Clone
 impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadLayer<K, E, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BulkheadLayer")
-            .field("name", &self.name)
-            .field("defaults", &self.defaults)
-            .field("max_partitions", &self.max_partitions)
-            .field("overflow", &self.overflow)
+            .field("name", &self.shared.name)
+            .field("defaults", self.shared.defaults())
             .finish_non_exhaustive()
     }
 }
@@ -158,20 +181,11 @@ impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Layer<S>
 {
     type Service = Bulkhead<S, K, E, C, R, D>;
 
+    /// Wrap `inner` in this layer's bulkhead (shared: no new state).
     fn layer(&self, inner: S) -> Self::Service {
-        let shared = Shared::new(
-            Arc::clone(&self.name),
-            self.defaults.clone(),
-            TableLayout {
-                single: self.partitioner.is_single(),
-                max_partitions: self.max_partitions,
-                overflow: self.overflow,
-                overrides: self.overrides.clone(),
-            },
-        );
         Bulkhead::from_parts(
             inner,
-            Arc::new(shared),
+            Arc::clone(&self.shared),
             self.partitioner.clone(),
             self.estimator.clone(),
             self.classifier.clone(),
@@ -182,10 +196,10 @@ impl<S, K: Partitioner, E: Clone, C: Clone, R: Clone, D: Clone> Layer<S>
 }
 
 /// Builds a [`BulkheadLayer`]; [`build`](Self::build) validates every value.
-pub struct BulkheadBuilder<
+pub struct BulkheadLayerBuilder<
     K: Partitioner = Global,
     E = NoTokenEstimate,
-    C = ErrorsOnly,
+    C = HttpClassifier,
     R = ReleaseOnBodyEnd,
     D = HttpBudget,
 > {
@@ -193,6 +207,7 @@ pub struct BulkheadBuilder<
     partition: PartitionConfigBuilder,
     max_partitions: usize,
     overflow: PartitionOverflow,
+    label: TargetLabel,
     overrides: Option<Overrides<K::Key>>,
     partitioner: K,
     estimator: E,
@@ -201,20 +216,23 @@ pub struct BulkheadBuilder<
     budget: D,
 }
 
-impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadBuilder<K, E, C, R, D> {
+impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadLayerBuilder<K, E, C, R, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BulkheadBuilder")
+        f.debug_struct("BulkheadLayerBuilder")
             .field("name", &self.name)
             .field("partition", &self.partition)
             .field("max_partitions", &self.max_partitions)
             .field("overflow", &self.overflow)
+            .field("target_label", &self.label)
             .finish_non_exhaustive()
     }
 }
 
-impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
-    /// The bulkhead's name: the `bulkhead` metrics label, and the name in errors when
-    /// unpartitioned (default `bulkhead`).
+impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
+    /// The bulkhead's name (default `bulkhead`): the name in errors and snapshots, and the
+    /// `target` label of its [metrics](crate::metrics) when unpartitioned (or labelled by
+    /// [`TargetLabel::Name`]). A bulkhead that guards one target is named after it
+    /// (`openai/gpt-4o-mini`).
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
@@ -260,6 +278,14 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
         self
     }
 
+    /// What the `target` label of the bulkhead's [metrics](crate::metrics) names (default
+    /// [`TargetLabel::Partition`]: each partition's key). Label a bulkhead whose keys clients
+    /// choose by its name, so its series stay bounded.
+    pub fn target_label(mut self, label: TargetLabel) -> Self {
+        self.label = label;
+        self
+    }
+
     /// Give chosen partitions their own limits: `config(key)` is asked once, when the partition
     /// is created; `None` means the defaults. Set after [`partition_by`](Self::partition_by),
     /// which resets it (the key type changes).
@@ -272,12 +298,16 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
     }
 
     /// Split calls into partitions by `partitioner` (default [`Global`]: one partition).
-    pub fn partition_by<K2: Partitioner>(self, partitioner: K2) -> BulkheadBuilder<K2, E, C, R, D> {
-        BulkheadBuilder {
+    pub fn partition_by<K2: Partitioner>(
+        self,
+        partitioner: K2,
+    ) -> BulkheadLayerBuilder<K2, E, C, R, D> {
+        BulkheadLayerBuilder {
             name: self.name,
             partition: self.partition,
             max_partitions: self.max_partitions,
             overflow: self.overflow,
+            label: self.label,
             overrides: None,
             partitioner,
             estimator: self.estimator,
@@ -293,7 +323,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
         self,
         limit: TokenLimit,
         estimator: E2,
-    ) -> BulkheadBuilder<K, E2, C, R, D> {
+    ) -> BulkheadLayerBuilder<K, E2, C, R, D> {
         let mut next = self.estimate_tokens(estimator);
         next.partition = next.partition.token_limit(limit);
         next
@@ -301,12 +331,13 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
 
     /// Estimate request tokens with `estimator`, for partitions given a token limit by
     /// [`partition_config`](Self::partition_config) only.
-    pub fn estimate_tokens<E2>(self, estimator: E2) -> BulkheadBuilder<K, E2, C, R, D> {
-        BulkheadBuilder {
+    pub fn estimate_tokens<E2>(self, estimator: E2) -> BulkheadLayerBuilder<K, E2, C, R, D> {
+        BulkheadLayerBuilder {
             name: self.name,
             partition: self.partition,
             max_partitions: self.max_partitions,
             overflow: self.overflow,
+            label: self.label,
             overrides: self.overrides,
             partitioner: self.partitioner,
             estimator,
@@ -316,34 +347,26 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
         }
     }
 
-    /// Adapt each partition's concurrency limit to the target (AIMD), classifying HTTP responses
-    /// with [`HttpClassifier`].
-    pub fn adaptive(
-        self,
-        adaptive: AdaptiveConcurrency,
-    ) -> BulkheadBuilder<K, E, HttpClassifier, R, D> {
-        self.adaptive_with(adaptive, HttpClassifier::default())
-    }
-
-    /// Adapt each partition's concurrency limit, classifying responses with `classifier` (for a
-    /// typed client, or custom rows).
-    pub fn adaptive_with<C2>(
-        mut self,
-        adaptive: AdaptiveConcurrency,
-        classifier: C2,
-    ) -> BulkheadBuilder<K, E, C2, R, D> {
+    /// Let each partition's concurrency limit adapt to the target (AIMD): calls slower than the
+    /// latency threshold, and calls the [`classifier`](Self::classifier) says the target shed
+    /// (rate limited, overloaded, timed out), lower it. For partitions given their own limits by
+    /// [`partition_config`](Self::partition_config), adaptive or not, set it there.
+    pub fn adaptive(mut self, adaptive: AdaptiveConcurrency) -> Self {
         self.partition = self.partition.adaptive(adaptive);
-        self.classify_with(classifier)
+        self
     }
 
-    /// Classify responses with `classifier`, for partitions made adaptive by
-    /// [`partition_config`](Self::partition_config) only.
-    pub fn classify_with<C2>(self, classifier: C2) -> BulkheadBuilder<K, E, C2, R, D> {
-        BulkheadBuilder {
+    /// Classify responses and errors with `classifier`, for adaptive concurrency (default
+    /// [`HttpClassifier`]; a typed client passes its own, or [`ErrorsOnly`](crate::ErrorsOnly)
+    /// to count every response as a success and classify errors only). Not consulted unless a
+    /// partition is [adaptive](Self::adaptive).
+    pub fn classifier<C2>(self, classifier: C2) -> BulkheadLayerBuilder<K, E, C2, R, D> {
+        BulkheadLayerBuilder {
             name: self.name,
             partition: self.partition,
             max_partitions: self.max_partitions,
             overflow: self.overflow,
+            label: self.label,
             overrides: self.overrides,
             partitioner: self.partitioner,
             estimator: self.estimator,
@@ -355,7 +378,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
 
     /// Release the permit as soon as the response is returned (for non-HTTP responses, or when
     /// bodies are read elsewhere). The default keeps it in the HTTP body until it ends.
-    pub fn release_on_response(self) -> BulkheadBuilder<K, E, C, ReleaseOnResponse, D> {
+    pub fn release_on_response(self) -> BulkheadLayerBuilder<K, E, C, ReleaseOnResponse, D> {
         self.hold_permit(ReleaseOnResponse)
     }
 
@@ -364,17 +387,18 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
     pub fn release_with_usage<F>(
         self,
         usage: F,
-    ) -> BulkheadBuilder<K, E, C, ReleaseWithUsage<F>, D> {
+    ) -> BulkheadLayerBuilder<K, E, C, ReleaseWithUsage<F>, D> {
         self.hold_permit(ReleaseWithUsage::new(usage))
     }
 
     /// Decide how long responses hold their permit with a custom [`HoldPermit`](crate::HoldPermit).
-    pub fn hold_permit<R2>(self, hold: R2) -> BulkheadBuilder<K, E, C, R2, D> {
-        BulkheadBuilder {
+    pub fn hold_permit<R2>(self, hold: R2) -> BulkheadLayerBuilder<K, E, C, R2, D> {
+        BulkheadLayerBuilder {
             name: self.name,
             partition: self.partition,
             max_partitions: self.max_partitions,
             overflow: self.overflow,
+            label: self.label,
             overrides: self.overrides,
             partitioner: self.partitioner,
             estimator: self.estimator,
@@ -390,12 +414,13 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
     /// that carries one implements [`ReadBudget`](tower_llm_core::ReadBudget).
     ///
     /// No wait goes past the budget's deadline: see the [crate docs](crate#the-attempts-deadline).
-    pub fn read_budget<D2>(self, reader: D2) -> BulkheadBuilder<K, E, C, R, D2> {
-        BulkheadBuilder {
+    pub fn read_budget<D2>(self, reader: D2) -> BulkheadLayerBuilder<K, E, C, R, D2> {
+        BulkheadLayerBuilder {
             name: self.name,
             partition: self.partition,
             max_partitions: self.max_partitions,
             overflow: self.overflow,
+            label: self.label,
             overrides: self.overrides,
             partitioner: self.partitioner,
             estimator: self.estimator,
@@ -405,7 +430,8 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
         }
     }
 
-    /// Validate and build the layer.
+    /// Validate and build the layer, and with it the bulkhead's state, which every service the
+    /// layer wraps shares. (Metrics are registered by each partition's first call.)
     pub fn build(self) -> Result<BulkheadLayer<K, E, C, R, D>, ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
@@ -413,12 +439,19 @@ impl<K: Partitioner, E, C, R, D> BulkheadBuilder<K, E, C, R, D> {
         if self.max_partitions == 0 {
             return Err(ConfigError::new("max_partitions", "must be at least 1"));
         }
+        let shared = Shared::new(
+            self.name,
+            self.partition.build()?,
+            TableLayout {
+                single: self.partitioner.is_single(),
+                label: self.label,
+                max_partitions: self.max_partitions,
+                overflow: self.overflow,
+                overrides: self.overrides,
+            },
+        );
         Ok(BulkheadLayer {
-            name: self.name,
-            defaults: self.partition.build()?,
-            max_partitions: self.max_partitions,
-            overflow: self.overflow,
-            overrides: self.overrides,
+            shared: Arc::new(shared),
             partitioner: self.partitioner,
             estimator: self.estimator,
             classifier: self.classifier,

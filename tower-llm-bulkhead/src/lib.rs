@@ -17,6 +17,10 @@
 //! - keeps each call's permit until its response — for HTTP, its response **body** — ends or is
 //!   dropped, and releases it on every path: completion, error, cancellation, panic.
 //!
+//! The state (partitions, permits, budgets) lives in the layer: every service it wraps — each
+//! route of an axum `Router::layer`, each clone — shares one bulkhead, and
+//! [`BulkheadLayer::handle`] reads it without keeping a service around.
+//!
 //! ```
 //! use std::time::Duration;
 //! use bytes::Bytes;
@@ -36,8 +40,8 @@
 //!     tokio::time::sleep(Duration::from_secs(1)).await; // a slow provider
 //!     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
 //! });
+//! let handle = layer.handle(); // the bulkhead's state lives in the layer
 //! let client = ServiceBuilder::new().layer(layer).service(upstream);
-//! let handle = client.handle();
 //!
 //! // Two calls run, a third waits in the queue, a fourth is turned away at once.
 //! let running: Vec<_> = (0..3).map(|_| tokio::spawn(client.clone().oneshot(http::Request::new(())))).collect();
@@ -76,7 +80,7 @@
 //! Time flows down: a fallback chain gives each attempt a deadline, an
 //! [`AttemptBudget`](tower_llm_core::AttemptBudget) request extension, and the bulkhead never
 //! queues past it. A call that has to wait for a concurrency slot waits until the earlier of
-//! [`max_wait`](BulkheadBuilder::max_wait) and the deadline, and is rejected with
+//! [`max_wait`](BulkheadLayerBuilder::max_wait) and the deadline, and is rejected with
 //! [`BulkheadFull`] (`MaxWait`) the moment the deadline passes, leaving the queue. A call whose
 //! deadline has already passed does not join the queue (`Concurrency`), and a call whose
 //! request-rate or token permit comes only at or after the deadline is rejected at once (`Rate`
@@ -87,13 +91,17 @@
 //! The budget is read by the bulkhead's [`ReadBudget`](tower_llm_core::ReadBudget): by default
 //! [`HttpBudget`](tower_llm_core::HttpBudget), the extension of an `http::Request`. A typed client
 //! (`Service<ChatRequest>`) opts out with
-//! [`.read_budget(NoBudget)`](BulkheadBuilder::read_budget):
+//! [`.read_budget(NoBudget)`](BulkheadLayerBuilder::read_budget), and replaces the two other
+//! HTTP defaults as well: [`.release_on_response()`](BulkheadLayerBuilder::release_on_response)
+//! (no body to hold the permit in) and [`.classifier(...)`](BulkheadLayerBuilder::classifier)
+//! (its own classifier, or [`ErrorsOnly`], instead of
+//! [`HttpClassifier`](tower_llm_core::HttpClassifier)):
 //!
 //! ```
 //! use std::time::Duration;
 //! use tokio::time::Instant;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_llm_bulkhead::BulkheadLayer;
+//! use tower_llm_bulkhead::{BulkheadLayer, ErrorsOnly};
 //! use tower_llm_core::{AttemptBudget, BulkheadFull, LimitKind, NoBudget};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -117,10 +125,11 @@
 //! assert_eq!(err.downcast_ref::<BulkheadFull>().unwrap().limit(), LimitKind::MaxWait);
 //! assert_eq!(start.elapsed(), Duration::from_millis(300));
 //!
-//! // A typed client: its requests carry no budget.
+//! // A typed client: its requests carry no budget, its responses are no HTTP responses.
 //! let typed = BulkheadLayer::builder()
 //!     .release_on_response()
 //!     .read_budget(NoBudget)
+//!     .classifier(ErrorsOnly)
 //!     .build()
 //!     .unwrap();
 //! let chat = ServiceBuilder::new()
@@ -141,7 +150,8 @@
 //!
 //! # Observability
 //!
-//! See [`metrics`] for the metric names; every rejection is a `tracing` event at `DEBUG`.
+//! See [`metrics`] for the metric names and their `target` label (the bulkhead's name, or the
+//! partition key); every rejection is a `tracing` event at `DEBUG`.
 
 #![forbid(unsafe_code)]
 
@@ -151,8 +161,9 @@ pub mod body;
 mod clock;
 pub mod config;
 mod future;
+pub mod handle;
 pub mod key;
-mod layer;
+pub mod layer;
 pub mod metrics;
 mod partition;
 mod permit;
@@ -165,16 +176,17 @@ pub use body::{HoldPermit, PermitBody, ReleaseOnBodyEnd, ReleaseOnResponse, Rele
 pub use clock::TokioClock;
 pub use config::{
     AdaptiveConcurrency, PartitionConfig, PartitionConfigBuilder, PartitionOverflow, RateLimit,
-    TokenLimit,
+    TargetLabel, TokenLimit,
 };
 pub use future::ResponseFuture;
+pub use handle::BulkheadHandle;
 pub use key::{
     partition_fn, AllCalls, ByHeader, ByModel, ByTarget, Global, HeaderKey, ModelKey, PartitionBy,
     PartitionFn, PartitionKey, Partitioner,
 };
-pub use layer::{BulkheadBuilder, BulkheadLayer};
+pub use layer::{BulkheadLayer, BulkheadLayerBuilder};
 pub use partition::PartitionSnapshot;
 pub use permit::Permit;
-pub use service::{Bulkhead, BulkheadHandle, ErrorsOnly};
+pub use service::{Bulkhead, ErrorsOnly};
 pub use tokens::{EstimateTokens, JsonBodyEstimate, NoTokenEstimate};
 pub use tower_llm_core::{BulkheadFull, LimitKind};

@@ -21,9 +21,9 @@ use tower_llm_core::{BulkheadFull, LimitKind};
 
 use crate::adaptive::{Aimd, Signal};
 use crate::clock::{saturating_nanos, TokioClock};
-use crate::config::{PartitionConfig, PartitionOverflow};
+use crate::config::{PartitionConfig, PartitionOverflow, TargetLabel};
 use crate::key::PartitionKey;
-use crate::metrics::PartitionMetrics;
+use crate::metrics::{PartitionMetrics, OVERFLOW_TARGET};
 use crate::rate::RequestRate;
 use crate::tokens::TokenBudget;
 
@@ -78,14 +78,14 @@ pub(crate) enum Enqueue {
 }
 
 impl Partition {
+    /// A partition named `name` whose metrics are labelled `target`.
     pub(crate) fn new(
-        bulkhead: &Arc<str>,
+        target: &Arc<str>,
         name: Arc<str>,
         config: &PartitionConfig,
         clock: TokioClock,
     ) -> Self {
-        let metrics = PartitionMetrics::new(bulkhead, &name);
-        metrics.limit.set(config.max_concurrent as f64);
+        let metrics = PartitionMetrics::new(target, config.max_concurrent);
         Partition {
             state: AtomicU64::new(0),
             limit: AtomicUsize::new(config.max_concurrent),
@@ -154,7 +154,7 @@ impl Partition {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    self.metrics.in_flight.increment(1.0);
+                    self.metrics.in_flight().increment(1.0);
                     return true;
                 }
                 Err(actual) => state = actual,
@@ -185,11 +185,11 @@ impl Partition {
                     let id = queue.next_id;
                     queue.next_id = queue.next_id.wrapping_add(1);
                     queue.waiters.push_back(Waiter { id, grant });
-                    self.metrics.queued.increment(1.0);
+                    self.metrics.queued().increment(1.0);
                     return Enqueue::Queued(Ticket { id, granted });
                 }
                 Ok(_) => {
-                    self.metrics.in_flight.increment(1.0);
+                    self.metrics.in_flight().increment(1.0);
                     return Enqueue::Acquired;
                 }
                 Err(actual) => state = actual,
@@ -207,7 +207,7 @@ impl Partition {
         if let Some(pos) = queue.waiters.iter().position(|w| w.id == ticket.id) {
             queue.waiters.remove(pos);
             self.state.fetch_sub(ONE_WAITING, Ordering::AcqRel);
-            self.metrics.queued.decrement(1.0);
+            self.metrics.queued().decrement(1.0);
         }
         false
     }
@@ -223,7 +223,7 @@ impl Partition {
                 .compare_exchange(state, state - 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            self.metrics.in_flight.decrement(1.0);
+            self.metrics.in_flight().decrement(1.0);
             return;
         }
         self.release_contended();
@@ -241,7 +241,7 @@ impl Partition {
                     .compare_exchange_weak(state, state - 1, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.metrics.in_flight.decrement(1.0);
+                    self.metrics.in_flight().decrement(1.0);
                     return;
                 }
             } else if self.hand_off() {
@@ -268,7 +268,7 @@ impl Partition {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    self.metrics.queued.decrement(1.0);
+                    self.metrics.queued().decrement(1.0);
                     // Waiters leave the queue under this lock before dropping their receiver, so
                     // the send succeeds; if it did not, the caller still holds the slot.
                     return queue
@@ -297,15 +297,15 @@ impl Partition {
                 .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    self.metrics.queued.decrement(1.0);
-                    self.metrics.in_flight.increment(1.0);
+                    self.metrics.queued().decrement(1.0);
+                    self.metrics.in_flight().increment(1.0);
                     let sent = queue
                         .waiters
                         .pop_front()
                         .is_some_and(|w| w.grant.send(()).is_ok());
                     if !sent {
                         self.state.fetch_sub(1, Ordering::AcqRel);
-                        self.metrics.in_flight.decrement(1.0);
+                        self.metrics.in_flight().decrement(1.0);
                     }
                     state = self.state.load(Ordering::Acquire);
                 }
@@ -329,7 +329,7 @@ impl Partition {
         {
             return;
         }
-        self.metrics.limit.set(next as f64);
+        self.metrics.limit_moved(limit, next);
         if next > limit {
             tracing::trace!(partition = %self.name, limit = next, "adaptive concurrency limit raised");
             self.admit_waiters();
@@ -399,6 +399,14 @@ impl Partition {
     }
 }
 
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // Nothing is in flight or waiting (permits and waiters hold the partition); its limit
+        // leaves the gauge it was added to.
+        self.metrics.dropped(self.limit());
+    }
+}
+
 /// The state of one partition at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PartitionSnapshot {
@@ -425,6 +433,7 @@ const SHARDS: usize = 16;
 /// The state every clone of one bulkhead service shares.
 pub(crate) struct Shared<K> {
     pub(crate) name: Arc<str>,
+    label: TargetLabel,
     defaults: PartitionConfig,
     overrides: Option<Overrides<K>>,
     clock: TokioClock,
@@ -493,6 +502,7 @@ struct Keyed<K> {
 /// How a [`Shared`] table is laid out.
 pub(crate) struct TableLayout<K> {
     pub(crate) single: bool,
+    pub(crate) label: TargetLabel,
     pub(crate) max_partitions: usize,
     pub(crate) overflow: PartitionOverflow,
     pub(crate) overrides: Option<Overrides<K>>,
@@ -501,6 +511,7 @@ pub(crate) struct TableLayout<K> {
 impl<K: PartitionKey> Shared<K> {
     pub(crate) fn new(name: Arc<str>, defaults: PartitionConfig, layout: TableLayout<K>) -> Self {
         let clock = TokioClock::new();
+        let label = layout.label;
         let table = if layout.single {
             Table::Single(Arc::new(Partition::new(
                 &name,
@@ -510,12 +521,16 @@ impl<K: PartitionKey> Shared<K> {
             )))
         } else {
             let overflow = match layout.overflow {
-                PartitionOverflow::Shared => Some(Arc::new(Partition::new(
-                    &name,
-                    Arc::from("overflow"),
-                    &defaults,
-                    clock,
-                ))),
+                PartitionOverflow::Shared => {
+                    let overflow: Arc<str> = Arc::from(OVERFLOW_TARGET);
+                    let target = match label {
+                        TargetLabel::Partition => Arc::clone(&overflow),
+                        TargetLabel::Name => Arc::clone(&name),
+                    };
+                    Some(Arc::new(Partition::new(
+                        &target, overflow, &defaults, clock,
+                    )))
+                }
                 PartitionOverflow::Reject => None,
             };
             Table::Keyed(Box::new(Keyed {
@@ -529,11 +544,17 @@ impl<K: PartitionKey> Shared<K> {
         };
         Shared {
             name,
+            label,
             defaults,
             overrides: layout.overrides,
             clock,
             table,
         }
+    }
+
+    /// The limits of partitions without their own.
+    pub(crate) fn defaults(&self) -> &PartitionConfig {
+        &self.defaults
     }
 
     /// The one partition of an unpartitioned bulkhead.
@@ -569,7 +590,11 @@ impl<K: PartitionKey> Shared<K> {
                     .as_ref()
                     .and_then(|f| f(&k.key))
                     .unwrap_or_else(|| self.defaults.clone());
-                let partition = Arc::new(Partition::new(&self.name, name, &config, self.clock));
+                let target = match self.label {
+                    TargetLabel::Partition => Arc::clone(&name),
+                    TargetLabel::Name => Arc::clone(&self.name),
+                };
+                let partition = Arc::new(Partition::new(&target, name, &config, self.clock));
                 map.insert(k, Arc::clone(&partition));
                 return Ok(partition);
             }
@@ -582,13 +607,11 @@ impl<K: PartitionKey> Shared<K> {
         match &keyed.overflow {
             Some(overflow) => Ok(Arc::clone(overflow)),
             None => {
-                metrics::counter!(
-                    crate::metrics::REJECTED_TOTAL,
-                    "bulkhead" => Arc::clone(&self.name),
-                    "partition" => "overflow",
-                    "reason" => LimitKind::Partitions.as_str()
-                )
-                .increment(1);
+                let target = match self.label {
+                    TargetLabel::Partition => Arc::from(OVERFLOW_TARGET),
+                    TargetLabel::Name => Arc::clone(&self.name),
+                };
+                crate::metrics::rejected(target, LimitKind::Partitions);
                 tracing::debug!(bulkhead = %self.name, max_partitions = keyed.max, "bulkhead rejected a call: partition bound reached");
                 Err(BulkheadFull::new(
                     Arc::clone(&self.name),

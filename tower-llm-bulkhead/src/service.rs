@@ -1,4 +1,4 @@
-//! The [`Bulkhead`] service and its [`BulkheadHandle`].
+//! The [`Bulkhead`] service.
 //!
 //! # Admission happens in `call`, not `poll_ready`
 //!
@@ -24,14 +24,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_llm_core::{BoxError, Classification, Classify, HttpBudget, ReadBudget};
+use tower_llm_core::{BoxError, Classification, Classify, HttpBudget, HttpClassifier, ReadBudget};
 use tower_service::Service;
 
 use crate::admission::{try_admit, Admit};
 use crate::body::{HoldPermit, ReleaseOnBodyEnd};
 use crate::future::ResponseFuture;
+use crate::handle::BulkheadHandle;
 use crate::key::{Global, PartitionBy, Partitioner};
-use crate::partition::{PartitionSnapshot, Shared};
+use crate::partition::Shared;
 use crate::tokens::{EstimateTokens, NoTokenEstimate};
 
 /// Limits concurrent calls (with a bounded wait), request rate and tokens per partition; see the
@@ -44,7 +45,7 @@ pub struct Bulkhead<
     S,
     K: Partitioner = Global,
     E = NoTokenEstimate,
-    C = ErrorsOnly,
+    C = HttpClassifier,
     R = ReleaseOnBodyEnd,
     D = HttpBudget,
 > {
@@ -78,11 +79,11 @@ impl<S, K: Partitioner, E, C, R, D> Bulkhead<S, K, E, C, R, D> {
         }
     }
 
-    /// A handle on this bulkhead's state (shared by every clone of the service).
+    /// A handle on this bulkhead's state, shared by every clone of the service and by the
+    /// [`BulkheadLayer`](crate::BulkheadLayer) that built it (the same as
+    /// [`BulkheadLayer::handle`](crate::BulkheadLayer::handle)).
     pub fn handle(&self) -> BulkheadHandle<K::Key> {
-        BulkheadHandle {
-            shared: Arc::clone(&self.shared),
-        }
+        BulkheadHandle::new(Arc::clone(&self.shared))
     }
 
     /// The inner service.
@@ -178,76 +179,10 @@ where
     }
 }
 
-/// A handle on a bulkhead's live state: snapshots, totals, and the token-usage hook.
-pub struct BulkheadHandle<Key> {
-    shared: Arc<Shared<Key>>,
-}
-
-impl<Key> Clone for BulkheadHandle<Key> {
-    fn clone(&self) -> Self {
-        BulkheadHandle {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl<Key> fmt::Debug for BulkheadHandle<Key> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BulkheadHandle")
-            .field("name", &self.shared.name)
-            .finish()
-    }
-}
-
-impl<Key: crate::PartitionKey> BulkheadHandle<Key> {
-    /// The bulkhead's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// The state of every partition (a keyed bulkhead's `overflow` partition last).
-    pub fn snapshot(&self) -> Vec<PartitionSnapshot> {
-        self.shared
-            .partitions()
-            .iter()
-            .map(|p| p.snapshot())
-            .collect()
-    }
-
-    /// The state of `key`'s partition, if it exists (an unpartitioned bulkhead's one partition,
-    /// whatever the key).
-    pub fn partition(&self, key: &Key) -> Option<PartitionSnapshot> {
-        self.shared.existing(key).map(|p| p.snapshot())
-    }
-
-    /// Calls holding a permit, over every partition.
-    pub fn in_flight(&self) -> usize {
-        self.shared.partitions().iter().map(|p| p.in_flight()).sum()
-    }
-
-    /// Calls waiting for a permit, over every partition.
-    pub fn queued(&self) -> usize {
-        self.shared.partitions().iter().map(|p| p.queued()).sum()
-    }
-
-    /// Correct `key`'s token budget after a call charged `estimated` tokens reported `actual`
-    /// tokens of use — for a layer that reads usage the bulkhead cannot see (a streaming layer
-    /// that parses SSE above it, a typed client). Returns `false` when the partition does not
-    /// exist (any more).
-    pub fn correct_tokens(&self, key: &Key, estimated: u64, actual: u64) -> bool {
-        match self.shared.existing(key) {
-            Some(p) => {
-                p.correct_tokens(estimated, actual);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
 /// A classifier for adaptive concurrency over any response type: every response is a success,
 /// errors are classified by [`tower_llm_core::classify_error`] (timeouts, transport errors, and
-/// tower-llm's own errors). The default when the layer is not adaptive.
+/// tower-llm's own errors). For a typed client that has no classifier of its own:
+/// [`.classifier(ErrorsOnly)`](crate::BulkheadLayerBuilder::classifier).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ErrorsOnly;
 

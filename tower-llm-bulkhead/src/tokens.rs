@@ -10,13 +10,14 @@
 //! use std::time::Duration;
 //! use bytes::Bytes;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use tower_llm_bulkhead::{BulkheadLayer, JsonBodyEstimate, TokenLimit};
+//! use tower_llm_bulkhead::{BulkheadLayer, ErrorsOnly, JsonBodyEstimate, TokenLimit};
 //! use tower_llm_core::{BulkheadFull, LimitKind, ReplayBody};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 //! let layer = BulkheadLayer::builder()
 //!     .token_limit(TokenLimit::per_minute(1_000), JsonBodyEstimate::new())
 //!     .release_on_response()
+//!     .classifier(ErrorsOnly) // the responses are not HTTP responses
 //!     .build()
 //!     .unwrap();
 //! let svc = ServiceBuilder::new().layer(layer).service(service_fn(

@@ -177,3 +177,49 @@ async fn limit_falls_when_the_target_sheds_load() {
         c.await.unwrap();
     }
 }
+
+/// A typed client's own classifier, set with `.classifier(...)`, decides what counts as load
+/// shedding for the adaptive limit; `.adaptive(...)` only sets its parameters.
+#[tokio::test(start_paused = true)]
+async fn a_typed_clients_classifier_drives_the_adaptive_limit() {
+    use tower_llm_core::{Classification, Classify, ErrorKind, Failure, NoBudget};
+
+    /// A typed answer: `busy` is the provider saying it shed the call.
+    struct Answer {
+        busy: bool,
+    }
+
+    #[derive(Clone)]
+    struct Busy;
+    impl Classify<Answer> for Busy {
+        fn classify_response(&self, answer: &Answer) -> Classification {
+            if answer.busy {
+                Classification::Failure(Failure::new(ErrorKind::Overloaded))
+            } else {
+                Classification::Success
+            }
+        }
+    }
+
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(8)
+        .adaptive(AdaptiveConcurrency::new(Duration::from_secs(5)).cooldown(Duration::ZERO))
+        .classifier(Busy)
+        .release_on_response()
+        .read_budget(NoBudget)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|busy: bool| async move {
+            Ok::<_, Infallible>(Answer { busy })
+        }));
+    let limit = || handle.snapshot()[0].limit;
+
+    // Fast answers never lower it; a shed call does, at once.
+    svc.clone().oneshot(false).await.unwrap();
+    assert_eq!(limit(), 8);
+    svc.clone().oneshot(true).await.unwrap();
+    assert!(limit() < 8, "limit {}", limit());
+}

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_llm_bulkhead::BulkheadLayer;
+use tower_llm_bulkhead::{BulkheadLayer, ErrorsOnly};
 use tower_llm_core::{BulkheadFull, LimitKind, NoBudget};
 
 fn full(err: &tower_llm_core::BoxError) -> &BulkheadFull {
@@ -90,6 +90,7 @@ async fn limit_holds_across_threads() {
         .max_wait(Duration::from_secs(3600))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let probe_in = probe.clone();
@@ -131,6 +132,7 @@ async fn hand_offs_racing_timeouts_and_cancellations_lose_nothing() {
         .max_wait(Duration::from_millis(1))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let probe_in = probe.clone();
@@ -315,6 +317,7 @@ async fn waiters_are_served_in_arrival_order() {
         .max_wait(Duration::from_secs(60))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new().layer(layer).service(upstream);
@@ -336,6 +339,7 @@ async fn newcomers_do_not_barge_past_waiters() {
         .max_wait(Duration::from_secs(60))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let upstream = service_fn(|d: Duration| async move {

@@ -14,7 +14,7 @@ use common::{settle, slow_upstream, Probe};
 use futures_util::FutureExt;
 use tokio::time::Instant;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_llm_bulkhead::{BulkheadLayer, RateLimit, TokenLimit};
+use tower_llm_bulkhead::{BulkheadLayer, ErrorsOnly, RateLimit, TokenLimit};
 use tower_llm_core::{
     classify_error, AttemptBudget, BoxError, BulkheadFull, ErrorKind, LimitKind, ReadBudget,
 };
@@ -170,6 +170,7 @@ async fn a_waiter_within_its_deadline_is_admitted_when_a_slot_frees() {
         .max_concurrent(1)
         .max_wait(Duration::from_secs(10))
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -205,6 +206,7 @@ async fn a_rate_permit_past_the_deadline_is_refused_at_once_with_retry_after() {
     let layer = BulkheadLayer::builder()
         .rate_limit(RateLimit::per_second(1).max_wait(Duration::from_secs(5)))
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let start = Instant::now();
@@ -253,6 +255,7 @@ async fn a_token_budget_past_the_deadline_is_refused_at_once_with_retry_after() 
             |req: &http::Request<u64>| *req.body(),
         )
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let start = Instant::now();
@@ -307,6 +310,7 @@ async fn a_rate_wait_then_a_queue_wait_both_end_by_the_deadline_and_refund_the_t
             |req: &http::Request<u64>| *req.body(),
         )
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc =
@@ -357,6 +361,7 @@ async fn a_rate_wait_followed_by_an_expired_deadline_does_not_queue() {
         .max_wait(Duration::from_secs(10))
         .rate_limit(RateLimit::per_second(1).max_wait(Duration::from_secs(5)))
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc =
@@ -389,6 +394,7 @@ async fn dropping_a_budgeted_waiter_frees_its_queue_place_and_tokens() {
             |req: &http::Request<u64>| *req.body(),
         )
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc =
@@ -438,6 +444,7 @@ async fn a_typed_client_reads_its_deadline_with_its_own_reader() {
         .max_concurrent(1)
         .max_wait(Duration::from_secs(10))
         .release_on_response()
+        .classifier(ErrorsOnly)
         .read_budget(ChatBudget)
         .build()
         .unwrap();

@@ -8,7 +8,8 @@ use std::time::Duration;
 use common::settle;
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_llm_bulkhead::{
-    partition_fn, BulkheadLayer, ByTarget, PartitionConfig, PartitionOverflow, RateLimit,
+    partition_fn, BulkheadLayer, ByTarget, ErrorsOnly, PartitionConfig, PartitionOverflow,
+    RateLimit,
 };
 use tower_llm_core::{BulkheadFull, LimitKind, NoBudget, Target};
 
@@ -44,6 +45,7 @@ async fn each_target_has_its_own_limits_and_overrides_apply() {
             })
         })
         .release_on_response()
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -101,6 +103,7 @@ async fn partition_bound_rejects_new_keys() {
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -133,6 +136,7 @@ async fn keys_beyond_the_bound_share_the_overflow_partition() {
         .max_queued(0)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -174,6 +178,7 @@ async fn idle_partitions_are_evicted_to_make_room() {
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -215,6 +220,7 @@ async fn busy_partitions_are_never_evicted() {
         .partition_overflow(PartitionOverflow::Reject)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::settle;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_llm_bulkhead::{BulkheadLayer, JsonBodyEstimate, RateLimit, TokenLimit};
+use tower_llm_bulkhead::{BulkheadLayer, ErrorsOnly, JsonBodyEstimate, RateLimit, TokenLimit};
 use tower_llm_core::{
     classify_error, BoxError, BulkheadFull, ErrorKind, LimitKind, NoBudget, ReplayBody,
 };
@@ -48,6 +48,7 @@ async fn rate_limit_follows_gcra_exactly() {
         .rate_limit(RateLimit::per_second(2))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -93,6 +94,7 @@ async fn rate_limit_waits_up_to_its_bound() {
         .rate_limit(RateLimit::per_second(2).max_wait(Duration::from_secs(1)))
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let start = tokio::time::Instant::now();
@@ -130,6 +132,7 @@ async fn token_limit_follows_a_known_sequence() {
         .token_limit(TokenLimit::per_minute(1000), |estimate: &u64| *estimate)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -172,6 +175,7 @@ async fn token_charge_is_corrected_from_reported_usage() {
         .token_limit(TokenLimit::per_minute(1000), |estimate: &u64| *estimate)
         .release_with_usage(|used: &u64| Some(*used))
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     // A typed upstream whose response is the number of tokens the call used: a tenth of its estimate.
@@ -197,6 +201,7 @@ async fn token_limit_waits_up_to_its_bound() {
         )
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let start = tokio::time::Instant::now();
@@ -228,6 +233,7 @@ async fn token_charge_is_refunded_when_the_call_is_never_sent() {
         .token_limit(TokenLimit::per_minute(1000), |e: &u64| *e)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
@@ -340,6 +346,7 @@ async fn handle_corrects_tokens_for_layers_that_read_usage_themselves() {
         .token_limit(TokenLimit::per_minute(1000), |e: &u64| *e)
         .release_on_response()
         .read_budget(NoBudget)
+        .classifier(ErrorsOnly)
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()

@@ -8,12 +8,12 @@
 //! received byte for byte:
 //!
 //! ```
-//! use tower_llm_chaos::canonical::{self, Usage};
+//! use tower_llm_chaos::canonical;
 //! use tower_llm_chaos::{canonical_tokens, CANONICAL_ANSWER};
 //!
 //! assert_eq!(canonical_tokens().concat(), CANONICAL_ANSWER);
 //!
-//! let usage = Usage::new(3);
+//! let usage = canonical::usage(3);
 //! let events = canonical::sse_events(1, "gpt-4o", usage);
 //! // One event per token, a final chunk with `finish_reason` and `usage`, then `[DONE]`.
 //! assert_eq!(events.len(), canonical_tokens().len() + 2);
@@ -25,9 +25,13 @@
 //! assert_eq!(json["model"], "gpt-4o");
 //! assert_eq!(json["usage"]["total_tokens"], 3 + canonical_tokens().len() as u64);
 //! ```
+//!
+//! The wire types are core's ([`tower_llm_core::openai`]); this module only fixes the content.
 
 use bytes::Bytes;
-use serde::Serialize;
+use tower_llm_core::openai::{ChatCompletion, ChatCompletionChunk, Delta, ErrorBody};
+
+pub use tower_llm_core::openai::Usage;
 
 /// The full text of every healthy completion.
 pub const CANONICAL_ANSWER: &str =
@@ -72,120 +76,45 @@ pub fn canonical_tokens() -> &'static [&'static str] {
 /// reproducible.
 pub const CREATED: u64 = 1_700_000_000;
 
-/// The final SSE event of a complete stream.
-pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
-
 /// The event sent in place of a valid one by
 /// [`Fault::MalformedEvent`](crate::Fault::MalformedEvent): an SSE frame whose data is not JSON.
 pub const MALFORMED_EVENT: &[u8] =
     b"data: {\"id\":\"chatcmpl-mock\",\"choices\":[{\"delta\":{\"content\n\n";
 
-/// The `usage` object of a mock completion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    /// Tokens in the prompt (the mock's estimate, see [`Usage::estimate`]).
-    pub prompt_tokens: u64,
-    /// Tokens in the completion: the number of [`canonical_tokens`].
-    pub completion_tokens: u64,
-    /// Their sum.
-    pub total_tokens: u64,
+/// The usage of a canonical answer to a prompt of `prompt_tokens` tokens: the completion is the
+/// number of [`canonical_tokens`].
+pub const fn usage(prompt_tokens: u64) -> Usage {
+    Usage::new(prompt_tokens, TOKENS.len() as u64)
 }
 
-impl Usage {
-    /// The usage of a canonical answer to a prompt of `prompt_tokens` tokens.
-    pub fn new(prompt_tokens: u64) -> Self {
-        let completion_tokens = TOKENS.len() as u64;
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens.saturating_add(completion_tokens),
-        }
-    }
-
-    /// The usage the mock reports for `request` (a chat completion request's JSON): the prompt is
-    /// counted as one token per four characters of message text (string contents and the `text`
-    /// of content parts), rounded up, at least one.
-    pub fn estimate(request: &serde_json::Value) -> Self {
-        let mut chars: u64 = 0;
-        if let Some(messages) = request.get("messages").and_then(|m| m.as_array()) {
-            for message in messages {
-                match message.get("content") {
-                    Some(serde_json::Value::String(text)) => {
-                        chars = chars.saturating_add(text.chars().count() as u64);
-                    }
-                    Some(serde_json::Value::Array(parts)) => {
-                        for part in parts {
-                            if let Some(text) = part.get("text").and_then(|t| t.as_str()) {
-                                chars = chars.saturating_add(text.chars().count() as u64);
-                            }
+/// The usage the mock reports for `request` (a chat completion request's JSON): the prompt is
+/// counted as one token per four characters of message text (string contents and the `text` of
+/// content parts), rounded up, at least one.
+pub fn estimate_usage(request: &serde_json::Value) -> Usage {
+    let mut chars: u64 = 0;
+    if let Some(messages) = request.get("messages").and_then(|m| m.as_array()) {
+        for message in messages {
+            match message.get("content") {
+                Some(serde_json::Value::String(text)) => {
+                    chars = chars.saturating_add(text.chars().count() as u64);
+                }
+                Some(serde_json::Value::Array(parts)) => {
+                    for part in parts {
+                        if let Some(text) = part.get("text").and_then(|t| t.as_str()) {
+                            chars = chars.saturating_add(text.chars().count() as u64);
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
         }
-        Usage::new(chars.div_ceil(4).max(1))
     }
+    usage(chars.div_ceil(4).max(1))
 }
 
 /// The completion id of the mock's `seq`-th attempt: `chatcmpl-mock-{seq}`.
 pub fn completion_id(seq: u64) -> String {
     format!("chatcmpl-mock-{seq}")
-}
-
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: Message<'a>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChunkChoice<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-}
-
-fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain structs into a Vec cannot fail (no maps with non-string keys, no
-    // failing Serialize impls); an empty body would be the visible symptom if it ever did.
-    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// The healthy non-streamed answer of the `seq`-th attempt for `model`:
@@ -194,97 +123,64 @@ fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
 /// "choices":[{"index":0,"message":{"role":"assistant","content":CANONICAL_ANSWER},"finish_reason":"stop"}],
 /// "usage":{...}}`
 pub fn completion_json(seq: u64, model: &str, usage: Usage) -> Bytes {
-    let id = completion_id(seq);
-    Bytes::from(to_bytes(&Completion {
-        id: &id,
-        object: "chat.completion",
-        created: CREATED,
-        model,
-        choices: [Choice {
-            index: 0,
-            message: Message {
-                role: "assistant",
-                content: CANONICAL_ANSWER,
-            },
-            finish_reason: "stop",
-        }],
-        usage,
-    }))
-}
-
-fn sse_frame(json: Vec<u8>) -> Bytes {
-    let mut frame = Vec::with_capacity(json.len() + 8);
-    frame.extend_from_slice(b"data: ");
-    frame.extend_from_slice(&json);
-    frame.extend_from_slice(b"\n\n");
-    Bytes::from(frame)
+    ChatCompletion::assistant(completion_id(seq), CREATED, model, CANONICAL_ANSWER, "stop")
+        .with_usage(usage)
+        .to_json()
 }
 
 /// The SSE event carrying content token `index` of [`canonical_tokens`] (the first one also
 /// carries `"role":"assistant"`), or `None` when `index` is past the last token.
 pub fn content_event(seq: u64, model: &str, index: usize) -> Option<Bytes> {
-    let token = TOKENS.get(index)?;
-    let id = completion_id(seq);
-    Some(sse_frame(to_bytes(&Chunk {
-        id: &id,
-        object: "chat.completion.chunk",
-        created: CREATED,
-        model,
-        choices: [ChunkChoice {
-            index: 0,
-            delta: Delta {
-                role: (index == 0).then_some("assistant"),
-                content: Some(token),
-            },
-            finish_reason: None,
-        }],
-        usage: None,
-    })))
+    let token = *TOKENS.get(index)?;
+    let delta = if index == 0 {
+        Delta::assistant(token)
+    } else {
+        Delta::text(token)
+    };
+    Some(
+        ChatCompletionChunk::new(completion_id(seq), CREATED, model)
+            .with_choice(delta, None)
+            .to_sse(),
+    )
 }
 
 /// The last chunk of a complete stream: an empty delta, `"finish_reason":"stop"` and `usage`.
 pub fn finish_event(seq: u64, model: &str, usage: Usage) -> Bytes {
-    let id = completion_id(seq);
-    sse_frame(to_bytes(&Chunk {
-        id: &id,
-        object: "chat.completion.chunk",
-        created: CREATED,
-        model,
-        choices: [ChunkChoice {
-            index: 0,
-            delta: Delta {
-                role: None,
-                content: None,
-            },
-            finish_reason: Some("stop"),
-        }],
-        usage: Some(usage),
-    }))
+    ChatCompletionChunk::new(completion_id(seq), CREATED, model)
+        .with_choice(Delta::default(), Some("stop"))
+        .with_usage(usage)
+        .to_sse()
 }
 
 /// Every event of the healthy stream of the `seq`-th attempt for `model`, in order: one
-/// [`content_event`] per token, the [`finish_event`], then [`DONE_EVENT`].
+/// [`content_event`] per token, the [`finish_event`], then
+/// [`DONE_FRAME`](tower_llm_core::openai::DONE_FRAME).
 pub fn sse_events(seq: u64, model: &str, usage: Usage) -> Vec<Bytes> {
     let mut events: Vec<Bytes> = (0..TOKENS.len())
         .filter_map(|i| content_event(seq, model, i))
         .collect();
     events.push(finish_event(seq, model, usage));
-    events.push(Bytes::from_static(DONE_EVENT));
+    events.push(tower_llm_core::openai::done_frame());
     events
 }
 
-/// The in-band error event of [`Fault::FirstEventError`](crate::Fault::FirstEventError), in the
-/// OpenAI shape.
-pub const ERROR_EVENT: &[u8] = b"data: {\"error\":{\"message\":\"mock upstream: the model failed before its first token\",\"type\":\"server_error\",\"param\":null,\"code\":\"server_error\"}}\n\n";
+/// The message of the in-band error of [`Fault::FirstEventError`](crate::Fault::FirstEventError).
+pub const ERROR_MESSAGE: &str = "mock upstream: the model failed before its first token";
 
-/// The body of [`ERROR_EVENT`] (what a non-streamed request gets with a 200 status).
+fn first_event_error() -> ErrorBody<'static> {
+    ErrorBody::new(ERROR_MESSAGE, "server_error").with_code("server_error")
+}
+
+/// The in-band error event of [`Fault::FirstEventError`](crate::Fault::FirstEventError), in the
+/// OpenAI shape: `data: {"error":{"message":ERROR_MESSAGE,"type":"server_error","param":null,
+/// "code":"server_error"}}` and a blank line.
+pub fn error_event() -> Bytes {
+    first_event_error().to_sse()
+}
+
+/// The data of [`error_event`] (what a non-streamed request gets with a 200 status).
 pub fn error_event_json() -> Bytes {
-    let event = ERROR_EVENT;
-    let json = event
-        .strip_prefix(b"data: ")
-        .and_then(|rest| rest.strip_suffix(b"\n\n"))
-        .unwrap_or(event);
-    Bytes::copy_from_slice(json)
+    first_event_error().to_json()
 }
 
 /// The length of the prefix of [`completion_json`]'s bytes that ends right after the first `n`
@@ -318,7 +214,7 @@ mod tests {
 
     #[test]
     fn json_prefix_ends_after_n_tokens() {
-        let body = completion_json(7, "m", Usage::new(1));
+        let body = completion_json(7, "m", usage(1));
         let len = json_prefix_len(&body, 2);
         assert!(body[..len].ends_with(b"\"content\":\"Resilience is"));
         assert_eq!(
@@ -333,13 +229,72 @@ mod tests {
             {"role": "user", "content": "12345678"},
             {"role": "user", "content": [{"type": "text", "text": "a"}]}
         ]});
-        assert_eq!(Usage::estimate(&req).prompt_tokens, 3);
-        assert_eq!(Usage::estimate(&serde_json::json!({})).prompt_tokens, 1);
+        assert_eq!(estimate_usage(&req).prompt_tokens, 3);
+        assert_eq!(estimate_usage(&serde_json::json!({})).prompt_tokens, 1);
     }
 
     #[test]
     fn error_event_json_is_the_event_data() {
         let json: serde_json::Value = serde_json::from_slice(&error_event_json()).unwrap();
         assert_eq!(json["error"]["type"], "server_error");
+        let event = error_event();
+        assert_eq!(event[..6], *b"data: ");
+        assert_eq!(event[6..event.len() - 2], error_event_json());
+        assert_eq!(event[event.len() - 2..], *b"\n\n");
+    }
+
+    /// The exact bytes the mock sent before its wire format moved to core: tests elsewhere
+    /// compare answers byte for byte.
+    #[test]
+    fn bytes_are_pinned() {
+        assert_eq!(
+            completion_json(7, "gpt-4o", usage(3)),
+            concat!(
+                r#"{"id":"chatcmpl-mock-7","object":"chat.completion","created":1700000000,"#,
+                r#""model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","#,
+                r#""content":"Resilience is the art of answering anyway: retry the transient, "#,
+                r#"fail over the broken, and never pass a truncated answer off as a whole one."},"#,
+                r#""finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":25,"#,
+                r#""total_tokens":28}}"#
+            )
+        );
+        let events = sse_events(7, "gpt-4o", usage(3));
+        assert_eq!(
+            events[0],
+            concat!(
+                r#"data: {"id":"chatcmpl-mock-7","object":"chat.completion.chunk","#,
+                r#""created":1700000000,"model":"gpt-4o","choices":[{"index":0,"delta":"#,
+                r#"{"role":"assistant","content":"Resilience"},"finish_reason":null}]}"#,
+                "\n\n"
+            )
+        );
+        assert_eq!(
+            events[1],
+            concat!(
+                r#"data: {"id":"chatcmpl-mock-7","object":"chat.completion.chunk","#,
+                r#""created":1700000000,"model":"gpt-4o","choices":[{"index":0,"delta":"#,
+                r#"{"content":" is"},"finish_reason":null}]}"#,
+                "\n\n"
+            )
+        );
+        assert_eq!(
+            events[TOKENS.len()],
+            concat!(
+                r#"data: {"id":"chatcmpl-mock-7","object":"chat.completion.chunk","#,
+                r#""created":1700000000,"model":"gpt-4o","choices":[{"index":0,"delta":{},"#,
+                r#""finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":25,"#,
+                r#""total_tokens":28}}"#,
+                "\n\n"
+            )
+        );
+        assert_eq!(events[TOKENS.len() + 1], "data: [DONE]\n\n");
+        assert_eq!(
+            error_event(),
+            concat!(
+                r#"data: {"error":{"message":"mock upstream: the model failed before its first "#,
+                r#"token","type":"server_error","param":null,"code":"server_error"}}"#,
+                "\n\n"
+            )
+        );
     }
 }

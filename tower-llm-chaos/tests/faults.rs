@@ -10,10 +10,11 @@ use common::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::time::{timeout, Instant};
-use tower_llm_chaos::canonical::{self, DONE_EVENT, ERROR_EVENT, MALFORMED_EVENT};
+use tower_llm_chaos::canonical::{self, MALFORMED_EVENT};
 use tower_llm_chaos::{
     canonical_tokens, hold_auto_advance, ErrorShape, Fault, MockUpstream, CANONICAL_ANSWER,
 };
+use tower_llm_core::openai::DONE_FRAME;
 use tower_llm_core::{classify_error, Classify, ErrorKind, HttpClassifier};
 
 async fn mock(fault: Fault) -> MockUpstream {
@@ -419,7 +420,7 @@ async fn cut_after_n_tokens_closes_the_connection_without_finish_or_done() {
     let data = sse_data(&body);
     assert_eq!(sse_text(&data), canonical_tokens()[..5].concat());
     assert!(!String::from_utf8_lossy(&body).contains("finish_reason\":\"stop"));
-    assert!(!body.ends_with(DONE_EVENT));
+    assert!(!body.ends_with(DONE_FRAME));
 
     // Non-streamed: the declared length is the whole answer, the body stops after 5 tokens.
     let res = ask(upstream.addr(), "gpt-4o", false).await.unwrap();
@@ -535,7 +536,7 @@ async fn first_event_error_is_a_200_whose_first_event_is_an_error() {
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let (body, error) = read_body(res).await;
     assert!(error.is_none());
-    assert_eq!(body, Bytes::from_static(ERROR_EVENT));
+    assert_eq!(body, canonical::error_event());
     let data = sse_data(&body);
     let event: Value = serde_json::from_str(&data[0]).unwrap();
     assert_eq!(event["error"]["type"], "server_error");

@@ -146,8 +146,8 @@ pub trait Classify<Res>: Clone + Send + Sync + 'static {
 }
 
 /// The default classification of an error: walks the `source()` chain and recognises tower-llm's
-/// own errors, timeouts (`tokio`, `tower`), `hyper`/`hyper-util` client errors and `std::io`
-/// errors. Anything else is [`ErrorKind::Unknown`].
+/// own errors, timeouts (`tokio`, `tower`), `hyper`/`hyper-util` client errors (with the `hyper`
+/// feature, on by default) and `std::io` errors. Anything else is [`ErrorKind::Unknown`].
 pub fn classify_error(err: &(dyn Error + 'static)) -> Failure {
     let mut current: Option<&(dyn Error + 'static)> = Some(err);
     while let Some(e) = current {
@@ -160,6 +160,7 @@ pub fn classify_error(err: &(dyn Error + 'static)) -> Failure {
 }
 
 /// `e` and its sources, outermost first.
+#[cfg(feature = "hyper")]
 fn source_chain<'a>(
     e: &'a (dyn Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
@@ -202,37 +203,9 @@ fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
             (None, None) => Failure::new(ErrorKind::Unknown),
         });
     }
-    if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-        if client.is_connect() {
-            // A connect timeout (hyper-util's `connect_timeout`) is a silent target, not a refusal.
-            let timed_out = source_chain(e).any(|s| {
-                s.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            });
-            return Some(Failure::new(if timed_out {
-                ErrorKind::Timeout
-            } else {
-                ErrorKind::Transport
-            }));
-        }
-        // Not a connect error: look at the source (a hyper::Error or io::Error).
-        return None;
-    }
-    if let Some(h) = e.downcast_ref::<hyper::Error>() {
-        if h.is_timeout() {
-            return Some(Failure::new(ErrorKind::Timeout));
-        }
-        if h.is_parse() || h.is_parse_status() {
-            return Some(Failure::new(ErrorKind::InvalidResponse));
-        }
-        if h.is_incomplete_message()
-            || h.is_closed()
-            || h.is_canceled()
-            || h.is_body_write_aborted()
-        {
-            return Some(Failure::new(ErrorKind::Transport));
-        }
-        return None;
+    #[cfg(feature = "hyper")]
+    if let Some(verdict) = classify_hyper(e) {
+        return verdict;
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         // `io::Error::other(inner)` hides `inner` from `source()`: look at it directly, so a
@@ -249,6 +222,43 @@ fn classify_known(e: &(dyn Error + 'static)) -> Option<Failure> {
         }));
     }
     None
+}
+
+/// `Some(verdict)` when `e` is a hyper or hyper-util error: the verdict is `None` when the error
+/// itself says nothing and its source decides.
+#[cfg(feature = "hyper")]
+fn classify_hyper(e: &(dyn Error + 'static)) -> Option<Option<Failure>> {
+    if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if !client.is_connect() {
+            // Not a connect error: look at the source (a hyper::Error or io::Error).
+            return Some(None);
+        }
+        // A connect timeout (hyper-util's `connect_timeout`) is a silent target, not a refusal.
+        let timed_out = source_chain(e).any(|s| {
+            s.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        return Some(Some(Failure::new(if timed_out {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Transport
+        })));
+    }
+    let h = e.downcast_ref::<hyper::Error>()?;
+    let kind = if h.is_timeout() {
+        ErrorKind::Timeout
+    } else if h.is_parse() || h.is_parse_status() {
+        ErrorKind::InvalidResponse
+    } else if h.is_incomplete_message()
+        || h.is_closed()
+        || h.is_canceled()
+        || h.is_body_write_aborted()
+    {
+        ErrorKind::Transport
+    } else {
+        return Some(None);
+    };
+    Some(Some(Failure::new(kind)))
 }
 
 /// What a provider's error body said, left in the response extensions by

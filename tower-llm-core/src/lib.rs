@@ -3,16 +3,21 @@
 //! Every pattern crate (breaker, retry, fallback, bulkhead) depends on this crate and on nothing
 //! else of the workspace. It holds:
 //!
-//! - the error taxonomy ([`ErrorKind`]) and classification ([`Classify`], [`HttpClassifier`],
+//! - the error taxonomy ([`ErrorKind`], sets of kinds: [`KindSet`]) and classification ([`Classify`], [`HttpClassifier`],
 //!   [`classify_error`]);
 //! - parsing of every server-delay signal ([`delay`]) and of provider error bodies ([`provider`]);
 //! - [`InspectErrorBodyLayer`], which reads error bodies so the classifier sees provider codes;
 //! - replayable bodies ([`ReplayBody`], [`ReplayableBody`], [`BufferRequestBodyLayer`]);
-//! - SSE framing helpers ([`sse`]);
+//! - SSE framing helpers ([`sse`]) and the OpenAI chat-completions wire format ([`openai`]:
+//!   completions, chunks, usage, error bodies, `[DONE]`);
 //! - streaming integrity ([`stream`]): [`StreamGuardLayer`] commits to a stream at its first event
 //!   and keeps its time limits; [`StreamOutcome`] reports how a streamed body ended;
 //! - the [`Target`] and [`AttemptBudget`] request extensions (which target an attempt goes to,
 //!   and the deadline and role the chain gives it) and the errors every layer shares ([`error`]).
+//!
+//! Feature `hyper` (default): [`classify_error`] recognises `hyper` and `hyper-util` client
+//! errors. A client not built on hyper turns default features off (here and in the pattern
+//! crates, which forward the feature) and does not compile hyper-util.
 //!
 //! ```
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -44,6 +49,7 @@ pub mod delay;
 pub mod error;
 pub mod inspect;
 pub mod kind;
+pub mod openai;
 pub mod provider;
 pub mod sse;
 pub mod stream;
@@ -60,9 +66,9 @@ pub use error::{
     BulkheadFull, ClassifiedError, ConfigError, LimitKind, RetriesExhausted,
 };
 pub use inspect::{InspectErrorBody, InspectErrorBodyLayer};
-pub use kind::ErrorKind;
+pub use kind::{ErrorKind, KindSet};
 pub use stream::{
-    GuardedBody, MalformedPolicy, StreamEnd, StreamGuard, StreamGuardBuilder, StreamGuardFuture,
-    StreamGuardLayer, StreamLimits, StreamOutcome,
+    GuardedBody, MalformedPolicy, StreamEnd, StreamGuard, StreamGuardFuture, StreamGuardLayer,
+    StreamGuardLayerBuilder, StreamLimits, StreamOutcome,
 };
 pub use target::Target;

@@ -50,9 +50,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::classify::{refines, status_kind};
@@ -241,8 +239,9 @@ fn too_large_for_target(text: &str) -> Option<ErrorKind> {
 /// The kind a provider error code, type or status names, case-insensitively; `None` for generic
 /// ones (`invalid_request_error`, `INVALID_ARGUMENT`) that say no more than the HTTP status.
 ///
-/// Every [`ErrorKind::as_str`] name is recognised too, so the bodies [`openai_error_body`] writes
-/// read back as the kind they were written for.
+/// Every [`ErrorKind::as_str`] name is recognised too, so the bodies
+/// [`openai::error_body`](crate::openai::error_body) writes read back as the kind they were
+/// written for.
 pub fn kind_of_code(code: &str) -> Option<ErrorKind> {
     const TABLE: &[(&str, ErrorKind)] = &[
         // Quota and billing.
@@ -389,68 +388,6 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// The OpenAI error `type` for `kind`: `rate_limit_error`, `insufficient_quota`,
-/// `authentication_error`, `invalid_request_error` or `server_error`.
-pub const fn openai_error_type(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::RateLimited => "rate_limit_error",
-        ErrorKind::QuotaExhausted => "insufficient_quota",
-        ErrorKind::Auth => "authentication_error",
-        ErrorKind::ContextLength | ErrorKind::ContentPolicy | ErrorKind::BadRequest => {
-            "invalid_request_error"
-        }
-        ErrorKind::Overloaded
-        | ErrorKind::ServerError
-        | ErrorKind::Timeout
-        | ErrorKind::Transport
-        | ErrorKind::InvalidResponse
-        | ErrorKind::Unknown => "server_error",
-    }
-}
-
-/// The OpenAI error `code` for `kind`: OpenAI's own code where it has one
-/// (`rate_limit_exceeded`, `insufficient_quota`, `context_length_exceeded`,
-/// `content_policy_violation`), else [`ErrorKind::as_str`]. [`kind_of_code`] reads each back.
-pub const fn openai_error_code(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::RateLimited => "rate_limit_exceeded",
-        ErrorKind::QuotaExhausted => "insufficient_quota",
-        ErrorKind::ContextLength => "context_length_exceeded",
-        ErrorKind::ContentPolicy => "content_policy_violation",
-        other => other.as_str(),
-    }
-}
-
-#[derive(Serialize)]
-struct OpenAiErrorBody<'a> {
-    error: OpenAiError<'a>,
-}
-
-#[derive(Serialize)]
-struct OpenAiError<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    ty: &'static str,
-    param: Option<()>,
-    code: &'static str,
-}
-
-/// An OpenAI-shaped JSON error body for `kind`:
-/// `{"error":{"message":...,"type":...,"param":null,"code":...}}` (see [`openai_error_type`] and
-/// [`openai_error_code`]). The message is JSON-escaped, so the body is one line.
-pub fn openai_error_body(kind: ErrorKind, message: &str) -> Bytes {
-    let body = OpenAiErrorBody {
-        error: OpenAiError {
-            message,
-            ty: openai_error_type(kind),
-            param: None,
-            code: openai_error_code(kind),
-        },
-    };
-    // Serializing string fields into a Vec cannot fail.
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
-}
-
 /// The delay a body names, without classifying it: Gemini's `retryDelay` or a "try again in"
 /// message. A convenience over [`parse_error_slice`].
 pub fn body_retry_after(body: &[u8]) -> Option<Duration> {
@@ -473,7 +410,11 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_its_code() {
         for kind in ErrorKind::ALL {
-            assert_eq!(kind_of_code(openai_error_code(kind)), Some(kind), "{kind}");
+            assert_eq!(
+                kind_of_code(crate::openai::error_code(kind)),
+                Some(kind),
+                "{kind}"
+            );
         }
     }
 }

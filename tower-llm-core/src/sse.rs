@@ -11,8 +11,10 @@
 //!   stream so far is complete or would be cut if it ended now. Anthropic (`message_stop`,
 //!   `stop_reason`), Gemini (`finishReason`) and OpenAI Responses (`response.completed`) streams
 //!   are recognised too.
-//! - Encoders: [`DONE_FRAME`] and [`encode_error_event`], which ends a broken stream with an
-//!   OpenAI-shaped error event.
+//! - Writers: [`SseEvent::encode`] (any event: `event:`, `id:`, multi-line data) and
+//!   [`json_frame`] (`data: <json>` and a blank line, the frame of every OpenAI chunk). The
+//!   OpenAI frames themselves, `[DONE]` and the in-band error event, are in
+//!   [`openai`](crate::openai).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -42,27 +44,17 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use memchr::{memchr, memchr2};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::provider::{openai_error_body, parse_error_slice, MAX_MESSAGE_LEN};
+use crate::openai::DONE;
+use crate::provider::{parse_error_slice, MAX_MESSAGE_LEN};
 use crate::{ErrorKind, ProviderError};
 
 /// Default bound on one event (the bytes of its lines, without line endings): 1 MiB. Chat
 /// completion chunks are a few hundred bytes; a bigger event means a broken or hostile upstream.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 
-/// The frame that ends an OpenAI stream: `data: [DONE]` and a blank line.
-pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
-
-/// The data of the event that ends an OpenAI stream.
-pub const DONE_DATA: &[u8] = b"[DONE]";
-
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// [`DONE_FRAME`] as `Bytes` (no allocation).
-pub fn done_frame() -> Bytes {
-    Bytes::from_static(DONE_FRAME)
-}
 
 /// One dispatched server-sent event.
 ///
@@ -124,7 +116,7 @@ impl SseEvent {
 
     /// Whether this is the `[DONE]` event that ends an OpenAI stream.
     pub fn is_done(&self) -> bool {
-        self.data.trim_ascii() == DONE_DATA
+        self.data.trim_ascii() == DONE.as_bytes()
     }
 
     /// The event as wire bytes: `event:`, `id:`, one `data:` line per line of data, a blank line.
@@ -145,30 +137,67 @@ impl SseEvent {
             out.put_slice(first_line(id));
             out.put_u8(b'\n');
         }
-        let mut rest: &[u8] = &self.data;
-        loop {
-            out.put_slice(b"data: ");
-            match memchr2(b'\n', b'\r', rest) {
-                None => {
-                    out.put_slice(rest);
-                    out.put_u8(b'\n');
-                    break;
-                }
-                Some(pos) => {
-                    out.put_slice(&rest[..pos]);
-                    out.put_u8(b'\n');
-                    let skip = if rest[pos..].starts_with(b"\r\n") {
-                        2
-                    } else {
-                        1
-                    };
-                    rest = &rest[pos + skip..];
-                }
-            }
-        }
-        out.put_u8(b'\n');
+        put_data(&mut out, &self.data);
         out.freeze()
     }
+}
+
+/// `data` as `data:` lines (one per line of `data`) and the blank line that ends the event.
+fn put_data(out: &mut BytesMut, data: &[u8]) {
+    let mut rest = data;
+    loop {
+        out.put_slice(b"data: ");
+        match memchr2(b'\n', b'\r', rest) {
+            None => {
+                out.put_slice(rest);
+                out.put_u8(b'\n');
+                break;
+            }
+            Some(pos) => {
+                out.put_slice(&rest[..pos]);
+                out.put_u8(b'\n');
+                let skip = if rest[pos..].starts_with(b"\r\n") {
+                    2
+                } else {
+                    1
+                };
+                rest = &rest[pos + skip..];
+            }
+        }
+    }
+    out.put_u8(b'\n');
+}
+
+/// `value` as JSON in one SSE frame: `data: <json>` and a blank line, written in one buffer.
+///
+/// Compact JSON has no line breaks (they are escaped inside strings), so the frame is one
+/// `data:` line; should `value` hold raw JSON that does have some, it is framed like
+/// [`SseEvent::encode`] frames it, one `data:` line per line.
+///
+/// ```
+/// let frame = tower_llm_core::sse::json_frame(&serde_json::json!({"choices": []}));
+/// assert_eq!(frame, "data: {\"choices\":[]}\n\n");
+/// ```
+pub fn json_frame<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    const PREFIX: &[u8] = b"data: ";
+    let mut out = BytesMut::with_capacity(256);
+    out.put_slice(PREFIX);
+    let mut writer = out.writer();
+    let written = serde_json::to_writer(&mut writer, value);
+    let mut out = writer.into_inner();
+    if written.is_err() {
+        // Plain data structures cannot fail to serialize; an empty event is the visible symptom
+        // if one ever does.
+        out.truncate(PREFIX.len());
+    }
+    if memchr2(b'\n', b'\r', &out[PREFIX.len()..]).is_some() {
+        let json = out.split_off(PREFIX.len());
+        out.clear();
+        put_data(&mut out, &json);
+        return out.freeze();
+    }
+    out.put_slice(b"\n\n");
+    out.freeze()
 }
 
 fn first_line(bytes: &[u8]) -> &[u8] {
@@ -566,7 +595,7 @@ pub fn inspect_event(event: &SseEvent) -> EventKind {
         return EventKind::Error;
     }
     let data = event.data.trim_ascii();
-    if data == DONE_DATA {
+    if data == DONE.as_bytes() {
         return EventKind::Done;
     }
     if data.is_empty() {
@@ -778,24 +807,6 @@ pub fn parse_error_event(event: &SseEvent) -> Option<ProviderError> {
     });
     found.kind = Some(found.kind.unwrap_or(ErrorKind::ServerError));
     Some(found)
-}
-
-/// An OpenAI-shaped in-band error event that ends a broken stream:
-/// `data: {"error":{"message":..,"type":..,"param":null,"code":..}}` and a blank line (body from
-/// [`openai_error_body`]).
-///
-/// No `event: error` line: OpenAI sends stream errors as plain `data:` events, and that is what
-/// every OpenAI client checks for (the official SDKs raise on a `data` object with an `error`;
-/// clients that dispatch on event names would not know an `error` type, and in a browser
-/// `EventSource` it collides with the connection-error event). [`inspect_event`] recognises both.
-/// Send it instead of `[DONE]`, never followed by it.
-pub fn encode_error_event(kind: ErrorKind, message: &str) -> Bytes {
-    let body = openai_error_body(kind, message);
-    let mut out = BytesMut::with_capacity(body.len() + 8);
-    out.put_slice(b"data: ");
-    out.put_slice(&body);
-    out.put_slice(b"\n\n");
-    out.freeze()
 }
 
 /// Where a stream stands, from the events seen so far.

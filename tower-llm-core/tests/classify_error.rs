@@ -5,12 +5,6 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tower::{service_fn, ServiceExt};
 use tower_llm_core::sse::SseError;
 use tower_llm_core::{
@@ -97,84 +91,97 @@ async fn tower_elapsed() {
     assert_eq!(classify_error(&*err), Failure::new(ErrorKind::Timeout));
 }
 
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+/// hyper and hyper-util client errors, read with the `hyper` feature (on by default).
+#[cfg(feature = "hyper")]
+mod hyper_errors {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
-fn get(addr: std::net::SocketAddr) -> http::Request<Full<Bytes>> {
-    http::Request::get(format!("http://{addr}/v1/chat/completions"))
-        .body(Full::default())
-        .unwrap()
-}
+    use super::*;
 
-#[tokio::test]
-async fn hyper_util_connect_error_is_transport() {
-    // Take a free port, then close it: nothing listens there.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let err = client().request(get(addr)).await.unwrap_err();
-    assert!(err.is_connect(), "{err:?}");
-    assert_eq!(classify_error(&err), Failure::new(ErrorKind::Transport));
-    // Boxed, as a tower service returns it.
-    let boxed: BoxError = Box::new(err);
-    assert_eq!(kind_of(&*boxed), ErrorKind::Transport);
-}
+    fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+        Client::builder(TokioExecutor::new()).build_http()
+    }
 
-/// A server that accepts one connection, reads the request head, and answers with `reply`
-/// (then closes).
-async fn one_shot_server(reply: &'static [u8]) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let mut read = 0;
-        while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-            match socket.read(&mut buf[read..]).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => read += n,
+    fn get(addr: std::net::SocketAddr) -> http::Request<Full<Bytes>> {
+        http::Request::get(format!("http://{addr}/v1/chat/completions"))
+            .body(Full::default())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hyper_util_connect_error_is_transport() {
+        // Take a free port, then close it: nothing listens there.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = client().request(get(addr)).await.unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        assert_eq!(classify_error(&err), Failure::new(ErrorKind::Transport));
+        // Boxed, as a tower service returns it.
+        let boxed: BoxError = Box::new(err);
+        assert_eq!(kind_of(&*boxed), ErrorKind::Transport);
+    }
+
+    /// A server that accepts one connection, reads the request head, and answers with `reply`
+    /// (then closes).
+    async fn one_shot_server(reply: &'static [u8]) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf[read..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => read += n,
+                }
             }
-        }
-        let _ = socket.write_all(reply).await;
-        let _ = socket.shutdown().await;
-    });
-    addr
-}
+            let _ = socket.write_all(reply).await;
+            let _ = socket.shutdown().await;
+        });
+        addr
+    }
 
-#[tokio::test]
-async fn connection_closed_before_headers_is_transport() {
-    let addr = one_shot_server(b"").await;
-    let err = client().request(get(addr)).await.unwrap_err();
-    assert!(!err.is_connect());
-    assert_eq!(
-        classify_error(&err),
-        Failure::new(ErrorKind::Transport),
-        "{err:?}"
-    );
-}
+    #[tokio::test]
+    async fn connection_closed_before_headers_is_transport() {
+        let addr = one_shot_server(b"").await;
+        let err = client().request(get(addr)).await.unwrap_err();
+        assert!(!err.is_connect());
+        assert_eq!(
+            classify_error(&err),
+            Failure::new(ErrorKind::Transport),
+            "{err:?}"
+        );
+    }
 
-#[tokio::test]
-async fn garbage_instead_of_http_is_invalid_response() {
-    let addr = one_shot_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
-    let err = client().request(get(addr)).await.unwrap_err();
-    assert_eq!(
-        classify_error(&err),
-        Failure::new(ErrorKind::InvalidResponse),
-        "{err:?}"
-    );
-}
+    #[tokio::test]
+    async fn garbage_instead_of_http_is_invalid_response() {
+        let addr = one_shot_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+        let err = client().request(get(addr)).await.unwrap_err();
+        assert_eq!(
+            classify_error(&err),
+            Failure::new(ErrorKind::InvalidResponse),
+            "{err:?}"
+        );
+    }
 
-#[tokio::test]
-async fn body_cut_short_is_transport() {
-    let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"id\":").await;
-    let res = client().request(get(addr)).await.unwrap();
-    let err = res.into_body().collect().await.unwrap_err();
-    assert_eq!(
-        classify_error(&err),
-        Failure::new(ErrorKind::Transport),
-        "{err:?}"
-    );
+    #[tokio::test]
+    async fn body_cut_short_is_transport() {
+        let addr = one_shot_server(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"id\":").await;
+        let res = client().request(get(addr)).await.unwrap();
+        let err = res.into_body().collect().await.unwrap_err();
+        assert_eq!(
+            classify_error(&err),
+            Failure::new(ErrorKind::Transport),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]

@@ -439,12 +439,18 @@ fn codes_are_case_insensitive() {
 #[test]
 fn openai_error_bodies_read_back() {
     for kind in ErrorKind::ALL {
-        let body = provider::openai_error_body(kind, "line one\nline \"two\"");
+        let body = tower_llm_core::openai::error_body(kind, "line one\nline \"two\"");
         assert!(!body.contains(&b'\n'), "one line");
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["error"]["message"], "line one\nline \"two\"");
-        assert_eq!(value["error"]["type"], provider::openai_error_type(kind));
-        assert_eq!(value["error"]["code"], provider::openai_error_code(kind));
+        assert_eq!(
+            value["error"]["type"],
+            tower_llm_core::openai::error_type(kind)
+        );
+        assert_eq!(
+            value["error"]["code"],
+            tower_llm_core::openai::error_code(kind)
+        );
         assert!(value["error"]["param"].is_null());
         let found = provider::parse_error_slice(&body).unwrap();
         assert_eq!(found.kind, Some(kind));

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use tower_llm_core::openai::{self, done_frame, DONE, DONE_FRAME};
 use tower_llm_core::sse::{
-    self, done_frame, encode_error_event, inspect_event, parse_error_event, EventKind, SseDecoder,
-    SseError, SseEvent, StreamStatus, StreamTracker, DONE_FRAME,
+    inspect_event, json_frame, parse_error_event, EventKind, SseDecoder, SseError, SseEvent,
+    StreamStatus, StreamTracker,
 };
 use tower_llm_core::ErrorKind;
 
@@ -571,13 +572,14 @@ fn the_done_frame() {
     let got = events(DONE_FRAME);
     assert_eq!(got.len(), 1);
     assert_eq!(inspect_event(&got[0]), EventKind::Done);
-    assert_eq!(sse::DONE_DATA, b"[DONE]");
+    assert_eq!(DONE, "[DONE]");
+    assert!(got[0].is_done());
 }
 
 #[test]
 fn error_events_read_back_as_their_kind() {
     for kind in ErrorKind::ALL {
-        let frame = encode_error_event(kind, "stream cut after 3 chunks\nretrying won't help");
+        let frame = openai::error_event(kind, "stream cut after 3 chunks\nretrying won't help");
         assert!(frame.starts_with(b"data: {\"error\":{"));
         assert!(frame.ends_with(b"}}\n\n"));
         // One data line: the message's newline is escaped.
@@ -593,15 +595,23 @@ fn error_events_read_back_as_their_kind() {
             Some("stream cut after 3 chunks\nretrying won't help")
         );
         let json: serde_json::Value = serde_json::from_slice(got[0].data()).unwrap();
-        assert_eq!(
-            json["error"]["type"],
-            tower_llm_core::provider::openai_error_type(kind)
-        );
-        assert_eq!(
-            json["error"]["code"],
-            tower_llm_core::provider::openai_error_code(kind)
-        );
+        assert_eq!(json["error"]["type"], openai::error_type(kind));
+        assert_eq!(json["error"]["code"], openai::error_code(kind));
     }
+}
+
+#[test]
+fn json_frames_are_one_data_line() {
+    let value = serde_json::json!({"text": "two\nlines\r\n", "n": 1});
+    let frame = json_frame(&value);
+    assert_eq!(frame, "data: {\"n\":1,\"text\":\"two\\nlines\\r\\n\"}\n\n");
+    // The same bytes as the general writer.
+    let json = serde_json::to_vec(&value).unwrap();
+    assert_eq!(frame, SseEvent::new(json).encode());
+    let got = events(&frame);
+    assert_eq!(got.len(), 1);
+    let back: serde_json::Value = serde_json::from_slice(got[0].data()).unwrap();
+    assert_eq!(back, value);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_llm_core::sse::DONE_FRAME;
+use tower_llm_core::openai::DONE_FRAME;
 use tower_llm_core::{
     classify_error, ClassifiedError, ErrorKind, GuardedBody, MalformedPolicy, StreamEnd,
     StreamGuardLayer, StreamOutcome,

@@ -46,7 +46,7 @@ fn ask(upstream: &MockUpstream, stream: bool) -> Request<Full<Bytes>> {
 }
 
 fn usage() -> Usage {
-    Usage::estimate(&serde_json::from_str(&request_json(true)).unwrap())
+    canonical::estimate_usage(&serde_json::from_str(&request_json(true)).unwrap())
 }
 
 async fn mock(fault: Fault) -> MockUpstream {

@@ -246,9 +246,9 @@ fn skip_record(
     retry_after: Option<Duration>,
 ) -> AttemptRecord {
     metrics::counter!(
-        "tower_llm_fallback_skipped_total",
-        "target" => target.name.clone(),
-        "kind" => kind.as_str()
+        crate::metrics::SKIPPED_TOTAL,
+        crate::metrics::TARGET => target.name.clone(),
+        crate::metrics::KIND => kind.as_str()
     )
     .increment(1);
     AttemptRecord {

@@ -51,14 +51,15 @@ pub enum Selection {
     #[default]
     Ordered,
     /// At random, in proportion to each target's [`weight`](TargetConfig::weight) (seedable with
-    /// [`FallbackBuilder::seed`]).
+    /// [`FallbackLayerBuilder::seed`]).
     Weighted,
     /// The target with the fewest calls in flight from this chain (ties: configuration order).
     LeastLoaded,
 }
 
-/// Builder of a [`FallbackLayer`]; see the [module docs](self).
-pub struct FallbackBuilder<C = HttpClassifier> {
+/// Builder of a [`FallbackLayer`] (from [`FallbackLayer::builder`]); see the
+/// [module docs](self). [`build`](Self::build) validates every value.
+pub struct FallbackLayerBuilder<C = HttpClassifier> {
     tiers: Vec<(Selection, Vec<TargetConfig>)>,
     cooldowns: CooldownPolicy,
     cache: Option<CacheConfig>,
@@ -70,9 +71,9 @@ pub struct FallbackBuilder<C = HttpClassifier> {
     seed: Option<u64>,
 }
 
-impl<C> std::fmt::Debug for FallbackBuilder<C> {
+impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FallbackBuilder")
+        f.debug_struct("FallbackLayerBuilder")
             .field("tiers", &self.tiers)
             .field("cooldowns", &self.cooldowns)
             .field("cache", &self.cache)
@@ -82,9 +83,9 @@ impl<C> std::fmt::Debug for FallbackBuilder<C> {
     }
 }
 
-impl Default for FallbackBuilder {
+impl Default for FallbackLayerBuilder {
     fn default() -> Self {
-        FallbackBuilder {
+        FallbackLayerBuilder {
             tiers: Vec::new(),
             cooldowns: CooldownPolicy::default(),
             cache: None,
@@ -98,7 +99,7 @@ impl Default for FallbackBuilder {
     }
 }
 
-impl FallbackBuilder {
+impl FallbackLayerBuilder {
     /// An empty chain with the defaults: `HttpClassifier`, DESIGN.md cooldowns, no cache, no
     /// static answer, escalations logged through `tracing`.
     pub fn new() -> Self {
@@ -106,7 +107,7 @@ impl FallbackBuilder {
     }
 }
 
-impl<C> FallbackBuilder<C> {
+impl<C> FallbackLayerBuilder<C> {
     /// Append a tier holding the single target `target`.
     pub fn target(mut self, target: TargetConfig) -> Self {
         self.tiers.push((Selection::Ordered, vec![target]));
@@ -167,8 +168,8 @@ impl<C> FallbackBuilder<C> {
     }
 
     /// Classify responses and errors with `classifier` instead of [`HttpClassifier`].
-    pub fn classifier<C2>(self, classifier: C2) -> FallbackBuilder<C2> {
-        FallbackBuilder {
+    pub fn classifier<C2>(self, classifier: C2) -> FallbackLayerBuilder<C2> {
+        FallbackLayerBuilder {
             tiers: self.tiers,
             cooldowns: self.cooldowns,
             cache: self.cache,
@@ -255,40 +256,40 @@ mod tests {
 
     #[test]
     fn rejects_bad_configuration() {
-        let dup = FallbackBuilder::new()
+        let dup = FallbackLayerBuilder::new()
             .target(TargetConfig::new("a", "m"))
             .target(TargetConfig::new("a", "m"))
             .build()
             .unwrap_err();
         assert_eq!(dup.field(), "target");
         assert!(dup.message().contains("duplicate"));
-        let empty_pool = FallbackBuilder::new()
+        let empty_pool = FallbackLayerBuilder::new()
             .pool(Selection::Weighted, [])
             .build()
             .unwrap_err();
         assert_eq!(empty_pool.field(), "targets");
-        let too_many = (0..65).fold(FallbackBuilder::new(), |b, i| {
+        let too_many = (0..65).fold(FallbackLayerBuilder::new(), |b, i| {
             b.target(TargetConfig::new("p", format!("m{i}")))
         });
         assert_eq!(too_many.build().unwrap_err().field(), "targets");
-        let zero_timeout = FallbackBuilder::new()
+        let zero_timeout = FallbackLayerBuilder::new()
             .target(TargetConfig::new("a", "m").attempt_timeout(std::time::Duration::ZERO))
             .build()
             .unwrap_err();
         assert_eq!(zero_timeout.field(), "attempt_timeout");
-        let bad_url = FallbackBuilder::new()
+        let bad_url = FallbackLayerBuilder::new()
             .target(TargetConfig::new("a", "m").base_url("not a url"))
             .build()
             .unwrap_err();
         assert_eq!(bad_url.field(), "base_url");
         assert!(bad_url.message().contains("target `a/m`"));
-        let path = FallbackBuilder::new()
+        let path = FallbackLayerBuilder::new()
             .target(TargetConfig::new("a", "m"))
             .request_base_path("v1")
             .build()
             .unwrap_err();
         assert_eq!(path.field(), "request_base_path");
-        let cache = FallbackBuilder::new()
+        let cache = FallbackLayerBuilder::new()
             .target(TargetConfig::new("a", "m"))
             .cache(CacheConfig::new().max_entries(0))
             .build()

@@ -313,8 +313,11 @@ impl Escalator {
     }
 
     fn fire(&self, event: EscalationEvent) {
-        metrics::counter!("tower_llm_fallback_escalations_total", "kind" => event.reason.as_str())
-            .increment(1);
+        metrics::counter!(
+            crate::metrics::ESCALATIONS_TOTAL,
+            crate::metrics::REASON => event.reason.as_str()
+        )
+        .increment(1);
         self.hook.escalate(&event);
     }
 }

@@ -536,9 +536,9 @@ where
             FallbackKind::None
         } else {
             metrics::counter!(
-                "tower_llm_fallback_responses_total",
-                "target" => target.name.clone(),
-                "outcome" => FallbackKind::Target.as_str()
+                crate::metrics::RESPONSES_TOTAL,
+                crate::metrics::TARGET => target.name.clone(),
+                crate::metrics::OUTCOME => FallbackKind::Target.as_str()
             )
             .increment(1);
             tracing::debug!(target_name = %target.name, attempts = self.attempts.len(), "answered by a fallback target");
@@ -584,10 +584,10 @@ where
         let status = status.map(|s| s.as_u16());
         let local = failure.origin == Origin::Local;
         metrics::counter!(
-            "tower_llm_fallback_attempts_total",
-            "target" => target.name.clone(),
-            "outcome" => if local { "rejected" } else { "failure" },
-            "kind" => kind.as_str()
+            crate::metrics::ATTEMPTS_TOTAL,
+            crate::metrics::TARGET => target.name.clone(),
+            crate::metrics::OUTCOME => if local { "rejected" } else { "failure" },
+            crate::metrics::KIND => kind.as_str()
         )
         .increment(1);
         let record = AttemptRecord {
@@ -729,7 +729,8 @@ where
             return Ok(res);
         }
         shared.escalator.on_all_failed(&self.attempts, None);
-        metrics::counter!("tower_llm_fallback_responses_total", "outcome" => "failed").increment(1);
+        metrics::counter!(crate::metrics::RESPONSES_TOTAL, crate::metrics::OUTCOME => "failed")
+            .increment(1);
         Err(Box::new(AllTargetsFailed::new(
             mem::take(&mut self.attempts),
             self.last_error.take(),
@@ -738,7 +739,7 @@ where
 }
 
 fn count_tier(kind: FallbackKind) {
-    metrics::counter!("tower_llm_fallback_responses_total", "outcome" => kind.as_str())
+    metrics::counter!(crate::metrics::RESPONSES_TOTAL, crate::metrics::OUTCOME => kind.as_str())
         .increment(1);
 }
 

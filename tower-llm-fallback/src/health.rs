@@ -90,8 +90,9 @@ pub struct TargetHealth {
     pub recent_errors: Vec<ErrorRecord>,
 }
 
-/// The health of the whole chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Healthy, degraded or unhealthy: the health of a chain, or of every target of a stack (the
+/// facade's `StackHealth` uses it too). Serialized as `healthy`, `degraded`, `unhealthy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OverallHealth {
     /// Every target is available.
@@ -100,6 +101,29 @@ pub enum OverallHealth {
     Degraded,
     /// No target is available: only the cache or static tier (if any) can answer.
     Unhealthy,
+}
+
+impl OverallHealth {
+    /// The health of `total` targets of which `available` can be called: healthy when all can
+    /// (or there are none), degraded when some can, unhealthy when none can.
+    pub const fn from_available(available: usize, total: usize) -> Self {
+        if available >= total {
+            OverallHealth::Healthy
+        } else if available > 0 {
+            OverallHealth::Degraded
+        } else {
+            OverallHealth::Unhealthy
+        }
+    }
+
+    /// `healthy`, `degraded` or `unhealthy`, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OverallHealth::Healthy => "healthy",
+            OverallHealth::Degraded => "degraded",
+            OverallHealth::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// A serde snapshot of the chain's health.
@@ -117,15 +141,8 @@ pub struct HealthSnapshot {
 impl HealthSnapshot {
     pub(crate) fn new(targets: Vec<TargetHealth>) -> Self {
         let available = targets.iter().filter(|t| t.available).count();
-        let status = if available == targets.len() {
-            OverallHealth::Healthy
-        } else if available > 0 {
-            OverallHealth::Degraded
-        } else {
-            OverallHealth::Unhealthy
-        };
         HealthSnapshot {
-            status,
+            status: OverallHealth::from_available(available, targets.len()),
             at_unix_ms: unix_ms(SystemTime::now()),
             targets,
         }
@@ -648,6 +665,30 @@ impl Drop for InFlight {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The names a gateway's `/health` serves: stable, and what `as_str` says.
+    #[test]
+    fn overall_health_names_and_counts() {
+        for (status, name) in [
+            (OverallHealth::Healthy, "healthy"),
+            (OverallHealth::Degraded, "degraded"),
+            (OverallHealth::Unhealthy, "unhealthy"),
+        ] {
+            assert_eq!(status.as_str(), name);
+            assert_eq!(serde_json::to_value(status).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<OverallHealth>(name.into()).unwrap(),
+                status
+            );
+        }
+        assert_eq!(OverallHealth::from_available(0, 0), OverallHealth::Healthy);
+        assert_eq!(OverallHealth::from_available(3, 3), OverallHealth::Healthy);
+        assert_eq!(OverallHealth::from_available(1, 3), OverallHealth::Degraded);
+        assert_eq!(
+            OverallHealth::from_available(0, 3),
+            OverallHealth::Unhealthy
+        );
+    }
 
     fn policy() -> CooldownPolicy {
         CooldownPolicy::default()

@@ -1,6 +1,11 @@
 //! [`FallbackLayer`]: wrap one client (one client, many targets) or build from one service per
 //! target.
 //!
+//! The layer owns the chain's state behind an `Arc`: every service it returns, by
+//! [`Layer::layer`] or [`FallbackLayer::services`], every clone of them and every clone of the
+//! layer share one set of cooldowns, health, cache and escalation counters, and
+//! [`FallbackLayer::handle`] reads and steers it from outside the `ServiceBuilder` chain.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use http_body_util::Full;
@@ -24,6 +29,7 @@
 //!     .target(TargetConfig::new("secondary", "small-model").base_url("http://secondary.example/v1"))
 //!     .build()
 //!     .unwrap();
+//! let handle = fallback.handle(); // owned: outlives the layer's move into the chain
 //! let svc = ServiceBuilder::new()
 //!     .layer(BufferRequestBodyLayer::default()) // makes the request body replayable
 //!     .layer(fallback)
@@ -34,6 +40,7 @@
 //! let res = svc.oneshot(req).await.unwrap();
 //! assert_eq!(res.status(), 200);
 //! assert_eq!(res.headers()[X_LLM_TARGET], "secondary/small-model");
+//! assert!(!handle.health().targets[0].available); // the primary cools down
 //! # }
 //! ```
 
@@ -43,7 +50,7 @@ use tower_layer::Layer;
 use tower_llm_core::{ConfigError, HttpClassifier};
 
 use crate::chain::Shared;
-use crate::config::FallbackBuilder;
+use crate::config::FallbackLayerBuilder;
 use crate::handle::FallbackHandle;
 use crate::service::Fallback;
 
@@ -59,8 +66,8 @@ pub struct FallbackLayer<C = HttpClassifier> {
 
 impl FallbackLayer {
     /// Start building a chain.
-    pub fn builder() -> FallbackBuilder {
-        FallbackBuilder::new()
+    pub fn builder() -> FallbackLayerBuilder {
+        FallbackLayerBuilder::new()
     }
 }
 
@@ -72,7 +79,8 @@ impl<C> FallbackLayer<C> {
         }
     }
 
-    /// A handle on the chain's health, cooldowns and saved state.
+    /// An owned handle on the chain's health, cooldowns and saved state, shared with every
+    /// service this layer builds. Take it before the layer moves into a `ServiceBuilder` chain.
     pub fn handle(&self) -> FallbackHandle {
         FallbackHandle::new(Arc::clone(&self.shared))
     }

@@ -24,6 +24,11 @@
 //!   ([`peek`] module docs), so a stream that never starts or starts with an error
 //!   fails over.
 //!
+//! The chain's state (cooldowns, health, cache, escalation counters) lives in the layer: every
+//! service it builds shares it, and [`FallbackLayer::handle`] returns an owned
+//! [`FallbackHandle`] on it, to take before the layer moves into a `ServiceBuilder` chain.
+//! Metrics are listed in [`metrics`] (label `target`: the target's name).
+//!
 //! Responses are the answering target's with a [`FallbackBody`] (its body, a peeked stream prefix
 //! replayed in front of the rest, or a cached or static answer).
 //!
@@ -94,6 +99,7 @@ pub mod handle;
 pub mod health;
 mod json;
 pub mod layer;
+pub mod metrics;
 pub mod peek;
 pub mod report;
 pub mod rewrite;
@@ -105,7 +111,7 @@ pub mod target;
 pub use body::FallbackBody;
 pub use cache::CacheConfig;
 pub use chain::MAX_TARGETS;
-pub use config::{FallbackBuilder, Selection};
+pub use config::{FallbackLayerBuilder, Selection};
 pub use cooldown::{
     is_transient, Cooldown, CooldownPolicy, DEFAULT_MAX_PROBE_INTERVAL, DEFAULT_MIN_COOLDOWN,
     DEFAULT_PANIC_PROBE_INTERVAL,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
+use tower_llm_core::openai::{ChatCompletion, ChatCompletionChunk, Delta, Usage, DONE_FRAME};
 
 use crate::health::unix_ms;
 
@@ -84,166 +84,53 @@ struct Answer<'a> {
     finish_reason: &'a str,
 }
 
-#[derive(Serialize)]
-struct Completion<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [Choice<'a>; 1],
-    usage: Usage,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u32,
-    message: Message<'a>,
-    finish_reason: &'a str,
-}
-
-#[derive(Serialize)]
-struct Message<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Serialize, Default)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [ChunkChoice<'a>; 1],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice<'a> {
-    index: u32,
-    delta: Delta<'a>,
-    finish_reason: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Delta<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-}
-
 impl Answer<'_> {
     fn json(&self) -> Bytes {
-        let completion = Completion {
-            id: self.id,
-            object: "chat.completion",
-            created: self.created,
-            model: self.model,
-            choices: [Choice {
-                index: 0,
-                message: Message {
-                    role: "assistant",
-                    content: self.content,
-                },
-                finish_reason: self.finish_reason,
-            }],
-            usage: Usage::default(),
-        };
-        // Serializing plain structs of strings and integers cannot fail.
-        Bytes::from(serde_json::to_vec(&completion).unwrap_or_default())
+        ChatCompletion::assistant(
+            self.id,
+            self.created,
+            self.model,
+            self.content,
+            self.finish_reason,
+        )
+        .with_usage(Usage::default())
+        .to_json()
     }
 
+    /// Two chunks (the whole text, then the finish reason with zero usage) and `[DONE]`.
     fn sse(&self) -> Bytes {
-        let chunk = |delta: Delta<'_>, finish_reason: Option<&str>, usage: Option<Usage>| {
-            serde_json::to_vec(&Chunk {
-                id: self.id,
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: self.model,
-                choices: [ChunkChoice {
-                    index: 0,
-                    delta,
-                    finish_reason,
-                }],
-                usage,
-            })
-            .unwrap_or_default()
-        };
-        let first = chunk(
-            Delta {
-                role: Some("assistant"),
-                content: Some(self.content),
-            },
-            None,
-            None,
-        );
-        let last = chunk(
-            Delta {
-                role: None,
-                content: None,
-            },
-            Some(self.finish_reason),
-            Some(Usage::default()),
-        );
-        let mut out = BytesMut::with_capacity(first.len() + last.len() + 40);
-        for event in [&first[..], &last[..]] {
-            out.put_slice(b"data: ");
-            out.put_slice(event);
-            out.put_slice(b"\n\n");
-        }
-        out.put_slice(b"data: [DONE]\n\n");
+        let chunk = || ChatCompletionChunk::new(self.id, self.created, self.model);
+        let first = chunk()
+            .with_choice(Delta::assistant(self.content), None)
+            .to_sse();
+        let last = chunk()
+            .with_choice(Delta::default(), Some(self.finish_reason))
+            .with_usage(Usage::default())
+            .to_sse();
+        let mut out = BytesMut::with_capacity(first.len() + last.len() + DONE_FRAME.len());
+        out.put_slice(&first);
+        out.put_slice(&last);
+        out.put_slice(DONE_FRAME);
         out.freeze()
     }
 }
 
-#[derive(Deserialize)]
-struct StoredCompletion<'a> {
-    #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    created: Option<u64>,
-    #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    choices: Vec<StoredChoice<'a>>,
-}
-
-#[derive(Deserialize)]
-struct StoredChoice<'a> {
-    #[serde(borrow)]
-    message: StoredMessage<'a>,
-    #[serde(borrow, default)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct StoredMessage<'a> {
-    #[serde(borrow)]
-    content: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
-}
-
 /// A stored chat completion re-framed as SSE, when it is a single plain-text answer.
 pub(crate) fn completion_to_sse(json: &[u8]) -> Option<Bytes> {
-    let stored: StoredCompletion<'_> = serde_json::from_slice(json).ok()?;
-    let [choice] = <[StoredChoice<'_>; 1]>::try_from(stored.choices).ok()?;
+    let stored: ChatCompletion<'_> = serde_json::from_slice(json).ok()?;
+    let [choice] = <[_; 1]>::try_from(stored.choices).ok()?;
     if choice.message.tool_calls.is_some() {
         return None;
     }
     let answer = Answer {
-        id: stored.id.as_deref().unwrap_or("chatcmpl-cache"),
-        created: stored.created.unwrap_or_default(),
-        model: stored.model.as_deref().unwrap_or_default(),
-        content: &choice.message.content,
+        id: if stored.id.is_empty() {
+            "chatcmpl-cache"
+        } else {
+            &stored.id
+        },
+        created: stored.created,
+        model: &stored.model,
+        content: choice.message.content.as_deref()?,
         finish_reason: choice.finish_reason.as_deref().unwrap_or("stop"),
     };
     Some(answer.sse())
@@ -285,6 +172,41 @@ mod tests {
         assert_eq!(last["usage"]["completion_tokens"], 0);
     }
 
+    /// The exact bytes of the static tier, as they were before the wire format moved to core.
+    #[test]
+    fn bytes_are_pinned() {
+        let answer = Answer {
+            id: "chatcmpl-static-9",
+            created: 1_700_000_001,
+            model: "static",
+            content: "sorry \"later\"\n",
+            finish_reason: "stop",
+        };
+        assert_eq!(
+            answer.json(),
+            concat!(
+                r#"{"id":"chatcmpl-static-9","object":"chat.completion","created":1700000001,"#,
+                r#""model":"static","choices":[{"index":0,"message":{"role":"assistant","#,
+                r#""content":"sorry \"later\"\n"},"finish_reason":"stop"}],"#,
+                r#""usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}"#
+            )
+        );
+        assert_eq!(
+            answer.sse(),
+            concat!(
+                r#"data: {"id":"chatcmpl-static-9","object":"chat.completion.chunk","#,
+                r#""created":1700000001,"model":"static","choices":[{"index":0,"delta":"#,
+                r#"{"role":"assistant","content":"sorry \"later\"\n"},"finish_reason":null}]}"#,
+                "\n\n",
+                r#"data: {"id":"chatcmpl-static-9","object":"chat.completion.chunk","#,
+                r#""created":1700000001,"model":"static","choices":[{"index":0,"delta":{},"#,
+                r#""finish_reason":"stop"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"#,
+                r#""total_tokens":0}}"#,
+                "\n\ndata: [DONE]\n\n"
+            )
+        );
+    }
+
     #[test]
     fn stored_completion_reframed() {
         let json = br#"{"id":"c1","created":7,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"a\nb"},"finish_reason":"length"}],"usage":{}}"#;
@@ -296,6 +218,15 @@ mod tests {
         assert!(text.ends_with("data: [DONE]\n\n"));
         let tools = br#"{"choices":[{"message":{"content":"","tool_calls":[]}}]}"#;
         assert!(completion_to_sse(tools).is_none());
+        let no_text = br#"{"choices":[{"message":{"role":"assistant","content":null}}]}"#;
+        assert!(completion_to_sse(no_text).is_none());
+        // Defaults for what a stored body leaves out.
+        let minimal = completion_to_sse(br#"{"choices":[{"message":{"content":"x"}}]}"#).unwrap();
+        let text = std::str::from_utf8(&minimal).unwrap();
+        assert!(text.starts_with(
+            r#"data: {"id":"chatcmpl-cache","object":"chat.completion.chunk","created":0,"model":"""#
+        ));
+        assert!(text.contains(r#""finish_reason":"stop""#));
         assert!(completion_to_sse(br#"{"choices":[]}"#).is_none());
     }
 }

@@ -29,6 +29,7 @@ use metrics::Counter;
 use tower_llm_core::{ConfigError, Target};
 
 use crate::health::TargetState;
+use crate::report::FallbackKind;
 use crate::rewrite::{AuthSource, RequestRewrite, Secret};
 
 /// The attempt timeout when none is configured (DESIGN.md: 30 s per attempt).
@@ -93,7 +94,7 @@ impl TargetConfig {
 
     /// Send this target's requests to `url` (scheme, host, port and an optional base path such as
     /// `https://api.groq.com/openai/v1`). With a path, it replaces the request path's prefix named
-    /// by [`FallbackBuilder::request_base_path`](crate::FallbackBuilder::request_base_path)
+    /// by [`FallbackLayerBuilder::request_base_path`](crate::FallbackLayerBuilder::request_base_path)
     /// (default `/v1`): `/v1/chat/completions` becomes `/openai/v1/chat/completions`. Without a
     /// path only scheme and authority change. Moving a request to another host removes its
     /// `Host` header and any credential headers unless this target sets its own.
@@ -245,10 +246,10 @@ impl TargetRuntime {
         self.success_counter
             .get_or_init(|| {
                 metrics::counter!(
-                    "tower_llm_fallback_attempts_total",
-                    "target" => self.name.clone(),
-                    "outcome" => "success",
-                    "kind" => "none"
+                    crate::metrics::ATTEMPTS_TOTAL,
+                    crate::metrics::TARGET => self.name.clone(),
+                    crate::metrics::OUTCOME => "success",
+                    crate::metrics::KIND => "none"
                 )
             })
             .increment(1);
@@ -258,9 +259,9 @@ impl TargetRuntime {
         self.served_first_counter
             .get_or_init(|| {
                 metrics::counter!(
-                    "tower_llm_fallback_responses_total",
-                    "target" => self.name.clone(),
-                    "outcome" => "none"
+                    crate::metrics::RESPONSES_TOTAL,
+                    crate::metrics::TARGET => self.name.clone(),
+                    crate::metrics::OUTCOME => FallbackKind::None.as_str()
                 )
             })
             .increment(1);

@@ -17,7 +17,7 @@ use tower_llm_fallback::{
 const PRIMARY: &str = "primary";
 const SECONDARY: &str = "secondary";
 
-fn two_targets(primary_url: &str, secondary_url: &str) -> tower_llm_fallback::FallbackBuilder {
+fn two_targets(primary_url: &str, secondary_url: &str) -> tower_llm_fallback::FallbackLayerBuilder {
     FallbackLayer::builder()
         .target(
             TargetConfig::new("provider-a", "model-a")

@@ -306,9 +306,36 @@ impl Budgets {
             Budgets::PerTarget(k) => Some(&k.template),
         }
     }
+
+    /// The budget calls to `target` draw on, without creating one.
+    pub(crate) fn peek(&self, target: &Target) -> Option<RetryBudget> {
+        match self {
+            Budgets::Unlimited => None,
+            Budgets::Shared(b) => Some(b.clone()),
+            Budgets::PerTarget(keyed) => keyed.read().get(target).cloned(),
+        }
+    }
+
+    /// The targets that have a budget of their own, and their budgets (empty unless per target).
+    pub(crate) fn by_target(&self) -> Vec<(Target, RetryBudget)> {
+        match self {
+            Budgets::PerTarget(keyed) => keyed
+                .read()
+                .iter()
+                .map(|(t, b)| (t.clone(), b.clone()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl KeyedBudgets {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Target, RetryBudget>> {
+        self.by_target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn get(&self, target: Option<&Target>) -> RetryBudget {
         let Some(target) = target else {
             return self.template.clone();

@@ -8,7 +8,7 @@
 //! | [`max_server_delay`](RetryLayerBuilder::max_server_delay) | 60 s: longer server delays stop the layer |
 //! | [`attempt_timeout`](RetryLayerBuilder::attempt_timeout) | 30 s per attempt (until the response headers) |
 //! | [`deadline`](RetryLayerBuilder::deadline) | none: bound the whole call across attempts |
-//! | [`retry_on`](RetryLayerBuilder::retry_on) | the kinds [`ErrorKind::is_retryable`](tower_llm_core::ErrorKind::is_retryable) names |
+//! | [`retry_on`](RetryLayerBuilder::retry_on) | [`KindSet::retryable`]: the kinds [`ErrorKind::is_retryable`](tower_llm_core::ErrorKind::is_retryable) names |
 //! | [`max_timeout_retries`](RetryLayerBuilder::max_timeout_retries) | 1 |
 //! | [`retry_local_rejections`](RetryLayerBuilder::retry_local_rejections) | false |
 //! | [`budget`](RetryLayerBuilder::budget) | 20% of first attempts + 5/s over 10 s, shared by the layer's services |
@@ -17,15 +17,15 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_llm_core::ErrorKind;
-//! use tower_llm_retry::{backoff::Backoff, policy::RetryOn, RetryBudget, RetryLayer};
+//! use tower_llm_core::{ErrorKind, KindSet};
+//! use tower_llm_retry::{backoff::Backoff, RetryBudget, RetryLayer};
 //!
 //! let layer = RetryLayer::builder()
 //!     .max_attempts(4)
 //!     .backoff(Backoff::exponential(Duration::from_millis(200)).with_max_delay(Duration::from_secs(5)))
 //!     .attempt_timeout(Duration::from_secs(20))
 //!     .deadline(Duration::from_secs(60))
-//!     .retry_on(RetryOn::default().without(ErrorKind::Unknown))
+//!     .retry_on(KindSet::retryable().without(ErrorKind::Unknown))
 //!     .budget_per_target(RetryBudget::new(Duration::from_secs(10), 2, 0.1).unwrap())
 //!     .seed(7)
 //!     .build()
@@ -38,13 +38,13 @@
 
 use std::time::Duration;
 
-use tower_llm_core::{ConfigError, HttpClassifier};
+use tower_llm_core::{ConfigError, HttpClassifier, KindSet};
 
 use crate::backoff::Backoff;
 use crate::budget::{Budgets, RetryBudget};
 use crate::hedge::Hedging;
 use crate::layer::RetryLayer;
-use crate::policy::{RetryOn, Rules};
+use crate::policy::Rules;
 use crate::replay::HttpReplay;
 
 /// Default [`RetryConfig::max_attempts`]: 3.
@@ -64,7 +64,7 @@ pub struct RetryConfig {
     max_server_delay: Duration,
     attempt_timeout: Option<Duration>,
     deadline: Option<Duration>,
-    retry_on: RetryOn,
+    retry_on: KindSet,
     max_timeout_retries: u32,
     retry_local_rejections: bool,
     hedging: Option<Hedging>,
@@ -79,7 +79,7 @@ impl Default for RetryConfig {
             max_server_delay: DEFAULT_MAX_SERVER_DELAY,
             attempt_timeout: Some(DEFAULT_ATTEMPT_TIMEOUT),
             deadline: None,
-            retry_on: RetryOn::default(),
+            retry_on: KindSet::retryable(),
             max_timeout_retries: 1,
             retry_local_rejections: false,
             hedging: None,
@@ -115,7 +115,7 @@ impl RetryConfig {
     }
 
     /// The failure kinds that are retried.
-    pub fn retry_on(&self) -> RetryOn {
+    pub fn retry_on(&self) -> KindSet {
         self.retry_on
     }
 
@@ -256,8 +256,10 @@ impl<C, R> RetryLayerBuilder<C, R> {
         self
     }
 
-    /// The failure kinds to retry.
-    pub fn retry_on(mut self, retry_on: RetryOn) -> Self {
+    /// The failure kinds to retry (default [`KindSet::retryable`]); any other kind is returned
+    /// at once ([`StopReason::NotRetryable`](crate::StopReason::NotRetryable)). See
+    /// [`policy`](crate::policy) for the other rules (local rejections, timeouts, budget).
+    pub fn retry_on(mut self, retry_on: KindSet) -> Self {
         self.config.retry_on = retry_on;
         self
     }

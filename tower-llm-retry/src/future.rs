@@ -287,13 +287,15 @@ where
         self.shared.replay.tag(&mut req, Attempt(attempt));
         if hedge {
             self.hedges_sent += 1;
-            metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "hedge").increment(1);
-            metrics::counter!("tower_llm_hedges_total", "target" => target_label(&self.target))
+            self.shared.counters.hedge();
+            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "hedge").increment(1);
+            ::metrics::counter!(crate::metrics::HEDGES_TOTAL, "target" => target_label(&self.target))
                 .increment(1);
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending a hedge");
         } else {
             self.state.sequential = self.state.sequential.saturating_add(1);
-            metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "retry").increment(1);
+            self.shared.counters.retry();
+            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "retry").increment(1);
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending attempt");
         }
         let fut = self.service.call(req);
@@ -310,7 +312,8 @@ where
         }
         if let Some(budget) = &self.budget {
             if !budget.withdraw() {
-                metrics::counter!("tower_llm_retry_budget_exhausted_total", "target" => target_label(&self.target))
+                self.shared.counters.budget_exhausted();
+                ::metrics::counter!(crate::metrics::BUDGET_EXHAUSTED_TOTAL, "target" => target_label(&self.target))
                     .increment(1);
                 tracing::debug!(target = %TargetLabel(&self.target), "retry: budget exhausted, no hedge");
                 return false;
@@ -354,6 +357,7 @@ where
             }
             return Some(result.map(|mut res| {
                 if !self.records.is_empty() {
+                    self.shared.counters.recovered();
                     tracing::debug!(
                         attempt,
                         failed = self.records.len(),
@@ -438,8 +442,8 @@ where
         };
         match decision {
             Decision::Retry(delay) => {
-                metrics::counter!(
-                    "tower_llm_retries_total",
+                ::metrics::counter!(
+                    crate::metrics::RETRIES_TOTAL,
                     "kind" => failure.kind.as_str(),
                     "target" => target_label(&self.target)
                 )
@@ -468,8 +472,9 @@ where
         let kind = failure.map_or("unknown", |f| f.kind.as_str());
         let pass_through = reason.is_pass_through() && self.records.len() <= 1;
         if !pass_through {
-            metrics::counter!(
-                "tower_llm_retry_stopped_total",
+            self.shared.counters.gave_up();
+            ::metrics::counter!(
+                crate::metrics::STOPPED_TOTAL,
                 "reason" => reason.as_str(),
                 "kind" => kind,
                 "target" => target_label(&self.target)
@@ -477,7 +482,8 @@ where
             .increment(1);
         }
         if reason == StopReason::BudgetExhausted {
-            metrics::counter!("tower_llm_retry_budget_exhausted_total", "target" => target_label(&self.target))
+            self.shared.counters.budget_exhausted();
+            ::metrics::counter!(crate::metrics::BUDGET_EXHAUSTED_TOTAL, "target" => target_label(&self.target))
                 .increment(1);
         }
         tracing::debug!(

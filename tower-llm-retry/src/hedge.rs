@@ -8,7 +8,8 @@
 //! attempts still in flight, and when all of them failed the layer retries as usual.
 //!
 //! Each hedge withdraws from the retry budget like a retry (no budget, no hedge), counts in
-//! `tower_llm_hedges_total`, and does not count against `max_attempts`.
+//! [`HEDGES_TOTAL`](crate::metrics::HEDGES_TOTAL) and [`RetryStats::hedges`](crate::RetryStats::hedges),
+//! and does not count against `max_attempts`.
 //!
 //! The delay is fixed, or a percentile of the latencies of recent successful attempts (a
 //! log-bucketed histogram of atomics that halves itself every 2048 samples, so it follows the

@@ -1,9 +1,11 @@
 //! [`RetryLayer`]: wraps a service in [`Retry`].
 //!
-//! Every service the layer builds, and every clone of them, shares one state (budget, latency
-//! histogram, RNG seed sequence) through an `Arc`.
+//! Every service the layer builds (each call of [`Layer::layer`], as axum's `Router::layer`
+//! makes per route), and every clone of them, shares one state (budget, counters, latency
+//! histogram, RNG seed sequence) through an `Arc`; [`RetryLayer::handle`] reaches it.
 //!
 //! ```
+//! use std::time::Duration;
 //! use tower::{service_fn, Layer, ServiceExt};
 //! use tower_llm_retry::{CloneReplay, RetryLayer};
 //! use tower_llm_core::{Classification, Classify};
@@ -22,12 +24,20 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let layer = RetryLayer::builder().classifier(AlwaysOk).replay(CloneReplay).build().unwrap();
+//! let layer = RetryLayer::builder()
+//!     .max_attempts(2)
+//!     .attempt_timeout(Duration::from_secs(20))
+//!     .classifier(AlwaysOk)
+//!     .replay(CloneReplay)
+//!     .build()
+//!     .unwrap();
+//! let handle = layer.handle();
 //! let client = layer.layer(service_fn(|req: ChatRequest| async move {
 //!     Ok::<_, std::convert::Infallible>(ChatResponse(req.0))
 //! }));
 //! let res = client.oneshot(ChatRequest("hello")).await.unwrap();
 //! assert_eq!(res.0, "hello");
+//! assert_eq!(handle.stats().calls, 1);
 //! # }
 //! ```
 
@@ -42,6 +52,7 @@ use tower_llm_core::HttpClassifier;
 
 use crate::budget::{Budgets, RetryBudget};
 use crate::config::{RetryConfig, RetryLayerBuilder};
+use crate::handle::{Counters, RetryHandle};
 use crate::hedge::LatencyTracker;
 use crate::policy::Rules;
 use crate::replay::HttpReplay;
@@ -57,11 +68,20 @@ pub(crate) struct Shared<C, R> {
     pub(crate) latency: Option<LatencyTracker>,
     /// Whether a call keeps a copy of its request (it can retry or hedge).
     pub(crate) keeps_copy: bool,
+    pub(crate) counters: Arc<Counters>,
     seed: u64,
     calls: AtomicU64,
 }
 
 impl<C, R> Shared<C, R> {
+    pub(crate) fn handle(&self) -> RetryHandle {
+        RetryHandle {
+            config: self.config.clone(),
+            budgets: self.budgets.clone(),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
     /// A seed for one call's RNG: the layer's seed mixed with a call counter, so a seeded layer
     /// is reproducible and concurrent calls still jitter apart.
     pub(crate) fn call_seed(&self) -> u64 {
@@ -79,6 +99,9 @@ fn splitmix64(mut x: u64) -> u64 {
 
 /// Applies [`Retry`] to a service. Build one with [`RetryLayer::builder`]; [`RetryLayer::new`]
 /// has the defaults.
+///
+/// Every service the layer wraps, and every clone of the layer and of those services, shares
+/// one state: the budget, the counters ([`handle`](Self::handle)), the hedging latencies.
 pub struct RetryLayer<C = HttpClassifier, R = HttpReplay> {
     shared: Arc<Shared<C, R>>,
 }
@@ -128,6 +151,7 @@ impl<C, R> RetryLayer<C, R> {
                 replay,
                 latency,
                 keeps_copy,
+                counters: Arc::default(),
                 seed,
                 calls: AtomicU64::new(0),
             }),
@@ -139,10 +163,10 @@ impl<C, R> RetryLayer<C, R> {
         &self.shared.config
     }
 
-    /// The budget shared by every call (or the template of per-target budgets); `None` without
-    /// a budget.
-    pub fn budget(&self) -> Option<&RetryBudget> {
-        self.shared.budgets.template()
+    /// A handle on the state every service of this layer shares: configuration, budget(s),
+    /// counters (owned: take it before the layer goes into a `ServiceBuilder`).
+    pub fn handle(&self) -> RetryHandle {
+        self.shared.handle()
     }
 }
 
@@ -168,5 +192,21 @@ impl<S, C, R> Layer<S> for RetryLayer<C, R> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry::from_shared(inner, Arc::clone(&self.shared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_of_one_layer_share_the_state() {
+        let layer = RetryLayer::new();
+        // As axum's `Router::layer` does: one call of `layer` per route.
+        let a = layer.layer(());
+        let b = layer.clone().layer(());
+        assert!(Arc::ptr_eq(&a.handle().counters, &layer.handle().counters));
+        let (ab, bb) = (a.handle().budget().unwrap(), b.handle().budget().unwrap());
+        assert!(ab.same_as(&bb));
     }
 }

@@ -3,7 +3,8 @@
 //! [`RetryLayer`] retries what the classifier ([`HttpClassifier`](tower_llm_core::HttpClassifier)
 //! by default) calls transient — rate limits, overload, server errors, transport failures, broken
 //! responses, and a timeout once — and returns everything else at once: auth, quota, context
-//! length, content policy and other 4xx. It honours the server's requested delay (`Retry-After`
+//! length, content policy and other 4xx (the set of kinds retried is a
+//! [`KindSet`](tower_llm_core::KindSet), [`retry_on`](RetryLayerBuilder::retry_on)). It honours the server's requested delay (`Retry-After`
 //! and every other signal core parses) up to a cap, and above the cap stops so a fallback layer
 //! can move on. A shared [`RetryBudget`] lets retries add at most 20% of the first-attempt
 //! traffic plus a small floor, so a total outage costs about 1.2 upstream calls per request, not
@@ -76,10 +77,10 @@
 //! # Observability
 //!
 //! `tracing` debug events for every failed attempt, backoff, hedge and stop, with the target and
-//! the error kind (never request or response content). `metrics` counters:
-//! `tower_llm_retry_attempts_total{attempt="first"|"retry"|"hedge"}`,
-//! `tower_llm_retries_total{kind,target}`, `tower_llm_retry_budget_exhausted_total{target}`,
-//! `tower_llm_hedges_total{target}` and `tower_llm_retry_stopped_total{reason,kind,target}`.
+//! the error kind (never request or response content); `metrics` counters, whose names are the
+//! constants of the [`metrics`] module (with the table of their labels); and
+//! [`RetryLayer::handle`], an owned [`RetryHandle`] on the layer's budget(s), configuration and
+//! counters ([`RetryStats`]), taken before the layer goes into a `ServiceBuilder`.
 //!
 //! # Cost
 //!
@@ -96,8 +97,10 @@ pub mod backoff;
 pub mod budget;
 pub mod config;
 pub mod future;
+pub mod handle;
 pub mod hedge;
 pub mod layer;
+pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod service;
@@ -106,8 +109,9 @@ pub use backoff::{Backoff, BackoffKind, Jitter};
 pub use budget::RetryBudget;
 pub use config::{RetryConfig, RetryLayerBuilder};
 pub use future::ResponseFuture;
+pub use handle::{RetryHandle, RetryStats};
 pub use hedge::{HedgeDelay, Hedging};
 pub use layer::RetryLayer;
-pub use policy::{RetryAttempts, RetryOn, StopReason};
+pub use policy::{RetryAttempts, StopReason};
 pub use replay::{Attempt, CloneReplay, HttpReplay, RecordResponse, ReplayRequest};
 pub use service::Retry;

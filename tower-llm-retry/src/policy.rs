@@ -3,10 +3,11 @@
 //! A failed attempt is classified by the layer's [`Classify`](tower_llm_core::Classify)
 //! implementation into a [`Failure`]; then, in this order:
 //!
-//! 1. its kind must be in the layer's [`RetryOn`] set (default: `RateLimited`, `Overloaded`,
-//!    `ServerError`, `Timeout`, `Transport`, `InvalidResponse`, `Unknown`; never `Auth`,
-//!    `QuotaExhausted`, `ContextLength`, `ContentPolicy`, `BadRequest`), else
-//!    [`StopReason::NotRetryable`];
+//! 1. its kind must be in the layer's [`KindSet`]
+//!    ([`retry_on`](crate::RetryLayerBuilder::retry_on); default [`KindSet::retryable`]:
+//!    `RateLimited`, `Overloaded`, `ServerError`, `Timeout`, `Transport`, `InvalidResponse`,
+//!    `Unknown`; never `Auth`, `QuotaExhausted`, `ContextLength`, `ContentPolicy`,
+//!    `BadRequest`), else [`StopReason::NotRetryable`];
 //! 2. a local rejection ([`Origin::Local`]: a breaker or bulkhead below refused the call without
 //!    calling the target) is not retried unless `retry_local_rejections(true)`: retrying into an
 //!    open breaker before its `retry_after` is pointless, and waiting for it is better left to a
@@ -23,15 +24,15 @@
 //! 8. the retry budget must afford it ([`StopReason::BudgetExhausted`]).
 //!
 //! ```
-//! use tower_llm_core::ErrorKind;
-//! use tower_llm_retry::policy::RetryOn;
+//! use tower_llm_core::{ErrorKind, KindSet};
+//! use tower_llm_retry::RetryLayer;
 //!
-//! let retry_on = RetryOn::default();
-//! assert!(retry_on.contains(ErrorKind::RateLimited));
-//! assert!(!retry_on.contains(ErrorKind::ContextLength));
-//! let strict = retry_on.without(ErrorKind::Unknown).with(ErrorKind::QuotaExhausted);
-//! assert!(!strict.contains(ErrorKind::Unknown));
-//! assert!(strict.contains(ErrorKind::QuotaExhausted));
+//! // Do not retry unknown failures; retry quota errors (a provider whose quota resets quickly).
+//! let retry_on = KindSet::retryable().without(ErrorKind::Unknown).with(ErrorKind::QuotaExhausted);
+//! let layer = RetryLayer::builder().retry_on(retry_on).build().unwrap();
+//! assert!(!layer.config().retry_on().contains(ErrorKind::Unknown));
+//! assert!(layer.config().retry_on().contains(ErrorKind::QuotaExhausted));
+//! assert!(!layer.config().retry_on().contains(ErrorKind::ContextLength));
 //! ```
 
 use std::fmt;
@@ -40,74 +41,10 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::time::Instant;
-use tower_llm_core::{AttemptRecord, ErrorKind, Failure, NotReplayable, Origin};
+use tower_llm_core::{AttemptRecord, ErrorKind, Failure, KindSet, NotReplayable, Origin};
 
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
-
-/// A set of [`ErrorKind`]s that are retried.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RetryOn {
-    bits: u16,
-}
-
-const fn bit(kind: ErrorKind) -> u16 {
-    1 << (kind as u16)
-}
-
-impl RetryOn {
-    /// No kind is retried.
-    pub const fn none() -> Self {
-        RetryOn { bits: 0 }
-    }
-
-    /// The kinds [`ErrorKind::is_retryable`] says may be retried on the same target.
-    pub const fn retryable() -> Self {
-        let mut bits = 0;
-        let mut i = 0;
-        while i < ErrorKind::ALL.len() {
-            if ErrorKind::ALL[i].is_retryable() {
-                bits |= bit(ErrorKind::ALL[i]);
-            }
-            i += 1;
-        }
-        RetryOn { bits }
-    }
-
-    /// Also retry `kind`.
-    pub const fn with(self, kind: ErrorKind) -> Self {
-        RetryOn {
-            bits: self.bits | bit(kind),
-        }
-    }
-
-    /// Do not retry `kind`.
-    pub const fn without(self, kind: ErrorKind) -> Self {
-        RetryOn {
-            bits: self.bits & !bit(kind),
-        }
-    }
-
-    /// Whether `kind` is retried.
-    pub const fn contains(&self, kind: ErrorKind) -> bool {
-        self.bits & bit(kind) != 0
-    }
-}
-
-impl Default for RetryOn {
-    /// [`RetryOn::retryable`].
-    fn default() -> Self {
-        Self::retryable()
-    }
-}
-
-impl fmt::Debug for RetryOn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(ErrorKind::ALL.iter().filter(|k| self.contains(**k)))
-            .finish()
-    }
-}
 
 /// Why the layer stopped retrying and returned what it had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +174,7 @@ pub(crate) struct Rules {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) max_server_delay: Duration,
-    pub(crate) retry_on: RetryOn,
+    pub(crate) retry_on: KindSet,
     pub(crate) max_timeout_retries: u32,
     pub(crate) retry_local_rejections: bool,
 }
@@ -360,7 +297,7 @@ mod tests {
             max_attempts: 3,
             backoff: Backoff::constant(Duration::from_millis(100)),
             max_server_delay: Duration::from_secs(60),
-            retry_on: RetryOn::default(),
+            retry_on: KindSet::retryable(),
             max_timeout_retries: 1,
             retry_local_rejections: false,
         }
@@ -391,22 +328,6 @@ mod tests {
     }
 
     #[test]
-    fn default_set_matches_the_taxonomy() {
-        for kind in ErrorKind::ALL {
-            assert_eq!(
-                RetryOn::default().contains(kind),
-                kind.is_retryable(),
-                "{kind}"
-            );
-        }
-        assert!(!RetryOn::none().contains(ErrorKind::Overloaded));
-        assert_eq!(
-            format!("{:?}", RetryOn::none().with(ErrorKind::Auth)),
-            "{Auth}"
-        );
-    }
-
-    #[test]
     fn non_retryable_kinds_stop_at_once() {
         for kind in [
             ErrorKind::Auth,
@@ -420,6 +341,35 @@ mod tests {
                 Decision::Stop(StopReason::NotRetryable(kind))
             );
         }
+    }
+
+    #[test]
+    fn the_kind_set_decides_what_is_retried() {
+        let mut custom = rules();
+        custom.retry_on = KindSet::retryable()
+            .without(ErrorKind::Overloaded)
+            .with(ErrorKind::QuotaExhausted);
+        let decide_one = |kind| {
+            decide(
+                &custom,
+                &Failure::new(kind),
+                &mut first(),
+                limits(Ok(()), None, None),
+                || 1,
+            )
+        };
+        assert_eq!(
+            decide_one(ErrorKind::Overloaded),
+            Decision::Stop(StopReason::NotRetryable(ErrorKind::Overloaded))
+        );
+        assert!(matches!(
+            decide_one(ErrorKind::QuotaExhausted),
+            Decision::Retry(_)
+        ));
+        assert!(matches!(
+            decide_one(ErrorKind::ServerError),
+            Decision::Retry(_)
+        ));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use tower_llm_core::{BoxError, Classify, HttpClassifier};
 use tower_service::Service;
 
 use crate::future::{CallContext, ResponseFuture, TargetLabel};
+use crate::handle::RetryHandle;
 use crate::layer::{RetryLayer, Shared};
 use crate::replay::{Attempt, HttpReplay, RecordResponse, ReplayRequest};
 
@@ -55,6 +56,11 @@ impl<S> Retry<S> {
 impl<S, C, R> Retry<S, C, R> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<C, R>>) -> Self {
         Retry { inner, shared }
+    }
+
+    /// A handle on the state this service shares with its layer and every service of it.
+    pub fn handle(&self) -> RetryHandle {
+        self.shared.handle()
     }
 
     /// The inner service.
@@ -120,7 +126,8 @@ where
         let single = attempt_budget.is_some_and(|b| !b.allows_retries());
         let copy = (shared.keeps_copy && !single).then(|| shared.replay.replay(&req));
         shared.replay.tag(&mut req, Attempt(1));
-        metrics::counter!("tower_llm_retry_attempts_total", "attempt" => "first").increment(1);
+        shared.counters.call();
+        ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "first").increment(1);
         tracing::trace!(attempt = 1, target = %TargetLabel(&target), "retry: sending attempt");
         // `self.inner` was driven to readiness by `poll_ready`: it takes the first attempt, a
         // clone (readied before each use) takes the others.

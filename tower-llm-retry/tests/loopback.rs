@@ -568,7 +568,7 @@ async fn a_hedge_overtakes_a_slow_attempt() {
         .hedging(Hedging::fixed(Duration::from_millis(1_500)))
         .build()
         .unwrap();
-    let budget = layer.budget().cloned().unwrap();
+    let budget = layer.handle().budget().unwrap();
     let before = budget.balance();
     let svc = stack(layer, Seen::new());
 

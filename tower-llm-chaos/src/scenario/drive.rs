@@ -1,6 +1,5 @@
 //! The load driver: closed-loop clients or paced requests, and how one exchange is judged.
 
-use std::borrow::Cow;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +8,10 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tower_llm_core::openai::{ChatCompletion, ChatCompletionChunk};
+use tower_llm_core::sse::SseDecoder;
 use tower_llm_core::BoxError;
 use tower_service::Service;
 
@@ -297,83 +297,37 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-#[derive(Deserialize)]
-struct Completion<'a> {
-    #[serde(borrow)]
-    choices: Vec<Choice<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    message: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    delta: Option<Text<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Text<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-}
-
 /// A JSON completion whose `choices[0].message.content` is the canonical answer.
 pub(crate) fn json_is_canonical(body: &[u8]) -> bool {
-    let Ok(completion) = serde_json::from_slice::<Completion<'_>>(body) else {
-        return false;
-    };
-    completion
-        .choices
-        .first()
-        .and_then(|c| c.message.as_ref())
-        .and_then(|m| m.content.as_deref())
-        == Some(CANONICAL_ANSWER)
+    serde_json::from_slice::<ChatCompletion<'_>>(body)
+        .is_ok_and(|completion| completion.content() == Some(CANONICAL_ANSWER))
 }
 
-/// An SSE stream whose events' `choices[0].delta.content`, concatenated, are the canonical
-/// answer, and whose last event is `data: [DONE]`. Events that are not JSON or carry no content
-/// add nothing.
+/// An SSE stream whose chunks' `choices[0].delta.content`, concatenated, are the canonical
+/// answer, and whose last event is `data: [DONE]`. Events that are not chunks or carry no
+/// content add nothing.
 pub(crate) fn stream_is_canonical(body: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
+    let mut decoder = SseDecoder::new();
+    decoder.push(Bytes::copy_from_slice(body));
     let mut rest = CANONICAL_ANSWER;
     let mut done = false;
-    let mut data: Option<Cow<'_, str>> = None;
-    // A final `\n` makes sure the last event is dispatched even without a blank line after it.
-    for line in text.split('\n').chain(std::iter::once("")) {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            let Some(event) = data.take() else { continue };
-            if done {
-                // Something after `[DONE]`: it was not the last event.
-                return false;
-            }
-            if event == "[DONE]" {
-                done = true;
-                continue;
-            }
-            let Ok(chunk) = serde_json::from_str::<Completion<'_>>(&event) else {
-                continue;
-            };
-            let content = chunk
-                .choices
-                .first()
-                .and_then(|c| c.delta.as_ref())
-                .and_then(|d| d.content.as_deref())
-                .unwrap_or("");
-            match rest.strip_prefix(content) {
-                Some(after) => rest = after,
-                None => return false,
-            }
-        } else if let Some(value) = line.strip_prefix("data:") {
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            data = Some(match data.take() {
-                None => Cow::Borrowed(value),
-                Some(previous) => Cow::Owned(format!("{previous}\n{value}")),
-            });
+    // `finish`: the last event counts even without a blank line after it.
+    while let Ok(Some(event)) = decoder.finish() {
+        if done {
+            // Something after `[DONE]`: it was not the last event.
+            return false;
         }
-        // Other fields (`event:`, `id:`, comments) do not change the answer.
+        if event.is_done() {
+            done = true;
+            continue;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChatCompletionChunk<'_>>(event.data()) else {
+            continue;
+        };
+        match rest.strip_prefix(chunk.content().unwrap_or("")) {
+            Some(after) => rest = after,
+            None => return false,
+        }
     }
     done && rest.is_empty()
 }
@@ -381,11 +335,11 @@ pub(crate) fn stream_is_canonical(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::{self, Usage};
+    use crate::canonical;
 
     #[test]
     fn canonical_bodies_are_recognised() {
-        let usage = Usage::new(3);
+        let usage = canonical::usage(3);
         assert!(json_is_canonical(&canonical::completion_json(
             1, "gpt-4o", usage
         )));
@@ -400,7 +354,7 @@ mod tests {
 
     #[test]
     fn broken_bodies_are_not_answers() {
-        let usage = Usage::new(3);
+        let usage = canonical::usage(3);
         let json = canonical::completion_json(1, "gpt-4o", usage);
         assert!(!json_is_canonical(&json[..json.len() / 2]));
         assert!(!json_is_canonical(

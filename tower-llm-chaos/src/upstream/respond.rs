@@ -5,10 +5,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
+use tower_llm_core::openai::{self, ErrorBody};
 
 use super::body::{MockBody, Step};
-use crate::canonical::{self, Usage, DONE_EVENT, ERROR_EVENT, MALFORMED_EVENT};
+use crate::canonical::{self, Usage, MALFORMED_EVENT};
 use crate::{ErrorReply, Fault};
 
 /// The mock's decision for one request.
@@ -73,16 +74,11 @@ fn sse_response(steps: Vec<Step>) -> Response<MockBody> {
 
 /// An OpenAI-shaped error body for the mock's own rejections.
 fn openai_error(status: StatusCode, message: &str, code: Option<&str>) -> Response<MockBody> {
-    let body = json!({"error": {
-        "message": message,
-        "type": "invalid_request_error",
-        "param": Value::Null,
-        "code": code,
-    }});
-    json_response(
-        status,
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
+    let mut body = ErrorBody::new(message, "invalid_request_error");
+    if let Some(code) = code {
+        body = body.with_code(code);
+    }
+    json_response(status, body.to_json())
 }
 
 pub(super) fn not_found(method: &Method, path: &str) -> Response<MockBody> {
@@ -141,7 +137,7 @@ fn healthy_sse(seq: u64, model: &str, usage: Usage, done: bool) -> Vec<Step> {
     let mut steps: Vec<Step> = content_events(seq, model, usize::MAX).collect();
     steps.push(Step::Data(canonical::finish_event(seq, model, usage)));
     if done {
-        steps.push(Step::Data(Bytes::from_static(DONE_EVENT)));
+        steps.push(Step::Data(openai::done_frame()));
     }
     steps
 }
@@ -177,19 +173,15 @@ fn partial_json(seq: u64, model: &str, usage: Usage, n: usize, last: Step) -> Re
 pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: &Value) -> Reply {
     if let Err(invalid) = fault.validate() {
         tracing::warn!(%invalid, "mock upstream: answering an invalid fault with 500");
-        let body = json!({"error": {
-            "message": invalid.to_string(),
-            "type": "server_error",
-            "param": Value::Null,
-            "code": "invalid_mock_fault",
-        }});
-        let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let body = ErrorBody::new(invalid.to_string(), "server_error")
+            .with_code("invalid_mock_fault")
+            .to_json();
         return Reply::now(
             "invalid_fault",
             json_response(StatusCode::INTERNAL_SERVER_ERROR, body),
         );
     }
-    let usage = Usage::estimate(request);
+    let usage = canonical::estimate_usage(request);
     let name = fault.name();
     match fault {
         Fault::Healthy | Fault::Flapping { .. } | Fault::Fraction { .. } => {
@@ -251,7 +243,7 @@ pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: 
         Fault::NoDone => Reply::now(name, healthy(seq, model, false, usage)),
         Fault::FirstEventError if stream => Reply::now(
             name,
-            sse_response(vec![Step::Data(Bytes::from_static(ERROR_EVENT))]),
+            sse_response(vec![Step::Data(canonical::error_event())]),
         ),
         Fault::FirstEventError => Reply::now(
             name,

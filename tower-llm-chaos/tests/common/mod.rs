@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
-use tower_llm_chaos::canonical::Usage;
+use tower_llm_chaos::canonical::{self, Usage};
 use tower_llm_chaos::upstream::COMPLETIONS_PATH;
 
 /// The prompt every test sends.
@@ -42,7 +42,7 @@ pub fn chat_json(model: &str, stream: bool) -> Value {
 
 /// The usage the mock reports for [`chat_json`].
 pub fn usage() -> Usage {
-    Usage::estimate(&chat_json("any", false))
+    canonical::estimate_usage(&chat_json("any", false))
 }
 
 /// A `POST /v1/chat/completions` request for `model`.

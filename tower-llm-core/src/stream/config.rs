@@ -1,5 +1,22 @@
 //! Configuration of [`StreamGuardLayer`]: the three time limits, the malformed-event policy, the
 //! grace for a missing `[DONE]` and the bound on one event, validated when built.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_llm_core::{MalformedPolicy, StreamGuardLayer, StreamLimits};
+//!
+//! let layer = StreamGuardLayer::builder()
+//!     .limits(StreamLimits::new(Duration::from_secs(5), Duration::from_secs(20), Duration::from_secs(90)))
+//!     .malformed(MalformedPolicy::End)
+//!     .finish_grace(Duration::from_millis(200))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(layer.limits().ttft, Duration::from_secs(5));
+//!
+//! // Invalid values are refused when built, never at call time.
+//! let err = StreamGuardLayer::builder().max_event_size(0).build().unwrap_err();
+//! assert_eq!(err.field(), "max_event_size");
+//! ```
 
 use std::time::Duration;
 
@@ -96,6 +113,11 @@ impl Default for GuardConfig {
 /// Builder of a [`StreamGuardLayer`]; see [`StreamGuardLayer::builder`]. Every setting starts at
 /// its default; [`build`](Self::build) validates them.
 ///
+/// There is no `classifier`: the guard does not judge responses. It watches `2xx
+/// text/event-stream` bodies, takes a failure's kind from the in-band error event that names it
+/// (or from [`classify_error`](crate::classify_error) for a body error), and leaves every other
+/// response to the classifiers of the layers above.
+///
 /// ```
 /// use std::time::Duration;
 /// use tower_llm_core::{MalformedPolicy, StreamGuardLayer, StreamLimits};
@@ -112,11 +134,11 @@ impl Default for GuardConfig {
 /// assert_eq!(err.field(), "idle");
 /// ```
 #[derive(Clone, Debug, Default)]
-pub struct StreamGuardBuilder {
+pub struct StreamGuardLayerBuilder {
     config: GuardConfig,
 }
 
-impl StreamGuardBuilder {
+impl StreamGuardLayerBuilder {
     /// All three limits at once.
     pub fn limits(mut self, limits: StreamLimits) -> Self {
         self.config.limits = limits;

@@ -20,10 +20,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::GuardConfig;
 use super::frame::{Framer, RawFrame};
+use super::metrics as names;
 use super::{MalformedPolicy, StreamEnd, StreamOutcome};
-use crate::sse::{
-    done_frame, encode_error_event, parse_error_event, EventKind, SseDecoder, StreamTracker,
-};
+use crate::openai::{done_frame, error_event};
+use crate::sse::{parse_error_event, EventKind, SseDecoder, StreamTracker};
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind, Failure, Target};
 
 /// How far ahead "no deadline" is: further than any stream lives.
@@ -567,7 +567,7 @@ impl<B> Core<B> {
         if self.phase == Phase::FirstEvent {
             return Scan::Reject(self.reject(stop));
         }
-        let frame = encode_error_event(stop.failure.kind, &stop.message);
+        let frame = error_event(stop.failure.kind, &stop.message);
         self.close(frame, StreamEnd::Failed(stop.failure));
         Scan::Closed
     }
@@ -577,10 +577,10 @@ impl<B> Core<B> {
         self.body = None;
         let kind = stop.failure.kind;
         metrics::counter!(
-            "tower_llm_stream_ends_total",
-            "target" => self.target_label(),
-            "outcome" => "rejected",
-            "kind" => kind.as_str(),
+            names::ENDS_TOTAL,
+            names::TARGET => self.target_label(),
+            names::OUTCOME => names::REJECTED,
+            names::KIND => kind.as_str(),
         )
         .increment(1);
         tracing::debug!(
@@ -653,7 +653,7 @@ impl<B> Core<B> {
                         limits.idle.as_secs_f64()
                     )
                 };
-                let frame = encode_error_event(ErrorKind::Timeout, &message);
+                let frame = error_event(ErrorKind::Timeout, &message);
                 self.close(frame, StreamEnd::Failed(Failure::new(ErrorKind::Timeout)));
                 None
             }
@@ -731,7 +731,7 @@ impl<B> Core<B> {
 
     fn committed(&mut self) {
         let ttft = self.chunk_at.saturating_duration_since(self.started);
-        metrics::histogram!("tower_llm_stream_first_event_seconds", "target" => self.target_label())
+        metrics::histogram!(names::FIRST_EVENT_SECONDS, names::TARGET => self.target_label())
             .record(ttft.as_secs_f64());
         tracing::debug!(
             target = %self.target_display(),
@@ -749,10 +749,10 @@ impl<B> Core<B> {
             outcome.finish(end);
         }
         metrics::counter!(
-            "tower_llm_stream_ends_total",
-            "target" => self.target_label(),
-            "outcome" => end.as_str(),
-            "kind" => end.kind().map_or("none", ErrorKind::as_str),
+            names::ENDS_TOTAL,
+            names::TARGET => self.target_label(),
+            names::OUTCOME => end.as_str(),
+            names::KIND => end.kind().map_or("none", ErrorKind::as_str),
         )
         .increment(1);
         let elapsed_ms = Instant::now()

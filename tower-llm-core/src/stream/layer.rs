@@ -1,11 +1,44 @@
-//! [`StreamGuardLayer`].
+//! [`StreamGuardLayer`], built with [`StreamGuardLayer::builder`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_llm_core::{InspectErrorBodyLayer, StreamGuardLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let guard = StreamGuardLayer::builder()
+//!     .ttft(Duration::from_secs(5))
+//!     .idle(Duration::from_secs(20))
+//!     .total(Duration::from_secs(90))
+//!     .build()
+//!     .unwrap();
+//! let upstream = service_fn(|_req: http::Request<()>| async {
+//!     let sse = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+//!     let res = http::Response::builder()
+//!         .header("content-type", "text/event-stream")
+//!         .body(Full::new(Bytes::from(sse)))
+//!         .unwrap();
+//!     Ok::<_, std::convert::Infallible>(res)
+//! });
+//! // Innermost, just above the error-body inspection and the client.
+//! let client = ServiceBuilder::new()
+//!     .layer(guard)
+//!     .layer(InspectErrorBodyLayer::new())
+//!     .service(upstream);
+//! let res = client.oneshot(http::Request::new(())).await.unwrap();
+//! let sse = res.into_body().collect().await.unwrap().to_bytes();
+//! assert!(sse.ends_with(b"data: [DONE]\n\n"));
+//! # }
+//! ```
 
 use std::time::Duration;
 
 use tower_layer::Layer;
 
 use super::config::GuardConfig;
-use super::{MalformedPolicy, StreamGuard, StreamGuardBuilder, StreamLimits};
+use super::{MalformedPolicy, StreamGuard, StreamGuardLayerBuilder, StreamLimits};
 
 /// Layer that applies [`StreamGuard`]: commits to a streamed answer only after its first event,
 /// and enforces time-to-first-event, idle and total limits on it. See the [module
@@ -14,6 +47,11 @@ use super::{MalformedPolicy, StreamGuard, StreamGuardBuilder, StreamLimits};
 /// Place it innermost, just above [`InspectErrorBodyLayer`](crate::InspectErrorBodyLayer) and
 /// below retry and fallback: a stream that never starts is then an ordinary failed attempt that
 /// every layer above can retry or fail over.
+///
+/// The layer holds only its (copied) configuration: the guard keeps no state between calls, so
+/// it has no `handle()` (each stream reports how it ended through
+/// [`StreamOutcome`](crate::StreamOutcome), and in aggregate through its
+/// [metrics](crate::stream::metrics)).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StreamGuardLayer {
     config: GuardConfig,
@@ -27,8 +65,8 @@ impl StreamGuardLayer {
     }
 
     /// A builder starting from the defaults.
-    pub fn builder() -> StreamGuardBuilder {
-        StreamGuardBuilder::default()
+    pub fn builder() -> StreamGuardLayerBuilder {
+        StreamGuardLayerBuilder::default()
     }
 
     pub(crate) fn from_config(config: GuardConfig) -> Self {

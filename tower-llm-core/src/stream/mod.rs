@@ -18,7 +18,8 @@
 //!         .unwrap();
 //!     Ok::<_, std::convert::Infallible>(res)
 //! });
-//! let svc = ServiceBuilder::new().layer(StreamGuardLayer::new()).service(upstream);
+//! let guard = StreamGuardLayer::builder().build().unwrap(); // the defaults: TTFT 10 s, idle 30 s, total 120 s
+//! let svc = ServiceBuilder::new().layer(guard).service(upstream);
 //!
 //! let res = svc.oneshot(http::Request::new(())).await.unwrap();
 //! // A layer above (breaker, fallback health) learns how the stream ends, later.
@@ -57,7 +58,7 @@
 //! **After the first event** the response is returned and the body streams through: the bytes of
 //! valid events are handed on as they came (one slice per chunk, no copy unless an event was split
 //! across chunks), the first event included. The stream always ends with `[DONE]` or an
-//! OpenAI-shaped error event ([`encode_error_event`](crate::sse::encode_error_event)), never with
+//! OpenAI-shaped error event ([`openai::error_event`](crate::openai::error_event)), never with
 //! a body error and never silently:
 //!
 //! | what happens | the caller gets | [`StreamEnd`] |
@@ -89,9 +90,17 @@
 //!
 //! # Metrics
 //!
-//! - `tower_llm_stream_ends_total` (counter; labels `target`, `outcome` = `complete` | `failed` |
-//!   `abandoned` | `rejected` (failed before the first event), `kind`)
-//! - `tower_llm_stream_first_event_seconds` (histogram; label `target`): time to the first event.
+//! Names and labels are in [`metrics`]: `tower_llm_stream_ends_total` (counter; labels `target`,
+//! `outcome` = `complete` | `failed` | `abandoned` | `rejected` (failed before the first event),
+//! `kind`) and `tower_llm_stream_first_event_seconds` (histogram; label `target`): time to the
+//! first event.
+//!
+//! # No handle
+//!
+//! The guard keeps no state between calls (each stream's state lives in its own body), so there
+//! is nothing to observe or reset from outside: [`StreamGuardLayer`] has no `handle()`. How each
+//! stream ended reaches the layers above through [`StreamOutcome`], and in aggregate through its
+//! metrics.
 
 mod body;
 mod config;
@@ -99,12 +108,13 @@ mod engine;
 mod frame;
 mod future;
 mod layer;
+pub mod metrics;
 mod outcome;
 mod service;
 
 pub use body::GuardedBody;
 pub use config::{
-    MalformedPolicy, StreamGuardBuilder, StreamLimits, DEFAULT_FINISH_GRACE, DEFAULT_IDLE,
+    MalformedPolicy, StreamGuardLayerBuilder, StreamLimits, DEFAULT_FINISH_GRACE, DEFAULT_IDLE,
     DEFAULT_TOTAL, DEFAULT_TTFT,
 };
 pub use future::StreamGuardFuture;

@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_llm_chaos::canonical::{self, Usage};
+use tower_llm_chaos::canonical;
 use tower_llm_chaos::{Attempt, MockUpstream};
 use tower_llm_core::{
     BoxError, BufferRequestBody, BufferRequestBodyLayer, InspectErrorBody, InspectErrorBodyLayer,
@@ -78,13 +78,13 @@ pub fn header<'a>(parts: &'a http::response::Parts, name: &str) -> &'a str {
 /// The JSON the mock sends for a healthy, non-streaming `attempt` on `model`.
 pub fn expected_json(attempt: &Attempt, model: &str) -> Bytes {
     let request: serde_json::Value = serde_json::from_slice(&attempt.body).expect("request JSON");
-    canonical::completion_json(attempt.seq, model, Usage::estimate(&request))
+    canonical::completion_json(attempt.seq, model, canonical::estimate_usage(&request))
 }
 
 /// The SSE bytes the mock sends for a healthy, streaming `attempt` on `model`.
 pub fn expected_sse(attempt: &Attempt, model: &str) -> Bytes {
     let request: serde_json::Value = serde_json::from_slice(&attempt.body).expect("request JSON");
-    let events = canonical::sse_events(attempt.seq, model, Usage::estimate(&request));
+    let events = canonical::sse_events(attempt.seq, model, canonical::estimate_usage(&request));
     Bytes::from(events.concat())
 }
 
