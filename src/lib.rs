@@ -57,7 +57,7 @@ pub mod health;
 pub mod stack;
 
 pub use builder::ServiceBuilderExt;
-pub use config::{ConfigFileError, StackConfig};
+pub use config::{ConfigDocument, ConfigFileError, StackConfig};
 pub use error::{InvalidReason, InvalidRequest, NoRoute, TooManyModels};
 pub use health::{OverallHealth, StackHealth, TargetStatus};
 pub use stack::{Stack, StackBuilder};

@@ -17,9 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
-use tower_llm::StackConfig;
 use tower_llm_chaos::{canonical_tokens, CANONICAL_ANSWER};
 
+use app::config::GatewayConfig;
 use app::server::{Gateway, GatewayOptions};
 use gateway_support::*;
 
@@ -216,8 +216,8 @@ async fn client_keys_are_checked_and_never_forwarded() {
     std::env::set_var("TOWER_LLM_TEST_PROVIDER_KEY", "sk-provider-secret");
     let toml = config("healthy", "healthy", NO_RETRY)
         .replace(
-            "max_body_bytes = 65536",
-            "max_body_bytes = 65536\napi_keys_env = \"TOWER_LLM_TEST_CLIENT_KEYS\"",
+            "demo_requests_per_sec = 0",
+            "demo_requests_per_sec = 0\napi_keys_env = \"TOWER_LLM_TEST_CLIENT_KEYS\"",
         )
         .replacen(
             "mock = \"healthy\"",
@@ -385,7 +385,7 @@ async fn models_and_metrics_endpoints() {
 
 #[tokio::test(start_paused = true)]
 async fn configuration_errors_name_the_key_and_the_line() {
-    let cases: [(&str, &str, usize, &str); 4] = [
+    let cases: [(&str, &str, usize, &str); 8] = [
         (
             "[gateway]\nlisten = \"127.0.0.1:0\"\nlisten_port = 3\n",
             "gateway.listen_port",
@@ -410,9 +410,34 @@ async fn configuration_errors_name_the_key_and_the_line() {
             7,
             "invalid value",
         ),
+        (
+            "[gateway]\nlisten = \"localhost\"\n",
+            "gateway.listen",
+            2,
+            "not an address",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nmock = 7\n",
+            "providers[0].mock",
+            3,
+            "invalid type",
+        ),
+        (
+            "[[providers]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmock = \"healthy\"\n",
+            "providers[0].mock",
+            4,
+            "not both",
+        ),
+        // A key of the library's schema, checked by the breaker crate, named as in the file.
+        (
+            "[breaker]\nhalf_open_probes = 0\n",
+            "breaker.half_open_probes",
+            2,
+            "",
+        ),
     ];
     for (toml, key, line, message) in cases {
-        let err = StackConfig::from_toml_str(toml).unwrap_err();
+        let err = GatewayConfig::from_toml_str(toml).unwrap_err();
         assert_eq!(err.key(), key, "{err}");
         assert_eq!(err.line(), Some(line), "{err}");
         assert!(err.to_string().contains(message), "{err}");
@@ -425,7 +450,7 @@ async fn configuration_errors_name_the_key_and_the_line() {
 
     // A bad mock profile is caught when the gateway starts, with its key and line too.
     let toml = config("status:9999", "healthy", "");
-    let parsed = StackConfig::from_toml_str(&toml).unwrap();
+    let parsed = GatewayConfig::from_toml_str(&toml).unwrap();
     let err = Gateway::start(
         parsed,
         GatewayOptions {
@@ -445,7 +470,7 @@ async fn configuration_errors_name_the_key_and_the_line() {
         "mock = \"healthy\"\napi_key_env = \"TOWER_LLM_TEST_UNSET_VARIABLE\"",
         1,
     );
-    let parsed = StackConfig::from_toml_str(&toml).unwrap();
+    let parsed = GatewayConfig::from_toml_str(&toml).unwrap();
     let err = Gateway::start(
         parsed,
         GatewayOptions {

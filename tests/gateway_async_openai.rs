@@ -34,8 +34,8 @@ fn request(stream: bool) -> CreateChatCompletionRequest {
 async fn async_openai_gets_json_and_streamed_answers_while_the_primary_fails_over() {
     std::env::set_var("TOWER_LLM_TEST_ASYNC_OPENAI_KEYS", "sk-gateway-client");
     let toml = config("status:503", "healthy", "[retry]\nenabled = false\n").replace(
-        "max_body_bytes = 65536",
-        "max_body_bytes = 65536\napi_keys_env = \"TOWER_LLM_TEST_ASYNC_OPENAI_KEYS\"",
+        "demo_requests_per_sec = 0",
+        "demo_requests_per_sec = 0\napi_keys_env = \"TOWER_LLM_TEST_ASYNC_OPENAI_KEYS\"",
     );
     let gw = start(&toml).await;
     let client = Client::with_config(

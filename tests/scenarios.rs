@@ -13,6 +13,8 @@
 
 use std::time::Duration;
 
+use serde::de::IgnoredAny;
+use tower_llm::config::ConfigDocument;
 use tower_llm::StackConfig;
 use tower_llm_chaos::scenario::{Load, Outage, Scenario, ScenarioReport, Timeline};
 
@@ -57,7 +59,14 @@ fn config(variant: Variant) -> StackConfig {
                 )
         }
     };
-    StackConfig::from_toml_str(&text).expect("scenario configuration")
+    // The gateway's own keys (`[gateway]`, each provider's `mock`) are not the library's: the
+    // scenario points the providers at its own mocks instead.
+    let mut doc = ConfigDocument::parse(&text).expect("scenario configuration");
+    doc.take_section::<IgnoredAny>("gateway")
+        .expect("[gateway]");
+    doc.take_provider_keys::<IgnoredAny>("mock")
+        .expect("mock providers");
+    doc.into_stack_config().expect("scenario configuration")
 }
 
 /// Run `scenario` with `fault` on the primary (and on the secondary when both are down).

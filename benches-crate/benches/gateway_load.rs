@@ -209,8 +209,10 @@ fn gateway_config(mock: SocketAddr) -> String {
         r#"# Written by benches/gateway_load.rs.
 [gateway]
 listen = "127.0.0.1:0"
-max_body_bytes = 1048576
 demo_requests_per_sec = 0
+
+[request]
+max_body_bytes = 1048576
 
 [[providers]]
 name = "primary"

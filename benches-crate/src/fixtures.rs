@@ -36,10 +36,16 @@ pub static WIRE: Bytes = Bytes::from_static(
 
 /// The bench request (see the [module docs](self)); `wire` is normally [`WIRE`].
 pub fn request(wire: &Bytes) -> Req {
+    request_with(wire, Full::new(Bytes::from_static(BODY)))
+}
+
+/// The bench request with `body` (normally [`BODY`] in another body type, such as a
+/// `ReplayBody`); `wire` is normally [`WIRE`].
+pub fn request_with<B>(wire: &Bytes, body: B) -> Request<B> {
     let value = |from: usize, to: usize| {
         HeaderValue::from_maybe_shared(wire.slice(from..to)).unwrap_or(HeaderValue::from_static(""))
     };
-    let mut req = Request::new(Full::new(Bytes::from_static(BODY)));
+    let mut req = Request::new(body);
     *req.method_mut() = Method::POST;
     *req.uri_mut() = Uri::from_maybe_shared(wire.slice(0..41)).unwrap_or_default();
     let headers = req.headers_mut();
@@ -113,7 +119,8 @@ fn answer(status: StatusCode) -> Res {
     res
 }
 
-impl Service<Req> for Upstream {
+/// Any request body: the upstream reads only the request's path.
+impl<B> Service<Request<B>> for Upstream {
     type Response = Res;
     type Error = Infallible;
     type Future = UpstreamFuture;
@@ -122,7 +129,7 @@ impl Service<Req> for Upstream {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let status = match &self.behaviour {
             Behaviour::Healthy => StatusCode::OK,
             Behaviour::Failing => StatusCode::SERVICE_UNAVAILABLE,

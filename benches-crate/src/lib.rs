@@ -6,9 +6,12 @@
 //!   measured and every variant pays the same driving cost;
 //! - [`latency`]: latency percentiles of the gateway load generator.
 //!
-//! The benches themselves are `benches/layers.rs` (per-layer cost, allocations per call) and
-//! `benches/gateway_load.rs` (the gateway under load); see `BENCHMARKS.md` at the repository
-//! root for commands and figures.
+//! The benches themselves: `benches/layers.rs` (per-layer cost, allocations per call, every
+//! layer and peer in one run); `benches/breaker.rs`, `benches/bulkhead.rs`, `benches/fallback.rs`
+//! and `benches/retry.rs` (one layer each against its peers: tower-resilience's breaker and
+//! bulkhead, tower's `ConcurrencyLimit` and `Retry`); `benches/gateway_load.rs` (the gateway under
+//! load) and `benches/gateway_scenarios.rs` (the outage scenarios against the gateway binary).
+//! See `BENCHMARKS.md` at the repository root for commands and figures.
 //!
 //! ```
 //! use tower::ServiceExt;

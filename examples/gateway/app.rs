@@ -1,6 +1,8 @@
 //! The gateway's server logic, shared by `main.rs` and the root integration tests
 //! (`tests/gateway*.rs` include this file with `#[path = "../examples/gateway/app.rs"]`).
 //!
+//! - [`config`]: the gateway's `[gateway]` table and `mock` providers, beside the library's
+//!   configuration.
 //! - [`server`]: [`server::Gateway::start`] starts embedded mocks, builds the stack, and serves
 //!   the axum router until [`server::Gateway::shutdown`].
 //! - [`handlers`]: `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`, `GET /metrics`.
@@ -11,6 +13,8 @@
 
 #[path = "auth.rs"]
 pub mod auth;
+#[path = "config.rs"]
+pub mod config;
 #[path = "errors.rs"]
 pub mod errors;
 #[path = "handlers.rs"]

@@ -6,7 +6,7 @@
 //! | body not JSON, no `model` | 400 `invalid_request_error` |
 //! | missing or wrong client key | 401 `invalid_api_key` |
 //! | no route for the model | 404 `model_not_found` |
-//! | body over `[gateway] max_body_bytes` | 413 `request_too_large` |
+//! | body over `[request] max_body_bytes` | 413 `request_too_large` |
 //! | every target failed, the last because of a rate limit or quota | 429 + `retry-after` |
 //! | every target failed, the last with an overload or a local rejection (breaker open, bulkhead full), or every target is benched | 503 (+ `retry-after` when known) |
 //! | every target failed, the last by timing out | 504 |

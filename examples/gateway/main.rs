@@ -17,8 +17,8 @@ mod app;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use app::config::GatewayConfig;
 use app::server::{Gateway, GatewayOptions};
-use tower_llm::StackConfig;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
         )
         .with(filter)
         .init();
-    let config = match StackConfig::from_file(&args.config) {
+    let config = match GatewayConfig::from_file(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {}: {e}", args.config);
@@ -109,21 +109,18 @@ async fn main() -> ExitCode {
         gateway.base_url(),
         args.config
     );
-    for provider in &config.providers {
-        match (&provider.mock, gateway.mock(provider.name.get_ref())) {
+    for provider in &config.stack.providers {
+        match (config.mock(&provider.name), gateway.mock(&provider.name)) {
             (Some(profile), Some(mock)) => eprintln!(
                 "  provider {:<10} embedded mock at {} — {}",
-                provider.name.get_ref(),
+                provider.name,
                 mock.base_url(),
-                profile.get_ref()
+                profile
             ),
             _ => eprintln!(
                 "  provider {:<10} {}",
-                provider.name.get_ref(),
-                provider
-                    .base_url
-                    .as_ref()
-                    .map_or("", |u| u.get_ref().as_str())
+                provider.name,
+                provider.base_url.as_deref().unwrap_or_default()
             ),
         }
     }

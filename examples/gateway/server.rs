@@ -16,10 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower_llm::core::BoxError;
-use tower_llm::{Stack, StackBuilder, StackConfig};
+use tower_llm::{Stack, StackBuilder};
 use tower_llm_chaos::{FaultProfile, MockUpstream};
 
 use super::auth::ClientKeys;
+use super::config::GatewayConfig;
 use super::handlers::{router, AppState};
 use super::status::{status_line, Counters, Totals};
 
@@ -73,25 +74,25 @@ pub fn metrics_handle() -> PrometheusHandle {
 impl Gateway {
     /// Start the embedded mock upstreams, build the stack and serve. Configuration problems
     /// (a bad mock profile, a missing API key variable) are errors naming the key and line.
-    pub async fn start(config: StackConfig, options: GatewayOptions) -> Result<Gateway, BoxError> {
+    pub async fn start(
+        config: GatewayConfig,
+        options: GatewayOptions,
+    ) -> Result<Gateway, BoxError> {
         let mut mocks = BTreeMap::new();
-        let mut builder = StackBuilder::new(&config);
-        for (i, provider) in config.providers.iter().enumerate() {
-            let Some(profile) = &provider.mock else {
-                continue;
-            };
-            let profile = FaultProfile::parse(profile.get_ref())
-                .map_err(|e| config.error_at(&format!("providers[{i}].mock"), e.to_string()))?;
+        let mut builder = StackBuilder::new(&config.stack);
+        for (name, profile) in &config.mocks {
+            let profile =
+                FaultProfile::parse(profile).map_err(|e| config.mock_error(name, e.to_string()))?;
             let mock = MockUpstream::builder().profile(profile).start().await?;
-            builder = builder.provider_url(provider.name.get_ref().clone(), mock.base_url());
-            mocks.insert(provider.name.get_ref().clone(), mock);
+            builder = builder.provider_url(name.clone(), mock.base_url());
+            mocks.insert(name.clone(), mock);
         }
         let stack: GatewayStack = builder.build_http()?;
 
         let keys = match &config.gateway.api_keys_env {
             Some(var) => {
                 let list = std::env::var(var).map_err(|_| {
-                    config.error_at(
+                    config.stack.error_at(
                         "gateway.api_keys_env",
                         format!("environment variable `{var}` is not set"),
                     )
@@ -99,6 +100,7 @@ impl Gateway {
                 let keys = ClientKeys::parse(&list);
                 if !keys.enabled() {
                     return Err(config
+                        .stack
                         .error_at(
                             "gateway.api_keys_env",
                             format!("environment variable `{var}` holds no key"),
@@ -115,14 +117,14 @@ impl Gateway {
         let state = AppState {
             stack: stack.clone(),
             keys: Arc::clone(&keys),
-            max_body_bytes: config.gateway.max_body_bytes,
+            max_body_bytes: config.stack.request.max_body_bytes,
             counters: Arc::clone(&counters),
             metrics: metrics.clone(),
         };
 
         let listen = match options.listen {
             Some(addr) => addr,
-            None => config.gateway.listen.get_ref().parse()?,
+            None => config.listen,
         };
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;

@@ -5,24 +5,24 @@
 
 use std::time::Duration;
 
+use super::app::config::GatewayConfig;
+use super::app::server::{Gateway, GatewayOptions};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tower_llm::StackConfig;
-
-use super::app::server::{Gateway, GatewayOptions};
 
 /// Two providers (`primary`, passing the requested model through, then `secondary` answering
-/// with `backup-model`) on embedded mocks with the given fault profiles, plus `extra` sections.
+/// with `backup-model`) on embedded mocks with the given fault profiles, request bodies up to
+/// 64 KiB, plus `extra` sections.
 pub fn config(primary: &str, secondary: &str, extra: &str) -> String {
     format!(
         r#"
 [gateway]
 listen = "127.0.0.1:0"
-max_body_bytes = 65536
+demo_requests_per_sec = 0
 
 [[providers]]
 name = "primary"
@@ -38,6 +38,9 @@ targets = [
   {{ provider = "primary" }},
   {{ provider = "secondary", model = "backup-model" }},
 ]
+
+[request]
+max_body_bytes = 65536
 {extra}
 "#
     )
@@ -45,7 +48,7 @@ targets = [
 
 /// Start a gateway for `toml` (no status line, no demo traffic).
 pub async fn start(toml: &str) -> Gateway {
-    let config = StackConfig::from_toml_str(toml).expect("valid test config");
+    let config = GatewayConfig::from_toml_str(toml).expect("valid test config");
     Gateway::start(
         config,
         GatewayOptions {

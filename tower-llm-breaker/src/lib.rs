@@ -153,9 +153,15 @@
 //!   chain's probe can be let through), and the request's budget is read only then: a closed
 //!   breaker never looks at it.
 //!
-//! See `benches/breaker.rs` (timings) and `tests/allocations.rs` (allocations per call).
+//! See `benches-crate/benches/breaker.rs` in the repository (timings) and this crate's
+//! `tests/allocations.rs` (allocations per call).
 
 #![forbid(unsafe_code)]
+
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 mod config;
 mod future;
@@ -171,6 +177,8 @@ mod window;
 
 pub use config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, CircuitBreakerLayerBuilder, SlidingWindow,
+    DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_FAILURE_RATE_THRESHOLD, DEFAULT_HALF_OPEN_PROBES,
+    DEFAULT_MAX_OPEN_DURATION, DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_DURATION, DEFAULT_WINDOW_CALLS,
     MAX_COUNT_WINDOW, MAX_HALF_OPEN_PROBES, MAX_OPEN_DURATION, MAX_TIME_WINDOW_SECS,
 };
 pub use future::ResponseFuture;

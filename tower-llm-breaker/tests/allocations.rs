@@ -1,8 +1,8 @@
 //! Allocations per `ready().call()` through the breaker, counted with a counting global
 //! allocator (`stats_alloc`): none on the closed path (plain and keyed), exactly one (the boxed
 //! `BreakerOpen`) per rejection, open or half-open and full. The criterion bench
-//! (`benches/breaker.rs`) times the same calls with the plain system allocator, so that the
-//! counting does not slow down the variants that allocate.
+//! (`benches-crate/benches/breaker.rs`) times the same calls with the plain system allocator, so
+//! that the counting does not slow down the variants that allocate.
 //!
 //! One test function: the counter is global, so nothing else may run in this binary meanwhile.
 

@@ -143,10 +143,11 @@
 //!
 //! An uncontended admission takes no lock and allocates nothing: an `Arc` clone and one
 //! compare-and-swap on the partition's state word, and one more to release (measured against
-//! tower's `ConcurrencyLimit` and tower-resilience's bulkhead in `benches/bulkhead.rs`). A keyed
-//! bulkhead adds the key's extraction and clone, one keyed hash and a read lock of one of 16
-//! shards. A call that has to wait allocates its wait; a token limit allocates the permit's
-//! charge per call (and reads the response's usage as it streams by).
+//! tower's `ConcurrencyLimit` and tower-resilience's bulkhead in
+//! `benches-crate/benches/bulkhead.rs`). A keyed bulkhead adds the key's extraction and clone, one
+//! keyed hash and a read lock of one of 16 shards. A call that has to wait allocates its wait; a
+//! token limit allocates the permit's charge per call (and reads the response's usage as it streams
+//! by).
 //!
 //! # Observability
 //!
@@ -154,6 +155,11 @@
 //! partition key); every rejection is a `tracing` event at `DEBUG`.
 
 #![forbid(unsafe_code)]
+
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 mod adaptive;
 mod admission;

@@ -44,6 +44,7 @@ use tower_layer::Layer;
 use tower_llm_core::ClassifiedError;
 
 use crate::config::{ChaosLayerBuilder, NoResponse};
+use crate::metrics as names;
 use crate::{Chaos, ChaosSwitch};
 
 /// Wraps services in [`Chaos`]; see the [module docs](self) and [`config`](crate::config) for
@@ -186,8 +187,7 @@ impl<F> Shared<F> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(delay) = delay {
             self.stats.delayed.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tower_llm_chaos_injected_total", "outcome" => "latency")
-                .increment(1);
+            metrics::counter!(names::INJECTED_TOTAL, names::OUTCOME => "latency").increment(1);
             tracing::debug!(
                 delay_ms = delay.as_millis() as u64,
                 "chaos: injecting latency"
@@ -205,14 +205,13 @@ impl<F> Shared<F> {
             Outcome::Error => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 let kind = self.error.kind().as_str();
-                metrics::counter!("tower_llm_chaos_injected_total", "outcome" => "error", "kind" => kind)
+                metrics::counter!(names::INJECTED_TOTAL, names::OUTCOME => "error", names::KIND => kind)
                     .increment(1);
                 tracing::debug!(kind, "chaos: injecting an error");
             }
             Outcome::Respond => {
                 self.stats.responses.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tower_llm_chaos_injected_total", "outcome" => "response")
-                    .increment(1);
+                metrics::counter!(names::INJECTED_TOTAL, names::OUTCOME => "response").increment(1);
                 tracing::debug!("chaos: injecting a canned response");
             }
         }

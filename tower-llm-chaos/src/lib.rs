@@ -46,11 +46,17 @@
 //! - [`ChaosLayer`] ([`layer`], [`config`], [`service`], [`future`], [`switch`]): seeded error,
 //!   latency and canned-response injection for any service, with a runtime on/off switch.
 //! - [`hold_auto_advance`] ([`clock`]): keep a paused test clock still while real IO is under way.
+//! - [`metrics`]: the names of the chaos layer's metrics, as constants.
 //! - [`scenario`]: outage scenarios — closed-loop or paced clients drive any resilient service
 //!   while the mocks fail on a timeline, and a [`ScenarioReport`](scenario::ScenarioReport) says
 //!   what the users lived through (answers, latency during the fault, upstream calls, recovery).
 
 #![forbid(unsafe_code)]
+
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod canonical;
 pub mod clock;
@@ -59,6 +65,7 @@ pub mod fault;
 pub mod future;
 pub mod grammar;
 pub mod layer;
+pub mod metrics;
 pub mod profile;
 pub mod scenario;
 pub mod service;

@@ -41,6 +41,11 @@
 
 #![forbid(unsafe_code)]
 
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod body;
 pub mod budget;
 pub mod buffer;

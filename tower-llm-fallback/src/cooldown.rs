@@ -128,6 +128,13 @@ pub const DEFAULT_MIN_COOLDOWN: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// The default [`CooldownPolicy::panic_probe_interval`].
 pub const DEFAULT_PANIC_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// The default cooldown after a rate limit whose answer named no delay
+/// ([`Cooldown::ServerDelayOr`] this long).
+pub const DEFAULT_RATE_LIMIT_COOLDOWN: Duration = Duration::from_secs(60);
+/// The default cooldown after an exhausted quota whose answer named no delay.
+pub const DEFAULT_QUOTA_COOLDOWN: Duration = Duration::from_secs(3600);
+/// The default [`CooldownPolicy::max_server_delay`].
+pub const DEFAULT_MAX_SERVER_DELAY: Duration = Duration::from_secs(3600);
 
 const ADAPTIVE: Cooldown = Cooldown::Adaptive {
     min: DEFAULT_MIN_COOLDOWN,
@@ -138,14 +145,14 @@ impl Default for CooldownPolicy {
     fn default() -> Self {
         let mut policy = CooldownPolicy {
             rows: [ADAPTIVE; 12],
-            max_server_delay: Duration::from_secs(3600),
+            max_server_delay: DEFAULT_MAX_SERVER_DELAY,
             max_probe_interval: DEFAULT_MAX_PROBE_INTERVAL,
             panic_probe_interval: DEFAULT_PANIC_PROBE_INTERVAL,
         };
         policy.rows[index(ErrorKind::RateLimited)] =
-            Cooldown::ServerDelayOr(Duration::from_secs(60));
+            Cooldown::ServerDelayOr(DEFAULT_RATE_LIMIT_COOLDOWN);
         policy.rows[index(ErrorKind::QuotaExhausted)] =
-            Cooldown::ServerDelayOr(Duration::from_secs(3600));
+            Cooldown::ServerDelayOr(DEFAULT_QUOTA_COOLDOWN);
         policy.rows[index(ErrorKind::Auth)] = Cooldown::UntilReset;
         policy.rows[index(ErrorKind::ContextLength)] = Cooldown::None;
         policy.rows[index(ErrorKind::ContentPolicy)] = Cooldown::None;

@@ -163,6 +163,14 @@ impl Escalation for JsonDirEscalation {
     }
 }
 
+/// The default [`EscalationPolicy::repeated_kind`]: the same kind this many times in a row.
+pub const DEFAULT_REPEATED_KIND: u32 = 5;
+/// The default [`EscalationPolicy::failure_burst`]: more than this many failures within
+/// [`DEFAULT_BURST_WINDOW`].
+pub const DEFAULT_BURST_FAILURES: u32 = 20;
+/// The default window of [`EscalationPolicy::failure_burst`].
+pub const DEFAULT_BURST_WINDOW: Duration = Duration::from_secs(60);
+
 /// When escalations fire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EscalationPolicy {
@@ -175,8 +183,8 @@ impl Default for EscalationPolicy {
     fn default() -> Self {
         EscalationPolicy {
             all_failed: true,
-            repeated_kind: Some(5),
-            burst: Some((20, Duration::from_secs(60))),
+            repeated_kind: Some(DEFAULT_REPEATED_KIND),
+            burst: Some((DEFAULT_BURST_FAILURES, DEFAULT_BURST_WINDOW)),
         }
     }
 }

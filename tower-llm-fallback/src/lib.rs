@@ -87,6 +87,11 @@
 
 #![forbid(unsafe_code)]
 
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod body;
 pub mod cache;
 mod chain;
@@ -113,13 +118,14 @@ pub use cache::CacheConfig;
 pub use chain::MAX_TARGETS;
 pub use config::{FallbackLayerBuilder, Selection};
 pub use cooldown::{
-    is_transient, Cooldown, CooldownPolicy, DEFAULT_MAX_PROBE_INTERVAL, DEFAULT_MIN_COOLDOWN,
-    DEFAULT_PANIC_PROBE_INTERVAL,
+    is_transient, Cooldown, CooldownPolicy, DEFAULT_MAX_PROBE_INTERVAL, DEFAULT_MAX_SERVER_DELAY,
+    DEFAULT_MIN_COOLDOWN, DEFAULT_PANIC_PROBE_INTERVAL, DEFAULT_QUOTA_COOLDOWN,
+    DEFAULT_RATE_LIMIT_COOLDOWN,
 };
 pub use error::RewriteError;
 pub use escalation::{
     Escalation, EscalationEvent, EscalationPolicy, EscalationReason, JsonDirEscalation,
-    LogEscalation,
+    LogEscalation, DEFAULT_BURST_FAILURES, DEFAULT_BURST_WINDOW, DEFAULT_REPEATED_KIND,
 };
 pub use future::ResponseFuture;
 pub use handle::FallbackHandle;

@@ -64,6 +64,13 @@ struct Bucket {
     slots: [AtomicU64; SLOTS],
 }
 
+/// How long a deposit of the default budget counts ([`RetryBudget::default_budget`]).
+pub const DEFAULT_BUDGET_TTL: Duration = Duration::from_secs(10);
+/// Retries per second the default budget always allows.
+pub const DEFAULT_BUDGET_MIN_PER_SEC: u32 = 5;
+/// Retries per first attempt the default budget allows beyond its floor (0.2 = 20%).
+pub const DEFAULT_BUDGET_RETRY_RATIO: f32 = 0.2;
+
 impl RetryBudget {
     /// A budget whose deposits last `ttl` (1 s to 60 s), which always allows `min_per_sec`
     /// retries per second on average, and beyond that `retry_ratio` retries per first attempt
@@ -90,9 +97,14 @@ impl RetryBudget {
         Ok(Self::build(ttl, min_per_sec, retry_ratio))
     }
 
-    /// The default budget: 20% of first attempts plus 5 retries per second, over 10 s.
+    /// The default budget: 20% of first attempts plus 5 retries per second, over 10 s
+    /// ([`DEFAULT_BUDGET_TTL`], [`DEFAULT_BUDGET_MIN_PER_SEC`], [`DEFAULT_BUDGET_RETRY_RATIO`]).
     pub fn default_budget() -> Self {
-        Self::build(Duration::from_secs(10), 5, 0.2)
+        Self::build(
+            DEFAULT_BUDGET_TTL,
+            DEFAULT_BUDGET_MIN_PER_SEC,
+            DEFAULT_BUDGET_RETRY_RATIO,
+        )
     }
 
     fn build(ttl: Duration, min_per_sec: u32, retry_ratio: f32) -> Self {

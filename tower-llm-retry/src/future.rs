@@ -352,26 +352,56 @@ where
             }
         }
         let Some(mut failure) = failure else {
-            if let Some(latency) = &self.shared.latency {
-                latency.record(started.elapsed());
-            }
-            return Some(result.map(|mut res| {
-                if !self.records.is_empty() {
-                    self.shared.counters.recovered();
-                    tracing::debug!(
-                        attempt,
-                        failed = self.records.len(),
-                        target = %TargetLabel(&self.target),
-                        "retry: succeeded after failed attempts"
-                    );
-                    let records = mem::take(&mut self.records);
-                    self.shared
-                        .replay
-                        .attach(&mut res, RetryAttempts::new(records, None));
-                }
-                res
-            }));
+            return Some(self.succeeded(result, attempt, started));
         };
+        self.record_failure(&result, failure, attempt, started);
+        if let Some(answered) = reported {
+            result = Err(cut_after_answer(answered));
+            failure = answered;
+        }
+        if let Err(reason) = admissible(&self.shared.rules, &failure) {
+            return Some(self.finish(result, Some(failure), reason));
+        }
+        self.last = Some((result, failure));
+        None
+    }
+
+    /// An attempt succeeded: the call's output, with the failed attempts before it attached.
+    fn succeeded(
+        &mut self,
+        result: Result<S::Response, BoxError>,
+        attempt: u32,
+        started: Instant,
+    ) -> Result<S::Response, BoxError> {
+        if let Some(latency) = &self.shared.latency {
+            latency.record(started.elapsed());
+        }
+        result.map(|mut res| {
+            if !self.records.is_empty() {
+                self.shared.counters.recovered();
+                tracing::debug!(
+                    attempt,
+                    failed = self.records.len(),
+                    target = %TargetLabel(&self.target),
+                    "retry: succeeded after failed attempts"
+                );
+                let records = mem::take(&mut self.records);
+                self.shared
+                    .replay
+                    .attach(&mut res, RetryAttempts::new(records, None));
+            }
+            res
+        })
+    }
+
+    /// Log a failed attempt and add it to the call's records.
+    fn record_failure(
+        &mut self,
+        result: &Result<S::Response, BoxError>,
+        failure: Failure,
+        attempt: u32,
+        started: Instant,
+    ) {
         let status = result
             .as_ref()
             .ok()
@@ -394,25 +424,6 @@ where
             elapsed,
             retry_after: failure.retry_after,
         });
-        if let Some(answered) = reported {
-            let mut error = ClassifiedError::new(
-                answered.kind,
-                format!(
-                    "no answer before the deadline; the previous attempt failed with {}",
-                    answered.kind
-                ),
-            );
-            if let Some(after) = answered.retry_after {
-                error = error.with_retry_after(after);
-            }
-            result = Err(Box::new(error));
-            failure = answered;
-        }
-        if let Err(reason) = admissible(&self.shared.rules, &failure) {
-            return Some(self.finish(result, Some(failure), reason));
-        }
-        self.last = Some((result, failure));
-        None
     }
 
     /// Every attempt of the round failed: retry after a delay, or stop with the last failure.
@@ -459,6 +470,16 @@ where
             }
             Decision::Stop(reason) => Err(self.finish(result, Some(failure), reason)),
         }
+    }
+
+    /// The request could not be replayed for the next attempt: stop with the last failure.
+    /// Only reachable with a `ReplayRequest` whose copies stop replaying.
+    fn not_replayable(&mut self, why: NotReplayable) -> Result<S::Response, BoxError> {
+        let (result, failure) = match self.last.take() {
+            Some((result, failure)) => (result, Some(failure)),
+            None => (Err("retry: the request could not be replayed".into()), None),
+        };
+        self.finish(result, failure, StopReason::NotReplayable(why))
     }
 
     /// The call's output after the layer stopped for `reason`.
@@ -509,6 +530,23 @@ where
     }
 }
 
+/// The error of an attempt cut by the deadline after an earlier attempt of the call had failed
+/// with `answered`: the call failed with that error, not with a silent upstream (the attempt's
+/// record still says it timed out).
+fn cut_after_answer(answered: Failure) -> BoxError {
+    let mut error = ClassifiedError::new(
+        answered.kind,
+        format!(
+            "no answer before the deadline; the previous attempt failed with {}",
+            answered.kind
+        ),
+    );
+    if let Some(after) = answered.retry_after {
+        error = error.with_retry_after(after);
+    }
+    Box::new(error)
+}
+
 impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
@@ -549,62 +587,22 @@ where
                                 .set(this.call.next_hedge_at(now).map(sleep_until));
                             this.call.phase = Phase::Waiting;
                         }
-                        Err(why) => {
-                            // Only reachable with a `ReplayRequest` whose copies stop replaying.
-                            let (result, failure) = match this.call.last.take() {
-                                Some((result, failure)) => (result, Some(failure)),
-                                None => {
-                                    (Err("retry: the request could not be replayed".into()), None)
-                                }
-                            };
-                            let out =
-                                this.call
-                                    .finish(result, failure, StopReason::NotReplayable(why));
-                            return Poll::Ready(out);
-                        }
+                        Err(why) => return Poll::Ready(this.call.not_replayable(why)),
                     },
                 },
                 Phase::Waiting => {
-                    if let Some(primary) = this.primary.as_mut().as_pin_mut() {
-                        if let Poll::Ready(done) = primary.poll(cx) {
-                            this.primary.set(None);
-                            if let Some(out) = this.call.on_finished(done) {
-                                this.call.phase = Phase::Done;
-                                this.hedges.clear();
-                                return Poll::Ready(out);
-                            }
-                        }
-                    }
-                    let mut i = 0;
-                    while let Some(hedge) = this.hedges.get_mut(i) {
-                        match hedge.as_mut().poll(cx) {
-                            Poll::Pending => i += 1,
-                            Poll::Ready(done) => {
-                                drop(this.hedges.swap_remove(i));
-                                if let Some(out) = this.call.on_finished(done) {
-                                    this.call.phase = Phase::Done;
-                                    this.primary.set(None);
-                                    this.hedges.clear();
-                                    return Poll::Ready(out);
-                                }
-                            }
-                        }
+                    if let Some(out) =
+                        poll_attempts(this.primary.as_mut(), this.hedges, this.call, cx)
+                    {
+                        return Poll::Ready(out);
                     }
                     if poll_hedge(this.timer.as_mut(), this.hedges, this.call, cx) {
                         // A hedge was sent: poll it once so it registers its waker.
                         continue;
                     }
                     if this.primary.is_none() && this.hedges.is_empty() {
-                        this.timer.set(None);
-                        this.call.hedge_due = false;
-                        match this.call.end_round() {
-                            Err(out) => return Poll::Ready(out),
-                            Ok(delay) if delay.is_zero() => this.call.phase = Phase::Ready,
-                            Ok(delay) => {
-                                // `sleep` clamps an overflowing deadline to its far future.
-                                this.timer.set(Some(tokio::time::sleep(delay)));
-                                this.call.phase = Phase::Backoff;
-                            }
+                        if let Err(out) = next_round(this.timer.as_mut(), this.call) {
+                            return Poll::Ready(out);
                         }
                         continue;
                     }
@@ -613,6 +611,74 @@ where
             }
         }
     }
+}
+
+/// Poll the attempts in flight (the primary slot, then the hedges); the call's output once a
+/// finished attempt ends it.
+fn poll_attempts<S, Req, C, R>(
+    mut primary: Pin<&mut Option<TimedCall<S::Future>>>,
+    hedges: &mut Vec<Pin<Box<TimedCall<S::Future>>>>,
+    call: &mut Call<S, Req, C, R>,
+    cx: &mut Context<'_>,
+) -> Option<Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    if let Some(attempt) = primary.as_mut().as_pin_mut() {
+        if let Poll::Ready(done) = attempt.poll(cx) {
+            primary.set(None);
+            if let Some(out) = call.on_finished(done) {
+                call.phase = Phase::Done;
+                hedges.clear();
+                return Some(out);
+            }
+        }
+    }
+    let mut i = 0;
+    while let Some(hedge) = hedges.get_mut(i) {
+        match hedge.as_mut().poll(cx) {
+            Poll::Pending => i += 1,
+            Poll::Ready(done) => {
+                drop(hedges.swap_remove(i));
+                if let Some(out) = call.on_finished(done) {
+                    call.phase = Phase::Done;
+                    primary.set(None);
+                    hedges.clear();
+                    return Some(out);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every attempt of the round has finished: back off before the next one (`Ok`), or stop with
+/// the call's output (`Err`).
+fn next_round<S, Req, C, R>(
+    mut timer: Pin<&mut Option<Sleep>>,
+    call: &mut Call<S, Req, C, R>,
+) -> Result<(), Result<S::Response, BoxError>>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response>,
+    R: ReplayRequest<Req> + RecordResponse<S::Response>,
+{
+    timer.set(None);
+    call.hedge_due = false;
+    match call.end_round() {
+        Err(out) => return Err(out),
+        Ok(delay) if delay.is_zero() => call.phase = Phase::Ready,
+        Ok(delay) => {
+            // `sleep` clamps an overflowing deadline to its far future.
+            timer.set(Some(tokio::time::sleep(delay)));
+            call.phase = Phase::Backoff;
+        }
+    }
+    Ok(())
 }
 
 /// Drive the hedge timer; `true` when a hedge was sent.

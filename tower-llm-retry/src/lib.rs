@@ -86,12 +86,17 @@
 //!
 //! When the first attempt succeeds, the layer's only allocations are the copy of the request it
 //! keeps for a replay (headers and extensions; the buffered body is shared, not copied). See
-//! `benches/retry.rs`.
+//! `benches-crate/benches/retry.rs` in the repository.
 //!
 //! The layer needs a Tokio runtime with the time driver when an attempt timeout, a deadline,
 //! backoff or hedging is in use, as `tower::timeout` does.
 
 #![forbid(unsafe_code)]
+
+/// The README's Rust examples, compiled and run as doc tests so they stay accurate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod backoff;
 pub mod budget;

@@ -227,6 +227,11 @@ async fn handle(
         shared.count.send_modify(|count| *count += 1);
     }
 
+    send(reply, &reset).await
+}
+
+/// Carry out the planned reply: answer (after its delay), never answer, or reset the connection.
+async fn send(reply: Reply, reset: &AtomicBool) -> Result<Response<MockBody>, CloseConnection> {
     match reply {
         Reply::Respond {
             delay, response, ..

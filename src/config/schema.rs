@@ -1,0 +1,505 @@
+//! The library's configuration schema: [`StackConfig`] and its sections, plain values with
+//! serde container defaults. Every default comes from the crate whose layer the key configures
+//! (`tower_llm_breaker::DEFAULT_*`, `tower_llm_retry::config::DEFAULT_*`, …), so the facade keeps
+//! no copy of those numbers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole configuration: `[[providers]]`, `[[routes]]` and the policy sections.
+///
+/// Build it with [`from_toml_str`](Self::from_toml_str) or [`from_file`](Self::from_file)
+/// (validated), from a [`ConfigDocument`](super::ConfigDocument) when the file also holds
+/// sections of your own, or in code ([`StackConfig::standard`], or [`Default`] and the
+/// fields; [`StackBuilder`](crate::stack::StackBuilder) validates it).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StackConfig {
+    /// Upstream providers.
+    pub providers: Vec<ProviderConfig>,
+    /// Routes by requested model; the first match wins.
+    pub routes: Vec<RouteConfig>,
+    /// Requests as the stack receives them.
+    pub request: RequestSection,
+    /// Streaming limits, applied by each target's stream guard.
+    pub stream: StreamSection,
+    /// Circuit breaker per target.
+    pub breaker: BreakerSection,
+    /// Retries per target.
+    pub retry: RetrySection,
+    /// Concurrency and client-side rate limits per target.
+    pub bulkhead: BulkheadSection,
+    /// Cooldowns per target by error kind.
+    pub cooldown: CooldownSection,
+    /// The cache tier.
+    pub cache: CacheSection,
+    /// The static tier: an answer of last resort.
+    #[serde(rename = "static")]
+    pub static_answer: StaticSection,
+    /// When and where failures are escalated.
+    pub escalation: EscalationSection,
+    /// Health persistence across restarts.
+    pub health: HealthSection,
+    /// The TOML text this configuration was read from (for the lines of later errors).
+    #[serde(skip)]
+    pub(crate) source: Option<SourceText>,
+}
+
+/// The TOML text a configuration was read from; `Debug` shows its size only.
+#[derive(Clone, Default)]
+pub(crate) struct SourceText(pub(crate) Arc<str>);
+
+impl std::fmt::Debug for SourceText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes of TOML>", self.0.len())
+    }
+}
+
+/// `[[providers]]`: one OpenAI-compatible upstream.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The provider's name, used by routes and in `x-llm-target`.
+    pub name: String,
+    /// Base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1`. It may be left
+    /// out when the program that builds the stack supplies it
+    /// ([`StackBuilder::provider_url`](crate::stack::StackBuilder::provider_url)), as the
+    /// gateway does for its embedded mock upstreams.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key (read once, when the stack is built).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Header the key goes in: `authorization` (the default) sends `Bearer <key>`; any other
+    /// header gets the bare key (`x-api-key` for Anthropic, `api-key` for Azure).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+}
+
+impl ProviderConfig {
+    /// A provider named `name`, with no base URL and no credentials yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        ProviderConfig {
+            name: name.into(),
+            base_url: None,
+            api_key_env: None,
+            auth_header: None,
+        }
+    }
+}
+
+/// How targets of one tier share load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierSelection {
+    /// In the order written.
+    #[default]
+    Ordered,
+    /// At random, by `weight`.
+    Weighted,
+    /// The target with the fewest calls in flight.
+    LeastLoaded,
+}
+
+/// `[[routes]]`: which targets serve the models a glob matches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Glob on the requested model (`*`, `?`, `[abc]`).
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Targets in order of preference.
+    pub targets: Vec<TargetConfig>,
+    /// How targets that share a `tier` are picked.
+    #[serde(default)]
+    pub selection: TierSelection,
+    /// Serve cached answers when every target failed (needs `[cache] enabled`). Default on.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Serve the static answer when nothing else answered (needs `[static] content`). Default on.
+    #[serde(default = "yes")]
+    pub static_answer: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RouteConfig {
+    /// A route for the models `pattern` matches over `targets`, tiers in order, the cache and
+    /// static tiers allowed.
+    pub fn new(pattern: impl Into<String>, targets: Vec<TargetConfig>) -> Self {
+        RouteConfig {
+            pattern: pattern.into(),
+            targets,
+            selection: TierSelection::Ordered,
+            cache: true,
+            static_answer: true,
+        }
+    }
+
+    /// Whether this route serves `model` (false when the glob is invalid).
+    pub fn matches(&self, model: &str) -> bool {
+        glob::Pattern::new(&self.pattern).is_ok_and(|p| p.matches(model))
+    }
+}
+
+/// One entry of a route's `targets`: a provider plus an upstream model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The provider's name.
+    pub provider: String,
+    /// Upstream model; absent = the requested model passes through (and each requested model is
+    /// then a target of its own, with its own breaker, cooldown and health).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// How long this target may take before the chain moves on, in milliseconds, retries
+    /// included: until the response headers (for a stream, its first event). The chain passes it
+    /// down as the attempt's deadline: a retry below never waits past it, and a silent target is
+    /// left after it at once. Default: `[retry] attempt_timeout_ms` (30 s).
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<u64>,
+    /// Tier: targets of the same tier share load (see the route's `selection`); tiers are tried
+    /// in ascending order. Defaults to the target's position.
+    #[serde(default)]
+    pub tier: Option<u32>,
+    /// Weight inside its tier (`selection = "weighted"`). Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Context window in tokens: after a context-length failure only larger targets are tried.
+    #[serde(default)]
+    pub context_window: Option<u64>,
+    /// Cap on `max_tokens` sent to this target.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Cap on `temperature` sent to this target (0..=2).
+    #[serde(default)]
+    pub max_temperature: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl TargetConfig {
+    /// A target on `provider` that passes the requested model through, with the defaults.
+    pub fn new(provider: impl Into<String>) -> Self {
+        TargetConfig {
+            provider: provider.into(),
+            model: None,
+            attempt_timeout_ms: None,
+            tier: None,
+            weight: 1,
+            context_window: None,
+            max_tokens: None,
+            max_temperature: None,
+        }
+    }
+}
+
+/// `[request]`: requests as the stack receives them.
+///
+/// The stack buffers each request body (so that retries and fallbacks can replay it) and reads
+/// its `model`; a body larger than `max_body_bytes` is refused with
+/// [`InvalidRequest`](crate::InvalidRequest) ([`TooLarge`](crate::InvalidReason::TooLarge); a
+/// gateway answers 413) before any target is called.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestSection {
+    /// Largest request body buffered, in bytes. Default 4 MiB
+    /// ([`DEFAULT_REQUEST_BODY_LIMIT`](tower_llm_core::buffer::DEFAULT_REQUEST_BODY_LIMIT)).
+    pub max_body_bytes: u64,
+}
+
+impl Default for RequestSection {
+    fn default() -> Self {
+        RequestSection {
+            max_body_bytes: count(tower_llm_core::buffer::DEFAULT_REQUEST_BODY_LIMIT),
+        }
+    }
+}
+
+/// `[stream]`: limits on streamed answers, in milliseconds, applied by each target's
+/// [`StreamGuardLayer`](tower_llm_core::StreamGuardLayer).
+///
+/// A stream that does not start within `ttft_ms` is a failed attempt (retried or failed over
+/// like any other); after its first event, a stream silent for `idle_ms` or longer than
+/// `total_ms` is ended with an SSE `error` event and no `[DONE]`, never a silent truncation.
+/// The chain also commits to a stream only after its first event, within the target's
+/// `attempt_timeout_ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSection {
+    /// Time to the first event. Default 10 s.
+    pub ttft_ms: u64,
+    /// Longest gap between events. Default 30 s.
+    pub idle_ms: u64,
+    /// Whole stream. Default 120 s.
+    pub total_ms: u64,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        use tower_llm_core::stream::{DEFAULT_IDLE, DEFAULT_TOTAL, DEFAULT_TTFT};
+        StreamSection {
+            ttft_ms: millis(DEFAULT_TTFT),
+            idle_ms: millis(DEFAULT_IDLE),
+            total_ms: millis(DEFAULT_TOTAL),
+        }
+    }
+}
+
+/// `[breaker]`: one circuit breaker per target (the defaults are the breaker crate's).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Whether breakers are used. Default on.
+    pub enabled: bool,
+    /// Failure rate (0..=1) over the window that opens the breaker. Default 0.5.
+    pub failure_rate: f64,
+    /// Window size in calls. Default 20.
+    pub window: u32,
+    /// Calls needed in the window before the rate counts. Default 10.
+    pub min_calls: u32,
+    /// Consecutive failures that open the breaker (0 = off). Default 5.
+    pub consecutive_failures: u32,
+    /// First open duration, doubled per re-open. Default 5 s.
+    pub open_ms: u64,
+    /// Cap on the open duration. Default 60 s.
+    pub max_open_ms: u64,
+    /// Probes admitted in half-open; that many successes close the breaker. Default 2.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        use tower_llm_breaker as b;
+        BreakerSection {
+            enabled: true,
+            failure_rate: b::DEFAULT_FAILURE_RATE_THRESHOLD,
+            window: b::DEFAULT_WINDOW_CALLS,
+            min_calls: b::DEFAULT_MINIMUM_CALLS,
+            consecutive_failures: b::DEFAULT_CONSECUTIVE_FAILURES,
+            open_ms: millis(b::DEFAULT_OPEN_DURATION),
+            max_open_ms: millis(b::DEFAULT_MAX_OPEN_DURATION),
+            half_open_probes: b::DEFAULT_HALF_OPEN_PROBES,
+        }
+    }
+}
+
+/// `[retry]`: retries on the same target (the defaults are the retry crate's, which follow
+/// `DESIGN.md`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySection {
+    /// Whether retries are used. Default on.
+    pub enabled: bool,
+    /// Attempts per target, the first included. Default 3.
+    pub max_attempts: u32,
+    /// Base of the decorrelated-jitter backoff. Default 250 ms.
+    pub base_ms: u64,
+    /// Cap on one backoff. Default 8 s.
+    pub max_delay_ms: u64,
+    /// Longest server-requested delay honoured; above it the target is given up. Default 60 s.
+    pub max_server_delay_ms: u64,
+    /// The timeout of one attempt, and the default `attempt_timeout_ms` of every target (how
+    /// long the chain gives a target, its retries included; a target may set its own).
+    /// Default 30 s.
+    pub attempt_timeout_ms: u64,
+    /// Retries allowed as a fraction (0..=1) of first attempts. Default 0.2.
+    pub budget_ratio: f32,
+    /// Retries always allowed per second. Default 5.
+    pub budget_floor_per_sec: u32,
+    /// Seed of the backoff jitter (absent = random).
+    pub seed: Option<u64>,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        use tower_llm_retry::{backoff, budget, config};
+        RetrySection {
+            enabled: true,
+            max_attempts: config::DEFAULT_MAX_ATTEMPTS,
+            base_ms: millis(backoff::DEFAULT_BASE),
+            max_delay_ms: millis(backoff::DEFAULT_MAX_DELAY),
+            max_server_delay_ms: millis(config::DEFAULT_MAX_SERVER_DELAY),
+            attempt_timeout_ms: millis(config::DEFAULT_ATTEMPT_TIMEOUT),
+            budget_ratio: budget::DEFAULT_BUDGET_RETRY_RATIO,
+            budget_floor_per_sec: budget::DEFAULT_BUDGET_MIN_PER_SEC,
+            seed: None,
+        }
+    }
+}
+
+/// `[bulkhead]`: isolation and client-side limits per target (the defaults are the bulkhead
+/// crate's).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkheadSection {
+    /// Whether the bulkhead is used. Default on.
+    pub enabled: bool,
+    /// Calls in flight per target. Default 64.
+    pub max_in_flight: u32,
+    /// Calls waiting per target (0 = reject at once when full). Default 128.
+    pub max_queued: u32,
+    /// Longest wait for a slot. Default 1 s.
+    pub max_wait_ms: u64,
+    /// Requests per minute per target (absent = unlimited).
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute per target, estimated from the request and corrected from the answer's
+    /// `usage` (absent = unlimited).
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl Default for BulkheadSection {
+    fn default() -> Self {
+        use tower_llm_bulkhead::config::{
+            DEFAULT_MAX_CONCURRENT, DEFAULT_MAX_QUEUED, DEFAULT_MAX_WAIT,
+        };
+        BulkheadSection {
+            enabled: true,
+            max_in_flight: u32::try_from(DEFAULT_MAX_CONCURRENT).unwrap_or(u32::MAX),
+            max_queued: u32::try_from(DEFAULT_MAX_QUEUED).unwrap_or(u32::MAX),
+            max_wait_ms: millis(DEFAULT_MAX_WAIT),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+        }
+    }
+}
+
+/// `[cooldown]`: how long a target is skipped after a failure, and how it is probed back (the
+/// defaults are the fallback crate's [`CooldownPolicy`](tower_llm_fallback::CooldownPolicy)).
+///
+/// Transient failures (overload, 5xx, timeouts, transport errors, broken answers) bench a target
+/// for a quarter of the time it has been failing, at least `transient_min_ms` and at most
+/// `max_probe_interval_ms`, so a provider that comes back is probed within that bound however long
+/// it was down. Rate limits and quota bench for the server's delay; auth failures until reset.
+/// When every target of a route is benched, each is probed every `panic_probe_interval_ms`.
+/// `0` means "not benched" for `rate_limited_ms`, `quota_ms` and `transient_min_ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CooldownSection {
+    /// After a rate limit without a server delay (with one, exactly the server's delay).
+    /// Default 60 s.
+    pub rate_limited_ms: u64,
+    /// After an exhausted quota without a server delay. Default 1 h.
+    pub quota_ms: u64,
+    /// After a 401/403; absent = until the target is reset by hand.
+    pub auth_ms: Option<u64>,
+    /// The shortest cooldown after a transient failure; `0` = transient failures do not bench
+    /// a target (a per-target breaker below the chain alone decides, on its own clock).
+    /// Default 1 s.
+    pub transient_min_ms: u64,
+    /// The longest cooldown after a transient failure: the bound on the time to the next probe.
+    /// Default 5 s.
+    pub max_probe_interval_ms: u64,
+    /// When every target of a route is benched: how often each is probed (one probe at a time).
+    /// Default 500 ms.
+    pub panic_probe_interval_ms: u64,
+    /// The longest server-requested delay honoured as a cooldown. Default 1 h.
+    pub max_server_delay_ms: u64,
+}
+
+impl Default for CooldownSection {
+    fn default() -> Self {
+        use tower_llm_fallback as f;
+        CooldownSection {
+            rate_limited_ms: millis(f::DEFAULT_RATE_LIMIT_COOLDOWN),
+            quota_ms: millis(f::DEFAULT_QUOTA_COOLDOWN),
+            auth_ms: None,
+            transient_min_ms: millis(f::DEFAULT_MIN_COOLDOWN),
+            max_probe_interval_ms: millis(f::DEFAULT_MAX_PROBE_INTERVAL),
+            panic_probe_interval_ms: millis(f::DEFAULT_PANIC_PROBE_INTERVAL),
+            max_server_delay_ms: millis(f::DEFAULT_MAX_SERVER_DELAY),
+        }
+    }
+}
+
+/// `[cache]`: successful answers kept to serve when every target failed. Off by default.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Whether the cache tier is used. Default off.
+    pub enabled: bool,
+    /// Entries kept at most. Default 1000.
+    pub max_entries: u32,
+    /// Bytes kept at most. Default 16 MiB.
+    pub max_bytes: u64,
+    /// Age after which an entry is not served. Default 1 h.
+    pub ttl_ms: u64,
+}
+
+impl Default for CacheSection {
+    // The facade's own choice, not `CacheConfig::new()`'s (1024 entries, 10 minutes): an
+    // answer of last resort may be older than a cache of fresh answers would keep.
+    fn default() -> Self {
+        CacheSection {
+            enabled: false,
+            max_entries: 1_000,
+            max_bytes: 16 * 1024 * 1024,
+            ttl_ms: 3_600_000,
+        }
+    }
+}
+
+/// `[static]`: the answer of last resort.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticSection {
+    /// The answer's text; absent = no static tier.
+    pub content: Option<String>,
+    /// The `model` the static answer reports (default `"static"`).
+    pub model: Option<String>,
+}
+
+/// `[escalation]`: when a person should look (the defaults are the fallback crate's
+/// [`EscalationPolicy`](tower_llm_fallback::EscalationPolicy)).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationSection {
+    /// Directory for JSON escalation records; absent = a `tracing` error event only.
+    pub dir: Option<String>,
+    /// Escalate when every target failed for a request. Default on.
+    pub all_targets_failed: bool,
+    /// Escalate when one error kind repeats this many times in a row (0 = off). Default 5.
+    pub repeated_kind: u32,
+    /// Escalate when failures within `window_ms` exceed this (0 = off). Default 20.
+    pub window_failures: u32,
+    /// The window for `window_failures`. Default 60 s.
+    pub window_ms: u64,
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        use tower_llm_fallback as f;
+        EscalationSection {
+            dir: None,
+            all_targets_failed: true,
+            repeated_kind: f::DEFAULT_REPEATED_KIND,
+            window_failures: f::DEFAULT_BURST_FAILURES,
+            window_ms: millis(f::DEFAULT_BURST_WINDOW),
+        }
+    }
+}
+
+/// `[health]`: health persistence.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// JSON file the health state (cooldowns, counters, recent errors) is saved to on shutdown
+    /// and restored from at start.
+    pub file: Option<String>,
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A size as a configuration number (saturating).
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}

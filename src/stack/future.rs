@@ -1,0 +1,142 @@
+//! [`StackFuture`]: buffer the request body, read its `model`, pick the route's chain, then run
+//! the chain's future inline.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project::pin_project;
+use serde::Deserialize;
+use tower::Service;
+use tower_llm_core::{BoxError, ReplayBody};
+
+use super::{Inner, RouteService, StackBody, TargetBody, TargetService};
+use crate::error::{InvalidReason, InvalidRequest};
+
+/// The future of a routing step: the buffered request and the chain that serves it.
+type Prepare<ReqB, ResB> = Pin<
+    Box<
+        dyn Future<Output = Result<(RouteService<ReqB, ResB>, Request<ReplayBody<ReqB>>), BoxError>>
+            + Send,
+    >,
+>;
+
+type ChainFuture<ReqB, ResB> = tower_llm_fallback::ResponseFuture<
+    TargetService<ReqB, ResB>,
+    ReplayBody<ReqB>,
+    TargetBody<ResB>,
+    tower_llm_core::HttpClassifier,
+>;
+
+/// Response future of [`Stack`](super::Stack): buffers the body and picks the route, then runs
+/// the chain.
+#[pin_project]
+pub struct StackFuture<ReqB, ResB> {
+    #[pin]
+    state: StackState<ReqB, ResB>,
+}
+
+// The chain's future is stored inline, not boxed: one allocation fewer per call.
+#[allow(clippy::large_enum_variant)]
+#[pin_project(project = StackStateProj)]
+enum StackState<ReqB, ResB> {
+    Preparing {
+        prepare: Prepare<ReqB, ResB>,
+    },
+    Calling {
+        #[pin]
+        call: ChainFuture<ReqB, ResB>,
+    },
+}
+
+impl<ReqB, ResB> StackFuture<ReqB, ResB>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    pub(super) fn new(inner: Arc<Inner<ReqB, ResB>>, req: Request<ReqB>) -> Self {
+        StackFuture {
+            state: StackState::Preparing {
+                prepare: Box::pin(prepare(inner, req)),
+            },
+        }
+    }
+}
+
+impl<ReqB, ResB> fmt::Debug for StackFuture<ReqB, ResB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackFuture").finish_non_exhaustive()
+    }
+}
+
+impl<ReqB, ResB> Future for StackFuture<ReqB, ResB>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<StackBody<ResB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StackStateProj::Preparing { prepare } => {
+                    let (mut chain, req) = match prepare.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(ready)) => ready,
+                    };
+                    // A chain is always ready (see `Fallback::poll_ready`).
+                    let call = chain.call(req);
+                    this.state.set(StackState::Calling { call });
+                }
+                StackStateProj::Calling { call } => return call.poll(cx),
+            }
+        }
+    }
+}
+
+/// Buffer the body, read its `model`, and find the chain of the first matching route.
+async fn prepare<ReqB, ResB>(
+    inner: Arc<Inner<ReqB, ResB>>,
+    req: Request<ReqB>,
+) -> Result<(RouteService<ReqB, ResB>, Request<ReplayBody<ReqB>>), BoxError>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let limit = inner.body_limit;
+    let body = ReplayBody::buffer(body, limit).await?;
+    let model = match body.bytes() {
+        Some(bytes) => requested_model(bytes)?,
+        None => return Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into()),
+    };
+    let chain = inner.chains.service_for(&model)?;
+    Ok((chain, Request::from_parts(parts, body)))
+}
+
+#[derive(Deserialize)]
+struct ModelOnly<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The `model` of a JSON chat request.
+fn requested_model(body: &[u8]) -> Result<String, InvalidRequest> {
+    let parsed: ModelOnly<'_> =
+        serde_json::from_slice(body).map_err(|_| InvalidRequest::new(InvalidReason::NotJson))?;
+    match parsed.model {
+        Some(model) if !model.is_empty() => Ok(model.into_owned()),
+        _ => Err(InvalidRequest::new(InvalidReason::NoModel)),
+    }
+}

@@ -1,0 +1,395 @@
+//! From a validated [`StackConfig`] to a ready service: [`StackBuilder`] and [`Stack`].
+//!
+//! For each route the stack builds a fallback chain over the route's targets, and for each
+//! target (provider + upstream model) one per-target stack, shared by every route that names it:
+//!
+//! ```text
+//! BufferRequestBody            the body becomes replayable (up to `[request] max_body_bytes`);
+//!                              its `model` picks the route
+//! └─ Fallback (per route)      tiers, cooldowns, cache and static tiers, escalation, x-llm-* headers
+//!    └─ per target (shared by every route that names it):
+//!       CircuitBreaker         one per target
+//!       └─ Retry               backoff with jitter, server delays, a retry budget per target
+//!          └─ Bulkhead         in-flight, queue, request and token limits per target
+//!             └─ StreamGuard   `[stream]` first-token, idle and total limits; no truncated stream
+//!                └─ InspectErrorBody  provider error codes for the classifiers above
+//!                   └─ client  hyper-util's legacy client, or any service you supply
+//! ```
+//!
+//! **Time and health across the layers.** The chain sets each attempt's
+//! [`AttemptBudget`](tower_llm_core::AttemptBudget) (deadline, probe, single call); retry,
+//! bulkhead and breaker below honour it. The chain's cooldowns decide when a target is probed;
+//! the breaker lets that probe through. See the [crate docs](crate) for the six rules.
+//!
+//! **Breaker above retry.** The breaker sees one outcome per call of the chain to the target:
+//! a call that succeeded after a retry is a success, a call whose retries were exhausted is one
+//! failure. Below retry it would count every attempt, so one bad minute with three attempts per
+//! call would open it three times faster, and an open breaker would be hit by retries that can
+//! never pass. Above retry, an open breaker also rejects before any retry starts, and the chain
+//! moves on at once (a breaker rejection is a local failure: it counts nothing against the target,
+//! and benches it only until the breaker's next probe).
+//!
+//! **Routes.** A route whose targets all name their model has one chain, built with the stack
+//! (configuration errors surface then, and `/health` lists its targets from the start) and read
+//! without a lock on every request. A route with a pass-through target builds one chain per
+//! requested model, on first use.
+//!
+//! **Pass-through targets.** A target without a `model` sends the requested model upstream;
+//! each requested model is then a target of its own (`primary/gpt-4o`, `primary/gpt-4o-mini`),
+//! with its own breaker, bulkhead, retry budget and cooldowns, so one failing model does not
+//! bench its provider's other models. A route tracks at most [`MAX_MODELS_PER_ROUTE`] models.
+//!
+//! **Streams.** Each target's [`StreamGuardLayer`](tower_llm_core::StreamGuardLayer) (with the `[stream]` limits) holds a streamed
+//! answer back until its first event: a stream that does not start within the first-token limit,
+//! starts with an error event or ends before any answer is a failed attempt, which retry retries
+//! and the chain fails over. After the first event the guard ends a cut, stalled or broken stream
+//! with an OpenAI-shaped SSE `error` event and no `[DONE]`, never a silent truncation, and
+//! finishes a stream that has its `finish_reason` but no `[DONE]`. It sits below the bulkhead so
+//! a stream holds its permit until it ends.
+//!
+//! **TLS.** [`StackBuilder::build_http`] uses hyper-util's plain-HTTP connector (enough for local
+//! servers and the embedded mocks). For `https` base URLs, build a client with a TLS connector
+//! (for example `hyper-rustls`) and pass it to [`StackBuilder::build_with_client`].
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use tower::ServiceExt;
+//! use tower_llm::config::StackConfig;
+//! use tower_llm::stack::StackBuilder;
+//! use tower_llm_chaos::{FaultProfile, MockUpstream};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let primary = MockUpstream::start(FaultProfile::parse("status:503")?).await?;
+//! let secondary = MockUpstream::start(FaultProfile::parse("healthy")?).await?;
+//! let config = StackConfig::standard(&primary.base_url(), Some((&secondary.base_url(), "backup-model")))?;
+//! let stack = StackBuilder::new(&config).build_http::<Full<Bytes>>()?;
+//!
+//! let req = http::Request::post("/v1/chat/completions")
+//!     .body(Full::new(Bytes::from_static(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#)))?;
+//! let res = stack.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.headers()["x-llm-target"], "fallback/backup-model");
+//! assert_eq!(res.headers()["x-llm-fallback"], "target");
+//! let body = res.into_body().collect().await?.to_bytes();
+//! assert!(body.windows(14).any(|w| w == b"\"backup-model\""));
+//!
+//! let health = stack.health();
+//! assert_eq!(health.target("primary/gpt-4o").unwrap().failures, 1);
+//! # Ok(()) }
+//! ```
+
+mod future;
+mod plan;
+mod route;
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Either;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::util::BoxCloneSyncService;
+use tower::Service;
+use tower_llm_breaker::BreakerHandle;
+use tower_llm_bulkhead::PermitBody;
+use tower_llm_core::{BoxError, GuardedBody, ReplayBody, Target};
+use tower_llm_fallback::{Fallback, FallbackBody, HealthSnapshot};
+
+pub use future::StackFuture;
+
+use crate::config::{layers, StackConfig};
+use crate::health::{self, StackHealth, TargetParts};
+use crate::ConfigFileError;
+use plan::Plan;
+use route::{load_saved, Chains, RouteChains, SavedHealth};
+use target::{MakeTarget, Targets};
+
+/// Distinct requested models a route with pass-through targets tracks at most.
+pub const MAX_MODELS_PER_ROUTE: usize = 256;
+
+/// The response body of one target's stack: the bulkhead's permit rides in it when bulkheads
+/// are on.
+pub type TargetBody<ResB> =
+    Either<PermitBody<GuardedBody<ReplayBody<ResB>>>, GuardedBody<ReplayBody<ResB>>>;
+
+/// The response body of a [`Stack`] (a peeked stream prefix, or a cached or static answer, in
+/// front of the target's body).
+pub type StackBody<ResB> = FallbackBody<TargetBody<ResB>>;
+
+/// One target's stack (breaker, retry, bulkhead, stream guard, error-body inspection, client),
+/// type-erased so targets with different settings share a type.
+pub type TargetService<ReqB, ResB> =
+    BoxCloneSyncService<Request<ReplayBody<ReqB>>, Response<TargetBody<ResB>>, BoxError>;
+
+/// One route's fallback chain over its targets' stacks.
+pub type RouteService<ReqB, ResB> = Fallback<TargetService<ReqB, ResB>>;
+
+/// hyper-util's legacy client over plain HTTP, as [`StackBuilder::build_http`] builds it.
+pub type HttpClient<ReqB> = Client<HttpConnector, ReplayBody<ReqB>>;
+
+/// Builds a [`Stack`] from a [`StackConfig`].
+pub struct StackBuilder<'a> {
+    config: &'a StackConfig,
+    urls: HashMap<String, String>,
+}
+
+impl fmt::Debug for StackBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("providers", &self.config.providers.len())
+            .field("routes", &self.config.routes.len())
+            .field("urls", &self.urls)
+            .finish()
+    }
+}
+
+impl<'a> StackBuilder<'a> {
+    /// Start from a configuration (validated again when the stack is built).
+    pub fn new(config: &'a StackConfig) -> Self {
+        StackBuilder {
+            config,
+            urls: HashMap::new(),
+        }
+    }
+
+    /// Send provider `name`'s requests to `base_url`, whatever the configuration says. Needed
+    /// for a provider without `base_url` (the gateway's `mock = "..."` providers: whoever starts
+    /// the mock upstream passes its URL here).
+    pub fn provider_url(mut self, name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        self.urls.insert(name.into(), base_url.into());
+        self
+    }
+
+    /// Build over hyper-util's legacy client with a plain-HTTP connector and `TCP_NODELAY` set
+    /// (without it, small SSE writes wait for the peer's delayed ACK: ~40 ms per stream on Linux).
+    pub fn build_http<ReqB>(self) -> Result<Stack<ReqB, hyper::body::Incoming>, ConfigFileError>
+    where
+        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        ReqB::Error: Into<BoxError>,
+    {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: HttpClient<ReqB> = Client::builder(TokioExecutor::new()).build(connector);
+        self.build_with_client(client)
+    }
+
+    /// Build over any client service: a hyper client with a TLS connector, a test double, a
+    /// client with its own middleware. Requests reach it with an absolute URI (the target's base
+    /// URL) and the target's credentials.
+    pub fn build_with_client<ReqB, ResB, S>(
+        self,
+        client: S,
+    ) -> Result<Stack<ReqB, ResB>, ConfigFileError>
+    where
+        S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        ReqB::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let config = self.config;
+        config.validate()?;
+        let plan = Plan::new(config, &self.urls)?;
+        let make: MakeTarget<ReqB, ResB> = {
+            let layers = plan.layers.clone();
+            Arc::new(move |target: &Target| layers.target_stack(target, client.clone()))
+        };
+        let saved = match &config.health.file {
+            Some(file) => load_saved(Path::new(file)),
+            None => HashMap::new(),
+        };
+        let mut chains = Chains {
+            plan,
+            targets: Targets::new(make),
+            saved: Mutex::new(saved),
+            routes: Vec::with_capacity(config.routes.len()),
+        };
+        // Build what does not depend on the requested model now: configuration errors surface
+        // here, `/health` lists these targets from the start, and requests read these chains
+        // without a lock.
+        for index in 0..chains.plan.routes.len() {
+            let route = if chains.plan.routes[index].passthrough {
+                RouteChains::PerModel(Default::default())
+            } else {
+                let chain = chains.build(index, None).map_err(|e| {
+                    let (key, message) = layers::chain_error(index, &e);
+                    config.error_at(&key, message)
+                })?;
+                RouteChains::Fixed(chain)
+            };
+            chains.routes.push(route);
+        }
+        Ok(Stack {
+            inner: Arc::new(Inner {
+                chains,
+                body_limit: usize::try_from(config.request.max_body_bytes).unwrap_or(usize::MAX),
+                health_file: config.health.file.as_ref().map(PathBuf::from),
+            }),
+        })
+    }
+}
+
+/// A ready stack: a `tower::Service<http::Request<ReqB>>` that reads each request's `model`,
+/// picks the first matching route and calls its fallback chain. Clones share every breaker,
+/// bulkhead, budget, cooldown and cache.
+///
+/// Errors: [`NoRoute`](crate::NoRoute) (no route matches the model),
+/// [`InvalidRequest`](crate::InvalidRequest) (no JSON `model`, or a body over
+/// `[request] max_body_bytes`), [`TooManyModels`](crate::TooManyModels), and whatever the chain
+/// returns ([`AllTargetsFailed`](tower_llm_core::AllTargetsFailed) when no target answered).
+pub struct Stack<ReqB, ResB> {
+    inner: Arc<Inner<ReqB, ResB>>,
+}
+
+impl<ReqB, ResB> Clone for Stack<ReqB, ResB> {
+    fn clone(&self) -> Self {
+        Stack {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<ReqB, ResB> fmt::Debug for Stack<ReqB, ResB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("routes", &self.inner.chains.routes.len())
+            .field("targets", &lock(&self.inner.chains.targets.entries).len())
+            .finish()
+    }
+}
+
+struct Inner<ReqB, ResB> {
+    chains: Chains<ReqB, ResB>,
+    /// Request bodies are buffered up to this many bytes (`[request] max_body_bytes`).
+    body_limit: usize,
+    health_file: Option<PathBuf>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<ReqB, ResB> Stack<ReqB, ResB> {
+    /// The route globs, in order.
+    pub fn route_patterns(&self) -> Vec<String> {
+        self.inner
+            .chains
+            .plan
+            .routes
+            .iter()
+            .map(|r| r.pattern.clone())
+            .collect()
+    }
+
+    /// Every known target's health, and the overall status.
+    pub fn health(&self) -> StackHealth {
+        let parts: BTreeMap<String, TargetParts> = lock(&self.inner.chains.targets.entries)
+            .iter()
+            .map(|(name, entry)| {
+                (
+                    name.clone(),
+                    TargetParts {
+                        provider: entry.target.provider().to_owned(),
+                        model: entry.target.model().to_owned(),
+                        breaker: entry.breaker.as_ref().map(BreakerHandle::snapshot),
+                        in_flight: entry.bulkhead.as_ref().map_or(0, |b| b.in_flight()),
+                        queued: entry.bulkhead.as_ref().map_or(0, |b| b.queued()),
+                    },
+                )
+            })
+            .collect();
+        let chains: Vec<HealthSnapshot> = self
+            .inner
+            .chains
+            .all()
+            .iter()
+            .map(|c| c.handle.health())
+            .collect();
+        health::merge(parts, &chains)
+    }
+
+    /// The breaker of the target named `name` (`provider/model`), if it exists yet.
+    pub fn breaker(&self, name: &str) -> Option<BreakerHandle> {
+        lock(&self.inner.chains.targets.entries)
+            .get(name)
+            .and_then(|e| e.breaker.clone())
+    }
+
+    /// Lift the cooldown of the target named `name` in every route (an `Auth` cooldown lifts only
+    /// this way, unless `[cooldown] auth_ms` is set) and close its breaker. Returns whether the
+    /// target exists.
+    pub fn reset_target(&self, name: &str) -> bool {
+        let mut found = false;
+        for chain in self.inner.chains.all() {
+            found |= chain.handle.reset_target(name);
+        }
+        if let Some(breaker) = self.breaker(name) {
+            breaker.reset();
+            found = true;
+        }
+        found
+    }
+
+    /// Save every chain's health to `[health] file` (atomically: a temporary file, then a
+    /// rename). Returns the path written, or `None` when no file is configured.
+    pub fn save_health(&self) -> Result<Option<PathBuf>, BoxError> {
+        let Some(path) = &self.inner.health_file else {
+            return Ok(None);
+        };
+        let mut all: HashMap<String, HealthSnapshot> = lock(&self.inner.chains.saved).clone();
+        for chain in self.inner.chains.all() {
+            all.insert(chain.key.to_string(), chain.handle.health());
+        }
+        let bytes = serde_json::to_vec_pretty(&SavedHealth { chains: all })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(Some(path.clone()))
+    }
+
+    /// The fallback chain serving `model` (created on first use for routes with pass-through
+    /// targets). Requests sent to it directly need a buffered body
+    /// ([`BufferRequestBodyLayer`](tower_llm_core::BufferRequestBodyLayer)).
+    pub fn route_service(&self, model: &str) -> Result<RouteService<ReqB, ResB>, BoxError> {
+        self.inner.chains.service_for(model)
+    }
+}
+
+impl<ReqB, ResB> Service<Request<ReqB>> for Stack<ReqB, ResB>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<StackBody<ResB>>;
+    type Error = BoxError;
+    type Future = StackFuture<ReqB, ResB>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Every chain is always ready; each attempt waits for its target within its timeout.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        StackFuture::new(Arc::clone(&self.inner), req)
+    }
+}
+
+#[cfg(test)]
+mod tests;

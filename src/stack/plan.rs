@@ -1,0 +1,201 @@
+//! [`Plan`]: everything the configuration says, resolved once when the stack is built: each
+//! provider's URL and credentials, each route's targets, the chain's policies, and the settings
+//! of the per-target layers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use tower_llm_core::StreamGuardLayer;
+use tower_llm_fallback::{
+    CacheConfig, CooldownPolicy, EscalationPolicy, JsonDirEscalation, Secret, Selection,
+    StaticAnswer,
+};
+
+use crate::config::layers::{self, ms};
+use crate::config::{
+    BreakerSection, BulkheadSection, ProviderConfig, RetrySection, RouteConfig, StackConfig,
+    TierSelection,
+};
+use crate::ConfigFileError;
+
+/// Everything the configuration says, resolved once: URLs, secrets, policies.
+#[derive(Clone)]
+pub(super) struct Plan {
+    pub(super) providers: Arc<HashMap<String, ProviderPlan>>,
+    pub(super) routes: Arc<[RoutePlan]>,
+    pub(super) cooldowns: CooldownPolicy,
+    pub(super) escalation_policy: EscalationPolicy,
+    pub(super) escalation_dir: Option<Arc<JsonDirEscalation>>,
+    pub(super) cache: Option<CacheConfig>,
+    pub(super) static_answer: Option<StaticAnswer>,
+    /// The settings of every target's own layers.
+    pub(super) layers: TargetLayers,
+}
+
+/// The settings of one target's layers (breaker, retry, bulkhead, stream guard), the same for
+/// every target; each target's layers are built from them under its own name.
+#[derive(Clone)]
+pub(super) struct TargetLayers {
+    pub(super) breaker: Option<BreakerSection>,
+    pub(super) retry: Option<RetrySection>,
+    pub(super) bulkhead: Option<BulkheadSection>,
+    pub(super) stream_guard: StreamGuardLayer,
+}
+
+#[derive(Clone)]
+pub(super) struct ProviderPlan {
+    pub(super) base_url: String,
+    /// `None` header = `Authorization: Bearer`.
+    pub(super) auth: Option<(Option<HeaderName>, Secret)>,
+}
+
+pub(super) struct RoutePlan {
+    pub(super) pattern: String,
+    pub(super) glob: glob::Pattern,
+    pub(super) targets: Vec<TargetPlan>,
+    pub(super) selection: Selection,
+    pub(super) cache: bool,
+    pub(super) static_answer: bool,
+    /// A target passes the requested model through: one chain per requested model.
+    pub(super) passthrough: bool,
+}
+
+pub(super) struct TargetPlan {
+    pub(super) provider: Arc<str>,
+    pub(super) model: Option<Arc<str>>,
+    pub(super) attempt_timeout: Duration,
+    pub(super) tier: u32,
+    pub(super) weight: u32,
+    pub(super) context_window: Option<u64>,
+    pub(super) max_tokens: Option<u64>,
+    pub(super) max_temperature: Option<f64>,
+}
+
+impl Plan {
+    /// Resolve a validated `config`; `urls` override providers' base URLs (by provider name).
+    pub(super) fn new(
+        config: &StackConfig,
+        urls: &HashMap<String, String>,
+    ) -> Result<Self, ConfigFileError> {
+        let mut providers = HashMap::new();
+        for (i, p) in config.providers.iter().enumerate() {
+            providers.insert(p.name.clone(), provider(config, i, p, urls)?);
+        }
+        // A target's default time in the chain (retries included): one attempt's timeout.
+        let default_budget = ms(config.retry.attempt_timeout_ms);
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(config, i, r, default_budget))
+            .collect::<Result<Vec<_>, _>>()?;
+        let escalation_dir = match &config.escalation.dir {
+            Some(dir) => Some(Arc::new(JsonDirEscalation::new(dir).map_err(|e| {
+                config.error_at("escalation.dir", format!("cannot use `{dir}`: {e}"))
+            })?)),
+            None => None,
+        };
+        let stream_guard = layers::stream_guard(&config.stream).map_err(|e| {
+            let (key, message) = layers::section_error("stream", &e);
+            config.error_at(&key, message)
+        })?;
+        Ok(Plan {
+            providers: Arc::new(providers),
+            routes: routes.into(),
+            cooldowns: layers::cooldown_policy(&config.cooldown),
+            escalation_policy: layers::escalation_policy(&config.escalation),
+            escalation_dir,
+            cache: layers::cache_config(&config.cache),
+            static_answer: layers::static_answer(&config.static_answer),
+            layers: TargetLayers {
+                breaker: config.breaker.enabled.then(|| config.breaker.clone()),
+                retry: config.retry.enabled.then(|| config.retry.clone()),
+                bulkhead: config.bulkhead.enabled.then(|| config.bulkhead.clone()),
+                stream_guard,
+            },
+        })
+    }
+}
+
+/// Provider `i`: its URL (an override from the builder wins) and its credentials, read now.
+fn provider(
+    config: &StackConfig,
+    i: usize,
+    p: &ProviderConfig,
+    urls: &HashMap<String, String>,
+) -> Result<ProviderPlan, ConfigFileError> {
+    let base_url = match (urls.get(&p.name), &p.base_url) {
+        (Some(url), _) | (None, Some(url)) => url.clone(),
+        (None, None) => {
+            return Err(config.error_at(
+                &format!("providers[{i}]"),
+                format!(
+                    "provider `{}` has no `base_url` (nor a URL given to \
+                     StackBuilder::provider_url)",
+                    p.name
+                ),
+            ))
+        }
+    };
+    let Some(var) = &p.api_key_env else {
+        return Ok(ProviderPlan {
+            base_url,
+            auth: None,
+        });
+    };
+    let secret = Secret::from_env(var)
+        .map_err(|e| config.error_at(&format!("providers[{i}].api_key_env"), e.message()))?;
+    let header = match &p.auth_header {
+        Some(h) if !h.eq_ignore_ascii_case("authorization") => {
+            Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                config.error_at(&format!("providers[{i}].auth_header"), "not a header name")
+            })?)
+        }
+        _ => None,
+    };
+    Ok(ProviderPlan {
+        base_url,
+        auth: Some((header, secret)),
+    })
+}
+
+/// Route `i`: its glob, its targets with their defaults filled in, its tiers.
+fn route(
+    config: &StackConfig,
+    i: usize,
+    r: &RouteConfig,
+    default_budget: Duration,
+) -> Result<RoutePlan, ConfigFileError> {
+    let glob = glob::Pattern::new(&r.pattern)
+        .map_err(|e| config.error_at(&format!("routes[{i}].match"), e.msg))?;
+    let targets = r
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(j, t)| TargetPlan {
+            provider: t.provider.as_str().into(),
+            model: t.model.as_deref().map(Arc::from),
+            attempt_timeout: t.attempt_timeout_ms.map_or(default_budget, ms),
+            tier: t.tier.unwrap_or(u32::try_from(j).unwrap_or(u32::MAX)),
+            weight: t.weight,
+            context_window: t.context_window,
+            max_tokens: t.max_tokens,
+            max_temperature: t.max_temperature,
+        })
+        .collect();
+    Ok(RoutePlan {
+        pattern: r.pattern.clone(),
+        glob,
+        targets,
+        selection: match r.selection {
+            TierSelection::Ordered => Selection::Ordered,
+            TierSelection::Weighted => Selection::Weighted,
+            TierSelection::LeastLoaded => Selection::LeastLoaded,
+        },
+        cache: r.cache,
+        static_answer: r.static_answer,
+        passthrough: r.targets.iter().any(|t| t.model.is_none()),
+    })
+}

@@ -1,0 +1,135 @@
+//! One target's stack (breaker → retry → bulkhead → stream guard → error-body inspection →
+//! client), and the registry that builds each target once and shares it between routes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Either;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_llm_breaker::{BreakerHandle, CircuitBreakerLayer};
+use tower_llm_bulkhead::{AllCalls, BulkheadHandle, PermitBody};
+use tower_llm_core::{
+    BoxError, ConfigError, GuardedBody, InspectErrorBodyLayer, ReplayBody, Target,
+};
+
+use super::plan::TargetLayers;
+use super::{lock, TargetService};
+use crate::config::layers;
+
+/// One target's stack and the handles the health report reads.
+pub(super) struct TargetEntry<ReqB, ResB> {
+    pub(super) target: Target,
+    pub(super) breaker: Option<BreakerHandle>,
+    pub(super) bulkhead: Option<BulkheadHandle<AllCalls>>,
+    pub(super) service: TargetService<ReqB, ResB>,
+}
+
+/// Builds one target's stack over the client (the client's type is erased here).
+pub(super) type MakeTarget<ReqB, ResB> =
+    Arc<dyn Fn(&Target) -> Result<TargetEntry<ReqB, ResB>, ConfigError> + Send + Sync>;
+
+/// Every target's stack, by name (`provider/model`), built on first use and shared by every
+/// route (and every requested model) that names the target.
+pub(super) struct Targets<ReqB, ResB> {
+    pub(super) entries: Mutex<BTreeMap<String, TargetEntry<ReqB, ResB>>>,
+    make: MakeTarget<ReqB, ResB>,
+}
+
+impl<ReqB, ResB> Targets<ReqB, ResB> {
+    pub(super) fn new(make: MakeTarget<ReqB, ResB>) -> Self {
+        Targets {
+            entries: Mutex::new(BTreeMap::new()),
+            make,
+        }
+    }
+
+    /// The stack of `target`, built now if it is new.
+    pub(super) fn service(
+        &self,
+        target: &Target,
+    ) -> Result<TargetService<ReqB, ResB>, ConfigError> {
+        let name = target.to_string();
+        let mut entries = lock(&self.entries);
+        if let Some(entry) = entries.get(&name) {
+            return Ok(entry.service.clone());
+        }
+        let entry = (self.make)(target)?;
+        let service = entry.service.clone();
+        entries.insert(name, entry);
+        Ok(service)
+    }
+}
+
+impl TargetLayers {
+    /// One target's stack over `client`: breaker → retry → bulkhead → stream guard →
+    /// error-body inspection → client. Each layer is the target's own (named after it).
+    pub(super) fn target_stack<ReqB, ResB, S>(
+        &self,
+        target: &Target,
+        client: S,
+    ) -> Result<TargetEntry<ReqB, ResB>, ConfigError>
+    where
+        S: Service<Request<ReplayBody<ReqB>>, Response = Response<ResB>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        ReqB::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        let name = target.to_string();
+        let inspected = ServiceBuilder::new()
+            .layer(self.stream_guard)
+            .layer(InspectErrorBodyLayer::new())
+            .service(client);
+        let (limited, bulkhead): (TargetService<ReqB, ResB>, _) = match &self.bulkhead {
+            Some(section) => {
+                let layer = layers::bulkhead_layer(section, &name)?;
+                let svc = tower::Layer::layer(&layer, inspected);
+                let handle = svc.handle();
+                let svc =
+                    svc.map_response(|res: Response<PermitBody<GuardedBody<ReplayBody<ResB>>>>| {
+                        res.map(Either::Left)
+                    });
+                (BoxCloneSyncService::new(svc), Some(handle))
+            }
+            None => {
+                let svc = inspected.map_response(|res: Response<GuardedBody<ReplayBody<ResB>>>| {
+                    res.map(Either::Right)
+                });
+                (BoxCloneSyncService::new(svc), None)
+            }
+        };
+        let retried: TargetService<ReqB, ResB> = match &self.retry {
+            Some(section) => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(layers::retry_layer(section, &name)?)
+                    .service(limited),
+            ),
+            None => limited,
+        };
+        let (service, breaker) = match &self.breaker {
+            Some(section) => {
+                let handle = BreakerHandle::new(layers::breaker_config(section, &name)?);
+                let layer = CircuitBreakerLayer::builder().build_with_handle(handle.clone());
+                let svc = ServiceBuilder::new().layer(layer).service(retried);
+                (BoxCloneSyncService::new(svc), Some(handle))
+            }
+            None => (retried, None),
+        };
+        Ok(TargetEntry {
+            target: target.clone(),
+            breaker,
+            bulkhead,
+            service,
+        })
+    }
+}

@@ -1,0 +1,260 @@
+//! What one event means in a streamed completion: [`inspect_event`], [`parse_error_event`].
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::SseEvent;
+use crate::openai::DONE;
+use crate::provider::{parse_error_slice, MAX_MESSAGE_LEN};
+use crate::{ErrorKind, ProviderError};
+
+/// What one event means in a streamed completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// The stream's end: `data: [DONE]` (OpenAI), `message_stop` (Anthropic),
+    /// `response.completed` / `response.incomplete` (OpenAI Responses).
+    Done,
+    /// A chunk of the answer (a `choices` / `candidates` delta, an Anthropic content event), or a
+    /// usage-only chunk (`choices: []` with `usage`).
+    Delta {
+        /// Whether the chunk carries token usage.
+        usage: bool,
+    },
+    /// A chunk with a `finish_reason` (Gemini `finishReason`, Anthropic `stop_reason`): the answer
+    /// is complete, though `[DONE]` (and with `stream_options.include_usage`, a usage chunk) may
+    /// still follow.
+    Finish {
+        /// Whether the chunk carries token usage.
+        usage: bool,
+    },
+    /// An in-band error: `event: error`, a JSON object with a top-level `error`, or a
+    /// `"type":"error"` event (see [`parse_error_event`]).
+    Error,
+    /// Data that is neither `[DONE]` nor a JSON object: the stream is broken.
+    Malformed,
+    /// A well-formed event that carries no answer: a ping, empty data, an unknown JSON object.
+    Other,
+}
+
+/// What `event` means in a streamed completion. Allocation-free for ordinary chunks: the JSON is
+/// scanned for the few fields that matter, not built into a tree.
+pub fn inspect_event(event: &SseEvent) -> EventKind {
+    if event.event.as_deref() == Some(&b"error"[..]) {
+        return EventKind::Error;
+    }
+    let data = event.data.trim_ascii();
+    if data == DONE.as_bytes() {
+        return EventKind::Done;
+    }
+    if data.is_empty() {
+        return EventKind::Other;
+    }
+    let probe: Probe<'_> = match serde_json::from_slice(data) {
+        Ok(probe) => probe,
+        Err(_) => return EventKind::Malformed,
+    };
+    if probe.error.is_some() {
+        return EventKind::Error;
+    }
+    let ty = probe.ty.as_deref();
+    match ty {
+        Some("error" | "response.failed") => return EventKind::Error,
+        Some("message_stop" | "response.completed" | "response.incomplete") => {
+            return EventKind::Done
+        }
+        Some("ping") => return EventKind::Other,
+        _ => {}
+    }
+    let usage = probe.usage.is_some()
+        || probe.usage_metadata.is_some()
+        || probe.x_groq.is_some_and(|x| x.usage.is_some());
+    let choices = probe.choices.or(probe.candidates);
+    let finished = choices.is_some_and(|c| c.0) || probe.delta.is_some_and(|d| d.0);
+    if finished {
+        return EventKind::Finish { usage };
+    }
+    let is_chunk = choices.is_some()
+        || ty.is_some_and(|t| {
+            t.starts_with("content_block")
+                || t.starts_with("message_")
+                || t.starts_with("response.")
+        });
+    if is_chunk {
+        EventKind::Delta { usage }
+    } else if usage {
+        EventKind::Delta { usage: true }
+    } else {
+        EventKind::Other
+    }
+}
+
+/// The fields of a stream chunk that matter; everything else is skipped without allocating.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(default)]
+    choices: Option<AnyFinished>,
+    #[serde(default)]
+    candidates: Option<AnyFinished>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+    #[serde(default, rename = "usageMetadata")]
+    usage_metadata: Option<IgnoredAny>,
+    #[serde(default)]
+    x_groq: Option<XGroq>,
+    #[serde(default, borrow, rename = "type")]
+    ty: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    delta: Option<StopReason>,
+}
+
+#[derive(Deserialize)]
+struct XGroq {
+    #[serde(default)]
+    usage: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceProbe {
+    #[serde(default, alias = "finishReason")]
+    finish_reason: Option<NonEmpty>,
+}
+
+/// Whether any element of a `choices` / `candidates` array has a finish reason.
+#[derive(Clone, Copy)]
+struct AnyFinished(bool);
+
+impl<'de> Deserialize<'de> for AnyFinished {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyFinished;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyFinished, A::Error> {
+                let mut any = false;
+                while let Some(choice) = seq.next_element::<ChoiceProbe>()? {
+                    any |= choice.finish_reason.is_some_and(|r| r.0);
+                }
+                Ok(AnyFinished(any))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A string field, `true` when non-empty.
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(!s.is_empty()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Anthropic's `message_delta` carries `delta.stop_reason`; other `delta`s (objects of another
+/// shape, the Responses API's strings) are skipped.
+struct StopReason(bool);
+
+impl<'de> Deserialize<'de> for StopReason {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StopReason;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StopReason, A::Error> {
+                let mut stopped = false;
+                while let Some(key) = map.next_key::<Key>()? {
+                    if key.0 {
+                        stopped |= map.next_value::<Option<NonEmpty>>()?.is_some_and(|s| s.0);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(StopReason(stopped))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StopReason, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StopReason(false))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StopReason, E> {
+                Ok(StopReason(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A map key, `true` when it is `stop_reason`.
+struct Key(bool);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                Ok(Key(s == "stop_reason"))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// The details of an in-band error event, `None` when `event` is not one
+/// ([`inspect_event`] is not [`EventKind::Error`]).
+///
+/// `kind` is always set: what the error body says (`overloaded_error` → `Overloaded`, ...), or
+/// [`ErrorKind::ServerError`] when it names nothing, since a provider that reports an error
+/// mid-stream failed to finish the answer. Data that is not a JSON error body becomes the message.
+pub fn parse_error_event(event: &SseEvent) -> Option<ProviderError> {
+    if inspect_event(event) != EventKind::Error {
+        return None;
+    }
+    let mut found = parse_error_slice(&event.data).unwrap_or_else(|| ProviderError {
+        message: event.data_str().map(|text| {
+            let mut end = text.len().min(MAX_MESSAGE_LEN);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end].to_owned()
+        }),
+        ..ProviderError::default()
+    });
+    found.kind = Some(found.kind.unwrap_or(ErrorKind::ServerError));
+    Some(found)
+}
