@@ -259,10 +259,10 @@ async fn a_silent_target_is_tried_once_then_left_at_its_deadline() {
             "{fault}"
         );
         // Benched for a second, not 30 s: probed again after it.
-        tokio::time::advance(Duration::from_millis(999)).await;
+        tokio::time::advance(Duration::from_millis(700)).await;
         let _ = ask(&stack, stream).await;
         assert_eq!(primary.attempt_count(), 1, "{fault}: still benched");
-        tokio::time::advance(Duration::from_millis(1)).await;
+        tokio::time::advance(Duration::from_millis(300)).await;
         let _ = ask(&stack, stream).await;
         assert_eq!(primary.attempt_count(), 2, "{fault}: probed after 1 s");
     }

@@ -26,6 +26,12 @@
 //! probed every 5 s. A timed cooldown is stretched to the server's delay when the failure
 //! named a longer one (a `503` with `retry-after: 30` benches the target for 30 s).
 //!
+//! **Sparse routes.** When a route's next request arrives in the last quarter of a cooldown the
+//! chain chose itself, and no request was skipped since the cooldown began, that request probes
+//! (a server's delay is waited for in full). On a route with a request every few seconds the
+//! target is then found again one request after it recovers, not two; with steadier traffic a
+//! request is skipped early in every cooldown and probes keep to the cooldown's pace.
+//!
 //! **Silent targets.** A probe of a target benched for a timeout may take the whole attempt
 //! timeout to fail. The next probe does not wait for it: probes of a silent target start at the
 //! cooldown's cadence, counted from the previous probe's start, so a target that stops hanging

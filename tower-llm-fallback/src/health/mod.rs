@@ -92,6 +92,33 @@ struct Benched {
     kind: ErrorKind,
     /// `None`: until reset.
     until: Option<Instant>,
+    /// How long before `until` the first request of the cooldown may already probe: a quarter
+    /// of a transient cooldown the chain chose itself (zero for a server's delay or a manual
+    /// bench), so that sparse traffic — a request every few seconds — does not wait a whole
+    /// extra gap after the cooldown ends before the target is tried again.
+    slack: Duration,
+    /// A request was skipped during this cooldown: traffic is not sparse, no early probe.
+    skipped: bool,
+}
+
+impl Benched {
+    fn new(kind: ErrorKind, until: Option<Instant>, slack: Duration) -> Self {
+        Benched {
+            kind,
+            until,
+            slack,
+            skipped: false,
+        }
+    }
+
+    /// When the next request may probe (`None`: only after a reset).
+    fn probe_at(&self) -> Option<Instant> {
+        let until = self.until?;
+        if self.skipped {
+            return Some(until);
+        }
+        Some(until.checked_sub(self.slack).unwrap_or(until))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +176,7 @@ impl Detail {
         &mut self,
         kind: ErrorKind,
         d: Duration,
+        slack: Duration,
         probe: bool,
         started: Instant,
         now: Instant,
@@ -161,15 +189,18 @@ impl Detail {
             now
         };
         let until = after(from, d);
-        let until = match self.bench {
+        let bench = match self.bench {
             // A manual bench stays manual; a later end wins over an earlier one.
-            Some(Benched { until: None, .. }) => None,
-            Some(Benched {
-                until: Some(old), ..
-            }) if old > until && !probe => Some(old),
-            _ => Some(until),
+            Some(old @ Benched { until: None, .. }) => old,
+            Some(
+                old @ Benched {
+                    until: Some(end), ..
+                },
+            ) if end > until && !probe => old,
+            _ => Benched::new(kind, Some(until), slack),
         };
-        self.bench = Some(Benched { kind, until });
+        let until = bench.until;
+        self.bench = Some(Benched { kind, ..bench });
         self.benched_at = Some(now);
         until.map(|u| u.saturating_duration_since(now))
     }
@@ -184,11 +215,13 @@ impl Detail {
         let Some(bench) = self.bench else {
             return Decision::Open;
         };
-        let Some(until) = bench.until else {
+        let (Some(due), Some(until)) = (bench.probe_at(), bench.until) else {
             return Decision::Skip(bench.kind, None);
         };
-        if now < until {
-            return Decision::Skip(bench.kind, Some(until - now));
+        if now < due {
+            // What a client is told: the end of the cooldown (the early probe is a chance for
+            // the first request of a sparse route, not a promise).
+            return Decision::Skip(bench.kind, Some(until.saturating_duration_since(now)));
         }
         if self.probes == 0 {
             return Decision::Probe;
@@ -208,6 +241,7 @@ impl Detail {
         let Some(Benched {
             kind,
             until: Some(until),
+            ..
         }) = self.bench
         else {
             return self.decide(now);
@@ -263,7 +297,12 @@ impl Detail {
                 self.claim_probe(now, policy);
                 Admission::Probe
             }
-            Decision::Skip(kind, retry_after) => Admission::Skip { kind, retry_after },
+            Decision::Skip(kind, retry_after) => {
+                if let Some(bench) = self.bench.as_mut() {
+                    bench.skipped = true;
+                }
+                Admission::Skip { kind, retry_after }
+            }
         }
     }
 }
@@ -396,9 +435,18 @@ impl TargetState {
         let outage = detail.outage(now);
         let benched_for = match policy.bench(kind, retry_after, consecutive, outage) {
             Bench::No => return not_benched,
-            Bench::For(d) => detail.bench_for(kind, d, probe, started, now),
+            Bench::For(d) => {
+                // The chain's own cooldown may be cut short by a quarter; a server's delay not.
+                let server_set = retry_after.is_some_and(|r| r >= d);
+                let slack = if is_transient(kind) && !server_set {
+                    d / 4
+                } else {
+                    Duration::ZERO
+                };
+                detail.bench_for(kind, d, slack, probe, started, now)
+            }
             Bench::UntilReset => {
-                detail.bench = Some(Benched { kind, until: None });
+                detail.bench = Some(Benched::new(kind, None, Duration::ZERO));
                 None
             }
         };
@@ -436,10 +484,7 @@ impl TargetState {
             }) if old >= until => return,
             _ => {}
         }
-        detail.bench = Some(Benched {
-            kind: ErrorKind::Overloaded,
-            until: Some(until),
-        });
+        detail.bench = Some(Benched::new(ErrorKind::Overloaded, Some(until), d / 4));
         detail.benched_at = Some(now);
         self.benched.store(true, Ordering::Release);
     }
@@ -518,12 +563,12 @@ impl TargetState {
         detail.last_error = saved.last_error.clone();
         detail.probes = 0;
         detail.next_silent_probe = None;
-        detail.bench = saved.cooldown.as_ref().map(|c| Benched {
-            kind: c.kind,
-            until: c.until_unix_ms.map(|ms| {
+        detail.bench = saved.cooldown.as_ref().map(|c| {
+            let until = c.until_unix_ms.map(|ms| {
                 let left = Duration::from_millis(ms.saturating_sub(unix_ms(wall)));
                 after(now, left)
-            }),
+            });
+            Benched::new(c.kind, until, Duration::ZERO)
         });
         self.benched
             .store(detail.bench.is_some(), Ordering::Release);

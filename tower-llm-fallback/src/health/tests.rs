@@ -132,7 +132,8 @@ async fn the_cooldown_grows_with_the_outage_not_with_the_failed_calls() {
         let failed = fail(&s, ErrorKind::Overloaded, None, false, t0, t0);
         assert_eq!(failed.benched_for, Some(secs(1)));
     }
-    // Probes keep failing: the cooldown is a quarter of the outage, capped at 5 s.
+    // Probes keep failing: the cooldown is a quarter of the outage, capped at 5 s (every
+    // cooldown sees a request skipped at its start: traffic is dense, no early probe).
     let mut now = t0;
     let mut gaps = Vec::new();
     for _ in 0..12 {
@@ -160,6 +161,7 @@ async fn a_silent_probe_does_not_hold_back_the_next_one() {
     // Calls started at 0 time out at 2 s: benched 1 s from then.
     fail(&s, ErrorKind::Timeout, None, false, t0, t0 + secs(2));
     let t = t0 + secs(3);
+    assert!(matches!(s.admit(t0 + ms(2100), &p), Admission::Skip { .. }));
     assert!(matches!(s.admit(t - ms(1), &p), Admission::Skip { .. }));
     assert!(matches!(s.admit(t, &p), Admission::Probe));
     // The probe hangs; the next one may start a quarter of the outage (3 s), at least 1 s,
@@ -235,6 +237,38 @@ async fn successes_of_calls_sent_before_the_failure_do_not_lift_the_bench() {
     // A call sent after the failure that succeeds does lift it.
     s.on_success(false, t0 + ms(51));
     assert!(s.is_available(t0 + ms(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_request_of_a_sparse_route_may_probe_in_the_last_quarter() {
+    let s = TargetState::default();
+    let p = policy();
+    let t0 = Instant::now();
+    // Failing for a minute: benched 5 s after this probe fails.
+    fail(&s, ErrorKind::Overloaded, None, false, t0, t0);
+    let t = t0 + secs(60);
+    assert!(matches!(s.admit(t, &p), Admission::Probe));
+    fail(&s, ErrorKind::Overloaded, None, true, t, t);
+    // The next request comes 4 s later (one every 4 s): it may probe (4 s ≥ ¾ of 5 s).
+    assert!(s.is_available(t + secs(4)));
+    assert!(matches!(s.admit(t + secs(4), &p), Admission::Probe));
+    fail(
+        &s,
+        ErrorKind::Overloaded,
+        None,
+        true,
+        t + secs(4),
+        t + secs(4),
+    );
+    // Dense traffic: a request skipped early in the cooldown, then none early at the end.
+    let t = t + secs(4);
+    assert!(matches!(s.admit(t + ms(10), &p), Admission::Skip { .. }));
+    assert!(matches!(s.admit(t + secs(4), &p), Admission::Skip { .. }));
+    assert!(matches!(s.admit(t + secs(5), &p), Admission::Probe));
+    // A server's delay is waited for in full, sparse traffic or not.
+    let s = TargetState::default();
+    fail(&s, ErrorKind::Overloaded, Some(secs(8)), false, t0, t0);
+    assert!(matches!(s.admit(t0 + secs(7), &p), Admission::Skip { .. }));
 }
 
 #[tokio::test(start_paused = true)]
