@@ -296,6 +296,13 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
             .collect()
     }
 
+    /// The models requested so far on routes with pass-through targets, in route order (each
+    /// has its own chain, created by its first request; at most [`MAX_MODELS_PER_ROUTE`] per
+    /// route). A route whose targets all name their model tracks no requested models.
+    pub fn requested_models(&self) -> Vec<String> {
+        self.inner.chains.requested_models()
+    }
+
     /// Every known target's health, and the overall status.
     pub fn health(&self) -> StackHealth {
         let parts: BTreeMap<String, TargetParts> = lock(&self.inner.chains.targets.entries)

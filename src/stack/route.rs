@@ -72,6 +72,20 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
         out
     }
 
+    /// The models of the per-model chains, route by route, each route's sorted.
+    pub(super) fn requested_models(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for route in &self.routes {
+            if let RouteChains::PerModel(map) = route {
+                let map = map.read().unwrap_or_else(PoisonError::into_inner);
+                let mut models: Vec<String> = map.keys().map(|m| m.to_string()).collect();
+                models.sort_unstable();
+                out.extend(models);
+            }
+        }
+        out
+    }
+
     /// The chain serving `model`: the first route whose glob matches.
     pub(super) fn service_for(&self, model: &str) -> Result<RouteService<ReqB, ResB>, BoxError> {
         let (index, plan) = self

@@ -45,9 +45,14 @@ fn fixed_routes_are_built_at_start_pass_through_routes_on_use() {
         .map(|t| t.name.clone())
         .collect();
     assert_eq!(names, ["a/m"]);
+    assert!(stack.requested_models().is_empty());
     stack.route_service("claude").unwrap();
     assert_eq!(stack.health().targets.len(), 2);
     assert!(stack.breaker("b/claude").is_some());
+    // Only pass-through routes track requested models.
+    stack.route_service("gpt-4o").unwrap();
+    stack.route_service("another").unwrap();
+    assert_eq!(stack.requested_models(), ["another", "claude"]);
 }
 
 #[test]

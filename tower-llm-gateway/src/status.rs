@@ -1,4 +1,5 @@
-//! Counters of the gateway's traffic and the live status line.
+//! Counters of the gateway's traffic and the live status line (stderr, once a second, unless
+//! [`GatewayOptions::quiet`](crate::GatewayOptions::quiet)).
 //!
 //! ```text
 //! [   12s]   2.0 req/s | fallbacks 2 errors 0 | degraded | primary/gpt-4o-mini open 3s cooldown 2s fails 5 (overloaded) | secondary/backup-model closed
@@ -6,36 +7,37 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_llm::breaker::State;
 use tower_llm::StackHealth;
 
-/// Requests, fallbacks and errors since start (shared by every handler).
+use crate::server::GatewayStack;
+
+/// Requests, fallbacks and errors since start (shared by every handler; read them with
+/// [`Gateway::totals`](crate::Gateway::totals)).
 #[derive(Debug, Default)]
-pub struct Counters {
-    /// Chat requests received.
-    pub requests: AtomicU64,
-    /// Answers served by another target than the first, the cache or the static tier.
-    pub fallbacks: AtomicU64,
-    /// Requests answered with an error status by the gateway (4xx/5xx it produced itself).
-    pub errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// The counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
-    /// See [`Counters::requests`].
+    /// Chat requests received.
     pub requests: u64,
-    /// See [`Counters::fallbacks`].
+    /// Answers served by another target than the first, the cache or the static tier.
     pub fallbacks: u64,
-    /// See [`Counters::errors`].
+    /// Requests answered with an error status by the gateway (4xx/5xx it produced itself).
     pub errors: u64,
 }
 
 impl Counters {
     /// Read every counter.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         Totals {
             requests: self.requests.load(Ordering::Relaxed),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
@@ -97,4 +99,24 @@ pub fn status_line(
         }
     }
     line
+}
+
+/// Print the status line to stderr once a second.
+pub(crate) async fn status_task(stack: GatewayStack, counters: Arc<Counters>) {
+    let started = tokio::time::Instant::now();
+    let mut previous = counters.totals();
+    let mut last = started;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let totals = counters.totals();
+        eprintln!(
+            "{}",
+            status_line(now - started, now - last, totals, previous, &stack.health())
+        );
+        previous = totals;
+        last = now;
+    }
 }

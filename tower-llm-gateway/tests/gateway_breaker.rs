@@ -5,9 +5,6 @@
 //! The clock is paused and held (`hold_auto_advance`): time moves only by `advance`, so the
 //! breaker's open duration passes exactly when the test says.
 
-#[path = "../examples/gateway/app.rs"]
-#[allow(dead_code)]
-mod app;
 mod gateway_support;
 
 use std::time::Duration;

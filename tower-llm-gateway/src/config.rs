@@ -1,20 +1,55 @@
 //! The gateway's configuration: its own `[gateway]` table and each provider's `mock` profile,
 //! taken out of the file with [`ConfigDocument`]; the rest is the library's [`StackConfig`].
+//!
+//! ```
+//! use tower_llm_gateway::GatewayConfig;
+//!
+//! let config = GatewayConfig::from_toml_str(r#"
+//! [gateway]
+//! listen = "127.0.0.1:9000"
+//!
+//! [[providers]]
+//! name = "local"
+//! mock = "healthy"
+//!
+//! [[routes]]
+//! match = "*"
+//! targets = [{ provider = "local" }]
+//! "#).unwrap();
+//! assert_eq!(config.listen.port(), 9000);
+//! assert_eq!(config.mock("local"), Some("healthy"));
+//! assert_eq!(config.gateway.request_timeout_ms, 120_000);
+//!
+//! // Errors name the key and its line.
+//! let err = GatewayConfig::from_toml_str("[gateway]\nlisten = \"localhost\"\n").unwrap_err();
+//! assert_eq!((err.key(), err.line()), ("gateway.listen", Some(2)));
+//! ```
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tower_llm::config::{ConfigDocument, ConfigFileError, StackConfig};
 
-/// `[gateway]`: the proxy's listener, client keys and demo traffic.
+/// `[gateway]`: the proxy's listener, client keys, server-side timeouts and demo traffic.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GatewaySection {
-    /// Address to listen on.
+    /// Address to listen on (default `127.0.0.1:8080`).
     pub listen: String,
     /// Environment variable holding the comma-separated client keys; unset = no client auth.
     pub api_keys_env: Option<String>,
+    /// How long a request may take until its response starts (for a stream, until its first
+    /// event), in milliseconds; then the client gets an OpenAI-shaped 504. Default 120 000: the
+    /// chain bounds each target's attempts (`attempt_timeout_ms`), so this is the backstop for
+    /// a route with many slow targets, not the usual way a request ends. A stream's body is
+    /// bounded by `[stream] total_ms`.
+    pub request_timeout_ms: u64,
+    /// How long the client may take to send its request body, in milliseconds, before it gets an
+    /// OpenAI-shaped 408 (a client trickling its body holds a connection). Default 30 000.
+    pub body_timeout_ms: u64,
     /// Requests per second the gateway sends itself, for the offline demo (0 = none).
     pub demo_requests_per_sec: u32,
 }
@@ -24,13 +59,28 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: "127.0.0.1:8080".to_owned(),
             api_keys_env: None,
+            request_timeout_ms: 120_000,
+            body_timeout_ms: 30_000,
             demo_requests_per_sec: 0,
         }
     }
 }
 
-/// The whole gateway configuration.
+impl GatewaySection {
+    /// [`request_timeout_ms`](Self::request_timeout_ms) as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`body_timeout_ms`](Self::body_timeout_ms) as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+}
+
+/// The whole gateway configuration: `[gateway]`, the mock providers and the library's part.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct GatewayConfig {
     /// `[gateway]`.
     pub gateway: GatewaySection,
@@ -58,7 +108,9 @@ impl GatewayConfig {
         Self::from_toml_str(&source)
     }
 
-    fn from_document(mut doc: ConfigDocument) -> Result<Self, ConfigFileError> {
+    /// Take `[gateway]` and the providers' `mock` keys out of `doc`, then read the rest as the
+    /// library's configuration.
+    pub fn from_document(mut doc: ConfigDocument) -> Result<Self, ConfigFileError> {
         let gateway: GatewaySection = doc.take_section("gateway")?.unwrap_or_default();
         let mocks: Vec<(String, String)> = doc.take_provider_keys("mock")?;
         let listen = gateway.listen.parse().map_err(|_| {
@@ -67,6 +119,14 @@ impl GatewayConfig {
                 format!("`{}` is not an address like 127.0.0.1:8080", gateway.listen),
             )
         })?;
+        for (key, value) in [
+            ("gateway.request_timeout_ms", gateway.request_timeout_ms),
+            ("gateway.body_timeout_ms", gateway.body_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(doc.error_at(key, "must be at least 1 (milliseconds)"));
+            }
+        }
         let stack = doc.into_stack_config()?;
         for (i, provider) in stack.providers.iter().enumerate() {
             let mock = mocks.iter().any(|(name, _)| *name == provider.name);

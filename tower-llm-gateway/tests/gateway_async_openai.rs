@@ -1,9 +1,6 @@
 //! A client no one here wrote: the `async-openai` crate drives the gateway, a JSON and a
 //! streaming chat completion, while the primary provider fails over to the secondary.
 
-#[path = "../examples/gateway/app.rs"]
-#[allow(dead_code)]
-mod app;
 mod gateway_support;
 
 use async_openai::config::OpenAIConfig;

@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use super::app::config::GatewayConfig;
-use super::app::server::{Gateway, GatewayOptions};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tower_llm_gateway::{Gateway, GatewayConfig, GatewayOptions};
 
 /// Two providers (`primary`, passing the requested model through, then `secondary` answering
 /// with `backup-model`) on embedded mocks with the given fault profiles, request bodies up to
@@ -49,15 +48,9 @@ max_body_bytes = 65536
 /// Start a gateway for `toml` (no status line, no demo traffic).
 pub async fn start(toml: &str) -> Gateway {
     let config = GatewayConfig::from_toml_str(toml).expect("valid test config");
-    Gateway::start(
-        config,
-        GatewayOptions {
-            listen: None,
-            quiet: true,
-        },
-    )
-    .await
-    .expect("gateway starts")
+    Gateway::start(config, GatewayOptions::new().quiet(true))
+        .await
+        .expect("gateway starts")
 }
 
 /// A response, read whole.

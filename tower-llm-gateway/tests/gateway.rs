@@ -1,4 +1,4 @@
-//! The gateway example end to end, over real loopback HTTP: the seed cases (primary answers,
+//! The gateway end to end, over real loopback HTTP: the seed cases (primary answers,
 //! failover, everything failing, a 401 tried once), routing errors, security (client keys,
 //! credentials and hop-by-hop headers never forwarded, bounded bodies), SSE passthrough,
 //! `/v1/models`, `/metrics`, configuration errors and health persistence across a restart.
@@ -7,9 +7,6 @@
 //! same runtime, with a paused clock: backoffs, cooldowns and timeouts pass instantly and
 //! deterministically.
 
-#[path = "../examples/gateway/app.rs"]
-#[allow(dead_code)]
-mod app;
 mod gateway_support;
 
 use std::time::Duration;
@@ -19,9 +16,8 @@ use http::StatusCode;
 use http_body_util::Full;
 use tower_llm_chaos::{canonical_tokens, CANONICAL_ANSWER};
 
-use app::config::GatewayConfig;
-use app::server::{Gateway, GatewayOptions};
 use gateway_support::*;
+use tower_llm_gateway::{Gateway, GatewayConfig, GatewayOptions};
 
 const NO_RETRY: &str = "[retry]\nenabled = false\n";
 
@@ -229,6 +225,7 @@ async fn client_keys_are_checked_and_never_forwarded() {
     let reply = send(&gw, chat_request(&gw, "gpt-4o", false, &[])).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.openai_error()["code"], "invalid_api_key");
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
     let wrong = [("authorization", "Bearer client-key-3")];
     let reply = send(&gw, chat_request(&gw, "gpt-4o", false, &wrong)).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -249,6 +246,11 @@ async fn client_keys_are_checked_and_never_forwarded() {
     // The provider's key appears nowhere a client or an operator can read it.
     for path in ["/health", "/metrics"] {
         let reply = get(&gw, path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{path} is for operators: no client key"
+        );
         assert!(
             !reply.text().contains("sk-provider-secret"),
             "{path} leaks the key"
@@ -362,13 +364,50 @@ async fn sse_streams_pass_through_and_fail_over_before_the_first_event() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn models_and_metrics_endpoints() {
+async fn models_lists_what_a_client_may_send_not_globs() {
+    // `fast`: an alias whose targets name their models; `gpt-*`: a glob passing models through;
+    // `*`: a catch-all.
+    let toml = config("healthy", "healthy", NO_RETRY).replace(
+        "[[routes]]\nmatch = \"*\"",
+        "[[routes]]\nmatch = \"fast\"\ntargets = [{ provider = \"secondary\", model = \"small-model\" }]\n\n\
+         [[routes]]\nmatch = \"gpt-*\"\ntargets = [{ provider = \"primary\" }]\n\n\
+         [[routes]]\nmatch = \"*\"",
+    );
+    let gw = start(&toml).await;
+    let ids = |json: &serde_json::Value| -> Vec<String> {
+        assert_eq!(json["object"], "list", "{json}");
+        json["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["object"], "model", "{m}");
+                assert!(m["created"].as_u64().unwrap() > 1_600_000_000, "{m}");
+                assert_eq!(m["owned_by"], "tower-llm", "{m}");
+                m["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    // At start: the literal route only; neither a glob nor an upstream model name.
+    assert_eq!(ids(&get(&gw, "/v1/models").await.json()), ["fast"]);
+
+    // Models requested on pass-through routes join the list once routed; the alias answers with
+    // its target's model.
+    assert_eq!(chat(&gw, "gpt-4o").await.status, StatusCode::OK);
+    assert_eq!(chat(&gw, "claude-3").await.status, StatusCode::OK);
+    let reply = chat(&gw, "fast").await;
+    assert_eq!(reply.header("x-llm-target"), Some("secondary/small-model"));
+    assert_eq!(
+        ids(&get(&gw, "/v1/models").await.json()),
+        ["fast", "gpt-4o", "claude-3"]
+    );
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_endpoint() {
     let toml = config("status:503", "healthy", NO_RETRY);
     let gw = start(&toml).await;
-    let models = get(&gw, "/v1/models").await.json();
-    assert_eq!(models["object"], "list");
-    assert_eq!(models["data"][0]["id"], "*");
-
     assert_eq!(chat(&gw, "gpt-4o").await.status, StatusCode::OK);
     let metrics = get(&gw, "/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
@@ -451,16 +490,10 @@ async fn configuration_errors_name_the_key_and_the_line() {
     // A bad mock profile is caught when the gateway starts, with its key and line too.
     let toml = config("status:9999", "healthy", "");
     let parsed = GatewayConfig::from_toml_str(&toml).unwrap();
-    let err = Gateway::start(
-        parsed,
-        GatewayOptions {
-            listen: None,
-            quiet: true,
-        },
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = Gateway::start(parsed, GatewayOptions::new().quiet(true))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("line 8: `providers[0].mock`"), "{err}");
     assert!(err.contains("9999"), "{err}");
 
@@ -471,16 +504,10 @@ async fn configuration_errors_name_the_key_and_the_line() {
         1,
     );
     let parsed = GatewayConfig::from_toml_str(&toml).unwrap();
-    let err = Gateway::start(
-        parsed,
-        GatewayOptions {
-            listen: None,
-            quiet: true,
-        },
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = Gateway::start(parsed, GatewayOptions::new().quiet(true))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`providers[0].api_key_env`"), "{err}");
     assert!(err.contains("TOWER_LLM_TEST_UNSET_VARIABLE"), "{err}");
 }

@@ -4,12 +4,13 @@
 //! | cause | status |
 //! |---|---|
 //! | body not JSON, no `model` | 400 `invalid_request_error` |
-//! | missing or wrong client key | 401 `invalid_api_key` |
-//! | no route for the model | 404 `model_not_found` |
+//! | missing or wrong client key | 401 `invalid_api_key` + `www-authenticate: Bearer` |
+//! | no route for the model, unknown path | 404 `model_not_found`, `unknown_url` |
+//! | body not received within `[gateway] body_timeout_ms` | 408 `request_timeout` |
 //! | body over `[request] max_body_bytes` | 413 `request_too_large` |
 //! | every target failed, the last because of a rate limit or quota | 429 + `retry-after` |
 //! | every target failed, the last with an overload or a local rejection (breaker open, bulkhead full), or every target is benched | 503 (+ `retry-after` when known) |
-//! | every target failed, the last by timing out | 504 |
+//! | every target failed, the last by timing out; no answer within `[gateway] request_timeout_ms` | 504 |
 //! | every target failed otherwise (5xx, transport, broken answer, auth) | 502 |
 //!
 //! Messages name targets and error kinds, never a key, a prompt or an answer.
@@ -86,6 +87,30 @@ pub fn too_large(limit: u64) -> Response {
         "invalid_request_error",
         "request_too_large",
         &format!("the request body is larger than {limit} bytes"),
+        None,
+    )
+}
+
+/// 408: the client did not send its request body in time.
+pub fn body_timeout(limit: Duration) -> Response {
+    error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "invalid_request_error",
+        "request_timeout",
+        &format!(
+            "the request body was not received within {} ms",
+            limit.as_millis()
+        ),
+        None,
+    )
+}
+
+/// 504: no answer within the gateway's request timeout.
+pub fn request_timeout(limit: Duration) -> Response {
+    kind_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Timeout,
+        &format!("no answer within {} ms", limit.as_millis()),
         None,
     )
 }

@@ -1,0 +1,191 @@
+//! The command line of the `tower-llm-gateway` binary and of `examples/gateway` (feature `cli`,
+//! on by default).
+//!
+//! ```text
+//! tower-llm-gateway [--config FILE] [--listen ADDR] [--quiet]
+//! ```
+//!
+//! [`main`] is the whole program: it parses the arguments ([`Args`], with `clap`), sets up
+//! logging ([`init_logging`]), loads the configuration, starts the [`Gateway`], prints where it
+//! listens, and on SIGINT or SIGTERM shuts it down gracefully (no new connections, in-flight
+//! requests finish, the health state is saved when `[health] file` is set). Exit status: 0 after
+//! a clean shutdown (and for `--help` and `--version`), 2 for a bad argument or configuration,
+//! 1 for an error while shutting down.
+//!
+//! ```no_run
+//! #[tokio::main]
+//! async fn main() -> std::process::ExitCode {
+//!     tower_llm_gateway::cli::main().await
+//! }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+use crate::{Gateway, GatewayConfig, GatewayOptions};
+
+/// tower-llm gateway: an OpenAI-compatible proxy that keeps answering while LLM providers fail.
+///
+/// Serves POST /v1/chat/completions (JSON and SSE), GET /v1/models, GET /health and
+/// GET /metrics, configured by a TOML file (see the comments in workspace.toml).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "tower-llm-gateway", version)]
+#[non_exhaustive]
+pub struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = "workspace.toml")]
+    pub config: PathBuf,
+    /// Listen address, overriding `[gateway] listen` (e.g. 127.0.0.1:9000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// No status line on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The whole program: parse the process's arguments, set up logging, [`run`].
+pub async fn main() -> ExitCode {
+    // `--help`, `--version` and bad arguments print and exit here (0, 0 and 2).
+    let args = Args::parse();
+    init_logging();
+    run(args).await
+}
+
+/// Logs on stderr: warnings and errors (escalations included); the fallback chain's per-attempt
+/// warnings are left out, as each failover is on the status line already. No colour codes when
+/// stderr is not a terminal.
+pub fn init_logging() {
+    let filter = Targets::new()
+        .with_default(Level::WARN)
+        .with_target("tower_llm_fallback::future", Level::ERROR);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .try_init();
+}
+
+/// Load the configuration, start the gateway, wait for SIGINT or SIGTERM, shut down.
+pub async fn run(args: Args) -> ExitCode {
+    let source = args.config.display().to_string();
+    let config = match GatewayConfig::from_file(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut options = GatewayOptions::new().quiet(args.quiet);
+    if let Some(addr) = args.listen {
+        options = options.listen(addr);
+    }
+    let gateway = match Gateway::start(config.clone(), options).await {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            eprintln!("error: {source}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print_banner(&gateway, &config, &source);
+
+    wait_for_signal().await;
+    let totals = gateway.totals();
+    eprintln!(
+        "shutting down ({} requests, {} fallbacks, {} errors; {}): finishing in-flight requests",
+        totals.requests,
+        totals.fallbacks,
+        totals.errors,
+        gateway.stack().health().status.as_str()
+    );
+    match gateway.shutdown().await {
+        Ok(Some(path)) => eprintln!("health state saved to {}", path.display()),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error during shutdown: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Where the gateway listens, its providers, and what to try. The first line,
+/// `tower-llm gateway on http://ADDR/v1 (FILE)`, is what scripts wait for.
+fn print_banner(gateway: &Gateway, config: &GatewayConfig, source: &str) {
+    eprintln!("tower-llm gateway on {} ({source})", gateway.base_url());
+    for provider in &config.stack.providers {
+        match (config.mock(&provider.name), gateway.mock(&provider.name)) {
+            (Some(profile), Some(mock)) => eprintln!(
+                "  provider {:<10} embedded mock at {} — {}",
+                provider.name,
+                mock.base_url(),
+                profile
+            ),
+            _ => eprintln!(
+                "  provider {:<10} {}",
+                provider.name,
+                provider.base_url.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+    eprintln!(
+        "  try: curl -s -i {}/chat/completions -H 'content-type: application/json' \\\n       -d '{{\"model\":\"broken-model\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+        gateway.base_url()
+    );
+    eprintln!(
+        "  health: curl -s http://{}/health   metrics: http://{}/metrics   models: {}/models",
+        gateway.addr(),
+        gateway.addr(),
+        gateway.base_url()
+    );
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["gw", "--listen", "127.0.0.1:9000", "-q"]).unwrap();
+        assert_eq!(args.config, PathBuf::from("workspace.toml"));
+        assert_eq!(args.listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert!(args.quiet);
+        let err = Args::try_parse_from(["gw", "--listen", "localhost"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let help = Args::try_parse_from(["gw", "--help"]).unwrap_err();
+        assert_eq!(help.exit_code(), 0);
+    }
+}

@@ -1,0 +1,204 @@
+//! The gateway's endpoints (axum 0.8 handlers).
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `POST /v1/chat/completions` | the stack's answer (JSON or SSE), routed by the body's `model`, with `x-llm-target` and `x-llm-fallback`; OpenAI-shaped errors |
+//! | `GET /v1/models` | the models a client may send, in OpenAI's list shape (see [`model_ids`]) |
+//! | `GET /health` | [`StackHealth`](tower_llm::StackHealth) as JSON: 200 while a target can be called, 503 when none can |
+//! | `GET /metrics` | Prometheus text |
+//! | anything else | OpenAI-shaped 404 `unknown_url` |
+
+use std::error::Error as StdError;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutError;
+use tower_llm::fallback::X_LLM_FALLBACK;
+use tower_llm::OverallHealth;
+
+use crate::errors;
+use crate::headers::{client_response_headers, upstream_request_headers};
+use crate::metrics::REQUESTS_TOTAL;
+use crate::server::GatewayStack;
+use crate::status::Counters;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The resilient stack (clones share every breaker, cooldown and cache).
+    pub(crate) stack: GatewayStack,
+    /// Largest request body accepted (`[request] max_body_bytes`).
+    pub(crate) max_body_bytes: u64,
+    /// Longest pause while a client sends its body (`[gateway] body_timeout_ms`).
+    pub(crate) body_timeout: Duration,
+    /// Traffic counters for the status line.
+    pub(crate) counters: Arc<Counters>,
+    /// Renders `/metrics`.
+    pub(crate) metrics: PrometheusHandle,
+    /// When the gateway started (Unix seconds): the `created` of `/v1/models` entries.
+    pub(crate) started_unix: u64,
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
+    state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let res = answer(&state, req).await;
+    let status = res.status();
+    let fallback = res
+        .headers()
+        .get(&X_LLM_FALLBACK)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if fallback != "none" {
+        state.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+    if status.is_client_error() || status.is_server_error() {
+        state.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    metrics::counter!(
+        REQUESTS_TOTAL,
+        "outcome" => if status.is_success() { "success" } else { "failure" },
+        "fallback" => fallback.to_owned(),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+    res
+}
+
+/// Read the body (bounded and timed by the tower-http layers), call the stack, shape the answer.
+async fn answer(state: &AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if caused_by::<LengthLimitError>(&e) => {
+            return errors::too_large(state.max_body_bytes)
+        }
+        Err(e) if caused_by::<TimeoutError>(&e) => return errors::body_timeout(state.body_timeout),
+        Err(_) => return errors::bad_request("the request body could not be read"),
+    };
+    let mut upstream = http::Request::new(Full::new(bytes));
+    *upstream.method_mut() = Method::POST;
+    *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
+    *upstream.headers_mut() = upstream_request_headers(&parts.headers);
+    match state.stack.clone().oneshot(upstream).await {
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            client_response_headers(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "no target answered");
+            errors::stack_error(&err)
+        }
+    }
+}
+
+/// Whether `err`, or an error it wraps, is an `E` (axum wraps the body's boxed error).
+fn caused_by<E: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The `model` values `GET /v1/models` lists: every route pattern without glob characters
+/// (`*`, `?`, `[`), which is a name a client sends as is (an alias such as `fast`, or a model
+/// name), then every model requested so far on a route with pass-through targets (a glob route
+/// that forwards the requested model: each has routed at least once). Upstream model names of
+/// targets are not listed: a client cannot ask for them unless a route matches them, and then
+/// they are listed as a route or once requested. In order, without duplicates.
+pub fn model_ids(route_patterns: &[String], requested: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    let literal = route_patterns
+        .iter()
+        .filter(|p| !p.contains(['*', '?', '[']));
+    for id in literal.chain(requested) {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
+/// `GET /v1/models`: `{"object":"list","data":[{"id","object":"model","created","owned_by"}]}`.
+pub(crate) async fn models(State(state): State<AppState>) -> Response {
+    let ids = model_ids(
+        &state.stack.route_patterns(),
+        &state.stack.requested_models(),
+    );
+    let data: Vec<serde_json::Value> = ids
+        .into_iter()
+        .map(|id| {
+            serde_json::json!({
+                "id": id,
+                "object": "model",
+                "created": state.started_unix,
+                "owned_by": "tower-llm",
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `GET /health`: `200` while at least one target can be called, `503` when none can.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    let health = state.stack.health();
+    let status = match health.status {
+        OverallHealth::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (status, Json(health)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut res = Response::new(Body::from(state.metrics.render()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    res
+}
+
+/// Anything else: an OpenAI-shaped 404.
+pub(crate) async fn unknown_path(req: Request) -> Response {
+    errors::not_found(
+        "unknown_url",
+        &format!("no endpoint {} {}", req.method(), req.uri().path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_literal_routes_then_requested_models() {
+        let routes = ["fast", "gpt-*", "claude-?", "o[13]", "*", "fast"].map(String::from);
+        let requested = ["gpt-4o", "fast", "llama3"].map(String::from);
+        assert_eq!(model_ids(&routes, &requested), ["fast", "gpt-4o", "llama3"]);
+        assert!(model_ids(&["*".to_owned()], &[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_are_found_through_wrappers() {
+        let limited = http_body_util::Limited::new(Full::new(Bytes::from_static(b"abc")), 1);
+        let wrapped = Body::new(limited).collect().await.unwrap_err();
+        assert!(caused_by::<LengthLimitError>(&wrapped));
+        assert!(!caused_by::<TimeoutError>(&wrapped));
+    }
+}

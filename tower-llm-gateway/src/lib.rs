@@ -1,0 +1,111 @@
+//! tower-llm-gateway: an OpenAI-compatible proxy that keeps answering while LLM providers
+//! rate-limit, time out, overload or go down, built on axum, tower-http and the `tower-llm`
+//! stack (fallback chain, circuit breakers, retries, bulkheads, stream guards per target).
+//!
+//! It serves `POST /v1/chat/completions` (JSON and SSE, routed by the body's `model`),
+//! `GET /v1/models`, `GET /health` and `GET /metrics` (Prometheus), configured by one TOML file
+//! ([`GatewayConfig`]: the library's `StackConfig` plus a `[gateway]` table and, for offline
+//! demos and tests, providers served by embedded mock upstreams: `mock = "<fault profile>"`).
+//!
+//! Run it as a program (`cargo run --release -p tower-llm-gateway -- --config workspace.toml`,
+//! or from the workspace root `cargo run --release --example gateway`), or start it from your
+//! own: here with one provider that fails and one that answers, on a free port.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use tower_llm_gateway::{Gateway, GatewayConfig, GatewayOptions};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let config = GatewayConfig::from_toml_str(r#"
+//!     [gateway]
+//!     listen = "127.0.0.1:0"
+//!
+//!     [[providers]]
+//!     name = "primary"
+//!     mock = "status:503"
+//!
+//!     [[providers]]
+//!     name = "secondary"
+//!     mock = "healthy"
+//!
+//!     [[routes]]
+//!     match = "*"
+//!     targets = [{ provider = "primary" }, { provider = "secondary", model = "backup-model" }]
+//! "#)?;
+//! let gateway = Gateway::start(config, GatewayOptions::new().quiet(true)).await?;
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let req = http::Request::post(format!("{}/chat/completions", gateway.base_url()))
+//!     .header("content-type", "application/json")
+//!     .body(Full::new(Bytes::from_static(
+//!         br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+//!     )))?;
+//! let res = client.request(req).await?;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.headers()["x-llm-target"], "secondary/backup-model");
+//! assert_eq!(res.headers()["x-llm-fallback"], "target");
+//! assert!(res.headers().contains_key("x-request-id"));
+//! let body = res.into_body().collect().await?.to_bytes();
+//! assert!(String::from_utf8_lossy(&body).contains("backup-model"));
+//!
+//! gateway.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Modules
+//!
+//! - [`config`]: [`GatewayConfig`], the `[gateway]` table ([`GatewaySection`]) and the `mock`
+//!   providers, beside the library's configuration.
+//! - [`server`]: [`Gateway::start`] installs the Prometheus recorder, starts the embedded mocks,
+//!   builds the stack and serves until [`Gateway::shutdown`].
+//! - [`handlers`]: the endpoints, and what `/v1/models` lists ([`handlers::model_ids`]).
+//! - the tower-http layers around them: see [Layers](#layers).
+//! - [`auth`]: client keys, through tower-http's `ValidateRequestHeaderLayer`, compared in
+//!   constant time.
+//! - [`errors`]: OpenAI-shaped error responses with the right status.
+//! - [`headers`]: what is forwarded upstream and back (hop-by-hop and credentials are not).
+//! - [`metrics`]: the Prometheus recorder and the gateway's own metric.
+//! - [`status`]: the live status line.
+//! - [`cli`] (feature `cli`): the binary's command line.
+//!
+//! # Layers
+//!
+//! From the outside in: `SetRequestIdLayer` (`x-request-id`, a UUID when the client sent none;
+//! forwarded upstream), `TraceLayer` (a `request` span with method, path and request id),
+//! `PropagateRequestIdLayer` (the id back on the response), `TimeoutLayer`
+//! (`[gateway] request_timeout_ms`, 504), `RequestBodyLimitLayer` (`[request] max_body_bytes`,
+//! 413), `RequestBodyTimeoutLayer` (`[gateway] body_timeout_ms`, 408), and on `/v1/*`
+//! `ValidateRequestHeaderLayer` with [`auth::ClientAuth`] (401). Every error a client sees is
+//! OpenAI-shaped (`{"error":{"message","type","param","code"}}`), the layers' own included.
+//!
+//! # `/v1/models`
+//!
+//! An OpenAI client picks its `model` from this list, so it lists what a client may send and
+//! get routed: each route whose `match` has no glob characters (an alias like `fast`, or an
+//! exact model name), then each model requested so far on a route with pass-through targets.
+//! A glob such as `*` or `gpt-*` is not a model and is not listed; nor are the upstream model
+//! names of targets (a client does not send those). Entries are OpenAI-shaped:
+//! `{"id","object":"model","created":<gateway start, Unix seconds>,"owned_by":"tower-llm"}`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod config;
+mod demo;
+pub mod errors;
+pub mod handlers;
+pub mod headers;
+pub mod metrics;
+mod router;
+pub mod server;
+pub mod status;
+
+pub use config::{GatewayConfig, GatewaySection};
+pub use server::{Gateway, GatewayOptions, GatewayStack};
+pub use status::Totals;

@@ -1,0 +1,122 @@
+//! The axum router and the tower-http layers around it.
+//!
+//! From the outside in, every request passes:
+//!
+//! | layer | what it does |
+//! |---|---|
+//! | [`SetRequestIdLayer`] | gives a request without `x-request-id` a fresh UUID; the id is forwarded upstream with the other end-to-end headers |
+//! | [`TraceLayer`] | a `request` span per request (method, path, request id; no headers, no body) and `debug` events for the response |
+//! | [`PropagateRequestIdLayer`] | copies the request's `x-request-id` onto the response |
+//! | OpenAI-shaped errors | turns the plain 413 and 504 of the two layers below into OpenAI-shaped JSON errors |
+//! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
+//! | [`RequestBodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length` is a 413 before anything is read; a longer streamed body fails the read (413 too) |
+//! | [`RequestBodyTimeoutLayer`] | `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 |
+//! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise |
+//!
+//! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::middleware::{map_response, map_response_with_state};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use http::{Request, StatusCode};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_response_body::MapResponseBodyLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{Level, Span};
+
+use crate::auth::{ClientAuth, ClientKeys};
+use crate::errors;
+use crate::handlers::{self, AppState};
+
+/// The limits the layers apply.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_body_bytes: u64,
+    pub(crate) request_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+}
+
+/// Marks a response produced by the router (a handler, the 404 fallback, axum's 405), so that
+/// the error mapping leaves it alone and reshapes only what the tower-http layers answered
+/// themselves. A response extension: never sent.
+#[derive(Clone, Copy, Debug)]
+struct Routed;
+
+/// The whole application: routes, client auth on `/v1/*`, and the tower-http layers.
+pub(crate) fn router(state: AppState, keys: Arc<ClientKeys>, limits: Limits) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/models", get(handlers::models))
+        .route_layer(ClientAuth::layer(keys));
+    let operators = Router::new()
+        .route("/health", get(handlers::health))
+        .route("/metrics", get(handlers::metrics));
+    let body_limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    api.merge(operators)
+        .fallback(handlers::unknown_path)
+        .with_state(state)
+        .layer(map_response(mark_routed))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        // The gateway's own 5xx are counted (status line, metrics) and the
+                        // stack logs upstream failures: no error log per failed request.
+                        .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(map_response_with_state(limits, openai_shaped))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    limits.request_timeout,
+                ))
+                // The limit's response body as axum's (the timeout needs a `Default` body).
+                .layer(MapResponseBodyLayer::new(Body::new))
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(RequestBodyTimeoutLayer::new(limits.body_timeout)),
+        )
+}
+
+async fn mark_routed(mut res: Response) -> Response {
+    res.extensions_mut().insert(Routed);
+    res
+}
+
+/// The 413 of [`RequestBodyLimitLayer`] and the 504 of [`TimeoutLayer`] as OpenAI-shaped errors;
+/// every routed response as it is.
+async fn openai_shaped(State(limits): State<Limits>, res: Response) -> Response {
+    if res.extensions().get::<Routed>().is_some() {
+        return res;
+    }
+    match res.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => errors::too_large(limits.max_body_bytes),
+        StatusCode::GATEWAY_TIMEOUT => errors::request_timeout(limits.request_timeout),
+        _ => res,
+    }
+}
+
+/// The span of one request: method, path and request id (never a header value or the body).
+fn request_span<B>(req: &Request<B>) -> Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = req.uri().path(),
+        request_id = id,
+    )
+}
