@@ -220,7 +220,7 @@ impl Pending {
                     match rate.check() {
                         Ok(()) => break,
                         Err(wait)
-                            if start.elapsed() + wait <= rate.max_wait()
+                            if start.elapsed().saturating_add(wait) <= rate.max_wait()
                                 && fits(self.deadline, Instant::now(), wait) =>
                         {
                             tokio::time::sleep(wait).await;
@@ -239,7 +239,7 @@ impl Pending {
                         Charge::Charged => break,
                         Charge::TooLarge => return Err((LimitKind::RequestTooLarge, None)),
                         Charge::Wait(wait)
-                            if since.elapsed() + wait <= budget.max_wait()
+                            if since.elapsed().saturating_add(wait) <= budget.max_wait()
                                 && fits(self.deadline, Instant::now(), wait) =>
                         {
                             tokio::time::sleep(wait).await;
@@ -258,7 +258,8 @@ impl Pending {
             }
         }
         let now = Instant::now();
-        let mut deadline = now + self.partition.max_wait;
+        // `None`: no deadline (a `max_wait` too large for the clock, e.g. `Duration::MAX`).
+        let mut deadline = now.checked_add(self.partition.max_wait);
         if let Some(attempt) = self.deadline {
             if attempt <= now {
                 // Out of time before queueing (an earlier stage took the rest): take a free slot
@@ -269,7 +270,7 @@ impl Pending {
                     Err((LimitKind::Concurrency, None))
                 };
             }
-            deadline = deadline.min(attempt);
+            deadline = Some(deadline.map_or(attempt, |d| d.min(attempt)));
         }
         let ticket = match self.partition.enqueue() {
             Enqueue::Acquired => return Ok(()),
@@ -281,10 +282,13 @@ impl Pending {
             ticket,
             settled: false,
         };
-        let granted = matches!(
-            tokio::time::timeout_at(deadline, &mut place.ticket.granted).await,
-            Ok(Ok(()))
-        );
+        let granted = match deadline {
+            Some(deadline) => matches!(
+                tokio::time::timeout_at(deadline, &mut place.ticket.granted).await,
+                Ok(Ok(()))
+            ),
+            None => matches!((&mut place.ticket.granted).await, Ok(())),
+        };
         // A slot handed over at the very moment the wait ended still counts.
         let admitted = granted || place.partition.leave(&mut place.ticket);
         place.settled = true;

@@ -1,7 +1,7 @@
 //! Starting an attempt (which target, its request, its budget) and reading what it answered.
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
 use tower_llm_core::{
@@ -147,6 +147,7 @@ where
             .rewrite
             .apply_body(original.body().buffered())
             .map_err(|_| RewriteError::not_buffered(target.name.clone()))?;
+        let new_length = edited.as_ref().map(Bytes::len);
         let body = match edited {
             Some(bytes) => Some(B::from_bytes(bytes)),
             None if shared.retains_request => original.body().try_clone(),
@@ -163,6 +164,14 @@ where
             (_, None) => return Err(RewriteError::not_replayable(target.name.clone())),
         };
         let (mut parts, body) = req.into_parts();
+        if let Some(length) = new_length {
+            // The caller's `content-length` was for the caller's body: kept, hyper would cut a
+            // longer body or wait for the rest of a shorter one.
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         target
             .rewrite
             .apply_parts(
