@@ -58,7 +58,10 @@ pub mod stack;
 
 pub use builder::ServiceBuilderExt;
 pub use config::{ConfigDocument, ConfigFileError, StackConfig};
-pub use error::{InvalidReason, InvalidRequest, NoRoute, TooManyModels};
+pub use error::{
+    check_model_name, InvalidReason, InvalidRequest, ModelNameError, NoRoute, TooManyModels,
+    MAX_MODEL_NAME_BYTES,
+};
 pub use health::{OverallHealth, StackHealth, TargetStatus};
 pub use stack::{Stack, StackBuilder};
 

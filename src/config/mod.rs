@@ -62,8 +62,8 @@ pub use document::ConfigDocument;
 pub use error::ConfigFileError;
 pub use schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,
-    HealthSection, ProviderConfig, RequestSection, RetrySection, RouteConfig, StackConfig,
-    StaticSection, StreamSection, TargetConfig, TierSelection,
+    HealthSection, OnCorrupt, ProviderConfig, RequestSection, RetrySection, RouteConfig,
+    StackConfig, StaticSection, StreamSection, TargetConfig, TierSelection,
 };
 
 impl StackConfig {

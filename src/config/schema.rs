@@ -490,8 +490,24 @@ impl Default for EscalationSection {
 #[serde(default, deny_unknown_fields)]
 pub struct HealthSection {
     /// JSON file the health state (cooldowns, counters, recent errors) is saved to on shutdown
-    /// and restored from at start.
+    /// and restored from at start. A missing file is a first start. Saved entries of routes and
+    /// targets no longer in the configuration are dropped at start.
     pub file: Option<String>,
+    /// What to do at start when `file` exists but cannot be read or parsed. Default `"fail"`:
+    /// the stack is not built (starting empty would lift benches, an auth bench included).
+    pub on_corrupt: OnCorrupt,
+}
+
+/// `[health] on_corrupt`: what to do with a health file that cannot be read or parsed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCorrupt {
+    /// Refuse to build the stack; the error names the file and the parse error.
+    #[default]
+    Fail,
+    /// Rename the file to `<file>.corrupt-<unix seconds>` (with a warning) and start with no
+    /// saved health.
+    MoveAside,
 }
 
 /// A duration in whole milliseconds (saturating).

@@ -15,16 +15,20 @@ use serde::Deserialize;
 use tower::Service;
 use tower_llm_core::{BoxError, ReplayBody};
 
+use super::route::InUse;
 use super::{Inner, RouteService, StackBody, TargetBody, TargetService};
 use crate::error::{InvalidReason, InvalidRequest};
 
 /// The future of a routing step: the buffered request and the chain that serves it.
-type Prepare<ReqB, ResB> = Pin<
-    Box<
-        dyn Future<Output = Result<(RouteService<ReqB, ResB>, Request<ReplayBody<ReqB>>), BoxError>>
-            + Send,
-    >,
->;
+type Prepare<ReqB, ResB> =
+    Pin<Box<dyn Future<Output = Result<Routed<ReqB, ResB>, BoxError>> + Send>>;
+
+/// The chain that serves a request, the request's in-use mark on it, and the buffered request.
+type Routed<ReqB, ResB> = (
+    RouteService<ReqB, ResB>,
+    Option<InUse>,
+    Request<ReplayBody<ReqB>>,
+);
 
 type ChainFuture<ReqB, ResB> = tower_llm_fallback::ResponseFuture<
     TargetService<ReqB, ResB>,
@@ -51,6 +55,8 @@ enum StackState<ReqB, ResB> {
     Calling {
         #[pin]
         call: ChainFuture<ReqB, ResB>,
+        /// Keeps a pass-through model's chain from being evicted while the call runs.
+        _in_use: Option<InUse>,
     },
 }
 
@@ -90,16 +96,19 @@ where
         loop {
             match this.state.as_mut().project() {
                 StackStateProj::Preparing { prepare } => {
-                    let (mut chain, req) = match prepare.as_mut().poll(cx) {
+                    let (mut chain, in_use, req) = match prepare.as_mut().poll(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Ready(Ok(ready)) => ready,
                     };
                     // A chain is always ready (see `Fallback::poll_ready`).
                     let call = chain.call(req);
-                    this.state.set(StackState::Calling { call });
+                    this.state.set(StackState::Calling {
+                        call,
+                        _in_use: in_use,
+                    });
                 }
-                StackStateProj::Calling { call } => return call.poll(cx),
+                StackStateProj::Calling { call, .. } => return call.poll(cx),
             }
         }
     }
@@ -109,7 +118,7 @@ where
 async fn prepare<ReqB, ResB>(
     inner: Arc<Inner<ReqB, ResB>>,
     req: Request<ReqB>,
-) -> Result<(RouteService<ReqB, ResB>, Request<ReplayBody<ReqB>>), BoxError>
+) -> Result<Routed<ReqB, ResB>, BoxError>
 where
     ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
     ReqB::Error: Into<BoxError>,
@@ -121,8 +130,8 @@ where
         Some(bytes) => requested_model(bytes)?,
         None => return Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into()),
     };
-    let chain = inner.chains.service_for(&model)?;
-    Ok((chain, Request::from_parts(parts, body)))
+    let (chain, in_use) = inner.chains.service_for(&model)?;
+    Ok((chain, in_use, Request::from_parts(parts, body)))
 }
 
 #[derive(Deserialize)]

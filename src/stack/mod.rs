@@ -37,7 +37,21 @@
 //! **Pass-through targets.** A target without a `model` sends the requested model upstream;
 //! each requested model is then a target of its own (`primary/gpt-4o`, `primary/gpt-4o-mini`),
 //! with its own breaker, bulkhead, retry budget and cooldowns, so one failing model does not
-//! bench its provider's other models. A route tracks at most [`MAX_MODELS_PER_ROUTE`] models.
+//! bench its provider's other models. A route tracks at most [`MAX_MODELS_PER_ROUTE`] models;
+//! a new one then evicts the least recently used model whose chain is idle (no request between
+//! routing and its answer's head, and nothing in flight or queued in the bulkheads of its
+//! pass-through targets, which a streamed answer holds until it ends; with bulkheads off, a
+//! model whose answer is still streaming may be evicted, and that stream ends normally). The
+//! evicted chain's cooldowns and counters go, and so do the breaker, bulkhead and retry budget
+//! of each of its targets no other chain uses. Their metric series stay in the recorder (the
+//! `metrics` facade cannot remove a series; a Prometheus exporter drops idle ones with its
+//! `idle_timeout`). Only when every model has a request in flight is a new one refused
+//! ([`TooManyModels`](crate::TooManyModels)).
+//!
+//! **Model names.** A requested model name is checked before anything is created for it
+//! ([`check_model_name`](crate::check_model_name): at most 256 bytes, printable Unicode);
+//! an invalid one is an [`InvalidRequest`](crate::InvalidRequest) with
+//! [`InvalidReason::ModelName`](crate::InvalidReason::ModelName).
 //!
 //! **Streams.** Each target's [`StreamGuardLayer`](tower_llm_core::StreamGuardLayer) (with the `[stream]` limits) holds a streamed
 //! answer back until its first event: a stream that does not start within the first-token limit,
@@ -110,7 +124,7 @@ use crate::config::{layers, StackConfig};
 use crate::health::{self, StackHealth, TargetParts};
 use crate::ConfigFileError;
 use plan::Plan;
-use route::{load_saved, Chains, RouteChains, SavedHealth};
+use route::{expire_stale, load_saved, Chains, RouteChains, SavedHealth};
 use target::{MakeTarget, Targets};
 
 /// Distinct requested models a route with pass-through targets tracks at most.
@@ -210,7 +224,20 @@ impl<'a> StackBuilder<'a> {
             Arc::new(move |target: &Target| layers.target_stack(target, client.clone()))
         };
         let saved = match &config.health.file {
-            Some(file) => load_saved(Path::new(file)),
+            Some(file) => {
+                let mut saved = load_saved(Path::new(file), config.health.on_corrupt)
+                    .map_err(|message| config.error_at("health.file", message))?;
+                let (chains, targets) = expire_stale(&plan, &mut saved);
+                if chains + targets > 0 {
+                    tracing::info!(
+                        path = %file,
+                        chains,
+                        targets,
+                        "saved health: dropped entries the configuration no longer has"
+                    );
+                }
+                saved
+            }
             None => HashMap::new(),
         };
         let mut chains = Chains {
@@ -296,9 +323,10 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
             .collect()
     }
 
-    /// The models requested so far on routes with pass-through targets, in route order (each
-    /// has its own chain, created by its first request; at most [`MAX_MODELS_PER_ROUTE`] per
-    /// route). A route whose targets all name their model tracks no requested models.
+    /// The models of the chains that routes with pass-through targets hold now, in route order
+    /// (each has its own chain, created by its first request; at most [`MAX_MODELS_PER_ROUTE`]
+    /// per route, the least recently used idle one evicted to make room). A route whose targets
+    /// all name their model tracks no requested models.
     pub fn requested_models(&self) -> Vec<String> {
         self.inner.chains.requested_models()
     }
@@ -352,8 +380,11 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
         found
     }
 
-    /// Save every chain's health to `[health] file` (atomically: a temporary file, then a
-    /// rename). Returns the path written, or `None` when no file is configured.
+    /// Save every chain's health to `[health] file`, atomically
+    /// ([`write_atomic`](tower_llm_fallback::write_atomic): a uniquely named temporary file,
+    /// flushed, renamed, the directory flushed; concurrent saves never leave a partial file).
+    /// Returns the path written, or `None` when no file is configured. It blocks on disk I/O:
+    /// from async code, call it in `tokio::task::spawn_blocking`.
     pub fn save_health(&self) -> Result<Option<PathBuf>, BoxError> {
         let Some(path) = &self.inner.health_file else {
             return Ok(None);
@@ -363,17 +394,20 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
             all.insert(chain.key.to_string(), chain.handle.health());
         }
         let bytes = serde_json::to_vec_pretty(&SavedHealth { chains: all })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)?;
+        tower_llm_fallback::write_atomic(path, &bytes)?;
         Ok(Some(path.clone()))
     }
 
     /// The fallback chain serving `model` (created on first use for routes with pass-through
-    /// targets). Requests sent to it directly need a buffered body
+    /// targets; a request sent to it directly does not keep that chain from being evicted).
+    /// Errors as the stack's: an invalid model name, no route, or a full route. Requests sent
+    /// to it directly need a buffered body
     /// ([`BufferRequestBodyLayer`](tower_llm_core::BufferRequestBodyLayer)).
     pub fn route_service(&self, model: &str) -> Result<RouteService<ReqB, ResB>, BoxError> {
-        self.inner.chains.service_for(model)
+        self.inner
+            .chains
+            .service_for(model)
+            .map(|(service, _)| service)
     }
 }
 

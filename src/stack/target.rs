@@ -26,6 +26,9 @@ pub(super) struct TargetEntry<ReqB, ResB> {
     pub(super) breaker: Option<BreakerHandle>,
     pub(super) bulkhead: Option<BulkheadHandle<AllCalls>>,
     pub(super) service: TargetService<ReqB, ResB>,
+    /// Chains using this target; a pass-through model's chain gives its uses back when it is
+    /// evicted, and the entry (breaker, bulkhead, retry budget) goes with the last one.
+    pub(super) users: usize,
 }
 
 /// Builds one target's stack over the client (the client's type is erased here).
@@ -47,20 +50,46 @@ impl<ReqB, ResB> Targets<ReqB, ResB> {
         }
     }
 
-    /// The stack of `target`, built now if it is new.
+    /// The stack of `target`, built now if it is new, for one more user (give it back with
+    /// [`release`](Self::release)).
     pub(super) fn service(
         &self,
         target: &Target,
     ) -> Result<TargetService<ReqB, ResB>, ConfigError> {
         let name = target.to_string();
         let mut entries = lock(&self.entries);
-        if let Some(entry) = entries.get(&name) {
+        if let Some(entry) = entries.get_mut(&name) {
+            entry.users += 1;
             return Ok(entry.service.clone());
         }
-        let entry = (self.make)(target)?;
+        let mut entry = (self.make)(target)?;
+        entry.users = 1;
         let service = entry.service.clone();
         entries.insert(name, entry);
         Ok(service)
+    }
+
+    /// One user of the target named `name` is gone; the last one takes the entry with it.
+    pub(super) fn release(&self, name: &str) {
+        let mut entries = lock(&self.entries);
+        if let Some(entry) = entries.get_mut(name) {
+            entry.users = entry.users.saturating_sub(1);
+            if entry.users == 0 {
+                entries.remove(name);
+            }
+        }
+    }
+
+    /// Whether any of the targets named in `names` has a call in flight or queued in its
+    /// bulkhead (a streamed answer holds its permit until it ends).
+    pub(super) fn busy<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        let entries = lock(&self.entries);
+        names.into_iter().any(|name| {
+            entries
+                .get(name)
+                .and_then(|e| e.bulkhead.as_ref())
+                .is_some_and(|b| b.in_flight() > 0 || b.queued() > 0)
+        })
     }
 }
 
@@ -130,6 +159,7 @@ impl TargetLayers {
             breaker,
             bulkhead,
             service,
+            users: 0,
         })
     }
 }

@@ -69,3 +69,30 @@ fn the_body_limit_is_the_request_sections() {
     config.request.max_body_bytes = 1234;
     assert_eq!(build(&config).unwrap().inner.body_limit, 1234);
 }
+
+#[test]
+fn a_failed_chain_build_leaves_nothing_behind() {
+    use tower_llm_core::ConfigError;
+
+    let text = "[[providers]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[[providers]]\nname = \"b\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[[routes]]\nmatch = \"*\"\ntargets = [{ provider = \"a\" }, { provider = \"b\" }]\n";
+    let config = StackConfig::from_toml_str(text).unwrap();
+    let mut stack = build(&config).unwrap();
+    // Target `b/...` cannot be built: `a/...` was built first and must not stay behind.
+    let inner = Arc::get_mut(&mut stack.inner).expect("the only handle");
+    let layers = inner.chains.plan.layers.clone();
+    let client = tower::service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
+        Err::<Response<hyper::body::Incoming>, BoxError>("never called".into())
+    });
+    inner.chains.targets = Targets::new(Arc::new(move |target: &Target| {
+        if target.provider() == "b" {
+            Err(ConfigError::new("bulkhead", "refused for the test"))
+        } else {
+            layers.target_stack(target, client)
+        }
+    }));
+    assert!(stack.route_service("gpt-4o").is_err());
+    assert!(stack.health().targets.is_empty());
+    assert!(stack.requested_models().is_empty());
+    assert!(stack.breaker("a/gpt-4o").is_none());
+    assert!(lock(&stack.inner.chains.targets.entries).is_empty());
+}

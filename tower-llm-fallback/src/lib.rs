@@ -135,5 +135,5 @@ pub use report::{is_skipped, FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM
 pub use rewrite::Secret;
 pub use service::Fallback;
 pub use static_tier::StaticAnswer;
-pub use store::{HealthStore, JsonFileStore};
+pub use store::{write_atomic, HealthStore, JsonFileStore};
 pub use target::TargetConfig;

@@ -1,8 +1,9 @@
 //! Saving and restoring health across restarts, so benched targets stay benched.
 //!
 //! [`HealthStore`] is the pluggable interface; [`JsonFileStore`] keeps the snapshot in a JSON file
-//! and replaces it atomically (write a temporary file in the same directory, flush it to disk,
-//! rename it over the old one), so a crash never leaves half a file. Times are stored as wall
+//! and replaces it atomically with [`write_atomic`] (a uniquely named temporary file in the same
+//! directory, flushed to disk, renamed over the old one, then the directory flushed), so neither
+//! a crash nor two concurrent saves ever leave half a file. Times are stored as wall
 //! clock (ms since the Unix epoch) and mapped back onto the tokio clock on restore.
 //!
 //! ```
@@ -78,8 +79,22 @@ impl HealthStore for JsonFileStore {
     }
 }
 
-/// Write `bytes` to `path` atomically: a temporary sibling file, synced, then renamed over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to `path` atomically: a reader (or the next start, after a crash) sees the old
+/// file or the new one, never a part of either.
+///
+/// The bytes go to a temporary sibling file with a unique name (`.<name>.<pid>.<seq>.tmp`, so
+/// concurrent writers never share one), which is flushed to disk (`sync_all`) and renamed over
+/// `path`; on Unix the directory is then flushed too, so the rename itself survives a power loss.
+/// On error the temporary file is removed. This is the one writer for every file tower-llm
+/// persists (health snapshots, escalation records).
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("tower-llm-atomic-doc-{}.json", std::process::id()));
+/// tower_llm_fallback::write_atomic(&path, b"{}").unwrap();
+/// assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
@@ -103,7 +118,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result?;
+    sync_dir(dir)
+}
+
+/// Flush a directory's entries (a rename in it) to disk.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    // Windows cannot open a directory as a file; its renames are durable by the journal.
+    Ok(())
 }
 
 #[cfg(test)]
