@@ -225,6 +225,7 @@ pub(crate) fn escalation_policy(e: &EscalationSection) -> EscalationPolicy {
         .all_targets_failed(e.all_targets_failed)
         .repeated_kind(e.repeated_kind)
         .failure_burst(e.window_failures, ms(e.window_ms))
+        .rate_limit_window(ms(e.rate_limit_window_ms))
 }
 
 /// The cache tier, when enabled.

@@ -460,8 +460,14 @@ pub struct StaticSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EscalationSection {
-    /// Directory for JSON escalation records; absent = a `tracing` error event only.
+    /// Directory for JSON escalation records, written by a thread of their own; absent = a
+    /// `tracing` error event only.
     pub dir: Option<String>,
+    /// Files kept in `dir` at most; the oldest go first. Default 1000.
+    pub max_files: u32,
+    /// At most one escalation per route, reason and target per this window, then one summary
+    /// with the count of those held back (`0` = no limit). Default 10 s.
+    pub rate_limit_window_ms: u64,
     /// Escalate when every target failed for a request. Default on.
     pub all_targets_failed: bool,
     /// Escalate when one error kind repeats this many times in a row (0 = off). Default 5.
@@ -477,6 +483,8 @@ impl Default for EscalationSection {
         use tower_llm_fallback as f;
         EscalationSection {
             dir: None,
+            max_files: u32::try_from(f::escalation::DEFAULT_MAX_FILES).unwrap_or(u32::MAX),
+            rate_limit_window_ms: millis(f::DEFAULT_RATE_LIMIT_WINDOW),
             all_targets_failed: true,
             repeated_kind: f::DEFAULT_REPEATED_KIND,
             window_failures: f::DEFAULT_BURST_FAILURES,

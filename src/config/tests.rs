@@ -228,6 +228,23 @@ fn cooldown_cache_escalation_and_request_errors_name_the_key() {
     assert_eq!(key_line(&e), ("cache.max_entries", Some(3)));
     let e = err("[escalation]\nwindow_ms = 0\n");
     assert_eq!(key_line(&e), ("escalation.window_ms", Some(2)));
+    let e = err("[escalation]\nmax_files = 0\n");
+    assert_eq!(key_line(&e), ("escalation.max_files", Some(2)));
+}
+
+#[test]
+fn the_escalation_rate_limit_window_is_configurable() {
+    let c = StackConfig::from_toml_str("[escalation]\nrate_limit_window_ms = 0\n").unwrap();
+    assert_eq!(
+        layers::escalation_policy(&c.escalation),
+        tower_llm_fallback::EscalationPolicy::default()
+            .rate_limit_window(std::time::Duration::ZERO)
+    );
+    let c = StackConfig::default();
+    assert_eq!(
+        c.escalation.max_files as usize,
+        tower_llm_fallback::escalation::DEFAULT_MAX_FILES
+    );
 }
 
 #[test]

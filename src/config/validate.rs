@@ -87,6 +87,9 @@ impl StackConfig {
         if self.escalation.window_failures > 0 && self.escalation.window_ms == 0 {
             return invalid("escalation.window_ms", "must be greater than zero");
         }
+        if self.escalation.max_files == 0 {
+            return invalid("escalation.max_files", "must be greater than zero");
+        }
         if self.cache.enabled && (self.cache.max_entries == 0 || self.cache.max_bytes == 0) {
             return invalid(
                 "cache.max_entries",

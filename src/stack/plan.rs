@@ -92,9 +92,16 @@ impl Plan {
             .map(|(i, r)| route(config, i, r, default_budget))
             .collect::<Result<Vec<_>, _>>()?;
         let escalation_dir = match &config.escalation.dir {
-            Some(dir) => Some(Arc::new(JsonDirEscalation::new(dir).map_err(|e| {
-                config.error_at("escalation.dir", format!("cannot use `{dir}`: {e}"))
-            })?)),
+            Some(dir) => {
+                let max_files = usize::try_from(config.escalation.max_files).unwrap_or(usize::MAX);
+                let hook = JsonDirEscalation::builder(dir)
+                    .max_files(max_files)
+                    .build()
+                    .map_err(|e| {
+                        config.error_at("escalation.dir", format!("cannot use `{dir}`: {e}"))
+                    })?;
+                Some(Arc::new(hook))
+            }
             None => None,
         };
         let stream_guard = layers::stream_guard(&config.stream).map_err(|e| {

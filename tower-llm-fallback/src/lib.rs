@@ -125,7 +125,8 @@ pub use cooldown::{
 pub use error::RewriteError;
 pub use escalation::{
     Escalation, EscalationEvent, EscalationPolicy, EscalationReason, JsonDirEscalation,
-    LogEscalation, DEFAULT_BURST_FAILURES, DEFAULT_BURST_WINDOW, DEFAULT_REPEATED_KIND,
+    JsonDirEscalationBuilder, LogEscalation, Suppressed, DEFAULT_BURST_FAILURES,
+    DEFAULT_BURST_WINDOW, DEFAULT_RATE_LIMIT_WINDOW, DEFAULT_REPEATED_KIND,
 };
 pub use future::ResponseFuture;
 pub use handle::FallbackHandle;

@@ -10,7 +10,9 @@
 //! | [`tower_llm_fallback_attempts_total`](ATTEMPTS_TOTAL) | counter | `target`, `outcome` (`success`, `failure`, `rejected`), `kind` | calls the chain made to a target, by how they ended; `rejected` is a local refusal below the chain (an open breaker, a full bulkhead), not a failure of the target |
 //! | [`tower_llm_fallback_skipped_total`](SKIPPED_TOTAL) | counter | `target`, `kind` | targets passed over without a call because they are cooling down, by the kind that benched them |
 //! | [`tower_llm_fallback_responses_total`](RESPONSES_TOTAL) | counter | `outcome` ([`FallbackKind::as_str`](crate::FallbackKind::as_str): `none`, `target`, `cache`, `static`; or `failed`), `target` (for `none` and `target` only: who answered) | requests the chain finished, by what answered: the first target tried (`none`), a fallback target, the cache or static tier, or nothing (`failed`, an [`AllTargetsFailed`](tower_llm_core::AllTargetsFailed) error) |
-//! | [`tower_llm_fallback_escalations_total`](ESCALATIONS_TOTAL) | counter | `reason` ([`EscalationReason::as_str`](crate::EscalationReason::as_str)) | escalations fired (the [`Escalation`](crate::Escalation) hook was called) |
+//! | [`tower_llm_fallback_escalations_total`](ESCALATIONS_TOTAL) | counter | `reason` ([`EscalationReason::as_str`](crate::EscalationReason::as_str)) | escalations fired, those the rate limit held back included |
+//! | [`tower_llm_fallback_escalations_suppressed_total`](ESCALATIONS_SUPPRESSED_TOTAL) | counter | `reason` | escalations the rate limit held back (counted into a summary instead of reaching the [`Escalation`](crate::Escalation) hook) |
+//! | [`tower_llm_fallback_escalation_records_dropped_total`](ESCALATION_RECORDS_DROPPED_TOTAL) | counter | none | escalation records a [`JsonDirEscalation`](crate::JsonDirEscalation) dropped because its writer's queue was full |
 //!
 //! ```
 //! use tower_llm_fallback::{metrics, FallbackLayer, TargetConfig};
@@ -32,8 +34,13 @@ pub const SKIPPED_TOTAL: &str = "tower_llm_fallback_skipped_total";
 /// `target`, `target`: finished requests by what answered.
 pub const RESPONSES_TOTAL: &str = "tower_llm_fallback_responses_total";
 /// Counter, label `reason` (`all_targets_failed`, `repeated_kind`, `failure_burst`): escalations
-/// fired.
+/// fired (those the rate limit held back included).
 pub const ESCALATIONS_TOTAL: &str = "tower_llm_fallback_escalations_total";
+/// Counter, label `reason`: escalations the rate limit held back.
+pub const ESCALATIONS_SUPPRESSED_TOTAL: &str = "tower_llm_fallback_escalations_suppressed_total";
+/// Counter, no label: escalation records dropped because the directory writer's queue was full.
+pub const ESCALATION_RECORDS_DROPPED_TOTAL: &str =
+    "tower_llm_fallback_escalation_records_dropped_total";
 
 /// Label: the target's name.
 pub const TARGET: &str = "target";

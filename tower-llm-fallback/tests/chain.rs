@@ -660,3 +660,46 @@ async fn absurd_durations_saturate_instead_of_panicking() {
     // The snapshot round-trips too.
     assert_eq!(handle.restore_snapshot(&health), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_total_outage_escalates_once_per_window_then_sends_a_summary() {
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<EscalationEvent>>>);
+    impl Escalation for Collect {
+        fn escalate(&self, event: &EscalationEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+    let seen = Collect::default();
+    let upstream = Scripted::default();
+    upstream.set("a", Behave::Status(500));
+    let layer = FallbackLayer::builder()
+        .target(TargetConfig::new("a", "m"))
+        .cooldowns(CooldownPolicy::default().with(ErrorKind::ServerError, Cooldown::None))
+        .escalation(seen.clone())
+        .escalation_policy(
+            EscalationPolicy::new()
+                .repeated_kind(0)
+                .failure_burst(0, Duration::from_secs(60))
+                .rate_limit_window(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(upstream.clone());
+    for _ in 0..1000 {
+        let err = svc.clone().oneshot(req(BODY)).await.unwrap_err();
+        assert!(err.is::<AllTargetsFailed>());
+    }
+    assert_eq!(upstream.calls_to("a"), 1000);
+    assert_eq!(seen.0.lock().unwrap().len(), 1, "one event in the window");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::task::yield_now().await;
+    let events = seen.0.lock().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].reason, EscalationReason::AllTargetsFailed);
+    assert_eq!(events[0].suppressed, None);
+    assert_eq!(events[0].attempts.len(), 1);
+    let summary = events[1].suppressed.expect("a summary");
+    assert_eq!((summary.count, summary.window_ms), (999, 10_000));
+    assert_eq!(events[1].reason, EscalationReason::AllTargetsFailed);
+}

@@ -130,9 +130,15 @@ async fn both_fail_with_every_attempt_listed_and_escalated() {
     let a = mock(Fault::status(503)).await;
     let b = mock(Fault::status(502)).await;
     let dir = scratch("escalations");
+    let hook = JsonDirEscalation::new(&dir).unwrap();
     let layer = two_targets(&a.base_url(), &b.base_url())
-        .escalation(JsonDirEscalation::new(&dir).unwrap())
-        .escalation_policy(EscalationPolicy::new().repeated_kind(0))
+        .escalation(hook.clone())
+        // No rate limit: one record per failed request.
+        .escalation_policy(
+            EscalationPolicy::new()
+                .repeated_kind(0)
+                .rate_limit_window(Duration::ZERO),
+        )
         .build()
         .unwrap();
     let svc = stack(layer);
@@ -173,10 +179,13 @@ async fn both_fail_with_every_attempt_listed_and_escalated() {
     );
     assert_eq!((a.attempt_count(), b.attempt_count()), (1, 1));
 
-    let files: Vec<_> = std::fs::read_dir(&dir)
+    // Records are written by the hook's writer thread.
+    hook.flush();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
+    files.sort();
     assert_eq!(files.len(), 2, "one escalation record per failed request");
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();

@@ -9,30 +9,47 @@
 //! - more than M calls failed within a time window ([`EscalationReason::FailureBurst`], default
 //!   more than 20 in 60 s; the window restarts after it fires).
 //!
-//! The default hook, [`LogEscalation`], emits one structured `tracing` error event.
-//! [`JsonDirEscalation`] writes each event as a JSON file into a directory, atomically (a reader
-//! never sees half a file). Hooks are called synchronously on the failing request's task: keep
-//! them short (spawn work elsewhere if it may block for long).
+//! **Rate limit.** A total outage fails every request, so escalations are rate-limited per chain,
+//! reason and target ([`EscalationPolicy::rate_limit_window`], default 10 s): the first event of
+//! a window reaches the hook at once; the rest of that window are counted, and when the window
+//! ends one summary event ([`EscalationEvent::suppressed`] set, with the count) reaches the hook
+//! (from a timer task on the tokio runtime; without a runtime, at the next event after the
+//! window). 1000 failed requests in one window are one event and one summary with count 999.
+//!
+//! The default hook, [`LogEscalation`], emits one structured `tracing` event: `ERROR` for an
+//! event, `WARN` for a summary. [`JsonDirEscalation`] writes each event as a JSON file into a
+//! directory, atomically (a reader never sees half a file), on a writer thread of its own fed by
+//! a bounded queue (a full queue drops the record and counts it), and keeps at most
+//! [`DEFAULT_MAX_FILES`] files (the oldest go first). Hooks are called synchronously on the
+//! failing request's task: keep them short and never block (hand work to a thread, as
+//! [`JsonDirEscalation`] does).
 //!
 //! ```
+//! use std::time::Duration;
 //! use tower_llm_fallback::{EscalationPolicy, FallbackLayer, JsonDirEscalation, TargetConfig};
 //!
 //! let dir = std::env::temp_dir().join(format!("tower-llm-escalations-doc-{}", std::process::id()));
 //! let layer = FallbackLayer::builder()
 //!     .target(TargetConfig::new("openai", "gpt-4o-mini"))
-//!     .escalation(JsonDirEscalation::new(&dir).unwrap())
-//!     .escalation_policy(EscalationPolicy::new().repeated_kind(3).failure_burst(10, std::time::Duration::from_secs(30)))
+//!     .escalation(JsonDirEscalation::builder(&dir).max_files(100).build().unwrap())
+//!     .escalation_policy(
+//!         EscalationPolicy::new()
+//!             .repeated_kind(3)
+//!             .failure_burst(10, Duration::from_secs(30))
+//!             .rate_limit_window(Duration::from_secs(60)),
+//!     )
 //!     .build()
 //!     .unwrap();
 //! # let _ = layer;
 //! # let _ = std::fs::remove_dir_all(dir);
 //! ```
 
+mod dir;
+mod limit;
+
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -41,7 +58,9 @@ use tower_llm_core::{AttemptRecord, ConfigError, ErrorKind};
 
 use crate::health::unix_ms;
 use crate::report::FallbackKind;
-use crate::store::write_atomic;
+
+pub use dir::{JsonDirEscalation, JsonDirEscalationBuilder, DEFAULT_MAX_FILES, DEFAULT_QUEUE};
+use limit::Limiter;
 
 /// Why an escalation fired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,6 +112,22 @@ pub struct EscalationEvent {
     pub attempts: Vec<AttemptRecord>,
     /// For `AllTargetsFailed`: the tier that answered anyway (`cache`, `static`), if any.
     pub served_by: Option<FallbackKind>,
+    /// Set on a summary: how many events of this chain, reason and target the rate limit held
+    /// back in the window that just ended. The other fields are those of the last one held
+    /// back (without its `attempts`).
+    pub suppressed: Option<Suppressed>,
+}
+
+/// The count of a rate-limit summary ([`EscalationEvent::suppressed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Suppressed {
+    /// Events held back in the window.
+    pub count: u64,
+    /// When the window started (wall clock, ms since the Unix epoch).
+    pub window_start_unix_ms: u64,
+    /// The window's length, in milliseconds.
+    pub window_ms: u64,
 }
 
 /// A hook called when the chain needs a person's attention.
@@ -107,6 +142,18 @@ pub struct LogEscalation;
 
 impl Escalation for LogEscalation {
     fn escalate(&self, event: &EscalationEvent) {
+        if let Some(summary) = event.suppressed {
+            tracing::warn!(
+                target: "tower_llm_fallback::escalation",
+                reason = event.reason.as_str(),
+                target_name = event.target.as_deref(),
+                kind = event.kind.map(ErrorKind::as_str),
+                suppressed = summary.count,
+                window_ms = summary.window_ms,
+                "fallback chain escalations held back by the rate limit"
+            );
+            return;
+        }
         tracing::error!(
             target: "tower_llm_fallback::escalation",
             reason = event.reason.as_str(),
@@ -120,49 +167,6 @@ impl Escalation for LogEscalation {
     }
 }
 
-/// Writes each event as `<unix-ms>-<pid>-<seq>-<reason>.json` into a directory, atomically
-/// (written to a temporary file, then renamed).
-#[derive(Debug)]
-pub struct JsonDirEscalation {
-    dir: PathBuf,
-    seq: AtomicU64,
-}
-
-impl JsonDirEscalation {
-    /// Write events into `dir` (created if missing).
-    pub fn new(dir: impl AsRef<Path>) -> std::io::Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
-        Ok(JsonDirEscalation {
-            dir,
-            seq: AtomicU64::new(0),
-        })
-    }
-
-    /// The directory events are written to.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Escalation for JsonDirEscalation {
-    fn escalate(&self, event: &EscalationEvent) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}-{}-{seq:06}-{}.json",
-            event.at_unix_ms,
-            std::process::id(),
-            event.reason.as_str()
-        );
-        let result = serde_json::to_vec_pretty(event)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| write_atomic(&self.dir.join(name), &bytes));
-        if let Err(error) = result {
-            tracing::warn!(target: "tower_llm_fallback::escalation", %error, dir = %self.dir.display(), "could not write escalation record");
-        }
-    }
-}
-
 /// The default [`EscalationPolicy::repeated_kind`]: the same kind this many times in a row.
 pub const DEFAULT_REPEATED_KIND: u32 = 5;
 /// The default [`EscalationPolicy::failure_burst`]: more than this many failures within
@@ -170,6 +174,8 @@ pub const DEFAULT_REPEATED_KIND: u32 = 5;
 pub const DEFAULT_BURST_FAILURES: u32 = 20;
 /// The default window of [`EscalationPolicy::failure_burst`].
 pub const DEFAULT_BURST_WINDOW: Duration = Duration::from_secs(60);
+/// The default [`EscalationPolicy::rate_limit_window`].
+pub const DEFAULT_RATE_LIMIT_WINDOW: Duration = Duration::from_secs(10);
 
 /// When escalations fire.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +183,7 @@ pub struct EscalationPolicy {
     all_failed: bool,
     repeated_kind: Option<u32>,
     burst: Option<(u32, Duration)>,
+    rate_limit: Duration,
 }
 
 impl Default for EscalationPolicy {
@@ -185,14 +192,24 @@ impl Default for EscalationPolicy {
             all_failed: true,
             repeated_kind: Some(DEFAULT_REPEATED_KIND),
             burst: Some((DEFAULT_BURST_FAILURES, DEFAULT_BURST_WINDOW)),
+            rate_limit: DEFAULT_RATE_LIMIT_WINDOW,
         }
     }
 }
 
 impl EscalationPolicy {
-    /// All triggers on: every target failed; 5 in a row; more than 20 failures in 60 s.
+    /// All triggers on: every target failed; 5 in a row; more than 20 failures in 60 s; at most
+    /// one event per reason and target every 10 s, then a summary.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// At most one event per reason and target reaches the hook per `window`; the others are
+    /// counted into one summary event when the window ends (`Duration::ZERO`: every event
+    /// reaches the hook). Default [`DEFAULT_RATE_LIMIT_WINDOW`].
+    pub fn rate_limit_window(mut self, window: Duration) -> Self {
+        self.rate_limit = window;
+        self
     }
 
     /// Whether to escalate when every target failed for a request (default on).
@@ -228,7 +245,7 @@ impl EscalationPolicy {
 
 /// The hook plus its trigger state.
 pub(crate) struct Escalator {
-    hook: Box<dyn Escalation>,
+    limiter: Arc<Limiter>,
     policy: EscalationPolicy,
     burst: Mutex<VecDeque<Instant>>,
 }
@@ -244,7 +261,7 @@ impl fmt::Debug for Escalator {
 impl Escalator {
     pub(crate) fn new(hook: Box<dyn Escalation>, policy: EscalationPolicy) -> Self {
         Escalator {
-            hook,
+            limiter: Arc::new(Limiter::new(hook, policy.rate_limit)),
             policy,
             burst: Mutex::default(),
         }
@@ -264,6 +281,7 @@ impl Escalator {
                     kind: Some(kind),
                     attempts: Vec::new(),
                     served_by: None,
+                    suppressed: None,
                 });
             }
         }
@@ -296,6 +314,7 @@ impl Escalator {
                     kind: Some(kind),
                     attempts: Vec::new(),
                     served_by: None,
+                    suppressed: None,
                 });
             }
         }
@@ -317,6 +336,7 @@ impl Escalator {
             kind: attempts.last().map(|a| a.kind),
             attempts: attempts.to_vec(),
             served_by,
+            suppressed: None,
         });
     }
 
@@ -326,7 +346,7 @@ impl Escalator {
             crate::metrics::REASON => event.reason.as_str()
         )
         .increment(1);
-        self.hook.escalate(&event);
+        Limiter::fire(&self.limiter, event, Instant::now());
     }
 }
 
@@ -351,7 +371,8 @@ mod tests {
             Box::new(seen.clone()),
             EscalationPolicy::new()
                 .repeated_kind(3)
-                .failure_burst(0, Duration::from_secs(1)),
+                .failure_burst(0, Duration::from_secs(1))
+                .rate_limit_window(Duration::ZERO),
         );
         let now = Instant::now();
         for streak in [1, 2, 1, 2] {
@@ -413,39 +434,102 @@ mod tests {
         );
     }
 
-    #[test]
-    fn json_dir_writes_whole_files() {
-        let dir = std::env::temp_dir().join(format!(
-            "tower-llm-fallback-esc-unit-{}",
-            std::process::id()
-        ));
-        let hook = JsonDirEscalation::new(&dir).unwrap();
-        let event = EscalationEvent {
-            reason: EscalationReason::AllTargetsFailed,
-            at_unix_ms: 1,
-            target: None,
-            kind: Some(ErrorKind::ServerError),
-            attempts: Vec::new(),
-            served_by: Some(FallbackKind::Static),
-        };
-        hook.escalate(&event);
-        hook.escalate(&event);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_is_one_event_then_one_summary_per_window() {
+        let seen = Collect::default();
+        let esc = Escalator::new(
+            Box::new(seen.clone()),
+            EscalationPolicy::new()
+                .repeated_kind(0)
+                .failure_burst(0, Duration::from_secs(1)),
+        );
+        for _ in 0..1000 {
+            esc.on_all_failed(&[], None);
+        }
+        {
+            let events = seen.0.lock().unwrap();
+            assert_eq!(events.len(), 1, "the first goes out at once");
+            assert_eq!(events[0].suppressed, None);
+        }
+        // The window ends: one summary, from the timer.
+        tokio::time::sleep(DEFAULT_RATE_LIMIT_WINDOW).await;
+        tokio::task::yield_now().await;
+        {
+            let events = seen.0.lock().unwrap();
+            assert_eq!(events.len(), 2);
+            let summary = events[1].suppressed.expect("a summary");
+            assert_eq!(summary.count, 999);
+            assert_eq!(summary.window_ms, 10_000);
+            assert_eq!(events[1].reason, EscalationReason::AllTargetsFailed);
+        }
+        // A new window: the next event goes out at once, and a quiet window sends no summary.
+        esc.on_all_failed(&[], None);
+        tokio::time::sleep(DEFAULT_RATE_LIMIT_WINDOW * 2).await;
+        tokio::task::yield_now().await;
+        let events = seen.0.lock().unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].suppressed, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reasons_and_targets_have_windows_of_their_own() {
+        let seen = Collect::default();
+        let esc = Escalator::new(
+            Box::new(seen.clone()),
+            EscalationPolicy::new()
+                .repeated_kind(1)
+                .failure_burst(0, Duration::from_secs(1)),
+        );
+        let now = Instant::now();
+        for _ in 0..10 {
+            esc.on_failure("a", ErrorKind::Timeout, 1, now);
+            esc.on_failure("b", ErrorKind::Timeout, 1, now);
+            esc.on_all_failed(&[], None);
+        }
+        let events = seen.0.lock().unwrap();
+        let firsts: Vec<_> = events
+            .iter()
+            .map(|e| (e.reason.as_str(), e.target.clone()))
             .collect();
-        files.sort();
-        assert_eq!(files.len(), 2);
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
-        assert_eq!(v["reason"]["type"], "all_targets_failed");
-        assert_eq!(v["served_by"], "static");
-        assert!(files[0]
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .ends_with("all_targets_failed.json"));
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(
+            firsts,
+            [
+                ("repeated_kind", Some("a".to_owned())),
+                ("repeated_kind", Some("b".to_owned())),
+                ("all_targets_failed", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_runtime_the_summary_comes_with_the_next_event() {
+        let seen = Collect::default();
+        let esc = Escalator::new(
+            Box::new(seen.clone()),
+            EscalationPolicy::new().rate_limit_window(Duration::from_millis(20)),
+        );
+        for _ in 0..5 {
+            esc.on_all_failed(&[], None);
+        }
+        assert_eq!(seen.0.lock().unwrap().len(), 1);
+        std::thread::sleep(Duration::from_millis(30));
+        esc.on_all_failed(&[], None);
+        let events = seen.0.lock().unwrap();
+        assert_eq!(events.len(), 3, "summary, then the new window's first");
+        assert_eq!(events[1].suppressed.map(|s| s.count), Some(4));
+        assert_eq!(events[2].suppressed, None);
+    }
+
+    #[test]
+    fn a_zero_window_lets_every_event_through() {
+        let seen = Collect::default();
+        let esc = Escalator::new(
+            Box::new(seen.clone()),
+            EscalationPolicy::new().rate_limit_window(Duration::ZERO),
+        );
+        for _ in 0..5 {
+            esc.on_all_failed(&[], None);
+        }
+        assert_eq!(seen.0.lock().unwrap().len(), 5);
     }
 }
