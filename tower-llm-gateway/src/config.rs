@@ -26,21 +26,76 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tower_llm::config::{ConfigDocument, ConfigFileError, StackConfig};
 
-/// `[gateway]`: the proxy's listener, client keys, server-side timeouts and demo traffic.
+use crate::auth::{ClientKeys, KeyError};
+use crate::headers::{check_request_header, check_response_header, HeaderPolicy};
+
+/// The keys of a `[[gateway.keys]]`-like table, or the index of the bad entry and why.
+fn hashed_keys(list: &[HashedKey]) -> Result<ClientKeys, (usize, KeyError)> {
+    let mut keys = ClientKeys::default();
+    for (i, key) in list.iter().enumerate() {
+        keys.add_hashed(&key.name, &key.sha256)
+            .map_err(|e| (i, e))?;
+    }
+    Ok(keys)
+}
+
+/// Largest `[gateway] demo_requests_per_sec`.
+pub const MAX_DEMO_REQUESTS_PER_SEC: u32 = 10_000;
+
+/// One `[[gateway.keys]]` (or `[[gateway.admin_keys]]`) entry: a key known by its SHA-256 only,
+/// so the file can be committed.
+///
+/// ```toml
+/// [[gateway.keys]]
+/// name = "billing-service"
+/// sha256 = "9b94dc1a51a38769f135edf04033ad7f2f487b6c25929be7a861cfc1ab10cf98"
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HashedKey {
+    /// The name in logs and metrics (letters, digits, `_`, `-`, `.`; at most 64 bytes).
+    pub name: String,
+    /// The key's SHA-256, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+}
+
+/// `[gateway]`: the proxy's listener, client and admin keys, header policy, server limits and
+/// demo traffic.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct GatewaySection {
     /// Address to listen on (default `127.0.0.1:8080`).
     pub listen: String,
-    /// Environment variable holding the comma-separated client keys; unset = no client auth.
+    /// Environment variable holding client keys, comma-separated: `KEY`, `sha256:<hex>`, or
+    /// either after `NAME=` (see [`ClientKeys::parse`]).
     pub api_keys_env: Option<String>,
+    /// File of client keys, one entry per line in the same format (`#` comments); re-read on
+    /// SIGHUP. A relative path is relative to the working directory.
+    pub api_keys_file: Option<String>,
+    /// Client keys by digest (`[[gateway.keys]]`, committable).
+    pub keys: Vec<HashedKey>,
+    /// Serve real providers (a `base_url`) to clients without keys. Without client keys and
+    /// without this, the gateway refuses to start in front of a real provider. Default false.
+    pub allow_unauthenticated: bool,
+    /// Environment variable of admin keys (same format as `api_keys_env`); with admin keys set,
+    /// `/metrics` needs one and `/health` without one shows only the overall status.
+    pub admin_keys_env: Option<String>,
+    /// File of admin keys, as `api_keys_file`.
+    pub admin_keys_file: Option<String>,
+    /// Admin keys by digest (`[[gateway.admin_keys]]`).
+    pub admin_keys: Vec<HashedKey>,
+    /// Client headers forwarded upstream besides the defaults (see [`crate::headers`]).
+    pub forward_request_headers: Vec<String>,
+    /// Upstream headers forwarded to clients besides the defaults (see [`crate::headers`]).
+    pub forward_response_headers: Vec<String>,
     /// How long a request may take until its response starts (for a stream, until its first
     /// event), in milliseconds; then the client gets an OpenAI-shaped 504. Default 120 000: the
     /// chain bounds each target's attempts (`attempt_timeout_ms`), so this is the backstop for
@@ -50,7 +105,22 @@ pub struct GatewaySection {
     /// How long the client may take to send its request body, in milliseconds, before it gets an
     /// OpenAI-shaped 408 (a client trickling its body holds a connection). Default 30 000.
     pub body_timeout_ms: u64,
-    /// Requests per second the gateway sends itself, for the offline demo (0 = none).
+    /// How long a connection may wait for a complete request head, in milliseconds: from the
+    /// connection's start, and on a keep-alive connection from the end of the previous answer,
+    /// so this is also the keep-alive idle limit. Then the connection is closed. Default 30 000.
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once (default 1024). Past it the gateway stops accepting: new
+    /// connections wait in the kernel's backlog until one closes.
+    pub max_connections: u32,
+    /// On shutdown, how long in-flight requests may take to finish, in milliseconds (default
+    /// 10 000); then their connections are closed, the health state is saved and the gateway
+    /// stops.
+    pub shutdown_grace_ms: u64,
+    /// Requests each embedded mock upstream keeps in its attempt log (default 1000; the oldest
+    /// are dropped).
+    pub mock_logged_attempts: usize,
+    /// Requests per second the gateway sends itself, for the offline demo (0 = none, at most
+    /// 10 000).
     pub demo_requests_per_sec: u32,
 }
 
@@ -59,8 +129,20 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: "127.0.0.1:8080".to_owned(),
             api_keys_env: None,
+            api_keys_file: None,
+            keys: Vec::new(),
+            allow_unauthenticated: false,
+            admin_keys_env: None,
+            admin_keys_file: None,
+            admin_keys: Vec::new(),
+            forward_request_headers: Vec::new(),
+            forward_response_headers: Vec::new(),
             request_timeout_ms: 120_000,
             body_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
+            max_connections: 1024,
+            shutdown_grace_ms: 10_000,
+            mock_logged_attempts: 1000,
             demo_requests_per_sec: 0,
         }
     }
@@ -75,6 +157,16 @@ impl GatewaySection {
     /// [`body_timeout_ms`](Self::body_timeout_ms) as a duration.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// [`header_read_timeout_ms`](Self::header_read_timeout_ms) as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`shutdown_grace_ms`](Self::shutdown_grace_ms) as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 
@@ -91,6 +183,11 @@ pub struct GatewayConfig {
     pub mocks: Vec<(String, String)>,
     /// The library's part: providers, routes, policies.
     pub stack: StackConfig,
+    /// The header policy of `[gateway] forward_request_headers` / `forward_response_headers`.
+    pub headers: HeaderPolicy,
+    /// The file this configuration was read from ([`from_file`](Self::from_file)); a key reload
+    /// re-reads its key settings.
+    pub source_path: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -105,7 +202,9 @@ impl GatewayConfig {
         let source = std::fs::read_to_string(path).map_err(|e| {
             ConfigFileError::new("", None, format!("cannot read {}: {e}", path.display()))
         })?;
-        Self::from_toml_str(&source)
+        let mut config = Self::from_toml_str(&source)?;
+        config.source_path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Take `[gateway]` and the providers' `mock` keys out of `doc`, then read the rest as the
@@ -122,11 +221,54 @@ impl GatewayConfig {
         for (key, value) in [
             ("gateway.request_timeout_ms", gateway.request_timeout_ms),
             ("gateway.body_timeout_ms", gateway.body_timeout_ms),
+            (
+                "gateway.header_read_timeout_ms",
+                gateway.header_read_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(doc.error_at(key, "must be at least 1 (milliseconds)"));
             }
         }
+        if gateway.max_connections == 0 {
+            return Err(doc.error_at("gateway.max_connections", "must be at least 1"));
+        }
+        if gateway.demo_requests_per_sec > MAX_DEMO_REQUESTS_PER_SEC {
+            return Err(doc.error_at(
+                "gateway.demo_requests_per_sec",
+                format!(
+                    "{} is more than the demo's limit of {MAX_DEMO_REQUESTS_PER_SEC} requests a second",
+                    gateway.demo_requests_per_sec
+                ),
+            ));
+        }
+        for (key, list) in [
+            ("gateway.keys", &gateway.keys),
+            ("gateway.admin_keys", &gateway.admin_keys),
+        ] {
+            hashed_keys(list)
+                .map_err(|(i, e)| doc.error_at(&format!("{key}[{i}]"), e.to_string()))?;
+        }
+        let request: Vec<&str> = gateway
+            .forward_request_headers
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let response: Vec<&str> = gateway
+            .forward_response_headers
+            .iter()
+            .map(String::as_str)
+            .collect();
+        for (i, name) in request.iter().enumerate() {
+            check_request_header(name)
+                .map_err(|e| doc.error_at(&format!("gateway.forward_request_headers[{i}]"), e))?;
+        }
+        for (i, name) in response.iter().enumerate() {
+            check_response_header(name)
+                .map_err(|e| doc.error_at(&format!("gateway.forward_response_headers[{i}]"), e))?;
+        }
+        let headers =
+            HeaderPolicy::new(&request, &response).map_err(|e| doc.error_at("gateway", e))?;
         let stack = doc.into_stack_config()?;
         for (i, provider) in stack.providers.iter().enumerate() {
             let mock = mocks.iter().any(|(name, _)| *name == provider.name);
@@ -151,6 +293,8 @@ impl GatewayConfig {
             listen,
             mocks,
             stack,
+            headers,
+            source_path: None,
         })
     }
 
@@ -160,6 +304,80 @@ impl GatewayConfig {
             .iter()
             .find(|(provider, _)| provider == name)
             .map(|(_, profile)| profile.as_str())
+    }
+
+    /// The providers that are real upstreams (a `base_url`, not an embedded `mock`).
+    pub fn real_providers(&self) -> Vec<&str> {
+        self.stack
+            .providers
+            .iter()
+            .filter(|p| p.base_url.is_some())
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+
+    /// The client keys: `[gateway] api_keys_env`, `api_keys_file` and `[[gateway.keys]]`
+    /// together (empty: none configured). A variable or file that is named but missing, empty
+    /// or malformed is an error naming its key.
+    pub fn client_keys(&self) -> Result<ClientKeys, ConfigFileError> {
+        let g = &self.gateway;
+        self.load_keys(
+            ("gateway.api_keys_env", g.api_keys_env.as_deref()),
+            ("gateway.api_keys_file", g.api_keys_file.as_deref()),
+            ("gateway.keys", &g.keys),
+        )
+    }
+
+    /// The admin keys: `[gateway] admin_keys_env`, `admin_keys_file` and
+    /// `[[gateway.admin_keys]]` together (empty: `/health` and `/metrics` are open).
+    pub fn admin_keys(&self) -> Result<ClientKeys, ConfigFileError> {
+        let g = &self.gateway;
+        self.load_keys(
+            ("gateway.admin_keys_env", g.admin_keys_env.as_deref()),
+            ("gateway.admin_keys_file", g.admin_keys_file.as_deref()),
+            ("gateway.admin_keys", &g.admin_keys),
+        )
+    }
+
+    fn load_keys(
+        &self,
+        env: (&str, Option<&str>),
+        file: (&str, Option<&str>),
+        table: (&str, &[HashedKey]),
+    ) -> Result<ClientKeys, ConfigFileError> {
+        let mut keys = hashed_keys(table.1).map_err(|(i, e)| {
+            self.stack
+                .error_at(&format!("{}[{i}]", table.0), e.to_string())
+        })?;
+        if let (key, Some(var)) = env {
+            let list = std::env::var(var).map_err(|_| {
+                self.stack
+                    .error_at(key, format!("environment variable `{var}` is not set"))
+            })?;
+            let found = ClientKeys::parse(&list).map_err(|e| {
+                self.stack
+                    .error_at(key, format!("environment variable `{var}`: {e}"))
+            })?;
+            if found.is_empty() {
+                return Err(self
+                    .stack
+                    .error_at(key, format!("environment variable `{var}` holds no key")));
+            }
+            keys.extend(found)
+                .map_err(|e| self.stack.error_at(key, format!("`{var}`: {e}")))?;
+        }
+        if let (key, Some(path)) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| self.stack.error_at(key, format!("cannot read {path}: {e}")))?;
+            let found = ClientKeys::parse_lines(&text)
+                .map_err(|e| self.stack.error_at(key, format!("{path}: {e}")))?;
+            if found.is_empty() {
+                return Err(self.stack.error_at(key, format!("{path} holds no key")));
+            }
+            keys.extend(found)
+                .map_err(|e| self.stack.error_at(key, format!("{path}: {e}")))?;
+        }
+        Ok(keys)
     }
 
     /// An error about provider `name`'s `mock` key, with its line.

@@ -2,7 +2,6 @@
 //! over loopback, like any client, so the status line has something to show.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,17 +9,19 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::auth::ClientKeys;
+/// The time between two demo requests at `rps` a second: never zero (a zero period would panic
+/// `tokio::time::interval`), at least a microsecond, whatever `rps` is.
+pub(crate) fn period(rps: u32) -> Duration {
+    (Duration::from_secs(1) / rps.max(1)).max(Duration::from_micros(1))
+}
 
 /// `rps` chat requests a second to the gateway at `addr`, mostly for `gpt-4o-mini`, every fourth
-/// for `broken-model`, every fifth streamed (with the first client key, when keys are on).
-pub(crate) async fn demo_traffic(addr: SocketAddr, rps: u32, keys: Arc<ClientKeys>) {
+/// for `broken-model`, every fifth streamed (with `key`: the first client key given raw, when
+/// keys are on).
+pub(crate) async fn demo_traffic(addr: SocketAddr, rps: u32, key: Option<String>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let period = Duration::from_secs(1) / rps.max(1);
-    let mut tick = tokio::time::interval(period);
-    let auth = keys
-        .first()
-        .and_then(|k| http::HeaderValue::from_bytes(&[b"Bearer ".as_slice(), k].concat()).ok());
+    let mut tick = tokio::time::interval(period(rps));
+    let auth = key.and_then(|k| http::HeaderValue::from_str(&format!("Bearer {k}")).ok());
     for n in 0u64.. {
         tick.tick().await;
         let model = if n % 4 == 3 {
@@ -49,5 +50,21 @@ pub(crate) async fn demo_traffic(addr: SocketAddr, rps: u32, keys: Arc<ClientKey
                 let _ = res.into_body().collect().await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_period_is_never_zero() {
+        assert_eq!(period(0), Duration::from_secs(1));
+        assert_eq!(period(4), Duration::from_millis(250));
+        // Above 1e9 a second, 1 s / rps is zero nanoseconds: `interval` would panic.
+        for rps in [1_000_000_001, u32::MAX] {
+            assert_eq!(period(rps), Duration::from_micros(1));
+            drop(tokio::time::interval(period(rps)));
+        }
     }
 }

@@ -4,8 +4,8 @@
 //! |---|---|
 //! | `POST /v1/chat/completions` | the stack's answer (JSON or SSE), routed by the body's `model`, with `x-llm-target` and `x-llm-fallback`; OpenAI-shaped errors |
 //! | `GET /v1/models` | the models a client may send, in OpenAI's list shape (see [`model_ids`]) |
-//! | `GET /health` | [`StackHealth`](tower_llm::StackHealth) as JSON: 200 while a target can be called, 503 when none can |
-//! | `GET /metrics` | Prometheus text |
+//! | `GET /health` | [`StackHealth`](tower_llm::StackHealth) as JSON: 200 while a target can be called, 503 when none can; with admin keys set and none presented, only `{"status": ...}` (same status code, for load balancers) |
+//! | `GET /metrics` | Prometheus text; with admin keys set, 401 without one |
 //! | anything else | OpenAI-shaped 404 `unknown_url` |
 
 use std::error::Error as StdError;
@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceExt;
@@ -26,8 +26,9 @@ use tower_http::timeout::TimeoutError;
 use tower_llm::fallback::X_LLM_FALLBACK;
 use tower_llm::OverallHealth;
 
+use crate::auth::{ClientName, KeyStore};
 use crate::errors;
-use crate::headers::{client_response_headers, upstream_request_headers};
+use crate::headers::HeaderPolicy;
 use crate::metrics::REQUESTS_TOTAL;
 use crate::server::GatewayStack;
 use crate::status::Counters;
@@ -45,6 +46,10 @@ pub(crate) struct AppState {
     pub(crate) counters: Arc<Counters>,
     /// Renders `/metrics`.
     pub(crate) metrics: PrometheusHandle,
+    /// Which headers cross the gateway.
+    pub(crate) headers: HeaderPolicy,
+    /// Admin keys for `/health` details and `/metrics` (empty: open).
+    pub(crate) admin: Arc<KeyStore>,
     /// When the gateway started (Unix seconds): the `created` of `/v1/models` entries.
     pub(crate) started_unix: u64,
 }
@@ -52,6 +57,11 @@ pub(crate) struct AppState {
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // The key's name (never the key), or `anonymous` when client keys are off.
+    let client = req
+        .extensions()
+        .get::<ClientName>()
+        .map_or_else(|| ANONYMOUS.to_owned(), |name| name.as_str().to_owned());
     let res = answer(&state, req).await;
     let status = res.status();
     let fallback = res
@@ -69,11 +79,15 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request
         REQUESTS_TOTAL,
         "outcome" => if status.is_success() { "success" } else { "failure" },
         "fallback" => fallback.to_owned(),
-        "status" => status.as_str().to_owned()
+        "status" => status.as_str().to_owned(),
+        "client" => client
     )
     .increment(1);
     res
 }
+
+/// The `client` label of a request when client keys are off.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// Read the body (bounded and timed by the tower-http layers), call the stack, shape the answer.
 async fn answer(state: &AppState, req: Request) -> Response {
@@ -89,11 +103,11 @@ async fn answer(state: &AppState, req: Request) -> Response {
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
-    *upstream.headers_mut() = upstream_request_headers(&parts.headers);
+    *upstream.headers_mut() = state.headers.upstream_request_headers(&parts.headers);
     match state.stack.clone().oneshot(upstream).await {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
-            client_response_headers(&mut parts.headers);
+            state.headers.client_response_headers(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) => {
@@ -154,18 +168,27 @@ pub(crate) async fn models(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({ "object": "list", "data": data })).into_response()
 }
 
-/// `GET /health`: `200` while at least one target can be called, `503` when none can.
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
+/// `GET /health`: `200` while at least one target can be called, `503` when none can. With
+/// admin keys set, a request without one gets the overall status only (`{"status":"degraded"}`),
+/// not the targets (they name every model clients asked for).
+pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let health = state.stack.health();
     let status = match health.status {
         OverallHealth::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
+    if !state.admin.current().allows(&headers) {
+        let overall = serde_json::json!({ "status": health.status.as_str() });
+        return (status, Json(overall)).into_response();
+    }
     (status, Json(health)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text; 401 without an admin key when admin keys are set.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.admin.current().allows(&headers) {
+        return errors::unauthorized();
+    }
     let mut res = Response::new(Body::from(state.metrics.render()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,

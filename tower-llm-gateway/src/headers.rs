@@ -1,18 +1,78 @@
-//! Which headers cross the gateway.
+//! Which headers cross the gateway: allow-lists in both directions ([`HeaderPolicy`]).
 //!
-//! Upstream, the gateway forwards the client's headers except:
-//! - hop-by-hop headers (RFC 9110 §7.6.1): `Connection`, `Keep-Alive`, `Proxy-*`, `TE`,
-//!   `Trailer`, `Transfer-Encoding`, `Upgrade`, and every header the `Connection` header names;
-//! - the client's credentials (`Authorization`, `Cookie`, `X-Api-Key`, `Api-Key`,
-//!   `X-Goog-Api-Key`): a client key is for the gateway, never for a provider; the stack sets
-//!   each target's own credential;
-//! - `Host` and `Content-Length` (set for the upstream request), and `Accept-Encoding` (the
-//!   stack reads error bodies and stream events, so answers must come uncompressed).
+//! A header crosses only when it is on the list; everything else stays on its side. The lists
+//! are short on purpose: the gateway calls providers with the operator's keys, so a client must
+//! not choose whose account pays or steer the provider beyond its request body, and a client
+//! must not see the operator's account (organisation, rate-limit counters) or receive the
+//! provider's cookies.
 //!
-//! Back to the client, hop-by-hop headers and `Content-Length` are dropped (the body may be a
-//! stream, a cached or a static answer; hyper frames it).
+//! **Upstream** ([`DEFAULT_REQUEST_HEADERS`]), and why each:
+//! - `content-type`: the body's media type (the upstream parses it as JSON);
+//! - `accept`: JSON or `text/event-stream`, as the client negotiates;
+//! - `user-agent`: the client's SDK and version, which providers use to work around SDK quirks;
+//! - `x-request-id`: the gateway's correlation id (set when the client sent none), so a request
+//!   can be followed from the client through the gateway to the provider's logs;
+//! - `idempotency-key`: lets a provider that supports it deduplicate a client's own retries.
+//!
+//! Not forwarded, among others: `openai-organization` and `openai-project` (they pick the
+//! account and project billed), credentials (`authorization`, `cookie`, `x-api-key`, ...: a
+//! client key is for the gateway; the stack sets each target's own credential), `forwarded` /
+//! `x-forwarded-*` (the client's address is not the provider's business), `accept-encoding`
+//! (the stack reads error bodies and stream events, so answers must come uncompressed), and
+//! hop-by-hop headers. `[gateway] forward_request_headers` adds names (e.g. `traceparent`);
+//! the credentials, `host`, `content-length`, `accept-encoding` and hop-by-hop headers can
+//! never be added.
+//!
+//! **Back to the client** ([`DEFAULT_RESPONSE_HEADERS`]), and why each:
+//! - `content-type`: JSON or an SSE stream;
+//! - `cache-control`: an SSE answer's `no-cache` keeps proxies between the gateway and the
+//!   client from buffering the stream;
+//! - `x-llm-target`, `x-llm-fallback`: the gateway's own account of who answered.
+//!
+//! Not forwarded: `set-cookie`, `openai-organization`, `openai-project`, `openai-version`,
+//! `openai-processing-ms`, `x-ratelimit-*`, `anthropic-ratelimit-*` (the operator's account and
+//! its limits), the upstream's `x-request-id` (the client gets the gateway's id, the one in the
+//! gateway's logs and sent upstream), and `retry-after`: an upstream's delay is about the
+//! operator's account at one provider, while the gateway fails over; when it cannot answer it
+//! sets its own `retry-after` on its 429 and 503. `[gateway] forward_response_headers` adds
+//! names; hop-by-hop headers and `content-length` (hyper frames the body) can never be added.
+//!
+//! ```
+//! use http::HeaderMap;
+//! use tower_llm_gateway::headers::HeaderPolicy;
+//!
+//! let policy = HeaderPolicy::new(&["traceparent"], &[]).unwrap();
+//! let mut client = HeaderMap::new();
+//! client.insert("content-type", "application/json".parse().unwrap());
+//! client.insert("openai-organization", "org-someone-else".parse().unwrap());
+//! client.insert("traceparent", "00-abc-def-01".parse().unwrap());
+//! let upstream = policy.upstream_request_headers(&client);
+//! let names: Vec<&str> = upstream.keys().map(|k| k.as_str()).collect();
+//! assert_eq!(names, ["content-type", "traceparent"]);
+//!
+//! // Credentials can never be forwarded.
+//! assert!(HeaderPolicy::new(&["authorization"], &[]).is_err());
+//! ```
 
 use http::header::{self, HeaderMap, HeaderName};
+use tower_llm::fallback::{X_LLM_FALLBACK, X_LLM_TARGET};
+
+/// The client headers forwarded upstream by default (see the [module docs](self) for why each).
+pub const DEFAULT_REQUEST_HEADERS: [&str; 5] = [
+    "content-type",
+    "accept",
+    "user-agent",
+    "x-request-id",
+    "idempotency-key",
+];
+
+/// The upstream headers forwarded to the client by default (see the [module docs](self)).
+pub const DEFAULT_RESPONSE_HEADERS: [&str; 4] = [
+    "content-type",
+    "cache-control",
+    "x-llm-target",
+    "x-llm-fallback",
+];
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -25,7 +85,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-const NOT_FORWARDED: [HeaderName; 8] = [
+/// Never forwarded upstream, whatever the configuration says (besides hop-by-hop headers).
+const NEVER_UPSTREAM: [HeaderName; 8] = [
     header::AUTHORIZATION,
     header::COOKIE,
     HeaderName::from_static("x-api-key"),
@@ -36,43 +97,123 @@ const NOT_FORWARDED: [HeaderName; 8] = [
     header::ACCEPT_ENCODING,
 ];
 
-/// Remove hop-by-hop headers, including those the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Which headers cross the gateway, each way; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct HeaderPolicy {
+    request: Vec<HeaderName>,
+    response: Vec<HeaderName>,
+}
+
+impl Default for HeaderPolicy {
+    /// The default lists, nothing added.
+    fn default() -> Self {
+        HeaderPolicy {
+            request: DEFAULT_REQUEST_HEADERS
+                .iter()
+                .map(|n| HeaderName::from_static(n))
+                .collect(),
+            response: vec![
+                header::CONTENT_TYPE,
+                header::CACHE_CONTROL,
+                X_LLM_TARGET,
+                X_LLM_FALLBACK,
+            ],
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
+}
+
+/// `name` as a header name allowed upstream, or why not.
+pub fn check_request_header(name: &str) -> Result<HeaderName, String> {
+    let parsed = parse_name(name)?;
+    if NEVER_UPSTREAM.contains(&parsed) || is_hop_by_hop(&parsed) {
+        return Err(format!(
+            "`{parsed}` is never forwarded upstream (a credential, hop-by-hop, or set by the gateway)"
+        ));
+    }
+    Ok(parsed)
+}
+
+/// `name` as a header name allowed back to clients, or why not.
+pub fn check_response_header(name: &str) -> Result<HeaderName, String> {
+    let parsed = parse_name(name)?;
+    if parsed == header::CONTENT_LENGTH || is_hop_by_hop(&parsed) {
+        return Err(format!(
+            "`{parsed}` is never forwarded to clients (hop-by-hop, or set by the gateway)"
+        ));
+    }
+    Ok(parsed)
+}
+
+fn parse_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{}` is not a header name", name.escape_debug()))
+}
+
+impl HeaderPolicy {
+    /// The default lists plus `request` (forwarded upstream) and `response` (forwarded back);
+    /// names are checked with [`check_request_header`] and [`check_response_header`].
+    pub fn new(request: &[&str], response: &[&str]) -> Result<Self, String> {
+        let mut policy = HeaderPolicy::default();
+        for name in request {
+            let name = check_request_header(name)?;
+            if !policy.request.contains(&name) {
+                policy.request.push(name);
+            }
+        }
+        for name in response {
+            let name = check_response_header(name)?;
+            if !policy.response.contains(&name) {
+                policy.response.push(name);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The names forwarded upstream.
+    pub fn request_headers(&self) -> &[HeaderName] {
+        &self.request
+    }
+
+    /// The names forwarded back to clients.
+    pub fn response_headers(&self) -> &[HeaderName] {
+        &self.response
+    }
+
+    /// The client's headers that go upstream: the allowed ones, less any the `Connection`
+    /// header names (hop-by-hop for this message).
+    pub fn upstream_request_headers(&self, client: &HeaderMap) -> HeaderMap {
+        keep(client, &self.request)
+    }
+
+    /// The upstream's headers that go back to the client (the rest are dropped).
+    pub fn client_response_headers(&self, upstream: &mut HeaderMap) {
+        *upstream = keep(upstream, &self.response);
+    }
+}
+
+/// The headers of `from` named in `allowed` and not named by its `Connection` header.
+fn keep(from: &HeaderMap, allowed: &[HeaderName]) -> HeaderMap {
+    let connection_named: Vec<HeaderName> = from
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let mut out = HeaderMap::with_capacity(allowed.len());
+    for name in allowed {
+        if connection_named.contains(name) {
+            continue;
+        }
+        for value in from.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
     }
-    // Any other `Proxy-*` header is hop-by-hop too.
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
-}
-
-/// The client's headers as they go upstream.
-pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
-    let mut headers = client.clone();
-    strip_hop_by_hop(&mut headers);
-    for name in &NOT_FORWARDED {
-        headers.remove(name);
-    }
-    headers
-}
-
-/// The upstream's headers as they go back to the client.
-pub fn client_response_headers(upstream: &mut HeaderMap) {
-    strip_hop_by_hop(upstream);
-    upstream.remove(header::CONTENT_LENGTH);
+    out
 }
 
 #[cfg(test)]
@@ -80,22 +221,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drops_hop_by_hop_credentials_and_connection_named_headers() {
+    fn only_allowed_headers_go_upstream() {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            "keep-alive, x-secret-hop".parse().unwrap(),
+            "keep-alive, x-secret-hop, user-agent".parse().unwrap(),
         );
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("proxy-foo", "1".parse().unwrap());
         h.insert(header::TE, "trailers".parse().unwrap());
         h.insert(header::AUTHORIZATION, "Bearer client".parse().unwrap());
+        h.insert("openai-organization", "org-x".parse().unwrap());
+        h.insert("openai-project", "proj-x".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
         h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        h.insert(header::USER_AGENT, "sdk/1".parse().unwrap());
         h.insert("x-request-id", "abc".parse().unwrap());
-        let out = upstream_request_headers(&h);
+        let out = HeaderPolicy::default().upstream_request_headers(&h);
         let mut names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
+        // `user-agent` is allowed, but this message's `Connection` names it.
         assert_eq!(names, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn only_allowed_headers_come_back_with_every_value() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+        h.append("set-cookie", "a=1".parse().unwrap());
+        h.append("x-ratelimit-remaining-requests", "9".parse().unwrap());
+        h.append("x-extra", "1".parse().unwrap());
+        h.append("x-extra", "2".parse().unwrap());
+        h.insert(header::RETRY_AFTER, "3".parse().unwrap());
+        let policy = HeaderPolicy::new(&[], &["X-Extra"]).unwrap();
+        policy.client_response_headers(&mut h);
+        let extra: Vec<_> = h.get_all("x-extra").iter().collect();
+        assert_eq!(extra, ["1", "2"]);
+        assert_eq!(h.len(), 3, "{h:?}");
+    }
+
+    #[test]
+    fn configured_names_are_checked() {
+        for bad in [
+            "authorization",
+            "Cookie",
+            "proxy-x",
+            "host",
+            "accept-encoding",
+            "te",
+        ] {
+            assert!(HeaderPolicy::new(&[bad], &[]).is_err(), "{bad}");
+        }
+        for bad in ["content-length", "transfer-encoding", "connection"] {
+            assert!(HeaderPolicy::new(&[], &[bad]).is_err(), "{bad}");
+        }
+        let err = HeaderPolicy::new(&["bad name"], &[]).unwrap_err();
+        assert_eq!(err, "`bad name` is not a header name");
+        assert!(HeaderPolicy::new(&["traceparent"], &["set-cookie"]).is_ok());
     }
 }

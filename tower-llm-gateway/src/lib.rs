@@ -102,10 +102,14 @@ pub mod errors;
 pub mod handlers;
 pub mod headers;
 pub mod metrics;
+mod reload;
 mod router;
+pub mod security;
+mod serve;
 pub mod server;
 pub mod status;
 
 pub use config::{GatewayConfig, GatewaySection};
+pub use reload::KeyReload;
 pub use server::{Gateway, GatewayOptions, GatewayStack};
 pub use status::Totals;

@@ -5,13 +5,13 @@
 //! | layer | what it does |
 //! |---|---|
 //! | [`SetRequestIdLayer`] | gives a request without `x-request-id` a fresh UUID; the id is forwarded upstream with the other end-to-end headers |
-//! | [`TraceLayer`] | a `request` span per request (method, path, request id; no headers, no body) and `debug` events for the response |
+//! | [`TraceLayer`] | a `request` span per request (method, path, request id, the client key's name; no headers, no body) and `debug` events for the response |
 //! | [`PropagateRequestIdLayer`] | copies the request's `x-request-id` onto the response |
 //! | OpenAI-shaped errors | turns the plain 413 and 504 of the two layers below into OpenAI-shaped JSON errors |
 //! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
 //! | [`RequestBodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length` is a 413 before anything is read; a longer streamed body fails the read (413 too) |
 //! | [`RequestBodyTimeoutLayer`] | `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 |
-//! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise |
+//! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise (`/health` and `/metrics` check admin keys themselves) |
 //!
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
 
@@ -33,7 +33,7 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
-use crate::auth::{ClientAuth, ClientKeys};
+use crate::auth::{ClientAuth, KeyStore};
 use crate::errors;
 use crate::handlers::{self, AppState};
 
@@ -52,7 +52,7 @@ pub(crate) struct Limits {
 struct Routed;
 
 /// The whole application: routes, client auth on `/v1/*`, and the tower-http layers.
-pub(crate) fn router(state: AppState, keys: Arc<ClientKeys>, limits: Limits) -> Router {
+pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
@@ -106,7 +106,8 @@ async fn openai_shaped(State(limits): State<Limits>, res: Response) -> Response 
     }
 }
 
-/// The span of one request: method, path and request id (never a header value or the body).
+/// The span of one request: method, path, request id and, once [`ClientAuth`] let it in, the
+/// client key's name (never a header value, a key or the body).
 fn request_span<B>(req: &Request<B>) -> Span {
     let id = req
         .headers()
@@ -118,5 +119,6 @@ fn request_span<B>(req: &Request<B>) -> Span {
         method = %req.method(),
         path = req.uri().path(),
         request_id = id,
+        client = tracing::field::Empty,
     )
 }

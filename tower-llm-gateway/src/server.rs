@@ -1,5 +1,7 @@
-//! Starting and stopping the gateway: the Prometheus recorder, embedded mock upstreams, the
-//! stack, the axum server, the status line and the demo traffic.
+//! Starting and stopping the gateway: the Prometheus recorder, client and admin keys (with the
+//! [`security`](crate::security) check), embedded mock upstreams, the stack, the server (see
+//! the server limits in [`GatewaySection`](crate::GatewaySection)), key reloads on SIGHUP, the
+//! status line and the demo traffic.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,18 +13,21 @@ use bytes::Bytes;
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tower_llm::core::BoxError;
 use tower_llm::{Stack, StackBuilder};
 use tower_llm_chaos::{FaultProfile, MockUpstream};
 
-use crate::auth::ClientKeys;
+use crate::auth::KeyStore;
 use crate::config::GatewayConfig;
 use crate::demo::demo_traffic;
 use crate::handlers::AppState;
 use crate::metrics::prometheus_handle;
+use crate::reload::{KeyReload, KeyReloader};
 use crate::router::{router, Limits};
+use crate::security::{check_exposure, Exposure};
+use crate::serve::{serve, ServeLimits};
 use crate::status::{status_task, Counters, Totals};
 
 /// The gateway's stack: requests arrive as buffered bytes, upstream answers are hyper bodies.
@@ -36,16 +41,35 @@ pub type GatewayStack = Stack<Full<Bytes>, hyper::body::Incoming>;
 /// let options = GatewayOptions::new().listen("127.0.0.1:0".parse().unwrap()).quiet(true);
 /// # let _ = options;
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GatewayOptions {
     listen: Option<SocketAddr>,
     quiet: bool,
+    reload_on_sighup: bool,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            listen: None,
+            quiet: false,
+            reload_on_sighup: true,
+        }
+    }
 }
 
 impl GatewayOptions {
-    /// The defaults: listen on `[gateway] listen`, print the status line.
+    /// The defaults: listen on `[gateway] listen`, print the status line, reload the keys on
+    /// SIGHUP.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reload the client and admin keys on SIGHUP (Unix; default on). An embedder that keeps
+    /// SIGHUP for itself turns it off and calls [`Gateway::reload_keys`].
+    pub fn reload_on_sighup(mut self, reload: bool) -> Self {
+        self.reload_on_sighup = reload;
+        self
     }
 
     /// Listen on `addr` instead of `[gateway] listen` (`127.0.0.1:0` picks a free port).
@@ -69,8 +93,12 @@ pub struct Gateway {
     mocks: BTreeMap<String, MockUpstream>,
     counters: Arc<Counters>,
     metrics: PrometheusHandle,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: JoinHandle<std::io::Result<()>>,
+    keys: Arc<KeyReloader>,
+    warnings: Vec<String>,
+    permits: Arc<Semaphore>,
+    max_connections: usize,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -84,25 +112,50 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Install the Prometheus recorder, start the embedded mock upstreams, build the stack and
-    /// serve. Configuration problems (a bad mock profile, a missing API key variable) are errors
-    /// naming the key and line; a listener that cannot bind is an I/O error.
+    /// Read the client and admin keys, refuse to serve real providers unauthenticated (see
+    /// [`security`](crate::security)), install the Prometheus recorder, start the embedded mock
+    /// upstreams, build the stack and serve. Configuration problems (a bad mock profile, a
+    /// missing key variable or file, a refused start) are errors naming the key; a listener that
+    /// cannot bind is an I/O error.
     pub async fn start(
         config: GatewayConfig,
         options: GatewayOptions,
     ) -> Result<Gateway, BoxError> {
-        // First: the stack's breakers register their metric handles when they are built (the
-        // routes whose targets all name a model are built right below), with whatever recorder
-        // is installed then.
+        let client_keys = config.client_keys()?;
+        let admin_keys = config.admin_keys()?;
+        let listen = options.listen.unwrap_or(config.listen);
+        let real = config.real_providers();
+        let warning = check_exposure(&Exposure {
+            real_providers: &real,
+            keys: client_keys.enabled(),
+            allow_unauthenticated: config.gateway.allow_unauthenticated,
+            listen,
+        })
+        .map_err(|why| config.stack.error_at("gateway.allow_unauthenticated", why))?;
+        let mut warnings = Vec::new();
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+            warnings.push(warning);
+        }
+        let demo_key = client_keys.demo_key().map(str::to_owned);
+        let client = Arc::new(KeyStore::new(client_keys));
+        let admin = Arc::new(KeyStore::new(admin_keys));
+
+        // Before the stack: the stack's breakers register their metric handles when they are
+        // built (the routes whose targets all name a model are built right below), with
+        // whatever recorder is installed then.
         let metrics = prometheus_handle();
-        let keys = Arc::new(client_keys(&config)?);
 
         let mut mocks = BTreeMap::new();
         let mut builder = StackBuilder::new(&config.stack);
         for (name, profile) in &config.mocks {
             let profile =
                 FaultProfile::parse(profile).map_err(|e| config.mock_error(name, e.to_string()))?;
-            let mock = MockUpstream::builder().profile(profile).start().await?;
+            let mock = MockUpstream::builder()
+                .profile(profile)
+                .max_logged_attempts(config.gateway.mock_logged_attempts)
+                .start()
+                .await?;
             builder = builder.provider_url(name.clone(), mock.base_url());
             mocks.insert(name.clone(), mock);
         }
@@ -120,38 +173,47 @@ impl Gateway {
             body_timeout: limits.body_timeout,
             counters: Arc::clone(&counters),
             metrics: metrics.clone(),
+            headers: config.headers.clone(),
+            admin: Arc::clone(&admin),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        let app = router(state, Arc::clone(&keys), limits);
+        let app = router(state, Arc::clone(&client), limits);
 
-        let listener = TcpListener::bind(options.listen.unwrap_or(config.listen)).await?;
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            // TCP_NODELAY on every accepted connection: streamed events are small writes that
-            // Nagle's algorithm would otherwise hold back until the client's delayed ACK.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let max_connections = usize::try_from(config.gateway.max_connections).unwrap_or(usize::MAX);
+        let permits = Arc::new(Semaphore::new(max_connections));
+        let (stop, stopped) = watch::channel(false);
+        let serve_limits = ServeLimits {
+            header_read_timeout: config.gateway.header_read_timeout(),
+            grace: config.gateway.shutdown_grace(),
+        };
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            serve_limits,
+            Arc::clone(&permits),
+            stopped,
+        ));
 
+        let rps = config.gateway.demo_requests_per_sec;
+        let keys = Arc::new(KeyReloader::new(config, client, admin));
         let mut background = vec![tokio::spawn(metrics_upkeep(metrics.clone()))];
+        if options.reload_on_sighup {
+            if let Some(task) = crate::reload::on_sighup(Arc::clone(&keys)) {
+                background.push(task);
+            }
+        }
         if !options.quiet {
             background.push(tokio::spawn(status_task(
                 stack.clone(),
                 Arc::clone(&counters),
             )));
         }
-        let rps = config.gateway.demo_requests_per_sec;
         if rps > 0 {
-            background.push(tokio::spawn(demo_traffic(addr, rps, Arc::clone(&keys))));
+            background.push(tokio::spawn(demo_traffic(addr, rps, demo_key)));
         }
         Ok(Gateway {
             addr,
@@ -159,7 +221,11 @@ impl Gateway {
             mocks,
             counters,
             metrics,
-            shutdown: Some(tx),
+            keys,
+            warnings,
+            permits,
+            max_connections,
+            stop,
             server,
             background,
         })
@@ -195,16 +261,41 @@ impl Gateway {
         self.metrics.render()
     }
 
-    /// Stop accepting connections, let in-flight requests finish, stop the mocks and save the
-    /// health state if `[health] file` is set (returns the path written).
+    /// The warnings logged at start (e.g. a non-loopback listener without client keys).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Connections open now (at most `[gateway] max_connections`).
+    pub fn open_connections(&self) -> usize {
+        self.max_connections
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    /// Read the client and admin keys again, as SIGHUP does: from the configuration file when
+    /// the gateway was started from one ([`GatewayConfig::from_file`]: its `[gateway]` key
+    /// settings, the variables and files they name), else from the same settings as at start.
+    /// The new sets replace the old ones for the next requests; requests already let in are
+    /// not affected. On error (an unreadable file, a bad entry, no client key left while keys
+    /// were on: a reload never turns authentication off) the keys in use stay.
+    pub fn reload_keys(&self) -> Result<KeyReload, BoxError> {
+        self.keys.reload()
+    }
+
+    /// Key reloads that succeeded since start.
+    pub fn key_reloads(&self) -> u64 {
+        self.keys.reloads()
+    }
+
+    /// Stop accepting connections, let in-flight requests finish within `[gateway]
+    /// shutdown_grace_ms` (then close their connections), stop the mocks and save the health
+    /// state if `[health] file` is set (returns the path written).
     pub async fn shutdown(mut self) -> Result<Option<PathBuf>, BoxError> {
         for task in self.background.drain(..) {
             task.abort();
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        (&mut self.server).await??;
+        let _ = self.stop.send(true);
+        (&mut self.server).await?;
         let saved = self.stack.save_health()?;
         for (_, mock) in std::mem::take(&mut self.mocks) {
             mock.shutdown().await;
@@ -220,30 +311,6 @@ impl Drop for Gateway {
         }
         self.server.abort();
     }
-}
-
-/// The client keys named by `[gateway] api_keys_env` (none: authentication off).
-fn client_keys(config: &GatewayConfig) -> Result<ClientKeys, BoxError> {
-    let Some(var) = &config.gateway.api_keys_env else {
-        return Ok(ClientKeys::default());
-    };
-    let list = std::env::var(var).map_err(|_| {
-        config.stack.error_at(
-            "gateway.api_keys_env",
-            format!("environment variable `{var}` is not set"),
-        )
-    })?;
-    let keys = ClientKeys::parse(&list);
-    if !keys.enabled() {
-        return Err(config
-            .stack
-            .error_at(
-                "gateway.api_keys_env",
-                format!("environment variable `{var}` holds no key"),
-            )
-            .into());
-    }
-    Ok(keys)
 }
 
 /// The exporter's periodic upkeep (drains histogram samples between scrapes).

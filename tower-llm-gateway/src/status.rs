@@ -46,7 +46,42 @@ impl Counters {
     }
 }
 
-/// One status line: the rate and counts since `previous`, then every target's state.
+/// Longest target name the status line prints, in characters (longer ones end in `…`).
+pub const MAX_PRINTED_NAME: usize = 80;
+
+/// `text` made safe for a terminal: control characters (ANSI escapes included) and invisible
+/// formatting characters (bidirectional overrides, zero-width ones) as `\u{..}`, and at most
+/// `max` characters of it, then `…`.
+///
+/// ```
+/// use tower_llm_gateway::status::printable;
+///
+/// assert_eq!(printable("\u{1b}[31mevil", 80), "\\u{1b}[31mevil");
+/// assert_eq!(printable("gpt-4o", 3), "gpt…");
+/// ```
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 4));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        let invisible = matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        );
+        if c.is_control() || invisible {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One status line: the rate and counts since `previous`, then every target's state. Target
+/// names come from clients (a pass-through model is named as requested): each is printed
+/// through [`printable`].
 pub fn status_line(
     uptime: Duration,
     since_last: Duration,
@@ -64,7 +99,7 @@ pub fn status_line(
         health.status.as_str(),
     );
     for t in &health.targets {
-        let _ = write!(line, " | {}", t.name);
+        let _ = write!(line, " | {}", printable(&t.name, MAX_PRINTED_NAME));
         if let Some(b) = &t.breaker {
             let _ = write!(line, " {}", b.state);
             if b.state == State::Open {
@@ -94,7 +129,7 @@ pub fn status_line(
         if t.consecutive_failures > 0 {
             let _ = write!(line, " fails {}", t.consecutive_failures);
             if let Some(kind) = &t.last_error_kind {
-                let _ = write!(line, " ({kind})");
+                let _ = write!(line, " ({})", printable(kind, MAX_PRINTED_NAME));
             }
         }
     }

@@ -154,3 +154,30 @@ pub async fn settle() {
     }
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// `toml` with `lines` added to its `[gateway]` table (made by [`config`]).
+pub fn with_gateway(toml: &str, lines: &str) -> String {
+    toml.replacen(
+        "demo_requests_per_sec = 0",
+        &format!("demo_requests_per_sec = 0\n{lines}"),
+        1,
+    )
+}
+
+/// GET `path` on the gateway with `Authorization: Bearer <key>`.
+pub async fn get_with_key(gw: &Gateway, path: &str, key: &str) -> Reply {
+    let req = http::Request::get(format!("http://{}{path}", gw.addr()))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    send(gw, req).await
+}
+
+/// The lowercase hex SHA-256 of `key`, as `[[gateway.keys]]` and `sha256:` entries take it.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
