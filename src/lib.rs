@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -52,6 +52,7 @@ mod document;
 mod error;
 mod keys;
 pub(crate) mod layers;
+pub mod provider;
 mod schema;
 mod validate;
 
@@ -60,6 +61,10 @@ mod tests;
 
 pub use document::ConfigDocument;
 pub use error::ConfigFileError;
+pub use provider::{
+    ProviderKind, TlsRoots, ANTHROPIC_VERSION, AZURE_API_VERSION, DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_POOL_IDLE_TIMEOUT_MS, DEFAULT_POOL_MAX_IDLE_PER_HOST, DEFAULT_TCP_KEEPALIVE_MS,
+};
 pub use schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,
     HealthSection, OnCorrupt, ProviderConfig, RequestSection, RetrySection, RouteConfig,

@@ -76,6 +76,39 @@ pub struct ProviderConfig {
     /// header gets the bare key (`x-api-key` for Anthropic, `api-key` for Azure).
     #[serde(default)]
     pub auth_header: Option<String>,
+    /// A preset: the provider's default `base_url`, key header and `api_key_env`, and what else
+    /// it requires ([`ProviderKind`](super::ProviderKind)). Keys written here win.
+    #[serde(default)]
+    pub kind: Option<super::ProviderKind>,
+    /// Azure only: the `api-version` query parameter (default
+    /// [`AZURE_API_VERSION`](super::AZURE_API_VERSION)).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Offer HTTP/2 by ALPN on https (default `true`).
+    #[serde(default)]
+    pub http2: Option<bool>,
+    /// Trusted roots for https: `"webpki"` (bundled, the default) or `"native"` (the platform's).
+    #[serde(default)]
+    pub tls_roots: Option<super::TlsRoots>,
+    /// A PEM file of extra trusted CAs (a private gateway's, a test's).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// TCP connect plus TLS handshake limit, in ms (default
+    /// [`DEFAULT_CONNECT_TIMEOUT_MS`](super::DEFAULT_CONNECT_TIMEOUT_MS)).
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Idle pooled connections close after this many ms (default
+    /// [`DEFAULT_POOL_IDLE_TIMEOUT_MS`](super::DEFAULT_POOL_IDLE_TIMEOUT_MS)).
+    #[serde(default)]
+    pub pool_idle_timeout_ms: Option<u64>,
+    /// Idle connections kept per host (default
+    /// [`DEFAULT_POOL_MAX_IDLE_PER_HOST`](super::DEFAULT_POOL_MAX_IDLE_PER_HOST); 0: none).
+    #[serde(default)]
+    pub pool_max_idle_per_host: Option<usize>,
+    /// TCP keep-alive idle time in ms (default
+    /// [`DEFAULT_TCP_KEEPALIVE_MS`](super::DEFAULT_TCP_KEEPALIVE_MS); 0: off).
+    #[serde(default)]
+    pub tcp_keepalive_ms: Option<u64>,
 }
 
 impl ProviderConfig {
@@ -86,6 +119,15 @@ impl ProviderConfig {
             base_url: None,
             api_key_env: None,
             auth_header: None,
+            kind: None,
+            api_version: None,
+            http2: None,
+            tls_roots: None,
+            ca_file: None,
+            connect_timeout_ms: None,
+            pool_idle_timeout_ms: None,
+            pool_max_idle_per_host: None,
+            tcp_keepalive_ms: None,
         }
     }
 }

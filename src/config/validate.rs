@@ -131,6 +131,7 @@ fn check_providers(providers: &[ProviderConfig]) -> Result<HashSet<&str>, Invali
                 )?;
             }
         }
+        super::provider::check(i, p)?;
     }
     Ok(names)
 }

@@ -61,9 +61,11 @@
 //! finishes a stream that has its `finish_reason` but no `[DONE]`. It sits below the bulkhead so
 //! a stream holds its permit until it ends.
 //!
-//! **TLS.** [`StackBuilder::build_http`] uses hyper-util's plain-HTTP connector (enough for local
-//! servers and the embedded mocks). For `https` base URLs, build a client with a TLS connector
-//! (for example `hyper-rustls`) and pass it to [`StackBuilder::build_with_client`].
+//! **TLS.** [`StackBuilder::build_http`] builds over [`UpstreamClient`](crate::client::UpstreamClient):
+//! `http` and (with the `tls` feature, default on) `https` with HTTP/2 by ALPN, each provider's
+//! roots, `ca_file` and connection settings. Without the feature, pass a TLS-capable client to
+//! [`StackBuilder::build_with_client`]. Either way, provider presets (`kind`) shape requests the
+//! same (Anthropic's version header, Azure's deployment paths).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -108,9 +110,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::Either;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tower::util::BoxCloneSyncService;
 use tower::Service;
 use tower_llm_breaker::BreakerHandle;
@@ -147,8 +147,9 @@ pub type TargetService<ReqB, ResB> =
 /// One route's fallback chain over its targets' stacks.
 pub type RouteService<ReqB, ResB> = Fallback<TargetService<ReqB, ResB>>;
 
-/// hyper-util's legacy client over plain HTTP, as [`StackBuilder::build_http`] builds it.
-pub type HttpClient<ReqB> = Client<HttpConnector, ReplayBody<ReqB>>;
+/// hyper-util's legacy client over the default [`Connector`](crate::client::Connector) (https
+/// with the `tls` feature): one provider's client in [`StackBuilder::build_http`].
+pub type HttpClient<ReqB> = Client<crate::client::Connector, ReplayBody<ReqB>>;
 
 /// Builds a [`Stack`] from a [`StackConfig`].
 pub struct StackBuilder<'a> {
@@ -183,16 +184,18 @@ impl<'a> StackBuilder<'a> {
         self
     }
 
-    /// Build over hyper-util's legacy client with a plain-HTTP connector and `TCP_NODELAY` set
-    /// (without it, small SSE writes wait for the peer's delayed ACK: ~40 ms per stream on Linux).
+    /// Build over the default [`UpstreamClient`](crate::client::UpstreamClient): `http`, and
+    /// `https` with the `tls` feature (HTTP/2 by ALPN), each provider's connection settings, and
+    /// `TCP_NODELAY` set (without it, small SSE writes wait for the peer's delayed ACK: ~40 ms
+    /// per stream on Linux).
     pub fn build_http<ReqB>(self) -> Result<Stack<ReqB, hyper::body::Incoming>, ConfigFileError>
     where
         ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
         ReqB::Error: Into<BoxError>,
     {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client: HttpClient<ReqB> = Client::builder(TokioExecutor::new()).build(connector);
+        let client = crate::client::UpstreamClientBuilder::new(self.config)
+            .provider_urls(&self.urls)
+            .build::<ReplayBody<ReqB>>()?;
         self.build_with_client(client)
     }
 
@@ -219,9 +222,13 @@ impl<'a> StackBuilder<'a> {
         let config = self.config;
         config.validate()?;
         let plan = Plan::new(config, &self.urls)?;
+        // Provider presets' request shaping (headers, Azure paths) right above the client.
+        let shapes = crate::client::shape::Shapes::new(config, &self.urls);
         let make: MakeTarget<ReqB, ResB> = {
             let layers = plan.layers.clone();
-            Arc::new(move |target: &Target| layers.target_stack(target, client.clone()))
+            Arc::new(move |target: &Target| {
+                layers.target_stack(target, shapes.wrap(target, client.clone()))
+            })
         };
         let saved = match &config.health.file {
             Some(file) => {

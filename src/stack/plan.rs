@@ -133,9 +133,10 @@ fn provider(
     p: &ProviderConfig,
     urls: &HashMap<String, String>,
 ) -> Result<ProviderPlan, ConfigFileError> {
-    let base_url = match (urls.get(&p.name), &p.base_url) {
-        (Some(url), _) | (None, Some(url)) => url.clone(),
-        (None, None) => {
+    // A preset (`kind`) fills in what the provider's keys leave out (config/provider.rs).
+    let base_url = match p.resolved_base_url(urls.get(&p.name).map(String::as_str)) {
+        Some(url) => url,
+        None => {
             return Err(config.error_at(
                 &format!("providers[{i}]"),
                 format!(
@@ -146,7 +147,7 @@ fn provider(
             ))
         }
     };
-    let Some(var) = &p.api_key_env else {
+    let Some(var) = p.resolved_api_key_env() else {
         return Ok(ProviderPlan {
             base_url,
             auth: None,
@@ -154,7 +155,7 @@ fn provider(
     };
     let secret = Secret::from_env(var)
         .map_err(|e| config.error_at(&format!("providers[{i}].api_key_env"), e.message()))?;
-    let header = match &p.auth_header {
+    let header = match p.resolved_auth_header() {
         Some(h) if !h.eq_ignore_ascii_case("authorization") => {
             Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
                 config.error_at(&format!("providers[{i}].auth_header"), "not a header name")

@@ -81,4 +81,6 @@ pub use layer::{ChaosLayer, ChaosStats};
 pub use profile::{FaultProfile, ScheduledFault};
 pub use service::Chaos;
 pub use switch::ChaosSwitch;
+#[cfg(feature = "tls")]
+pub use upstream::MockTls;
 pub use upstream::{Attempt, MockHandle, MockUpstream, MockUpstreamBuilder};

@@ -4,7 +4,12 @@
 //! start, by requested model, or by default (see [`FaultProfile`] for the precedence) — and
 //! [`start`](MockUpstreamBuilder::start) binds `127.0.0.1:0` and spawns the server onto the
 //! current tokio runtime, so its timers share a paused test clock. Every request to
-//! `POST /v1/chat/completions` is logged as an [`Attempt`].
+//! `POST /v1/chat/completions` (or any other path ending in `/chat/completions`, as providers'
+//! base URLs make them: `/openai/v1/chat/completions`) is logged as an [`Attempt`], with the
+//! HTTP version it came in, its path and query and its headers.
+//!
+//! With the `tls` feature, [`MockUpstreamBuilder::tls`] serves it over TLS, HTTP/2 offered by
+//! ALPN (see [`MockTls`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -48,6 +53,11 @@
 mod body;
 mod respond;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
+
+#[cfg(feature = "tls")]
+pub use tls::MockTls;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -67,15 +77,25 @@ use crate::{Fault, FaultProfile};
 
 use body::MockBody;
 
-/// The path the mock serves.
+/// The path the mock serves (any path ending in [`COMPLETIONS_SUFFIX`] is served too).
 pub const COMPLETIONS_PATH: &str = "/v1/chat/completions";
+
+/// Requests whose path ends with this are chat completions.
+pub const COMPLETIONS_SUFFIX: &str = "/chat/completions";
 
 /// Default bound on a request body: larger bodies get a 413.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// One request the mock upstream received on [`COMPLETIONS_PATH`], in arrival order.
+/// One request the mock upstream received on a chat completions path, in arrival order.
 #[derive(Clone, Debug)]
 pub struct Attempt {
+    /// The HTTP version of the request: `HTTP/2.0` when the client and the mock's TLS agreed on
+    /// `h2`, `HTTP/1.1` otherwise.
+    pub version: http::Version,
+    /// The request path (`/v1/chat/completions`, `/openai/deployments/gpt-4o/chat/completions`).
+    pub path: String,
+    /// The query string, without the `?`.
+    pub query: Option<String>,
     /// 1-based number of the request since the upstream started (also in the completion id,
     /// `chatcmpl-mock-{seq}`); requests rejected as bad (400, 413) get 0.
     pub seq: u64,
@@ -106,6 +126,8 @@ pub struct MockUpstreamBuilder {
     max_body_bytes: usize,
     max_logged_attempts: Option<usize>,
     on_attempt: Option<AttemptHook>,
+    #[cfg(feature = "tls")]
+    tls: Option<MockTls>,
 }
 
 impl fmt::Debug for MockUpstreamBuilder {
@@ -116,6 +138,7 @@ impl fmt::Debug for MockUpstreamBuilder {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_logged_attempts", &self.max_logged_attempts)
             .field("on_attempt", &self.on_attempt.is_some())
+            .field("tls", &self.scheme())
             .finish()
     }
 }
@@ -128,6 +151,8 @@ impl Default for MockUpstreamBuilder {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_logged_attempts: None,
             on_attempt: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -191,6 +216,22 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// Serve over TLS with `tls`'s certificate (HTTP/2 offered unless [`MockTls::http2`] turned
+    /// it off): [`base_url`](MockUpstream::base_url) is then `https://127.0.0.1:PORT/v1`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: MockTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return "https";
+        }
+        "http"
+    }
+
     /// Bind the listener and spawn the server onto the current tokio runtime.
     ///
     /// Fails with [`io::ErrorKind::InvalidInput`] when a fault is invalid (see
@@ -201,6 +242,11 @@ impl MockUpstreamBuilder {
         self.profile
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let scheme = self.scheme();
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(MockTls::acceptor).transpose()?;
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<server::Acceptor> = None;
         let listener = tokio::net::TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
         let started = Instant::now();
@@ -217,10 +263,14 @@ impl MockUpstreamBuilder {
             max_body_bytes: self.max_body_bytes,
         });
         let (stop, stopped) = oneshot::channel();
-        let task = runtime.spawn(server::serve(listener, shared.clone(), stopped));
+        let task = runtime.spawn(server::serve(listener, shared.clone(), tls, stopped));
         tracing::debug!(%addr, "mock upstream started");
         Ok(MockUpstream {
-            handle: MockHandle { shared, addr },
+            handle: MockHandle {
+                shared,
+                addr,
+                scheme,
+            },
             stop: Some(stop),
             task: Some(task),
         })
@@ -332,6 +382,7 @@ impl Shared {
 pub struct MockHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    scheme: &'static str,
 }
 
 impl fmt::Debug for MockHandle {
@@ -349,14 +400,14 @@ impl MockHandle {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT/v1`: an OpenAI client's base URL.
+    /// `http://127.0.0.1:PORT/v1` (`https://` when served over TLS): an OpenAI client's base URL.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("{}://{}/v1", self.scheme, self.addr)
     }
 
-    /// `http://127.0.0.1:PORT/v1/chat/completions`.
+    /// `http://127.0.0.1:PORT/v1/chat/completions` (`https://` when served over TLS).
     pub fn completions_url(&self) -> String {
-        format!("http://{}{COMPLETIONS_PATH}", self.addr)
+        format!("{}://{}{COMPLETIONS_PATH}", self.scheme, self.addr)
     }
 
     /// Every logged attempt, in arrival order.
@@ -483,7 +534,7 @@ impl MockUpstream {
         self.handle.addr()
     }
 
-    /// `http://127.0.0.1:PORT/v1`: an OpenAI client's base URL.
+    /// `http://127.0.0.1:PORT/v1` (`https://` when served over TLS): an OpenAI client's base URL.
     pub fn base_url(&self) -> String {
         self.handle.base_url()
     }

@@ -1,4 +1,5 @@
-//! The accept loop, one HTTP/1.1 connection per task, and the request handler.
+//! The accept loop, one connection per task (HTTP/1.1, or HTTP/2 when TLS negotiated `h2`), and
+//! the request handler.
 
 use std::io;
 use std::pin::Pin;
@@ -20,11 +21,19 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::respond::{self, Reply};
-use super::{Attempt, MockBody, Shared, COMPLETIONS_PATH};
+use super::{Attempt, MockBody, Shared, COMPLETIONS_SUFFIX};
+
+/// What wraps each accepted connection in TLS (nothing can, without the `tls` feature).
+#[cfg(feature = "tls")]
+pub(super) type Acceptor = tokio_rustls::TlsAcceptor;
+/// What wraps each accepted connection in TLS (nothing can, without the `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub(super) type Acceptor = std::convert::Infallible;
 
 pub(super) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<Acceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut connections = JoinSet::new();
@@ -35,7 +44,7 @@ pub(super) async fn serve(
                 Ok((stream, _peer)) => {
                     // Small SSE events must leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, shared.clone()));
+                    connections.spawn(serve_connection(stream, shared.clone(), tls.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -66,20 +75,52 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<Acceptor>) {
     let _open = OpenConnection::new(shared.clone());
     let reset = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(ConnIo {
+    let io = ConnIo {
         stream,
         reset: reset.clone(),
-    });
+    };
     let service = hyper::service::service_fn(move |req| handle(req, shared.clone(), reset.clone()));
-    let connection = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(io, service);
-    if let Err(error) = connection.await {
+    let result = match tls {
+        None => serve_http1(io, service).await,
+        #[cfg(feature = "tls")]
+        Some(acceptor) => {
+            let stream = match acceptor.accept(io).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    // A client that does not trust the mock's certificate ends here.
+                    tracing::debug!(%error, "mock upstream: TLS handshake failed");
+                    return;
+                }
+            };
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            } else {
+                serve_http1(stream, service).await
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
+    };
+    if let Err(error) = result {
         tracing::trace!(%error, "mock upstream connection ended");
     }
+}
+
+async fn serve_http1<I, S>(io: I, service: S) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = MockBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await
 }
 
 /// The connection's socket. When the handler asks for a reset, dropping it sets `SO_LINGER` to
@@ -158,7 +199,7 @@ async fn handle(
 ) -> Result<Response<MockBody>, CloseConnection> {
     let arrived = Instant::now();
     let at = arrived.saturating_duration_since(shared.started);
-    if req.uri().path() != COMPLETIONS_PATH {
+    if !req.uri().path().ends_with(COMPLETIONS_SUFFIX) {
         return Ok(respond::not_found(req.method(), req.uri().path()));
     }
     if req.method() != Method::POST {
@@ -166,8 +207,14 @@ async fn handle(
     }
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let version = parts.version;
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
     let rejected = |body: Bytes, fault: &'static str, reply: Response<MockBody>, model: String| {
         shared.record(Attempt {
+            version,
+            path: path.clone(),
+            query: query.clone(),
             seq: 0,
             at,
             model,
@@ -214,6 +261,9 @@ async fn handle(
     let reply = respond::plan(fault, seq, &model, stream, &request);
     if shared.wants_attempts() {
         shared.record(Attempt {
+            version,
+            path,
+            query,
             seq,
             at,
             model,

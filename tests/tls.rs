@@ -1,0 +1,259 @@
+//! https upstreams through `StackBuilder::build_http` (issue 16): the chaos mock served over TLS
+//! with a certificate from a CA made in the test, trusted through the provider's `ca_file`.
+//! JSON and SSE answers, HTTP/2 when offered and HTTP/1.1 when not (asserted on the mock's
+//! side), failover between https and http targets, and TLS failures that are `transport`
+//! failures naming TLS and bench the target. All on loopback.
+
+mod tls_support;
+
+use bytes::Bytes;
+use http::Version;
+use http_body_util::Full;
+use tls_support::{chat, send, TestCa};
+use tower::ServiceExt;
+use tower_llm::core::{classify_error, ErrorKind};
+use tower_llm::{StackBuilder, StackConfig};
+use tower_llm_chaos::{Fault, MockTls, MockUpstream, CANONICAL_ANSWER};
+
+/// One https provider `tls` (the mock's URL, `ca_file`, `extra` keys) and a route to it.
+fn one_provider(url: &str, ca: &TestCa, extra: &str) -> StackConfig {
+    StackConfig::from_toml_str(&format!(
+        r#"
+[[providers]]
+name = "tls"
+base_url = "{url}"
+ca_file = "{ca}"
+{extra}
+
+[[routes]]
+match = "*"
+targets = [{{ provider = "tls", model = "m" }}]
+"#,
+        ca = ca.ca_file_toml()
+    ))
+    .expect("config")
+}
+
+async fn mock(tls: MockTls) -> MockUpstream {
+    MockUpstream::builder()
+        .tls(tls)
+        .start()
+        .await
+        .expect("mock")
+}
+
+#[tokio::test]
+async fn json_and_sse_over_https_negotiate_http2() {
+    let ca = TestCa::new("tower-llm test CA");
+    let upstream = mock(ca.server(&["127.0.0.1"])).await;
+    assert!(upstream.base_url().starts_with("https://"));
+    let config = one_provider(&upstream.base_url(), &ca, "");
+    let stack = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+
+    let (status, headers, body) = send(&stack, chat("gpt-4o", false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-llm-target"], "tls/m");
+    assert!(body.contains(CANONICAL_ANSWER), "{body}");
+
+    let (status, headers, body) = send(&stack, chat("gpt-4o", true)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert!(body.contains("data: [DONE]"), "{body}");
+
+    let attempts = upstream.attempts();
+    assert_eq!(attempts.len(), 2);
+    for attempt in &attempts {
+        assert_eq!(attempt.version, Version::HTTP_2, "the server saw h2");
+        assert_eq!(attempt.path, "/v1/chat/completions");
+    }
+    assert!(attempts[1].stream);
+}
+
+#[tokio::test]
+async fn http1_when_the_server_does_not_offer_h2_or_the_provider_opts_out() {
+    let ca = TestCa::new("tower-llm test CA");
+    // The server offers only http/1.1.
+    let h1_only = mock(ca.server(&["127.0.0.1"]).http2(false)).await;
+    let config = one_provider(&h1_only.base_url(), &ca, "");
+    let stack = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+    for stream in [false, true] {
+        let (status, _, body) = send(&stack, chat("gpt-4o", stream)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(if stream { "[DONE]" } else { CANONICAL_ANSWER }));
+    }
+    assert!(h1_only
+        .attempts()
+        .iter()
+        .all(|a| a.version == Version::HTTP_11));
+
+    // The server offers h2, the provider says `http2 = false`.
+    let offers_h2 = mock(ca.server(&["127.0.0.1"])).await;
+    let config = one_provider(&offers_h2.base_url(), &ca, "http2 = false");
+    let stack = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+    let (status, _, _) = send(&stack, chat("gpt-4o", true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(offers_h2.attempts()[0].version, Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn failover_from_https_to_http_and_back() {
+    let ca = TestCa::new("tower-llm test CA");
+    let secure = mock(ca.server(&["127.0.0.1"])).await;
+    let plain = MockUpstream::builder().start().await.expect("mock");
+    let config = StackConfig::from_toml_str(&format!(
+        r#"
+[[providers]]
+name = "secure"
+base_url = "{secure}"
+ca_file = "{ca}"
+
+[[providers]]
+name = "plain"
+base_url = "{plain}"
+
+[[routes]]
+match = "a-*"
+targets = [{{ provider = "secure", model = "s" }}, {{ provider = "plain", model = "p" }}]
+
+[[routes]]
+match = "b-*"
+targets = [{{ provider = "plain", model = "p2" }}, {{ provider = "secure", model = "s2" }}]
+"#,
+        secure = secure.base_url(),
+        plain = plain.base_url(),
+        ca = ca.ca_file_toml()
+    ))
+    .expect("config");
+    let stack = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+
+    // https down: the http target answers.
+    secure.set_default_fault(Fault::status(503));
+    let (status, headers, _) = send(&stack, chat("a-1", false)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-llm-target"], "plain/p");
+    assert_eq!(headers["x-llm-fallback"], "target");
+    assert_eq!(secure.attempts()[0].status, Some(503));
+
+    // http down: the https target answers, streaming over h2.
+    secure.set_default_fault(Fault::Healthy);
+    plain.set_default_fault(Fault::status(503));
+    let (status, headers, body) = send(&stack, chat("b-1", true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-llm-target"], "secure/s2");
+    assert!(body.contains("[DONE]"));
+    let last = secure.attempts().pop().expect("an https attempt");
+    assert_eq!((last.model.as_str(), last.version), ("s2", Version::HTTP_2));
+}
+
+/// The stack's error for one request, the kind `classify_error` gives it, and the text of its
+/// whole source chain.
+async fn failure(
+    config: &StackConfig,
+) -> (
+    ErrorKind,
+    String,
+    tower_llm::Stack<Full<Bytes>, hyper::body::Incoming>,
+) {
+    let stack = StackBuilder::new(config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+    let err = stack
+        .clone()
+        .oneshot(chat("gpt-4o", false))
+        .await
+        .expect_err("no target can answer");
+    let kind = classify_error(&*err).kind;
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(" / ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    (kind, text, stack)
+}
+
+#[tokio::test]
+async fn a_wrong_ca_is_a_transport_failure_naming_tls_that_benches_the_target() {
+    let ca = TestCa::new("tower-llm test CA");
+    let stranger = TestCa::new("someone else's CA");
+    let upstream = mock(ca.server(&["127.0.0.1"])).await;
+    let config = one_provider(&upstream.base_url(), &stranger, "");
+    let (kind, text, stack) = failure(&config).await;
+    assert_eq!(kind, ErrorKind::Transport, "{text}");
+    assert!(text.contains("TLS handshake with 127.0.0.1:"), "{text}");
+    assert!(text.contains("unknown issuer"), "{text}");
+    assert_eq!(
+        upstream.attempt_count(),
+        0,
+        "no request went over the failed handshake"
+    );
+
+    let health = stack.health();
+    let target = health.target("tls/m").expect("target in health");
+    assert_eq!(target.failures, 1);
+    assert_eq!(target.last_error_kind.as_deref(), Some("transport"));
+    assert!(!target.available, "benched like any transport failure");
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_a_name_mismatch() {
+    let ca = TestCa::new("tower-llm test CA");
+    let upstream = mock(ca.server(&["other.example"])).await;
+    let config = one_provider(&upstream.base_url(), &ca, "");
+    let (kind, text, _) = failure(&config).await;
+    assert_eq!(kind, ErrorKind::Transport, "{text}");
+    assert!(text.contains("name mismatch"), "{text}");
+}
+
+#[tokio::test]
+async fn the_bundled_roots_alone_do_not_trust_a_private_ca() {
+    let ca = TestCa::new("tower-llm test CA");
+    let upstream = mock(ca.server(&["127.0.0.1"])).await;
+    let config = StackConfig::from_toml_str(&format!(
+        "[[providers]]\nname = \"tls\"\nbase_url = \"{}\"\n\n[[routes]]\nmatch = \"*\"\n\
+         targets = [{{ provider = \"tls\", model = \"m\" }}]\n",
+        upstream.base_url()
+    ))
+    .expect("config");
+    let (kind, text, _) = failure(&config).await;
+    assert_eq!(kind, ErrorKind::Transport);
+    assert!(text.contains("unknown issuer"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreadable_ca_file_stops_the_build_naming_the_key() {
+    let config = StackConfig::from_toml_str(
+        r#"
+[[providers]]
+name = "tls"
+base_url = "https://127.0.0.1:9/v1"
+ca_file = "/nonexistent/tower-llm/ca.pem"
+
+[[routes]]
+match = "*"
+targets = [{ provider = "tls", model = "m" }]
+"#,
+    )
+    .expect("config");
+    let err = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect_err("no such file");
+    assert_eq!(err.key(), "providers[0].ca_file");
+    assert_eq!(err.line(), Some(5));
+    assert!(
+        err.to_string().contains("/nonexistent/tower-llm/ca.pem"),
+        "{err}"
+    );
+}
