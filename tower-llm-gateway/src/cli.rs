@@ -7,8 +7,9 @@
 //!
 //! [`main`] is the whole program: it parses the arguments ([`Args`], with `clap`), sets up
 //! logging ([`init_logging`]), loads the configuration, starts the [`Gateway`], prints where it
-//! listens, and on SIGINT or SIGTERM shuts it down gracefully (no new connections, in-flight
-//! requests finish, the health state is saved when `[health] file` is set). Exit status: 0 after
+//! listens, reloads the client and admin keys on SIGHUP, and on SIGINT or SIGTERM shuts it down
+//! gracefully (no new connections, in-flight requests finish within `[gateway]
+//! shutdown_grace_ms`, the health state is saved when `[health] file` is set). Exit status: 0 after
 //! a clean shutdown (and for `--help` and `--version`), 2 for a bad argument or configuration,
 //! 1 for an error while shutting down.
 //!

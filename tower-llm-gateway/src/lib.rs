@@ -56,18 +56,51 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Security
+//!
+//! The defaults, and what to set in front of real providers:
+//!
+//! - **Client keys.** Without client keys the gateway refuses to start when a provider is real
+//!   (a `base_url`): anyone who reached the port would spend the operator's API keys. Set keys
+//!   (`[gateway] api_keys_env`, `api_keys_file`, `[[gateway.keys]]`), or
+//!   `allow_unauthenticated = true` for a private network; without keys on a non-loopback
+//!   address the gateway warns even then. Embedded mocks only (the shipped `workspace.toml`)
+//!   start without keys. See [`security`].
+//! - **Keys as digests.** An entry `sha256:<64 hex>` (or a `[[gateway.keys]]` table with `name`
+//!   and `sha256`) holds a key's SHA-256, so the configuration can be committed; the raw keys
+//!   stay with the clients. Every key is hashed and compared in constant time; its name (never
+//!   the key) is in the logs and the `client` metric label. SIGHUP (or
+//!   [`Gateway::reload_keys`]) re-reads the keys; a reload that fails keeps the old set. See
+//!   [`auth`].
+//! - **Admin endpoints.** `/health` lists every model clients asked for and `/metrics` every
+//!   target and client name. With admin keys (`[gateway] admin_keys_env`, `admin_keys_file`,
+//!   `[[gateway.admin_keys]]`), `/metrics` answers 401 without one and `/health` only the
+//!   overall status (same 200/503, for load balancers). **Recommended:** set admin keys
+//!   whenever the port is reachable by anyone but operators, or keep the listener on loopback
+//!   behind your own proxy.
+//! - **Headers** cross by allow-list in both directions ([`headers`]): a client cannot pick the
+//!   billed organisation or project, and never sees the provider's cookies, organisation or
+//!   rate-limit headers.
+//! - **Server limits** (`[gateway]`): `header_read_timeout_ms` (30 s; also the keep-alive idle
+//!   limit), `body_timeout_ms` (30 s), `request_timeout_ms` (120 s), `max_connections` (1024;
+//!   past it, new connections wait in the kernel's backlog), `[request] max_body_bytes`
+//!   (1 MiB), and `shutdown_grace_ms` (10 s) for in-flight requests at shutdown, after which
+//!   the health state is saved.
+//!
 //! # Modules
 //!
 //! - [`config`]: [`GatewayConfig`], the `[gateway]` table ([`GatewaySection`]) and the `mock`
 //!   providers, beside the library's configuration.
-//! - [`server`]: [`Gateway::start`] installs the Prometheus recorder, starts the embedded mocks,
-//!   builds the stack and serves until [`Gateway::shutdown`].
+//! - [`server`]: [`Gateway::start`] reads the keys, installs the Prometheus recorder, starts the
+//!   embedded mocks, builds the stack and serves (hyper's HTTP/1 server under the server limits)
+//!   until [`Gateway::shutdown`].
 //! - [`handlers`]: the endpoints, and what `/v1/models` lists ([`handlers::model_ids`]).
 //! - the tower-http layers around them: see [Layers](#layers).
-//! - [`auth`]: client keys, through tower-http's `ValidateRequestHeaderLayer`, compared in
-//!   constant time.
+//! - [`auth`]: client and admin keys (SHA-256 digests with names), through tower-http's
+//!   `ValidateRequestHeaderLayer`, compared in constant time.
+//! - [`security`]: whether the gateway may start without client keys.
 //! - [`errors`]: OpenAI-shaped error responses with the right status.
-//! - [`headers`]: what is forwarded upstream and back (hop-by-hop and credentials are not).
+//! - [`headers`]: the allow-lists of what is forwarded upstream and back.
 //! - [`metrics`]: the Prometheus recorder and the gateway's own metric.
 //! - [`status`]: the live status line.
 //! - [`cli`] (feature `cli`): the binary's command line.

@@ -2,7 +2,7 @@
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
-//! | [`REQUESTS_TOTAL`] `tower_llm_gateway_requests_total` | counter | `outcome` (`success`, `failure`), `fallback` (`none`, `target`, `cache`, `static`), `status` | chat requests answered, by HTTP status and by what answered them |
+//! | [`REQUESTS_TOTAL`] `tower_llm_gateway_requests_total` | counter | `outcome` (`success`, `failure`), `fallback` (`none`, `target`, `cache`, `static`), `status`, `client` (the client key's name, `anonymous` without client keys; never a key) | chat requests answered, by HTTP status, by what answered them and by client |
 //!
 //! `/metrics` also shows every `tower_llm_*` metric of the stack's layers (breaker, retry,
 //! fallback, bulkhead: see each crate's `metrics` module).
@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Counter `tower_llm_gateway_requests_total{outcome, fallback, status}`: chat requests
+/// Counter `tower_llm_gateway_requests_total{outcome, fallback, status, client}`: chat requests
 /// answered.
 pub const REQUESTS_TOTAL: &str = "tower_llm_gateway_requests_total";
 

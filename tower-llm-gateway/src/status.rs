@@ -155,3 +155,20 @@ pub(crate) async fn status_task(stack: GatewayStack, counters: Arc<Counters>) {
         last = now;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_controls_and_invisible_formatting_and_bounds_length() {
+        assert_eq!(
+            printable("a\u{7}b\u{9b}c\u{200b}\u{feff}\u{2066}", 80),
+            "a\\u{7}b\\u{9b}c\\u{200b}\\u{feff}\\u{2066}"
+        );
+        assert_eq!(printable("\u{1b}[2J\r\n", 80), "\\u{1b}[2J\\u{d}\\u{a}");
+        assert_eq!(printable("abc", 0), "…");
+        assert_eq!(printable("abc", 3), "abc");
+        assert_eq!(printable("日本語です", 3), "日本語…");
+    }
+}
