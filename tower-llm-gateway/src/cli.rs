@@ -58,12 +58,13 @@ pub async fn main() -> ExitCode {
     run(args).await
 }
 
-/// Logs on stderr: warnings and errors (escalations included); the fallback chain's per-attempt
-/// warnings are left out, as each failover is on the status line already. No colour codes when
-/// stderr is not a terminal.
+/// Logs on stderr: warnings and errors (escalations included), and the gateway's own notices
+/// (a key reload); the fallback chain's per-attempt warnings are left out, as each failover is
+/// on the status line already. No colour codes when stderr is not a terminal.
 pub fn init_logging() {
     let filter = Targets::new()
         .with_default(Level::WARN)
+        .with_target("tower_llm_gateway::reload", Level::INFO)
         .with_target("tower_llm_fallback::future", Level::ERROR);
     let _ = tracing_subscriber::registry()
         .with(

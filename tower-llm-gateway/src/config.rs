@@ -120,7 +120,8 @@ pub struct GatewaySection {
     /// are dropped).
     pub mock_logged_attempts: usize,
     /// Requests per second the gateway sends itself, for the offline demo (0 = none, at most
-    /// 10 000).
+    /// 10 000). With client keys on, it presents the first key given raw (keys given only by
+    /// digest: its requests get 401).
     pub demo_requests_per_sec: u32,
 }
 
