@@ -257,3 +257,39 @@ targets = [{ provider = "tls", model = "m" }]
         "{err}"
     );
 }
+
+/// `connect_timeout_ms` covers the TLS handshake, not only the TCP connect: an upstream that
+/// accepts the connection and never answers the ClientHello is a `timeout` failure after it.
+#[tokio::test(start_paused = true)]
+async fn a_handshake_that_never_completes_times_out_within_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream); // never read, never written: the handshake hangs
+        }
+    });
+    let ca = TestCa::new("tower-llm test CA");
+    let config = one_provider(
+        &format!("https://{addr}/v1"),
+        &ca,
+        "connect_timeout_ms = 200",
+    );
+    let started = tokio::time::Instant::now();
+    let (kind, text, _) = failure(&config).await;
+    assert_eq!(kind, ErrorKind::Timeout, "{text}");
+    assert!(text.contains("took longer than 200 ms"), "{text}");
+    // Each attempt (the last target standing is retried) waited its 200 ms: TCP was up, only
+    // the handshake hung.
+    let attempts = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(attempts >= 1, "TCP connected");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200) * attempts as u32);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "not the attempt timeout"
+    );
+}
