@@ -466,23 +466,22 @@ impl Default for CooldownSection {
 pub struct CacheSection {
     /// Whether the cache tier is used. Default off.
     pub enabled: bool,
-    /// Entries kept at most. Default 1000.
+    /// Entries kept at most. Default 1024.
     pub max_entries: u32,
     /// Bytes kept at most. Default 16 MiB.
     pub max_bytes: u64,
-    /// Age after which an entry is not served. Default 1 h.
+    /// Age after which an entry is not served. Default 10 min.
     pub ttl_ms: u64,
 }
 
 impl Default for CacheSection {
-    // The facade's own choice, not `CacheConfig::new()`'s (1024 entries, 10 minutes): an
-    // answer of last resort may be older than a cache of fresh answers would keep.
     fn default() -> Self {
+        use tower_llm_fallback::cache as c;
         CacheSection {
             enabled: false,
-            max_entries: 1_000,
-            max_bytes: 16 * 1024 * 1024,
-            ttl_ms: 3_600_000,
+            max_entries: u32::try_from(c::DEFAULT_MAX_ENTRIES).unwrap_or(u32::MAX),
+            max_bytes: count(c::DEFAULT_MAX_BYTES),
+            ttl_ms: millis(c::DEFAULT_TTL),
         }
     }
 }

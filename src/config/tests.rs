@@ -70,6 +70,12 @@ fn defaults_are_the_crates_own() {
         layers::escalation_policy(&c.escalation),
         tower_llm_fallback::EscalationPolicy::default()
     );
+    let mut cache = c.cache.clone();
+    cache.enabled = true;
+    assert_eq!(
+        layers::cache_config(&cache),
+        Some(tower_llm_fallback::CacheConfig::new())
+    );
     let limits = tower_llm_core::stream::StreamLimits::default();
     assert_eq!(Duration::from_millis(c.stream.ttft_ms), limits.ttft);
     assert_eq!(Duration::from_millis(c.stream.idle_ms), limits.idle);

@@ -114,7 +114,7 @@ pub mod store;
 pub mod target;
 
 pub use body::FallbackBody;
-pub use cache::CacheConfig;
+pub use cache::{CacheConfig, CacheScope};
 pub use chain::MAX_TARGETS;
 pub use config::{FallbackLayerBuilder, Selection};
 pub use cooldown::{

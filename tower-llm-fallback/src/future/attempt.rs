@@ -10,7 +10,7 @@ use tower_llm_core::{
 };
 
 use super::{Ctx, Current, Next, Started};
-use crate::cache::{cache_key, is_json, Insert};
+use crate::cache::{is_json, CacheScope, Insert};
 use crate::chain::Step;
 use crate::error::RewriteError;
 use crate::health::{after, ProbeSlot};
@@ -290,11 +290,13 @@ where
     ) -> Next<ResB> {
         if let (Some(bytes), Some(current)) = (body.bytes(), self.current.as_ref()) {
             let shared = &self.inner.shared;
-            let key = self
-                .original
-                .as_ref()
-                .and_then(|r| r.body().buffered())
-                .and_then(|b| cache_key(b));
+            let key = match (&shared.cache, self.original.as_ref()) {
+                (Some(cache), Some(original)) => original
+                    .body()
+                    .buffered()
+                    .and_then(|b| cache.key(b, original.extensions().get::<CacheScope>())),
+                _ => None,
+            };
             let verdict = match (&shared.cache, key, shared.targets.get(current.idx)) {
                 (Some(cache), Some(key), Some(target)) => cache.insert(
                     key,

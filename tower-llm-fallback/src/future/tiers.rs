@@ -11,7 +11,7 @@ use tower_llm_core::{AllTargetsFailed, AttemptRecord, ReplayBody, ReplayableBody
 
 use super::{Ctx, Output};
 use crate::body::FallbackBody;
-use crate::cache::cache_key;
+use crate::cache::CacheScope;
 use crate::chain::Shared;
 use crate::json::member_is_true;
 use crate::report::{FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
@@ -27,8 +27,12 @@ where
         let shared = &inner.shared;
         let body = self.original.as_ref().and_then(|r| r.body().buffered());
         let stream = body.is_some_and(|b| member_is_true(b, "stream"));
+        let scope = self
+            .original
+            .as_ref()
+            .and_then(|r| r.extensions().get::<CacheScope>());
         if let Some(body) = body {
-            if let Some(res) = cache_answer(shared, &mut self.attempts, body, stream, now) {
+            if let Some(res) = cache_answer(shared, &mut self.attempts, body, scope, stream, now) {
                 return Ok(res);
             }
         }
@@ -50,11 +54,12 @@ fn cache_answer<ResB>(
     shared: &Shared,
     attempts: &mut Vec<AttemptRecord>,
     body: &Bytes,
+    scope: Option<&CacheScope>,
     stream: bool,
     now: Instant,
 ) -> Option<Response<FallbackBody<ResB>>> {
     let cache = shared.cache.as_ref()?;
-    let hit = cache_key(body).and_then(|key| cache.get(&key, now))?;
+    let hit = cache.key(body, scope).and_then(|key| cache.get(key, now))?;
     let content = if stream {
         completion_to_sse(&hit.body)
     } else {

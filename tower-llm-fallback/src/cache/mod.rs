@@ -1,14 +1,29 @@
 //! The cache tier: earlier successful answers, served only when every live target failed.
 //!
 //! When a cache is configured, successful non-streaming answers (2xx, a JSON object) are read
-//! whole before they are returned and stored under a key of the *normalized request*: the
-//! request's JSON object as the caller sent it (so `model` is the caller's alias, before any
-//! per-target rewrite), with its keys sorted and these members removed, since they do not change
-//! the answer: `stream`, `stream_options`, `user`, `metadata`, `store`, `service_tier`,
-//! `safety_identifier`, `prompt_cache_key`. Everything else (messages, sampling parameters,
-//! tools, response format, ...) is part of the key.
+//! whole before they are returned and stored under a key of the *client* and the *normalized
+//! request*:
 //!
-//! The cache is bounded by entries and by bytes (keys and bodies), evicts the oldest entry first,
+//! - **The client**: the request's [`CacheScope`] extension, which the embedder sets (the
+//!   gateway sets it from the client key's name); requests of different scopes never share an
+//!   answer. A request without one is in the process-wide unscoped space: every unscoped
+//!   caller of the chain shares answers, which is right for one application embedding the
+//!   stack and wrong for a multi-tenant proxy (set the extension there).
+//! - **The request**: its JSON object as the caller sent it (so `model` is the caller's alias,
+//!   before any per-target rewrite), member order ignored, without the members that do not
+//!   change the answer: `stream`, `stream_options`, `metadata`, `store`, `service_tier`,
+//!   `prompt_cache_key`. Everything else (messages, sampling parameters, tools, response
+//!   format, and `user` and `safety_identifier`, which name the end user) is part of the key.
+//!
+//! The key is a 128-bit SipHash-2-4 digest under a random key per cache ([`request_key`]),
+//! computed in one pass over the body: no `serde_json::Value` of the request (about 16× its size)
+//! and no copy of it; memory does not grow with the body. Each JSON value is hashed with a tag
+//! for its type; an array hashes its elements' digests in order; an object adds up (wrapping)
+//! the digests of its members (name and value), so member order does not matter. Strings and
+//! numbers are hashed as written: `"A"` and `"\u0041"`, or `1` and `1.0`, are different keys (a
+//! miss, never a wrong hit).
+//!
+//! The cache is bounded by entries and by bytes (16 per key, and the bodies), evicts the oldest entry first,
 //! and entries expire after a TTL (tokio time). A cached answer is served with
 //! `x-llm-fallback: cache`, an `age` header, and zero `usage` (no tokens were spent for it); its
 //! `model` is the model that originally produced it. A streaming request may be served a cached
@@ -29,6 +44,9 @@
 //! # let _ = layer;
 //! ```
 
+mod key;
+mod siphash;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -40,17 +58,53 @@ use tower_llm_core::{ConfigError, Target};
 
 use crate::json::{self, Splice};
 
-/// Members of a request that do not change the answer, left out of the cache key.
-pub const IGNORED_REQUEST_MEMBERS: [&str; 8] = [
+pub use key::{request_key, CacheHashKey, MAX_DEPTH};
+
+/// Top-level members of a request that do not change the answer, left out of the cache key.
+pub const IGNORED_REQUEST_MEMBERS: [&str; 6] = [
     "stream",
     "stream_options",
-    "user",
     "metadata",
     "store",
     "service_tier",
-    "safety_identifier",
     "prompt_cache_key",
 ];
+
+/// The default [`CacheConfig::max_entries`].
+pub const DEFAULT_MAX_ENTRIES: usize = 1024;
+/// The default [`CacheConfig::max_bytes`].
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+/// The default [`CacheConfig::max_entry_bytes`].
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1 << 20;
+/// The default [`CacheConfig::ttl`].
+pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
+
+/// Whose cached answers a request may get: a request extension the embedder sets, typically
+/// from the authenticated client (a client key's name or hash, never the key itself). Requests
+/// with different scopes never share a cached answer; requests without one share the unscoped
+/// space (see the [module docs](self)).
+///
+/// ```
+/// use tower_llm_fallback::CacheScope;
+///
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(CacheScope::new("team-a"));
+/// assert_eq!(req.extensions().get::<CacheScope>().unwrap().as_str(), "team-a");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheScope(Arc<str>);
+
+impl CacheScope {
+    /// The scope named `id`.
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        CacheScope(id.into())
+    }
+
+    /// The scope's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Configuration of the cache tier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,10 +118,10 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            max_entries: 1024,
-            max_bytes: 16 << 20,
-            max_entry_bytes: 1 << 20,
-            ttl: Duration::from_secs(600),
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+            ttl: DEFAULT_TTL,
         }
     }
 }
@@ -118,19 +172,20 @@ impl CacheConfig {
     pub(crate) fn entry_limit(&self) -> usize {
         self.max_entry_bytes.min(self.max_bytes)
     }
+
+    /// The bounds: entries, bytes, bytes per answer, and the TTL.
+    pub fn limits(&self) -> (usize, usize, usize, Duration) {
+        (
+            self.max_entries,
+            self.max_bytes,
+            self.max_entry_bytes,
+            self.ttl,
+        )
+    }
 }
 
-/// The normalized request a cache entry is stored under. `None` when the request is not a JSON
-/// object (it is then neither stored nor served).
-pub(crate) fn cache_key(body: &[u8]) -> Option<Box<[u8]>> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object_mut()?;
-    for member in IGNORED_REQUEST_MEMBERS {
-        object.remove(member);
-    }
-    // Without `preserve_order`, maps are sorted: the serialization is canonical.
-    serde_json::to_vec(&value).ok().map(Vec::into_boxed_slice)
-}
+/// Bytes a key takes in the cache's byte bound.
+const KEY_BYTES: usize = std::mem::size_of::<u128>();
 
 /// Whether `bytes` is one JSON document.
 pub(crate) fn is_json(bytes: &[u8]) -> bool {
@@ -170,9 +225,9 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<Box<[u8]>, Entry>,
+    map: HashMap<u128, Entry>,
     /// Insertion order (key, seq); stale pairs (key re-inserted or removed) are skipped.
-    order: VecDeque<(Box<[u8]>, u64)>,
+    order: VecDeque<(u128, u64)>,
     bytes: usize,
     seq: u64,
 }
@@ -181,6 +236,8 @@ struct Inner {
 #[derive(Debug)]
 pub(crate) struct ResponseCache {
     config: CacheConfig,
+    /// The digest's secret key, random for each cache.
+    hash_key: CacheHashKey,
     inner: Mutex<Inner>,
 }
 
@@ -188,8 +245,14 @@ impl ResponseCache {
     pub(crate) fn new(config: CacheConfig) -> Self {
         ResponseCache {
             config,
+            hash_key: CacheHashKey::random(),
             inner: Mutex::default(),
         }
+    }
+
+    /// The key of `body` sent by `scope` in this cache.
+    pub(crate) fn key(&self, body: &[u8], scope: Option<&CacheScope>) -> Option<u128> {
+        request_key(self.hash_key, body, scope)
     }
 
     pub(crate) fn config(&self) -> &CacheConfig {
@@ -204,7 +267,7 @@ impl ResponseCache {
     /// stored.
     pub(crate) fn insert(
         &self,
-        key: Box<[u8]>,
+        key: u128,
         body: &Bytes,
         target_name: Arc<str>,
         target: Target,
@@ -213,7 +276,7 @@ impl ResponseCache {
         let Some(body) = zero_usage(body) else {
             return Insert::NotJson;
         };
-        let size = key.len() + body.len();
+        let size = KEY_BYTES + body.len();
         if size > self.config.max_bytes || body.len() > self.config.max_entry_bytes {
             return Insert::Skipped;
         }
@@ -231,7 +294,7 @@ impl ResponseCache {
             seq,
             size,
         };
-        if let Some(old) = inner.map.insert(key.clone(), entry) {
+        if let Some(old) = inner.map.insert(key, entry) {
             inner.bytes -= old.size;
         }
         inner.bytes += size;
@@ -256,15 +319,15 @@ impl ResponseCache {
     }
 
     /// The answer stored under `key`, if it has not expired.
-    pub(crate) fn get(&self, key: &[u8], now: Instant) -> Option<CachedAnswer> {
+    pub(crate) fn get(&self, key: u128, now: Instant) -> Option<CachedAnswer> {
         let mut inner = self.lock();
-        let expired = match inner.map.get(key) {
+        let expired = match inner.map.get(&key) {
             None => return None,
             Some(entry) if now < entry.expires_at => return Some(entry.answer.clone()),
             Some(_) => true,
         };
         if expired {
-            if let Some(old) = inner.map.remove(key) {
+            if let Some(old) = inner.map.remove(&key) {
                 inner.bytes -= old.size;
             }
         }
@@ -312,21 +375,27 @@ mod tests {
     }
 
     #[test]
-    fn key_ignores_transport_members_and_key_order() {
-        let a = cache_key(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"user":"u1","temperature":0.2}"#);
-        let b = cache_key(br#"{"temperature":0.2,"messages":[{"content":"hi","role":"user"}],"model":"gpt","user":"u2"}"#);
+    fn key_ignores_transport_members_and_key_order_but_not_user_or_scope() {
+        let cache = ResponseCache::new(CacheConfig::new());
+        let key = |body: &[u8], scope: Option<&CacheScope>| cache.key(body, scope);
+        let a = key(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true,"user":"u1","temperature":0.2}"#, None);
+        let b = key(br#"{"temperature":0.2,"messages":[{"content":"hi","role":"user"}],"model":"gpt","user":"u1","metadata":{"x":1}}"#, None);
         assert!(a.is_some());
         assert_eq!(a, b);
-        let c = cache_key(
-            br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"temperature":0.3}"#,
+        let other_user = key(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"user":"u2","temperature":0.2}"#, None);
+        assert_ne!(a, other_user, "the end user is part of the key");
+        let c = key(
+            br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"user":"u1","temperature":0.3}"#,
+            None,
         );
         assert_ne!(a, c);
-        let d = cache_key(
-            br#"{"model":"other","messages":[{"role":"user","content":"hi"}],"temperature":0.2}"#,
-        );
-        assert_ne!(a, d);
-        assert_eq!(cache_key(b"[1]"), None);
-        assert_eq!(cache_key(b"nope"), None);
+        let scoped = key(br#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"user":"u1","temperature":0.2}"#, Some(&CacheScope::new("tenant-a")));
+        assert_ne!(a, scoped, "the client is part of the key");
+        assert_eq!(key(b"[1]", None), None);
+        assert_eq!(key(b"nope", None), None);
+        // Each cache has a key of its own.
+        let other = ResponseCache::new(CacheConfig::new());
+        assert_ne!(a, other.key(br#"{"temperature":0.2,"messages":[{"content":"hi","role":"user"}],"model":"gpt","user":"u1"}"#, None));
     }
 
     #[tokio::test(start_paused = true)]
@@ -339,43 +408,37 @@ mod tests {
         let now = Instant::now();
         let t = Target::new("p", "m");
         assert_eq!(
-            cache.insert(
-                b"k1".to_vec().into(),
-                &answer(5),
-                "a".into(),
-                t.clone(),
-                now
-            ),
+            cache.insert(1, &answer(5), "a".into(), t.clone(), now),
             Insert::Stored
         );
-        let got = cache.get(b"k1", now + Duration::from_secs(9)).unwrap();
+        let got = cache.get(1, now + Duration::from_secs(9)).unwrap();
         assert_eq!(
             got.body,
             r#"{"id":"x","model":"m","choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}"#
         );
-        assert!(cache.get(b"k1", now + Duration::from_secs(10)).is_none());
+        assert!(cache.get(1, now + Duration::from_secs(10)).is_none());
         assert_eq!(cache.stats(), (0, 0));
 
         for i in 0..5u8 {
             assert_eq!(
-                cache.insert(vec![i].into(), &answer(1), "a".into(), t.clone(), now),
+                cache.insert(u128::from(i), &answer(1), "a".into(), t.clone(), now),
                 Insert::Stored
             );
         }
         assert_eq!(cache.stats().0, 2);
-        assert!(cache.get(&[4], now).is_some());
-        assert!(cache.get(&[3], now).is_some());
-        assert!(cache.get(&[0], now).is_none());
+        assert!(cache.get(4, now).is_some());
+        assert!(cache.get(3, now).is_some());
+        assert!(cache.get(0, now).is_none());
         let not_json = Bytes::from_static(b"not json");
         assert_eq!(
-            cache.insert(b"k".to_vec().into(), &not_json, "a".into(), t, now),
+            cache.insert(9, &not_json, "a".into(), t, now),
             Insert::NotJson
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn byte_bound_evicts_oldest_and_repeated_keys_do_not_leak() {
-        let one = answer(1).len() + 1;
+        let one = answer(1).len() + KEY_BYTES;
         let cache = ResponseCache::new(
             CacheConfig::new()
                 .max_bytes(one * 3)
@@ -384,13 +447,13 @@ mod tests {
         let now = Instant::now();
         let t = Target::new("p", "m");
         for i in 0..4u8 {
-            cache.insert(vec![i].into(), &answer(1), "a".into(), t.clone(), now);
+            cache.insert(u128::from(i), &answer(1), "a".into(), t.clone(), now);
         }
         let (entries, bytes) = cache.stats();
         assert_eq!(entries, 3);
         assert!(bytes <= one * 3);
         for _ in 0..1000 {
-            cache.insert(vec![9].into(), &answer(1), "a".into(), t.clone(), now);
+            cache.insert(9, &answer(1), "a".into(), t.clone(), now);
         }
         assert!(cache.lock().order.len() <= 2 * 3 + 17);
         assert!(cache.stats().1 <= one * 3);
