@@ -120,7 +120,8 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn parse_digest(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+    // Hex digits only (`from_str_radix` alone would take a `+`).
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -453,6 +454,11 @@ mod tests {
         let mut keys = ClientKeys::default();
         assert!(keys.add_hashed("bad name", &sha256_hex("x")).is_err());
         assert!(keys.add_hashed("ok", "1234").is_err());
+        let plus = format!("+{}", &sha256_hex("x")[1..]);
+        assert!(
+            keys.add_hashed("ok", &plus).is_err(),
+            "a sign is not a hex digit"
+        );
         keys.add_hashed("ok", &sha256_hex("x")).unwrap();
         assert!(keys.allows(&bearer("x")));
     }
