@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutError;
-use tower_llm::fallback::X_LLM_FALLBACK;
+use tower_llm::fallback::{CacheScope, X_LLM_FALLBACK};
 use tower_llm::OverallHealth;
 
 use crate::auth::{ClientName, KeyStore};
@@ -104,6 +104,13 @@ async fn answer(state: &AppState, req: Request) -> Response {
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
     *upstream.headers_mut() = state.headers.upstream_request_headers(&parts.headers);
+    // The cache tier keys answers per client: the key's name (unique within the key set; never
+    // the key). Without client keys every client shares one scope.
+    if let Some(client) = parts.extensions.get::<ClientName>() {
+        upstream
+            .extensions_mut()
+            .insert(CacheScope::new(client.as_str()));
+    }
     match state.stack.clone().oneshot(upstream).await {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();

@@ -69,7 +69,8 @@
 //! - **Keys as digests.** An entry `sha256:<64 hex>` (or a `[[gateway.keys]]` table with `name`
 //!   and `sha256`) holds a key's SHA-256, so the configuration can be committed; the raw keys
 //!   stay with the clients. Every key is hashed and compared in constant time; its name (never
-//!   the key) is in the logs and the `client` metric label. SIGHUP (or
+//!   the key) is in the logs and the `client` metric label, and scopes the cache tier (two
+//!   clients never share a cached answer). SIGHUP (or
 //!   [`Gateway::reload_keys`]) re-reads the keys; a reload that fails keeps the old set. See
 //!   [`auth`].
 //! - **Admin endpoints.** `/health` lists every model clients asked for and `/metrics` every
