@@ -44,7 +44,10 @@ pub(super) async fn serve(
                 Ok((stream, _peer)) => {
                     // Small SSE events must leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, shared.clone(), tls.clone()));
+                    // Without the `tls` feature the acceptor is `Infallible`, which is `Copy`.
+                    #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
+                    let tls = tls.clone();
+                    connections.spawn(serve_connection(stream, shared.clone(), tls));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.

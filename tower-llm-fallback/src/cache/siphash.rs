@@ -1,112 +1,41 @@
-//! SipHash-2-4 with a 128-bit output (Aumasson and Bernstein's reference algorithm), streaming:
-//! the cache key's keyed digest. Keyed with a random key, an outsider cannot make two requests
-//! collide, which a fixed-key hash (`DefaultHasher::new()`) would allow across tenants.
+//! The cache key's keyed digest: SipHash-2-4 with a 128-bit output, from the `siphasher` crate.
+//! Keyed with a random key, an outsider cannot make two requests collide, which a fixed-key hash
+//! (`DefaultHasher::new()`) would allow across tenants.
 
-/// A streaming SipHash-2-4-128 state.
+use std::hash::Hasher as _;
+
+use siphasher::sip128::{Hasher128 as _, SipHasher24};
+
+/// A streaming SipHash-2-4-128 state. Integers are written little-endian, so a digest does not
+/// depend on the platform.
 #[derive(Clone)]
-pub(super) struct Sip128 {
-    v: [u64; 4],
-    tail: u64,
-    ntail: usize,
-    len: u64,
-}
-
-#[inline]
-fn round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
-}
+pub(super) struct Sip128(SipHasher24);
 
 impl Sip128 {
-    /// A state keyed with `(k0, k1)` (the key's two little-endian halves).
+    /// A state keyed with `key`.
     pub(super) fn new(key: (u64, u64)) -> Self {
-        let (k0, k1) = key;
-        Sip128 {
-            v: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d ^ 0xee,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
-            tail: 0,
-            ntail: 0,
-            len: 0,
-        }
-    }
-
-    fn compress(&mut self, m: u64) {
-        self.v[3] ^= m;
-        round(&mut self.v);
-        round(&mut self.v);
-        self.v[0] ^= m;
+        Sip128(SipHasher24::new_with_keys(key.0, key.1))
     }
 
     pub(super) fn write(&mut self, bytes: &[u8]) {
-        self.len = self.len.wrapping_add(bytes.len() as u64);
-        let mut rest = bytes;
-        // Fill a partial word first.
-        while self.ntail > 0 && !rest.is_empty() {
-            self.tail |= u64::from(rest[0]) << (8 * self.ntail);
-            self.ntail += 1;
-            rest = &rest[1..];
-            if self.ntail == 8 {
-                let m = self.tail;
-                self.compress(m);
-                self.tail = 0;
-                self.ntail = 0;
-            }
-        }
-        if self.ntail > 0 {
-            // `bytes` did not complete the partial word.
-            return;
-        }
-        let mut words = rest.chunks_exact(8);
-        for word in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(word);
-            self.compress(u64::from_le_bytes(b));
-        }
-        for (i, byte) in words.remainder().iter().enumerate() {
-            self.tail |= u64::from(*byte) << (8 * i);
-        }
-        self.ntail = words.remainder().len();
+        self.0.write(bytes);
     }
 
     pub(super) fn write_u8(&mut self, b: u8) {
-        self.write(&[b]);
+        self.0.write(&[b]);
     }
 
     pub(super) fn write_u64(&mut self, n: u64) {
-        self.write(&n.to_le_bytes());
+        self.0.write(&n.to_le_bytes());
     }
 
     pub(super) fn write_u128(&mut self, n: u128) {
-        self.write(&n.to_le_bytes());
+        self.0.write(&n.to_le_bytes());
     }
 
-    /// The 128-bit digest (the reference's 16 output bytes, read little-endian).
-    pub(super) fn finish(mut self) -> u128 {
-        let b = self.tail | ((self.len & 0xff) << 56);
-        self.compress(b);
-        self.v[2] ^= 0xee;
-        for _ in 0..4 {
-            round(&mut self.v);
-        }
-        let lo = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
-        self.v[1] ^= 0xdd;
-        for _ in 0..4 {
-            round(&mut self.v);
-        }
-        let hi = self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3];
-        u128::from(lo) | (u128::from(hi) << 64)
+    /// The 128-bit digest.
+    pub(super) fn finish(self) -> u128 {
+        self.0.finish128().as_u128()
     }
 }
 
