@@ -129,6 +129,19 @@ impl SseDecoder {
         self.max_event_size
     }
 
+    /// Bytes the decoder holds for events not dispatched yet: unparsed input, the start of an
+    /// incomplete line, and the current event's data. Once a chunk's events are drained this is
+    /// at most [`max_event_size`](Self::max_event_size); between a [`push`](Self::push) and the
+    /// draining it is at most that plus the chunk.
+    pub fn buffered(&self) -> usize {
+        let data = match &self.data {
+            Data::None => 0,
+            Data::One(data) => data.len(),
+            Data::Many(data) => data.len(),
+        };
+        self.input.len() + self.line.len() + data
+    }
+
     /// Add a chunk of the body.
     pub fn push(&mut self, chunk: Bytes) {
         if self.failed.is_some() || chunk.is_empty() {
