@@ -29,6 +29,8 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,12 +41,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::{stop_child, target_dir, HttpClient};
 use tower_llm_benches::latency::Latencies;
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 const JSON_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words, and nothing else at all, please."}],"max_tokens":32}"#;
 const SSE_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words, and nothing else at all, please."}],"max_tokens":32,"stream":true}"#;
@@ -79,12 +79,6 @@ struct Args {
     gateway_bin: PathBuf,
     mock_bin: PathBuf,
     answers: Vec<Answer>,
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -155,21 +149,11 @@ struct Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // SIGTERM first (the gateway shuts down gracefully, a profiler wrapping it writes its
-        // output), SIGKILL if it is still running 10 s later.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                eprintln!("stopped {}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if stop_child(&mut self.child) {
+            eprintln!("killed {}", self.name);
+        } else {
+            eprintln!("stopped {}", self.name);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("killed {}", self.name);
     }
 }
 
@@ -210,6 +194,8 @@ fn gateway_config(mock: SocketAddr) -> String {
 [gateway]
 listen = "127.0.0.1:0"
 demo_requests_per_sec = 0
+# Loopback only, no client keys: the mock counts as a real provider (a `base_url`).
+allow_unauthenticated = true
 
 [request]
 max_body_bytes = 1048576

@@ -47,28 +47,22 @@
 
 #![allow(missing_docs)]
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::{spawn_gateway, stop_on_signal, wait_ready, HttpClient};
 use tower_llm_chaos::scenario::{Load, Outage, Scenario, ScenarioReport, Timeline, UpstreamCalls};
 use tower_llm_chaos::{FaultProfile, MockHandle, MockUpstream};
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
 /// Healthy answers take 50 ms, as in `tests/scenarios.rs`.
 const HEALTHY: &str = "default=latency:50ms";
-
-/// How long to wait for a new gateway's `GET /health` to answer 200.
-const READY_WITHIN: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
@@ -96,17 +90,11 @@ struct Args {
     jitter: Duration,
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         only: None,
         variants: vec![Variant::Defaults, Variant::Shipped],
-        gateway_bin: target_dir().join("release/examples/gateway"),
+        gateway_bin: support::default_gateway_bin(),
         jitter: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
@@ -254,6 +242,8 @@ fn gateway_config(variant: Variant, primary: &str, secondary: &str) -> String {
             r#"# Written by benches/gateway_scenarios.rs (variant: defaults).
 [gateway]
 demo_requests_per_sec = 0
+# Loopback only, no client keys: the mocks count as real providers (a `base_url`).
+allow_unauthenticated = true
 
 [[providers]]
 name = "primary"
@@ -341,194 +331,12 @@ fn shipped_config(primary: &str, secondary: &str) -> String {
     let text = replace_once(
         &text,
         "\ndemo_requests_per_sec = 2\n",
-        "\ndemo_requests_per_sec = 0\n",
+        // Loopback only: the mocks now count as real providers (a `base_url`).
+        "\ndemo_requests_per_sec = 0\nallow_unauthenticated = true\n",
     );
     let text = replace_once(&text, "\n[retry]\n", "\n[retry]\nseed = 7\n");
     assert!(!text.contains("\nmock = "), "a mock provider is left");
     text
-}
-
-// ---------------------------------------------------------------------------------------------
-// The gateway process.
-
-/// A running gateway: stopped (SIGTERM, then SIGKILL after 10 s) and its configuration file
-/// removed when dropped, also while unwinding from a panic.
-struct GatewayProcess {
-    child: Child,
-    config: PathBuf,
-    addr: SocketAddr,
-    /// Its stderr lines (bounded) and how many there were.
-    log: Arc<Mutex<(Vec<String>, usize)>>,
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.config);
-        let id = self.child.id();
-        running().retain(|&(pid, _)| pid != id);
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let pid = id.to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("  killed the gateway (pid {pid}) after 10 s");
-    }
-}
-
-impl GatewayProcess {
-    /// How many lines its start-up banner took, once the banner's last line (`  health: …`)
-    /// was read.
-    fn banner_len(&self) -> Option<usize> {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let last = log.0.iter().position(|l| l.starts_with("  health: "))?;
-        Some(last + 1)
-    }
-
-    /// Its stderr from line `from` on: how many lines, and the first few.
-    fn log_since(&self, from: usize) -> (usize, Vec<String>) {
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let lines = log.0.iter().skip(from).take(5).cloned().collect();
-        (log.1.saturating_sub(from), lines)
-    }
-}
-
-/// The gateways running now (pid, configuration file), for [`stop_on_signal`].
-fn running() -> std::sync::MutexGuard<'static, Vec<(u32, PathBuf)>> {
-    static RUNNING: Mutex<Vec<(u32, PathBuf)>> = Mutex::new(Vec::new());
-    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// On SIGINT or SIGTERM, stop the running gateways and exit: the [`GatewayProcess`] guards
-/// cover returns and panics, not signals (a terminal's Ctrl-C reaches the gateway too, a
-/// `kill` of this process alone does not).
-#[cfg(unix)]
-async fn stop_on_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    for (pid, config) in running().drain(..) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let _ = std::fs::remove_file(config);
-    }
-    eprintln!("gateway_scenarios: interrupted; stopped the gateway");
-    std::process::exit(130);
-}
-
-#[cfg(not(unix))]
-async fn stop_on_signal() {}
-
-/// A free port on 127.0.0.1 (bound, then released for the gateway).
-fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-fn spawn_gateway(bin: &PathBuf, config_text: &str, tag: &str) -> Result<GatewayProcess, String> {
-    let config = std::env::temp_dir().join(format!(
-        "tower-llm-gateway-scenarios-{}-{tag}.toml",
-        std::process::id()
-    ));
-    std::fs::File::create(&config)
-        .and_then(|mut f| f.write_all(config_text.as_bytes()))
-        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-    let port = free_port().map_err(|e| format!("no free loopback port: {e}"))?;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let spawned = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", &addr.to_string(), "--quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let _ = std::fs::remove_file(&config);
-            return Err(format!(
-                "cannot start {}: {e} (build it first: cargo build --release --example gateway -p tower-llm)",
-                bin.display()
-            ));
-        }
-    };
-    running().push((child.id(), config.clone()));
-    let log = Arc::new(Mutex::new((Vec::new(), 0usize)));
-    if let Some(stderr) = child.stderr.take() {
-        let log = log.clone();
-        // Keep draining its stderr so it never blocks on a full pipe; keep the first lines.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                if log.0.len() < 1000 {
-                    log.0.push(line);
-                }
-                log.1 += 1;
-            }
-        });
-    }
-    Ok(GatewayProcess {
-        child,
-        config,
-        addr,
-        log,
-    })
-}
-
-/// Poll `GET /health` until it answers 200 and the start-up banner has been read; returns how
-/// long that took and the banner's length in lines.
-async fn wait_ready(
-    gateway: &mut GatewayProcess,
-    client: &HttpClient,
-) -> Result<(Duration, usize), String> {
-    let started = Instant::now();
-    let url = format!("http://{}/health", gateway.addr);
-    loop {
-        if let Ok(Some(status)) = gateway.child.try_wait() {
-            let (_, lines) = gateway.log_since(0);
-            return Err(format!(
-                "the gateway exited ({status}) before it was ready: {}",
-                lines.join(" / ")
-            ));
-        }
-        let request = http::Request::get(url.as_str())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        if let Ok(Ok(res)) =
-            tokio::time::timeout(Duration::from_secs(1), client.request(request)).await
-        {
-            let status = res.status();
-            let _ = res.into_body().collect().await;
-            if let (http::StatusCode::OK, Some(banner)) = (status, gateway.banner_len()) {
-                return Ok((started.elapsed(), banner));
-            }
-        }
-        if started.elapsed() > READY_WITHIN {
-            return Err(format!(
-                "the gateway at {} was not ready within {READY_WITHIN:?}",
-                gateway.addr
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -641,7 +449,12 @@ async fn run_case(
     let secondary = mock().await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let config = gateway_config(variant, &primary.base_url(), &secondary.base_url());
-    let mut gateway = spawn_gateway(&args.gateway_bin, &config, tag)?;
+    let mut gateway = spawn_gateway(
+        &args.gateway_bin,
+        &config,
+        &format!("scenarios-{tag}"),
+        true,
+    )?;
     // After the banner, the gateway's stderr is its log of the run.
     let (ready, banner) = wait_ready(&mut gateway, &client).await?;
     // Nothing reached the mocks yet (health checks stay in the gateway); start the logs empty.
@@ -740,7 +553,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.spawn(stop_on_signal());
+    rt.spawn(stop_on_signal("gateway_scenarios"));
     let started = Instant::now();
     let mut reports = Vec::new();
     for &variant in &args.variants {
