@@ -6,6 +6,7 @@
 //! | body not JSON, no `model` | 400 `invalid_request_error` |
 //! | missing or wrong client key | 401 `invalid_api_key` + `www-authenticate: Bearer` |
 //! | no route for the model, unknown path | 404 `model_not_found`, `unknown_url` |
+//! | known path, wrong method | 405 `method_not_allowed` + `allow` |
 //! | body not received within `[gateway] body_timeout_ms` | 408 `request_timeout` |
 //! | body over `[request] max_body_bytes` | 413 `request_too_large` |
 //! | every target failed, the last because of a rate limit or quota | 429 + `retry-after` |
@@ -133,6 +134,17 @@ pub fn not_found(code: &str, message: &str) -> Response {
         "invalid_request_error",
         code,
         message,
+        None,
+    )
+}
+
+/// 405: a known path with a method it does not serve (the router adds the `allow` header).
+pub fn method_not_allowed(method: &http::Method, path: &str) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        &format!("{path} does not accept {method}"),
         None,
     )
 }

@@ -6,6 +6,7 @@
 //! | `GET /v1/models` | the models a client may send, in OpenAI's list shape (see [`model_ids`]) |
 //! | `GET /health` | [`StackHealth`](tower_llm::StackHealth) as JSON: 200 while a target can be called, 503 when none can; with admin keys set and none presented, only `{"status": ...}` (same status code, for load balancers) |
 //! | `GET /metrics` | Prometheus text; with admin keys set, 401 without one |
+//! | a known path with another method | OpenAI-shaped 405 `method_not_allowed`, with `allow` |
 //! | anything else | OpenAI-shaped 404 `unknown_url` |
 
 use std::error::Error as StdError;
@@ -210,6 +211,11 @@ pub(crate) async fn unknown_path(req: Request) -> Response {
         "unknown_url",
         &format!("no endpoint {} {}", req.method(), req.uri().path()),
     )
+}
+
+/// A known path with a method it does not serve: an OpenAI-shaped 405 (axum adds `allow`).
+pub(crate) async fn wrong_method(req: Request) -> Response {
+    errors::method_not_allowed(req.method(), req.uri().path())
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub(crate) struct Limits {
     pub(crate) body_timeout: Duration,
 }
 
-/// Marks a response produced by the router (a handler, the 404 fallback, axum's 405), so that
+/// Marks a response produced by the router (a handler, the 404 and 405 fallbacks), so that
 /// the error mapping leaves it alone and reshapes only what the tower-http layers answered
 /// themselves. A response extension: never sent.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +63,7 @@ pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Ro
     let body_limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     api.merge(operators)
         .fallback(handlers::unknown_path)
+        .method_not_allowed_fallback(handlers::wrong_method)
         .with_state(state)
         .layer(map_response(mark_routed))
         .layer(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower_llm::breaker::State;
-use tower_llm::StackHealth;
+use tower_llm::{StackHealth, TargetStatus};
 
 use crate::server::GatewayStack;
 
@@ -79,9 +79,21 @@ pub fn printable(text: &str, max: usize) -> String {
     out
 }
 
-/// One status line: the rate and counts since `previous`, then every target's state. Target
-/// names come from clients (a pass-through model is named as requested): each is printed
-/// through [`printable`].
+/// Most targets one status line lists; the others are counted as `+K more`.
+pub const MAX_LISTED_TARGETS: usize = 8;
+
+/// Longest status line, in bytes (with many pass-through models the targets would not fit a
+/// terminal line, nor a log line).
+pub const MAX_STATUS_LINE: usize = 1024;
+
+/// Room kept at the end of a line for ` | +K more`.
+const MORE_RESERVE: usize = " | +18446744073709551615 more".len();
+
+/// One status line: the rate and counts since `previous`, then the targets' states, those not
+/// healthy first (open or half-open breaker, cooldown, failures, unavailable), at most
+/// [`MAX_LISTED_TARGETS`] of them and at most [`MAX_STATUS_LINE`] bytes in all; the targets left
+/// out are counted as `+K more`. Target names come from clients (a pass-through model is named
+/// as requested): each is printed through [`printable`].
 pub fn status_line(
     uptime: Duration,
     since_last: Duration,
@@ -91,46 +103,112 @@ pub fn status_line(
 ) -> String {
     let secs = since_last.as_secs_f64().max(1e-3);
     let rate = now.requests.saturating_sub(previous.requests) as f64 / secs;
-    let mut line = format!(
+    let head = format!(
         "[{:>5}s] {rate:5.1} req/s | fallbacks {} errors {} | {}",
         uptime.as_secs(),
         now.fallbacks.saturating_sub(previous.fallbacks),
         now.errors.saturating_sub(previous.errors),
         health.status.as_str(),
     );
-    for t in &health.targets {
-        let _ = write!(line, " | {}", printable(&t.name, MAX_PRINTED_NAME));
-        if let Some(b) = &t.breaker {
-            let _ = write!(line, " {}", b.state);
-            if b.state == State::Open {
-                match b.retry_after_ms {
-                    Some(ms) if ms > 0 => {
-                        let _ = write!(line, " {}s", ms.div_ceil(1000));
-                    }
-                    // The wait is over: the next call is a half-open probe.
-                    _ => line.push_str(" (probe due)"),
+    let (unhealthy, healthy): (Vec<_>, Vec<_>) =
+        health.targets.iter().partition(|t| !is_healthy(t));
+    // Only the targets that can be listed are formatted: a line per second stays cheap with
+    // thousands of targets.
+    let listed = unhealthy
+        .iter()
+        .chain(healthy.iter())
+        .take(MAX_LISTED_TARGETS)
+        .map(|t| target_segment(t));
+    bounded_line(head, listed, health.targets.len())
+}
+
+/// `head`, then ` | segment` for as many `segments` as fit in [`MAX_STATUS_LINE`] bytes (at
+/// most [`MAX_LISTED_TARGETS`]), then ` | +K more` for the other of the `total` targets.
+///
+/// ```
+/// use tower_llm_gateway::status::{bounded_line, MAX_STATUS_LINE};
+///
+/// let segments = (0..300).map(|i| format!("primary/model-{i} closed"));
+/// let line = bounded_line("[   1s]   0.0 req/s".to_owned(), segments, 300);
+/// assert!(line.ends_with(" | +292 more"));
+/// assert!(line.len() <= MAX_STATUS_LINE);
+/// ```
+pub fn bounded_line(
+    head: String,
+    segments: impl IntoIterator<Item = String>,
+    total: usize,
+) -> String {
+    let mut line = head;
+    truncate_at_char(&mut line, MAX_STATUS_LINE - MORE_RESERVE);
+    let mut shown = 0;
+    for segment in segments.into_iter().take(MAX_LISTED_TARGETS) {
+        if line.len() + 3 + segment.len() > MAX_STATUS_LINE - MORE_RESERVE {
+            break;
+        }
+        line.push_str(" | ");
+        line.push_str(&segment);
+        shown += 1;
+    }
+    let more = total.saturating_sub(shown);
+    if more > 0 {
+        let _ = write!(line, " | +{more} more");
+    }
+    line
+}
+
+/// Cut `s` to at most `max` bytes, on a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Whether a target is in its normal state: available, breaker closed, no cooldown, no failure
+/// since its last success.
+fn is_healthy(t: &TargetStatus) -> bool {
+    t.available
+        && t.breaker.as_ref().is_none_or(|b| b.state == State::Closed)
+        && t.cooldown.is_none()
+        && t.consecutive_failures == 0
+}
+
+/// One target's part of the line: its name and state.
+fn target_segment(t: &TargetStatus) -> String {
+    let mut line = printable(&t.name, MAX_PRINTED_NAME);
+    if let Some(b) = &t.breaker {
+        let _ = write!(line, " {}", b.state);
+        if b.state == State::Open {
+            match b.retry_after_ms {
+                Some(ms) if ms > 0 => {
+                    let _ = write!(line, " {}s", ms.div_ceil(1000));
                 }
+                // The wait is over: the next call is a half-open probe.
+                _ => line.push_str(" (probe due)"),
             }
         }
-        if let Some(cd) = &t.cooldown {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            match cd.until_unix_ms {
-                _ if cd.probing => line.push_str(" probing"),
-                Some(until) if until > now_ms => {
-                    let _ = write!(line, " cooldown {}s", (until - now_ms).div_ceil(1000));
-                }
-                // Lifted: the next request probes it (the breaker's note says so if open).
-                Some(_) => {}
-                None => line.push_str(" benched until reset"),
+    }
+    if let Some(cd) = &t.cooldown {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match cd.until_unix_ms {
+            _ if cd.probing => line.push_str(" probing"),
+            Some(until) if until > now_ms => {
+                let _ = write!(line, " cooldown {}s", (until - now_ms).div_ceil(1000));
             }
+            // Lifted: the next request probes it (the breaker's note says so if open).
+            Some(_) => {}
+            None => line.push_str(" benched until reset"),
         }
-        if t.consecutive_failures > 0 {
-            let _ = write!(line, " fails {}", t.consecutive_failures);
-            if let Some(kind) = &t.last_error_kind {
-                let _ = write!(line, " ({})", printable(kind, MAX_PRINTED_NAME));
-            }
+    }
+    if t.consecutive_failures > 0 {
+        let _ = write!(line, " fails {}", t.consecutive_failures);
+        if let Some(kind) = &t.last_error_kind {
+            let _ = write!(line, " ({})", printable(kind, MAX_PRINTED_NAME));
         }
     }
     line
@@ -170,5 +248,48 @@ mod tests {
         assert_eq!(printable("abc", 0), "…");
         assert_eq!(printable("abc", 3), "abc");
         assert_eq!(printable("日本語です", 3), "日本語…");
+    }
+
+    #[test]
+    fn three_hundred_targets_make_a_bounded_line() {
+        let head = "[   12s]   2.0 req/s | fallbacks 0 errors 0 | healthy".to_owned();
+        let segments = (0..300).map(|i| format!("primary/model-{i:03} closed"));
+        let line = bounded_line(head.clone(), segments, 300);
+        assert!(line.len() <= MAX_STATUS_LINE, "{} bytes", line.len());
+        assert!(line.starts_with(&head));
+        assert_eq!(line.matches(" closed").count(), MAX_LISTED_TARGETS);
+        assert!(line.contains("primary/model-007 closed"));
+        assert!(!line.contains("primary/model-008"));
+        assert!(line.ends_with(" | +292 more"), "{line}");
+    }
+
+    #[test]
+    fn long_segments_stop_at_the_byte_limit() {
+        // Escaped names take up to 10 bytes a character: 8 of them cannot all fit.
+        let segment = printable(&"\u{202e}".repeat(80), MAX_PRINTED_NAME);
+        let line = bounded_line("head".to_owned(), std::iter::repeat_n(segment, 300), 300);
+        assert!(line.len() <= MAX_STATUS_LINE, "{} bytes", line.len());
+        let more: usize = line
+            .rsplit(" | +")
+            .next()
+            .and_then(|m| m.strip_suffix(" more"))
+            .and_then(|k| k.parse().ok())
+            .expect("a +K more suffix");
+        assert!(more > 300 - MAX_LISTED_TARGETS, "{line}");
+
+        let huge_head = "h".repeat(5000);
+        let line = bounded_line(huge_head, ["x closed".to_owned()], 1);
+        assert!(line.len() <= MAX_STATUS_LINE);
+        assert!(line.ends_with(" | +1 more"), "{line}");
+    }
+
+    #[test]
+    fn every_target_is_listed_when_few() {
+        let line = bounded_line(
+            "head".to_owned(),
+            ["a closed".to_owned(), "b open 3s".to_owned()],
+            2,
+        );
+        assert_eq!(line, "head | a closed | b open 3s");
     }
 }

@@ -376,11 +376,6 @@ fn check_answer(
         "status {status}: {}",
         shown()
     );
-    if status == StatusCode::METHOD_NOT_ALLOWED && body.is_empty() && !strict() {
-        // KNOWN FINDING (reported with this harness): a known path with the wrong method gets
-        // axum's bare 405, no OpenAI error body. `TOWER_LLM_FUZZ_STRICT=1` fails on it.
-        return Ok(());
-    }
     let json: Value = serde_json::from_slice(body).map_err(|e| {
         TestCaseError::fail(format!(
             "a {status} for {} {} that is not JSON ({e}): {:?}",

@@ -9,7 +9,9 @@ mod gateway_support;
 use std::time::Duration;
 
 use http::StatusCode;
-use tower_llm_gateway::status::{status_line, MAX_PRINTED_NAME};
+use tower_llm_gateway::status::{
+    status_line, MAX_LISTED_TARGETS, MAX_PRINTED_NAME, MAX_STATUS_LINE,
+};
 use tower_llm_gateway::Totals;
 
 use gateway_support::*;
@@ -77,6 +79,38 @@ targets = [{{ provider = "primary", model = "{long}" }}]
     assert!(
         !status.contains(&"m".repeat(MAX_PRINTED_NAME)),
         "bounded: {status:?}"
+    );
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_hundred_pass_through_models_make_a_bounded_status_line() {
+    let gw = start(&config("healthy", "healthy", "[retry]\nenabled = false\n")).await;
+    for i in 0..300 {
+        let reply = chat(&gw, &format!("model-with-a-rather-long-name-{i:03}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let targets = gw.stack().health().targets.len();
+    assert!(targets > MAX_LISTED_TARGETS, "{targets} targets");
+    let status = line(&gw);
+    assert!(
+        status.len() <= MAX_STATUS_LINE,
+        "{} bytes: {status}",
+        status.len()
+    );
+    assert!(
+        status.matches(" | ").count() <= 3 + MAX_LISTED_TARGETS,
+        "{status}"
+    );
+    let more: usize = status
+        .rsplit(" | +")
+        .next()
+        .and_then(|m| m.strip_suffix(" more"))
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no +K more: {status}"));
+    assert!(
+        more >= targets - MAX_LISTED_TARGETS,
+        "{more} of {targets}: {status}"
     );
     gw.shutdown().await.unwrap();
 }
