@@ -45,6 +45,10 @@ fn hashed_keys(list: &[HashedKey]) -> Result<ClientKeys, (usize, KeyError)> {
     Ok(keys)
 }
 
+/// Shortest non-zero `[gateway] metrics_idle_timeout_ms` (a shorter one would drop series
+/// between two scrapes).
+pub const MIN_METRICS_IDLE_TIMEOUT_MS: u64 = 1000;
+
 /// Largest `[gateway] demo_requests_per_sec`.
 pub const MAX_DEMO_REQUESTS_PER_SEC: u32 = 10_000;
 
@@ -123,6 +127,14 @@ pub struct GatewaySection {
     /// 10 000). With client keys on, it presents the first key given raw (keys given only by
     /// digest: its requests get 401).
     pub demo_requests_per_sec: u32,
+    /// How long a metric series may go without an update before `/metrics` drops it, in
+    /// milliseconds (default 600 000; `0` keeps every series forever; else at least 1000).
+    /// Pass-through targets are created per requested model and evicted beyond 256 per route:
+    /// without a timeout the series of every evicted target stay in the registry for good.
+    /// The other side: a series whose handle a live target holds (its breaker's) does not come
+    /// back after it was dropped, so pick a timeout longer than a target usually stays idle.
+    /// Read once per process, by the first gateway to start (the recorder is process-global).
+    pub metrics_idle_timeout_ms: u64,
 }
 
 impl Default for GatewaySection {
@@ -145,6 +157,7 @@ impl Default for GatewaySection {
             shutdown_grace_ms: 10_000,
             mock_logged_attempts: 1000,
             demo_requests_per_sec: 0,
+            metrics_idle_timeout_ms: 600_000,
         }
     }
 }
@@ -163,6 +176,13 @@ impl GatewaySection {
     /// [`header_read_timeout_ms`](Self::header_read_timeout_ms) as a duration.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// [`metrics_idle_timeout_ms`](Self::metrics_idle_timeout_ms) as a duration; `None` (keep
+    /// forever) for 0.
+    pub fn metrics_idle_timeout(&self) -> Option<Duration> {
+        (self.metrics_idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.metrics_idle_timeout_ms))
     }
 
     /// [`shutdown_grace_ms`](Self::shutdown_grace_ms) as a duration.
@@ -230,6 +250,14 @@ impl GatewayConfig {
             if value == 0 {
                 return Err(doc.error_at(key, "must be at least 1 (milliseconds)"));
             }
+        }
+        if (1..MIN_METRICS_IDLE_TIMEOUT_MS).contains(&gateway.metrics_idle_timeout_ms) {
+            return Err(doc.error_at(
+                "gateway.metrics_idle_timeout_ms",
+                format!(
+                    "must be 0 (keep every series) or at least {MIN_METRICS_IDLE_TIMEOUT_MS} (milliseconds)"
+                ),
+            ));
         }
         if gateway.max_connections == 0 {
             return Err(doc.error_at("gateway.max_connections", "must be at least 1"));
@@ -391,5 +419,29 @@ impl GatewayConfig {
             .unwrap_or_default();
         self.stack
             .error_at(&format!("providers[{index}].mock"), message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_idle_timeout_is_validated_and_zero_keeps_series() {
+        let config = GatewayConfig::from_toml_str("[gateway]\n").unwrap();
+        assert_eq!(
+            config.gateway.metrics_idle_timeout(),
+            Some(Duration::from_secs(600))
+        );
+        let config =
+            GatewayConfig::from_toml_str("[gateway]\nmetrics_idle_timeout_ms = 0\n").unwrap();
+        assert_eq!(config.gateway.metrics_idle_timeout(), None);
+        let err =
+            GatewayConfig::from_toml_str("[gateway]\nmetrics_idle_timeout_ms = 10\n").unwrap_err();
+        assert_eq!(
+            (err.key(), err.line()),
+            ("gateway.metrics_idle_timeout_ms", Some(2))
+        );
+        assert!(err.to_string().contains("at least 1000"), "{err}");
     }
 }

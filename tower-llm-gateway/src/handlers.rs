@@ -139,8 +139,10 @@ fn caused_by<E: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
 
 /// The `model` values `GET /v1/models` lists: every route pattern without glob characters
 /// (`*`, `?`, `[`), which is a name a client sends as is (an alias such as `fast`, or a model
-/// name), then every model requested so far on a route with pass-through targets (a glob route
-/// that forwards the requested model: each has routed at least once). Upstream model names of
+/// name), then the models a route with pass-through targets holds now (a glob route that
+/// forwards the requested model: each has routed at least once, and the route keeps at most
+/// [`MAX_MODELS_PER_ROUTE`](tower_llm::stack::MAX_MODELS_PER_ROUTE), evicting the least recently used idle one, so the list
+/// stays bounded however many names clients send). Upstream model names of
 /// targets are not listed: a client cannot ask for them unless a route matches them, and then
 /// they are listed as a route or once requested. In order, without duplicates.
 pub fn model_ids(route_patterns: &[String], requested: &[String]) -> Vec<String> {

@@ -23,7 +23,7 @@ use crate::auth::KeyStore;
 use crate::config::GatewayConfig;
 use crate::demo::demo_traffic;
 use crate::handlers::AppState;
-use crate::metrics::prometheus_handle;
+use crate::metrics::prometheus_handle_with_idle_timeout;
 use crate::reload::{KeyReload, KeyReloader};
 use crate::router::{router, Limits};
 use crate::security::{check_exposure, Exposure};
@@ -143,8 +143,9 @@ impl Gateway {
 
         // Before the stack: the stack's breakers register their metric handles when they are
         // built (the routes whose targets all name a model are built right below), with
-        // whatever recorder is installed then.
-        let metrics = prometheus_handle();
+        // whatever recorder is installed then. The first gateway of the process sets the idle
+        // timeout.
+        let metrics = prometheus_handle_with_idle_timeout(config.gateway.metrics_idle_timeout());
 
         let mut mocks = BTreeMap::new();
         let mut builder = StackBuilder::new(&config.stack);
