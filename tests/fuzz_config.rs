@@ -79,7 +79,10 @@ fn toml_string(s: &str) -> String {
 /// reached through the misspelt and random ones).
 const SECTIONS: &[(&str, &[&str])] = &[
     ("request", &["max_body_bytes"]),
-    ("stream", &["ttft_ms", "idle_ms", "total_ms"]),
+    (
+        "stream",
+        &["ttft_ms", "idle_ms", "total_ms", "max_buffered_body_bytes"],
+    ),
     (
         "breaker",
         &[

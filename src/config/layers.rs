@@ -177,6 +177,8 @@ pub(crate) fn stream_guard(s: &StreamSection) -> Result<StreamGuardLayer, Config
         .ttft(ms(s.ttft_ms))
         .idle(ms(s.idle_ms))
         .total(ms(s.total_ms))
+        // Past the address space nothing could be buffered anyway.
+        .max_buffered_body_bytes(usize::try_from(s.max_buffered_body_bytes).unwrap_or(usize::MAX))
         .build()
 }
 

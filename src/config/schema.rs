@@ -272,6 +272,10 @@ impl Default for RequestSection {
 /// `total_ms` is ended with an SSE `error` event and no `[DONE]`, never a silent truncation.
 /// The chain also commits to a stream only after its first event, within the target's
 /// `attempt_timeout_ms`.
+///
+/// A non-stream `2xx` answer is read whole (up to `max_buffered_body_bytes`) under the same
+/// limits before it is handed on: a body that stalls or is cut is a failed attempt (`timeout` /
+/// `transport`), failed over like any other, never a hang or a broken `200`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamSection {
@@ -281,15 +285,22 @@ pub struct StreamSection {
     pub idle_ms: u64,
     /// Whole stream. Default 120 s.
     pub total_ms: u64,
+    /// Largest non-stream answer read whole, in bytes; a larger one is handed on as it comes,
+    /// unguarded. 0 = not read (non-stream answers pass through, unbounded in time). Default
+    /// 8 MiB.
+    pub max_buffered_body_bytes: u64,
 }
 
 impl Default for StreamSection {
     fn default() -> Self {
-        use tower_llm_core::stream::{DEFAULT_IDLE, DEFAULT_TOTAL, DEFAULT_TTFT};
+        use tower_llm_core::stream::{
+            DEFAULT_IDLE, DEFAULT_MAX_BUFFERED_BODY, DEFAULT_TOTAL, DEFAULT_TTFT,
+        };
         StreamSection {
             ttft_ms: millis(DEFAULT_TTFT),
             idle_ms: millis(DEFAULT_IDLE),
             total_ms: millis(DEFAULT_TOTAL),
+            max_buffered_body_bytes: count(DEFAULT_MAX_BUFFERED_BODY),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!       CircuitBreaker         one per target
 //!       └─ Retry               backoff with jitter, server delays, a retry budget per target
 //!          └─ Bulkhead         in-flight, queue, request and token limits per target
-//!             └─ StreamGuard   `[stream]` first-token, idle and total limits; no truncated stream
+//!             └─ StreamGuard   `[stream]` first-token, idle and total limits; no truncated stream;
+//!                              a non-stream answer read whole under them (stall/cut = failed attempt)
 //!                └─ InspectErrorBody  provider error codes for the classifiers above
 //!                   └─ client  hyper-util's legacy client, or any service you supply
 //! ```
@@ -58,7 +59,10 @@
 //! starts with an error event or ends before any answer is a failed attempt, which retry retries
 //! and the chain fails over. After the first event the guard ends a cut, stalled or broken stream
 //! with an OpenAI-shaped SSE `error` event and no `[DONE]`, never a silent truncation, and
-//! finishes a stream that has its `finish_reason` but no `[DONE]`. It sits below the bulkhead so
+//! finishes a stream that has its `finish_reason` but no `[DONE]`. A non-stream answer is read
+//! whole by the same guard, under the same limits, before it is handed on (up to
+//! `[stream] max_buffered_body_bytes`): a JSON body that stalls or is cut is a failed attempt
+//! (`timeout` / `transport`) the chain fails over, never a hang or a broken `200`. It sits below the bulkhead so
 //! a stream holds its permit until it ends.
 //!
 //! **TLS.** [`StackBuilder::build_http`] builds over [`UpstreamClient`](crate::client::UpstreamClient):

@@ -354,3 +354,36 @@ fn the_guarded_body_and_future_can_cross_threads() {
     // Layers above (fallback, retry) read bodies that are `Unpin`.
     unpin::<GuardedBody<ReplayBody<Incoming>>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_json_answer_that_stalls_fails_the_attempt_with_timeout() {
+    let upstream = mock(Fault::Stall { after: 1 }).await;
+    let client = client();
+    let guard = StreamGuardLayer::builder()
+        .idle(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let err = call(guard, &client, &upstream, false).await.unwrap_err();
+    assert_eq!(kind(&err), ErrorKind::Timeout);
+    assert!(err.is::<ClassifiedError>());
+    // The headers and the first bytes came at once; then the idle limit.
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+
+    // The stalled connection was let go; the same client gets a whole answer next.
+    upstream.set_default_fault(Fault::Healthy);
+    let res = call(guard, &client, &upstream, false).await.unwrap();
+    assert!(res.body().is_buffered());
+    let body = read(res).await;
+    let seq = upstream.attempts().last().unwrap().seq;
+    assert_eq!(body, canonical::completion_json(seq, MODEL, usage()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_json_answer_fails_the_attempt_with_transport() {
+    let upstream = mock(Fault::CutAfter(1)).await;
+    let err = call(StreamGuardLayer::new(), &client(), &upstream, false)
+        .await
+        .unwrap_err();
+    assert_eq!(kind(&err), ErrorKind::Transport);
+}

@@ -31,6 +31,8 @@ pub const DEFAULT_TTFT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 /// Default longest stream, from the call to the last byte: 120 s.
 pub const DEFAULT_TOTAL: Duration = Duration::from_secs(120);
+/// Default largest non-stream answer read whole by the guard: 8 MiB.
+pub const DEFAULT_MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
 /// Default wait for `[DONE]` after a `finish_reason`: 500 ms.
 pub const DEFAULT_FINISH_GRACE: Duration = Duration::from_millis(500);
 
@@ -97,6 +99,7 @@ pub(crate) struct GuardConfig {
     pub(crate) malformed: MalformedPolicy,
     pub(crate) finish_grace: Duration,
     pub(crate) max_event_size: usize,
+    pub(crate) max_buffered_body_bytes: usize,
 }
 
 impl Default for GuardConfig {
@@ -106,6 +109,7 @@ impl Default for GuardConfig {
             malformed: MalformedPolicy::Skip,
             finish_grace: DEFAULT_FINISH_GRACE,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY,
         }
     }
 }
@@ -183,6 +187,17 @@ impl StreamGuardLayerBuilder {
     /// hostile upstream, and holding it would mean buffering without bound.
     pub fn max_event_size(mut self, bytes: usize) -> Self {
         self.config.max_event_size = bytes;
+        self
+    }
+
+    /// The largest non-stream `2xx` answer read whole before the response is handed on (default
+    /// 8 MiB). Reading it whole, under the same `ttft` / `idle` / `total` limits as a stream,
+    /// turns a body that stalls or breaks into a failed attempt (`Timeout` / `Transport`) that
+    /// retry and fallback act on. Past the cap (or when the body announces a larger length) the
+    /// response is handed on as the bytes read so far plus the rest of the body, unguarded.
+    /// Zero turns the read off: non-stream answers pass through untouched.
+    pub fn max_buffered_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_buffered_body_bytes = bytes;
         self
     }
 

@@ -14,11 +14,13 @@ use tokio::time::Instant;
 
 use super::config::GuardConfig;
 use super::engine::{Engine, Next};
+use super::whole::{Read, WholeRead};
 use super::{GuardedBody, StreamOutcome};
 use crate::{BoxError, ClassifiedError, ErrorKind, Target};
 
 /// Response future of [`StreamGuard`](super::StreamGuard): the inner call, then, for an event
-/// stream, the wait for its first answer event.
+/// stream, the wait for its first answer event, and for any other `2xx` answer, the read of its
+/// whole body (up to the cap). Dropping it drops the inner body.
 #[pin_project]
 pub struct StreamGuardFuture<F, B> {
     #[pin]
@@ -28,6 +30,9 @@ pub struct StreamGuardFuture<F, B> {
     target: Option<Target>,
 }
 
+// `Reading` holds its timer inline: boxing it would cost an allocation per non-stream answer,
+// and the future is pinned where it is polled anyway.
+#[allow(clippy::large_enum_variant)]
 #[pin_project(project = StateProj)]
 enum State<F, B> {
     Calling {
@@ -37,6 +42,11 @@ enum State<F, B> {
     FirstEvent {
         parts: Option<Parts>,
         engine: Option<Pin<Box<Engine<B>>>>,
+    },
+    Reading {
+        parts: Option<Parts>,
+        #[pin]
+        read: WholeRead<B>,
     },
     Done,
 }
@@ -91,8 +101,23 @@ where
                         }
                     };
                     if !is_event_stream(res.status(), res.headers()) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(res.map(GuardedBody::pass_through)));
+                        let cap = this.config.max_buffered_body_bytes;
+                        // Error bodies are bounded elsewhere; an announced length over the cap is
+                        // not worth reading into memory.
+                        if !res.status().is_success()
+                            || cap == 0
+                            || res.body().size_hint().lower() > cap as u64
+                        {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(res.map(GuardedBody::pass_through)));
+                        }
+                        let (parts, body) = res.into_parts();
+                        let read = WholeRead::new(body, this.config.limits, cap, *this.started);
+                        this.state.set(State::Reading {
+                            parts: Some(parts),
+                            read,
+                        });
+                        continue;
                     }
                     let (parts, body) = res.into_parts();
                     let engine = Engine::new(body, *this.config, *this.started, this.target.take());
@@ -124,6 +149,20 @@ where
                     };
                     this.state.set(State::Done);
                     return Poll::Ready(result);
+                }
+                StateProj::Reading { parts, read } => {
+                    let result = ready!(read.poll_read(cx));
+                    let parts = parts.take();
+                    this.state.set(State::Done);
+                    let Some(parts) = parts else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let body = match result {
+                        Ok(Read::Whole { data, trailers }) => GuardedBody::buffered(data, trailers),
+                        Ok(Read::OverCap { prefix, rest }) => GuardedBody::prefixed(prefix, rest),
+                        Err(err) => return Poll::Ready(Err(Box::new(err))),
+                    };
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
                 StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
             }

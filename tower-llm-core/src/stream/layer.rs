@@ -59,7 +59,7 @@ pub struct StreamGuardLayer {
 
 impl StreamGuardLayer {
     /// The defaults: TTFT 10 s, idle 30 s, total 120 s, malformed events skipped, 500 ms grace
-    /// for a missing `[DONE]`, events up to 1 MiB.
+    /// for a missing `[DONE]`, events up to 1 MiB, non-stream answers read whole up to 8 MiB.
     pub fn new() -> Self {
         Self::default()
     }
@@ -91,6 +91,11 @@ impl StreamGuardLayer {
     /// The largest event accepted, in bytes.
     pub fn max_event_size(&self) -> usize {
         self.config.max_event_size
+    }
+
+    /// The largest non-stream answer read whole, in bytes (0: not read).
+    pub fn max_buffered_body_bytes(&self) -> usize {
+        self.config.max_buffered_body_bytes
     }
 }
 

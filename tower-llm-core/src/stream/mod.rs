@@ -38,8 +38,18 @@
 //!
 //! # What the guard does
 //!
-//! Only `2xx` responses with `content-type: text/event-stream` are guarded; every other response
-//! passes through untouched ([`GuardedBody::pass_through`], no allocation).
+//! `2xx` responses with `content-type: text/event-stream` are guarded as streams (below). Any
+//! other `2xx` answer (a non-stream JSON completion) is **read whole** inside the guard's
+//! response future before it resolves, under the same limits: the first body byte within
+//! `ttft`, no silence between chunks longer than `idle`, the whole read within `total` (all
+//! counted from the call). A body that stalls fails the attempt with `Timeout`, one that breaks
+//! (a cut, a reset) with `Transport`, before anything reached the caller, so retry and fallback
+//! act on it. A body read whole is handed on from memory ([`GuardedBody::is_buffered`]), headers
+//! untouched. Past [`max_buffered_body_bytes`](StreamGuardLayerBuilder::max_buffered_body_bytes)
+//! (default 8 MiB), or when the body announces a larger length, the answer is handed on as the
+//! bytes read so far followed by the rest of the body, unguarded. Non-`2xx` responses pass
+//! through untouched ([`GuardedBody::pass_through`]; error bodies are bounded by
+//! [`InspectErrorBodyLayer`](crate::InspectErrorBodyLayer)).
 //!
 //! **Before the first event** the response is held back while the body is read up to the first
 //! event that carries an answer (a delta or a `finish_reason`; comments and pings are kept but do
@@ -85,8 +95,9 @@
 //! stream as a failure of its target).
 //!
 //! Timers come from `tokio::time` (so paused-clock tests work); the guard must run inside a tokio
-//! runtime with the time driver enabled. Cost: nothing for a non-stream response; for a stream,
-//! one allocation for its state and one for its [`StreamOutcome`].
+//! runtime with the time driver enabled. Cost: nothing for a non-`2xx` response; for a non-stream
+//! answer, its body in memory (no copy when it arrives in one chunk, one buffer otherwise); for a
+//! stream, one allocation for its state and one for its [`StreamOutcome`].
 //!
 //! # Metrics
 //!
@@ -111,11 +122,12 @@ mod layer;
 pub mod metrics;
 mod outcome;
 mod service;
+mod whole;
 
 pub use body::GuardedBody;
 pub use config::{
     MalformedPolicy, StreamGuardLayerBuilder, StreamLimits, DEFAULT_FINISH_GRACE, DEFAULT_IDLE,
-    DEFAULT_TOTAL, DEFAULT_TTFT,
+    DEFAULT_MAX_BUFFERED_BODY, DEFAULT_TOTAL, DEFAULT_TTFT,
 };
 pub use future::StreamGuardFuture;
 pub use layer::StreamGuardLayer;

@@ -15,7 +15,9 @@ use crate::{BoxError, Target};
 /// Watches `2xx text/event-stream` responses: holds the response back until the first event
 /// arrives (failing the call if it does not, or if it is an error), then enforces the stream's
 /// idle and total limits and ends a broken stream with an SSE error event instead of passing it
-/// off as whole. Other responses pass through untouched. See the [module docs](crate::stream).
+/// off as whole. Other `2xx` answers are read whole (up to a cap) under the same time limits, so a
+/// stalled or cut body fails the call; non-`2xx` responses pass through untouched. See the
+/// [module docs](crate::stream).
 ///
 /// Clones share nothing but the (copied) configuration: the guard keeps no state between calls.
 #[derive(Clone, Debug)]

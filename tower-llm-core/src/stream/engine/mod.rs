@@ -39,7 +39,7 @@ const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
 /// connection can be reused); past it the body is dropped.
 const MAX_DRAIN: usize = 64 * 1024;
 
-fn after(base: Instant, d: Duration) -> Instant {
+pub(super) fn after(base: Instant, d: Duration) -> Instant {
     base.checked_add(d)
         .or_else(|| base.checked_add(FAR))
         .unwrap_or(base)
