@@ -128,11 +128,12 @@ pub struct GatewaySection {
     /// digest: its requests get 401).
     pub demo_requests_per_sec: u32,
     /// How long a metric series may go without an update before `/metrics` drops it, in
-    /// milliseconds (default 600 000; `0` keeps every series forever; else at least 1000).
-    /// Pass-through targets are created per requested model and evicted beyond 256 per route:
-    /// without a timeout the series of every evicted target stay in the registry for good.
-    /// The other side: a series whose handle a live target holds (its breaker's) does not come
-    /// back after it was dropped, so pick a timeout longer than a target usually stays idle.
+    /// milliseconds (default `0`: keep every series; else at least 1000). Pass-through targets
+    /// are created per requested model and evicted beyond 256 per route: without a timeout the
+    /// series of every evicted target stay in the registry for good. The other side, and why it
+    /// is off by default: a series whose handle a live target holds (its breaker's) does not
+    /// come back after it was dropped, and the breaker's state gauge changes only on
+    /// transitions, so a healthy breaker's state would leave `/metrics` after the timeout.
     /// Read once per process, by the first gateway to start (the recorder is process-global).
     pub metrics_idle_timeout_ms: u64,
 }
@@ -157,7 +158,7 @@ impl Default for GatewaySection {
             shutdown_grace_ms: 10_000,
             mock_logged_attempts: 1000,
             demo_requests_per_sec: 0,
-            metrics_idle_timeout_ms: 600_000,
+            metrics_idle_timeout_ms: 0,
         }
     }
 }
@@ -429,6 +430,9 @@ mod tests {
     #[test]
     fn metrics_idle_timeout_is_validated_and_zero_keeps_series() {
         let config = GatewayConfig::from_toml_str("[gateway]\n").unwrap();
+        assert_eq!(config.gateway.metrics_idle_timeout(), None);
+        let config =
+            GatewayConfig::from_toml_str("[gateway]\nmetrics_idle_timeout_ms = 600000\n").unwrap();
         assert_eq!(
             config.gateway.metrics_idle_timeout(),
             Some(Duration::from_secs(600))

@@ -88,8 +88,8 @@
 //!   (1 MiB), and `shutdown_grace_ms` (10 s) for in-flight requests at shutdown, after which
 //!   the health state is saved.
 //! - **Bounded memory with pass-through models** (`[gateway]`): `metrics_idle_timeout_ms`
-//!   (10 min; 0 = never) drops a metric series not updated for that long, so the series of
-//!   evicted pass-through targets go (see [`metrics`]); `/v1/models` lists the models a route
+//!   (off by default; see [`metrics`] for why) drops a metric series not updated for that
+//!   long, so the series of evicted pass-through targets go; `/v1/models` lists the models a route
 //!   holds now (at most 256 per pass-through route), the status line at most 8 targets.
 //!
 //! # Modules

@@ -13,13 +13,16 @@
 //! [`Gateway::start`](crate::Gateway::start) calls [`prometheus_handle`] first, so the routes
 //! built at start (those whose targets all name a model) are recorded like the others.
 //!
-//! **Idle series are dropped.** A series not updated for `[gateway] metrics_idle_timeout_ms`
-//! (default 10 minutes) leaves `/metrics` at the next render: the targets of a pass-through
-//! route come and go with the models clients ask for, and the `metrics` facade cannot delete
-//! a series, so without this the registry would keep one per model ever requested. A series
-//! emitted again by name comes back; one whose handle a live target holds (its breaker's)
-//! does not, so the timeout should be longer than a target usually stays idle (`0` keeps every
-//! series forever).
+//! **Idle series can be dropped** (`[gateway] metrics_idle_timeout_ms`, off by default): a
+//! series not updated for that long leaves `/metrics` at the next render. The targets of a
+//! pass-through route come and go with the models clients ask for (the library evicts idle
+//! models past 256 per route), and the `metrics` facade cannot delete a series, so without it
+//! the registry keeps the series of every model ever requested. It is off by default because a
+//! series whose handle a live target holds does not come back once dropped: the breaker sets
+//! its state gauge only on transitions, so a healthy breaker's `tower_llm_breaker_state` would
+//! vanish after the timeout even under traffic. Turn it on when untrusted clients can send
+//! many distinct model names to a pass-through route, and alert on counters rather than on
+//! the breaker's gauges then.
 //!
 //! The recorder is process-global (the `metrics` facade has one global recorder): every
 //! gateway in a process renders the same registry, with the idle timeout of the first. When another recorder was installed first,
@@ -38,14 +41,11 @@ pub const REQUESTS_TOTAL: &str = "tower_llm_gateway_requests_total";
 /// Every metric name of this crate.
 pub const ALL: [&str; 1] = [REQUESTS_TOTAL];
 
-/// The default of `[gateway] metrics_idle_timeout_ms`: 10 minutes.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
 /// The process-wide Prometheus recorder, installed as the global `metrics` recorder on the first
-/// call, dropping series idle for [`DEFAULT_IDLE_TIMEOUT`]; later calls return a handle to the
-/// same registry.
+/// call, keeping every series (the default of `[gateway] metrics_idle_timeout_ms`); later calls
+/// return a handle to the same registry.
 pub fn prometheus_handle() -> PrometheusHandle {
-    prometheus_handle_with_idle_timeout(Some(DEFAULT_IDLE_TIMEOUT))
+    prometheus_handle_with_idle_timeout(None)
 }
 
 /// As [`prometheus_handle`], with series not updated for `idle_timeout` dropped from the
