@@ -8,8 +8,8 @@
 //! base URLs make them: `/openai/v1/chat/completions`) is logged as an [`Attempt`], with the
 //! HTTP version it came in, its path and query and its headers.
 //!
-//! With the `tls` feature, [`MockUpstreamBuilder::tls`] serves it over TLS, HTTP/2 offered by
-//! ALPN (see [`MockTls`]).
+//! With the `tls` feature, `MockUpstreamBuilder::tls` serves it over TLS, HTTP/2 offered by
+//! ALPN (see `MockTls`).
 //!
 //! ```
 //! use std::time::Duration;
