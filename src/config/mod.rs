@@ -67,8 +67,8 @@ pub use provider::{
 };
 pub use schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,
-    HealthSection, OnCorrupt, ProviderConfig, RequestSection, RetrySection, RouteConfig,
-    StackConfig, StaticSection, StreamSection, TargetConfig, TierSelection,
+    HealthSection, OnCorrupt, ProviderConfig, RequestSection, ResumeSetting, RetrySection,
+    RouteConfig, StackConfig, StaticSection, StreamSection, TargetConfig, TierSelection,
 };
 
 impl StackConfig {

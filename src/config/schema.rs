@@ -109,6 +109,17 @@ pub struct ProviderConfig {
     /// [`DEFAULT_TCP_KEEPALIVE_MS`](super::DEFAULT_TCP_KEEPALIVE_MS); 0: off).
     #[serde(default)]
     pub tcp_keepalive_ms: Option<u64>,
+    /// Whether the provider continues an assistant prefill (the original messages plus a final
+    /// assistant message are answered with the rest of that message). A cut stream is resumed
+    /// on such a provider by prefill, on others by replay (see the route's `resume`); a prefill
+    /// is never sent to a provider that does not declare it. Default false.
+    #[serde(default)]
+    pub supports_prefill: bool,
+    /// Extra top-level members of a prefill request, for servers that need a flag to continue
+    /// the final message (vLLM: `{ continue_final_message = true, add_generation_prompt = false }`).
+    /// Only with `supports_prefill = true`; cannot set `messages`, `model` or `stream`.
+    #[serde(default)]
+    pub prefill_params: Option<toml::Table>,
 }
 
 impl ProviderConfig {
@@ -128,6 +139,8 @@ impl ProviderConfig {
             pool_idle_timeout_ms: None,
             pool_max_idle_per_host: None,
             tcp_keepalive_ms: None,
+            supports_prefill: false,
+            prefill_params: None,
         }
     }
 }
@@ -163,6 +176,36 @@ pub struct RouteConfig {
     /// Serve the static answer when nothing else answered (needs `[static] content`). Default on.
     #[serde(default = "yes")]
     pub static_answer: bool,
+    /// How a stream cut or stalled after its first event is finished on another target of
+    /// the route: `prefill` (default: by prefill on providers with `supports_prefill`, by
+    /// replay and splice on the others), `replay` (always by replay), `off` (the stream ends
+    /// with an error event).
+    #[serde(default)]
+    pub resume: ResumeSetting,
+}
+
+/// A route's `resume`: how a cut stream is finished on another target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeSetting {
+    /// By prefill where the provider supports it, by replay elsewhere.
+    #[default]
+    Prefill,
+    /// Always by replay and splice.
+    Replay,
+    /// Not resumed.
+    Off,
+}
+
+impl ResumeSetting {
+    /// The fallback chain's mode.
+    pub fn mode(self) -> tower_llm_fallback::ResumeMode {
+        match self {
+            ResumeSetting::Prefill => tower_llm_fallback::ResumeMode::Prefill,
+            ResumeSetting::Replay => tower_llm_fallback::ResumeMode::Replay,
+            ResumeSetting::Off => tower_llm_fallback::ResumeMode::Off,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -179,6 +222,7 @@ impl RouteConfig {
             selection: TierSelection::Ordered,
             cache: true,
             static_answer: true,
+            resume: ResumeSetting::Prefill,
         }
     }
 
@@ -289,6 +333,12 @@ pub struct StreamSection {
     /// unguarded. 0 = not read (non-stream answers pass through, unbounded in time). Default
     /// 8 MiB.
     pub max_buffered_body_bytes: u64,
+    /// Most bytes of answer text kept per stream to resume it on another target after a cut
+    /// (see the route's `resume`); a longer answer is not resumed. Default 256 KiB.
+    pub resume_max_text_bytes: u64,
+    /// How long after a request's start a cut stream may still be resumed, in ms. Default:
+    /// `total_ms`.
+    pub resume_budget_ms: Option<u64>,
 }
 
 impl Default for StreamSection {
@@ -301,6 +351,8 @@ impl Default for StreamSection {
             idle_ms: millis(DEFAULT_IDLE),
             total_ms: millis(DEFAULT_TOTAL),
             max_buffered_body_bytes: count(DEFAULT_MAX_BUFFERED_BODY),
+            resume_max_text_bytes: count(tower_llm_fallback::resume::DEFAULT_MAX_TEXT_BYTES),
+            resume_budget_ms: None,
         }
     }
 }

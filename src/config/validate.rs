@@ -90,6 +90,30 @@ impl StackConfig {
         if self.escalation.max_files == 0 {
             return invalid("escalation.max_files", "must be greater than zero");
         }
+        let resumes = self
+            .routes
+            .iter()
+            .any(|r| r.resume != super::schema::ResumeSetting::Off);
+        if resumes && self.stream.resume_max_text_bytes == 0 {
+            return invalid(
+                "stream.resume_max_text_bytes",
+                "must be greater than zero (or set resume = \"off\" on every route)",
+            );
+        }
+        if resumes && self.stream.resume_budget_ms == Some(0) {
+            return invalid(
+                "stream.resume_budget_ms",
+                "must be greater than zero (or set resume = \"off\" on every route)",
+            );
+        }
+        for (i, p) in self.providers.iter().enumerate() {
+            if p.prefill_params.is_some() && !p.supports_prefill {
+                return invalid(
+                    format!("providers[{i}].prefill_params"),
+                    "set only with supports_prefill = true",
+                );
+            }
+        }
         if self.cache.enabled && (self.cache.max_entries == 0 || self.cache.max_bytes == 0) {
             return invalid(
                 "cache.max_entries",

@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::HeaderName;
 use tower_llm_core::StreamGuardLayer;
 use tower_llm_fallback::{
-    CacheConfig, CooldownPolicy, EscalationPolicy, JsonDirEscalation, Secret, Selection,
-    StaticAnswer,
+    CacheConfig, CooldownPolicy, EscalationPolicy, JsonDirEscalation, ResumeConfig, Secret,
+    Selection, StaticAnswer,
 };
 
 use crate::config::layers::{self, ms};
@@ -47,6 +47,8 @@ pub(super) struct TargetLayers {
 #[derive(Clone)]
 pub(super) struct ProviderPlan {
     pub(super) base_url: String,
+    /// With prefill support: the extra members of its prefill requests.
+    pub(super) prefill: Option<serde_json::Value>,
     /// `None` header = `Authorization: Bearer`.
     pub(super) auth: Option<(Option<HeaderName>, Secret)>,
 }
@@ -58,6 +60,7 @@ pub(super) struct RoutePlan {
     pub(super) selection: Selection,
     pub(super) cache: bool,
     pub(super) static_answer: bool,
+    pub(super) resume: ResumeConfig,
     /// A target passes the requested model through: one chain per requested model.
     pub(super) passthrough: bool,
 }
@@ -147,9 +150,11 @@ fn provider(
             ))
         }
     };
+    let prefill = prefill_plan(config, i, p)?;
     let Some(var) = p.resolved_api_key_env() else {
         return Ok(ProviderPlan {
             base_url,
+            prefill,
             auth: None,
         });
     };
@@ -165,8 +170,36 @@ fn provider(
     };
     Ok(ProviderPlan {
         base_url,
+        prefill,
         auth: Some((header, secret)),
     })
+}
+
+/// Provider `i`'s prefill support: `None` without, else its extra members (a JSON object).
+fn prefill_plan(
+    config: &StackConfig,
+    i: usize,
+    p: &ProviderConfig,
+) -> Result<Option<serde_json::Value>, ConfigFileError> {
+    let key = format!("providers[{i}].prefill_params");
+    let params = match &p.prefill_params {
+        None => serde_json::Map::new(),
+        Some(_) if !p.supports_prefill => {
+            return Err(config.error_at(&key, "set only with supports_prefill = true"))
+        }
+        Some(table) => match serde_json::to_value(table) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(config.error_at(&key, "not representable as JSON")),
+        },
+    };
+    if let Some(member) = ["messages", "model", "stream"]
+        .into_iter()
+        .find(|k| params.contains_key(*k))
+    {
+        return Err(config.error_at(&key, format!("`{member}` cannot be set here")));
+    }
+    Ok(p.supports_prefill
+        .then_some(serde_json::Value::Object(params)))
 }
 
 /// Route `i`: its glob, its targets with their defaults filled in, its tiers.
@@ -204,6 +237,14 @@ fn route(
         },
         cache: r.cache,
         static_answer: r.static_answer,
+        resume: ResumeConfig::new(r.resume.mode())
+            .max_text_bytes(
+                usize::try_from(config.stream.resume_max_text_bytes).unwrap_or(usize::MAX),
+            )
+            .budget(ms(config
+                .stream
+                .resume_budget_ms
+                .unwrap_or(config.stream.total_ms))),
         passthrough: r.targets.iter().any(|t| t.model.is_none()),
     })
 }

@@ -243,6 +243,7 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
             .get(index)
             .ok_or_else(|| ConfigError::new("routes", "route out of range"))?;
         let mut builder = FallbackLayer::builder()
+            .resume(plan.resume)
             .cooldowns(self.plan.cooldowns.clone())
             .escalation_policy(self.plan.escalation_policy.clone());
         builder = match &self.plan.escalation_dir {
@@ -358,6 +359,9 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
                 None => target.bearer(secret.clone()),
                 Some(h) => target.auth_header(h.as_str(), secret.clone()),
             };
+        }
+        if let Some(params) = &provider.prefill {
+            target = target.supports_prefill(true).prefill_params(params.clone());
         }
         if let Some(n) = t.context_window {
             target = target.context_window(n);

@@ -37,16 +37,35 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 use tower_llm_core::{BoxError, ReplayBody};
 
+use crate::resume::watch::Watch;
+
 /// The body of a response from [`Fallback`](crate::Fallback).
+///
+/// A committed stream's body also watches what it hands on, so that a stream cut after its
+/// first event can be finished on another target ([`resume`](crate::resume)).
 #[pin_project]
 pub struct FallbackBody<B> {
     #[pin]
     inner: ReplayBody<B>,
+    watch: Option<Box<Watch<B>>>,
 }
 
 impl<B> FallbackBody<B> {
     pub(crate) fn new(inner: ReplayBody<B>) -> Self {
-        FallbackBody { inner }
+        FallbackBody { inner, watch: None }
+    }
+
+    /// A committed stream, watched for resumption.
+    pub(crate) fn watched(inner: ReplayBody<B>, watch: Watch<B>) -> Self {
+        FallbackBody {
+            inner,
+            watch: Some(Box::new(watch)),
+        }
+    }
+
+    /// The body and its watch, taken apart (a continuation handed to the stream it resumes).
+    pub(crate) fn into_parts(self) -> (ReplayBody<B>, Option<Box<Watch<B>>>) {
+        (self.inner, self.watch)
     }
 
     /// The whole body, when it is held in memory (a cached, static or buffered answer).
@@ -60,6 +79,7 @@ impl<B> fmt::Debug for FallbackBody<B> {
         // Never the bytes: they hold completions.
         f.debug_struct("FallbackBody")
             .field("inner", &self.inner)
+            .field("watched", &self.watch.is_some())
             .finish()
     }
 }
@@ -76,14 +96,23 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        match this.watch {
+            Some(watch) => watch.poll_frame(this.inner, cx),
+            None => this.inner.poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A watched stream may still be resumed, or owe an error event.
+        self.watch.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.watch.is_some() {
+            // A resumed stream's length is not the first stream's.
+            return SizeHint::default();
+        }
         self.inner.size_hint()
     }
 }

@@ -11,6 +11,7 @@ use crate::config::Selection;
 use crate::cooldown::CooldownPolicy;
 use crate::escalation::Escalator;
 use crate::health::{Admission, HealthSnapshot};
+use crate::resume::ResumeConfig;
 use crate::static_tier::StaticAnswer;
 use crate::target::TargetRuntime;
 
@@ -37,11 +38,13 @@ pub(crate) struct Shared {
     /// Whether a request must be kept for a later attempt or tier (false for a lone target with
     /// no cache and no static answer: the request is then moved, not copied).
     pub(crate) retains_request: bool,
+    /// How committed streams that fail are resumed.
+    pub(crate) resume: ResumeConfig,
     rng: AtomicU64,
 }
 
 /// Where one request is in the chain.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Walk {
     tier: usize,
     tried: u64,
@@ -85,6 +88,7 @@ impl Shared {
         static_answer: Option<StaticAnswer>,
         escalator: Escalator,
         request_base_path: Box<str>,
+        resume: ResumeConfig,
         seed: u64,
     ) -> Self {
         let retains_request = targets.len() > 1 || cache.is_some() || static_answer.is_some();
@@ -97,6 +101,7 @@ impl Shared {
             escalator,
             request_base_path,
             retains_request,
+            resume,
             rng: AtomicU64::new(seed),
         }
     }

@@ -39,6 +39,7 @@ use crate::chain::{Shared, Tier, MAX_TARGETS};
 use crate::cooldown::CooldownPolicy;
 use crate::escalation::{Escalation, EscalationPolicy, Escalator, LogEscalation};
 use crate::layer::FallbackLayer;
+use crate::resume::ResumeConfig;
 use crate::static_tier::StaticAnswer;
 use crate::target::TargetConfig;
 
@@ -68,6 +69,7 @@ pub struct FallbackLayerBuilder<C = HttpClassifier> {
     escalation_policy: EscalationPolicy,
     classifier: C,
     request_base_path: String,
+    resume: ResumeConfig,
     seed: Option<u64>,
 }
 
@@ -79,6 +81,7 @@ impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
             .field("cache", &self.cache)
             .field("static_answer", &self.static_answer.is_some())
             .field("escalation_policy", &self.escalation_policy)
+            .field("resume", &self.resume)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +97,7 @@ impl Default for FallbackLayerBuilder {
             escalation_policy: EscalationPolicy::default(),
             classifier: HttpClassifier::default(),
             request_base_path: "/v1".to_owned(),
+            resume: ResumeConfig::default(),
             seed: None,
         }
     }
@@ -167,6 +171,15 @@ impl<C> FallbackLayerBuilder<C> {
         self
     }
 
+    /// How a committed stream that is cut or stalls is resumed on another target (default:
+    /// [`ResumeConfig::default`], by prefill where a target declared
+    /// [`supports_prefill`](TargetConfig::supports_prefill), by replay elsewhere); see
+    /// [`resume`](crate::resume).
+    pub fn resume(mut self, config: ResumeConfig) -> Self {
+        self.resume = config;
+        self
+    }
+
     /// Classify responses and errors with `classifier` instead of [`HttpClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> FallbackLayerBuilder<C2> {
         FallbackLayerBuilder {
@@ -178,6 +191,7 @@ impl<C> FallbackLayerBuilder<C> {
             escalation_policy: self.escalation_policy,
             classifier,
             request_base_path: self.request_base_path,
+            resume: self.resume,
             seed: self.seed,
         }
     }
@@ -209,6 +223,7 @@ impl<C> FallbackLayerBuilder<C> {
         }
         self.cooldowns.validate()?;
         self.escalation_policy.validate()?;
+        self.resume.validate()?;
         if let Some(cache) = &self.cache {
             cache.validate()?;
         }
@@ -244,6 +259,7 @@ impl<C> FallbackLayerBuilder<C> {
             self.static_answer,
             Escalator::new(self.escalation, self.escalation_policy),
             self.request_base_path.trim_end_matches('/').into(),
+            self.resume,
             seed,
         );
         Ok(FallbackLayer::from_parts(shared, self.classifier))

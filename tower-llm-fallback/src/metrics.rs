@@ -12,6 +12,8 @@
 //! | [`tower_llm_fallback_responses_total`](RESPONSES_TOTAL) | counter | `outcome` ([`FallbackKind::as_str`](crate::FallbackKind::as_str): `none`, `target`, `cache`, `static`; or `failed`), `target` (for `none` and `target` only: who answered) | requests the chain finished, by what answered: the first target tried (`none`), a fallback target, the cache or static tier, or nothing (`failed`, an [`AllTargetsFailed`](tower_llm_core::AllTargetsFailed) error) |
 //! | [`tower_llm_fallback_escalations_total`](ESCALATIONS_TOTAL) | counter | `reason` ([`EscalationReason::as_str`](crate::EscalationReason::as_str)) | escalations fired, those the rate limit held back included |
 //! | [`tower_llm_fallback_escalations_suppressed_total`](ESCALATIONS_SUPPRESSED_TOTAL) | counter | `reason` | escalations the rate limit held back (counted into a summary instead of reaching the [`Escalation`](crate::Escalation) hook) |
+//! | [`tower_llm_stream_resumed_total`](STREAM_RESUMED_TOTAL) | counter | `target`, `how` (`prefill`, `replay`) | committed streams that failed and were resumed on `target` (see [`resume`](crate::resume)) |
+//! | [`tower_llm_stream_resume_failed_total`](STREAM_RESUME_FAILED_TOTAL) | counter | `reason` (`unresumable`, `no_target`, `diverged`) | committed streams that failed and were not resumed: not resumable (tool calls, `n > 1`, over the cap, ...), no target left or every one failed, or a replay that answered differently |
 //! | [`tower_llm_fallback_escalation_records_dropped_total`](ESCALATION_RECORDS_DROPPED_TOTAL) | counter | none | escalation records a [`JsonDirEscalation`](crate::JsonDirEscalation) dropped because its writer's queue was full |
 //!
 //! ```
@@ -41,6 +43,12 @@ pub const ESCALATIONS_SUPPRESSED_TOTAL: &str = "tower_llm_fallback_escalations_s
 /// Counter, no label: escalation records dropped because the directory writer's queue was full.
 pub const ESCALATION_RECORDS_DROPPED_TOTAL: &str =
     "tower_llm_fallback_escalation_records_dropped_total";
+/// Counter, labels `target`, `how` (`prefill`, `replay`): committed streams resumed on another
+/// target after a cut.
+pub const STREAM_RESUMED_TOTAL: &str = "tower_llm_stream_resumed_total";
+/// Counter, label `reason` (`unresumable`, `no_target`, `diverged`): committed streams that
+/// failed and were not resumed.
+pub const STREAM_RESUME_FAILED_TOTAL: &str = "tower_llm_stream_resume_failed_total";
 
 /// Label: the target's name.
 pub const TARGET: &str = "target";
@@ -50,3 +58,5 @@ pub const OUTCOME: &str = "outcome";
 pub const KIND: &str = "kind";
 /// Label of [`ESCALATIONS_TOTAL`]: why the escalation fired.
 pub const REASON: &str = "reason";
+/// Label of [`STREAM_RESUMED_TOTAL`]: how the stream was resumed (`prefill`, `replay`).
+pub const HOW: &str = "how";

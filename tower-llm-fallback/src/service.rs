@@ -71,7 +71,9 @@ pub(crate) struct Inner<S, C> {
 /// answering target's, with its body as a [`FallbackBody`] (a peeked stream prefix in front of the
 /// rest, or a cached or static answer). The chain is always ready: each attempt waits for its
 /// target's service to be ready, within that target's attempt timeout. Futures need a tokio
-/// runtime with time enabled.
+/// runtime with time enabled. Services, their futures and the classifier must be `Send` and
+/// `'static`: a committed stream's body keeps the rest of the walk, to
+/// [resume](crate::resume) the stream on another target if it is cut.
 pub struct Fallback<S, C = HttpClassifier> {
     inner: Arc<Inner<S, C>>,
 }
@@ -111,12 +113,13 @@ impl<S, C> fmt::Debug for Fallback<S, C> {
 
 impl<S, B, ResB, C> Service<Request<B>> for Fallback<S, C>
 where
-    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
+    B: ReplayableBody + Send + 'static,
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
-    C: Classify<Response<ResB>>,
+    C: Classify<Response<ResB>> + Send + Sync + 'static,
 {
     type Response = Response<FallbackBody<ResB>>;
     type Error = BoxError;

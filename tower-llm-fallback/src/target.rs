@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use metrics::Counter;
+use serde_json::{Map, Value};
 use tower_llm_core::{ConfigError, Target};
 
 use crate::health::TargetState;
@@ -54,6 +55,8 @@ pub struct TargetConfig {
     attempt_timeout: Duration,
     context_window: Option<u64>,
     weight: u32,
+    supports_prefill: bool,
+    prefill_params: Option<Value>,
 }
 
 impl TargetConfig {
@@ -75,6 +78,8 @@ impl TargetConfig {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             context_window: None,
             weight: 1,
+            supports_prefill: false,
+            prefill_params: None,
         }
     }
 
@@ -172,6 +177,24 @@ impl TargetConfig {
         self
     }
 
+    /// Whether the target continues an assistant prefill: given the original messages plus a
+    /// final assistant message, it answers with the rest of that message (default `false`). A
+    /// cut stream is [resumed](crate::resume) on such a target by prefill, on others by replay;
+    /// a prefill is never sent to a target that did not declare it.
+    pub fn supports_prefill(mut self, supports: bool) -> Self {
+        self.supports_prefill = supports;
+        self
+    }
+
+    /// Top-level members added to a prefill request for this target, for servers that need a
+    /// flag to continue the final message instead of starting a new one (vLLM:
+    /// `{"continue_final_message": true, "add_generation_prompt": false}`). Must be a JSON
+    /// object; `messages`, `model` and `stream` cannot be set this way.
+    pub fn prefill_params(mut self, params: Value) -> Self {
+        self.prefill_params = Some(params);
+        self
+    }
+
     /// The target's name as configured or derived.
     pub fn target_name(&self) -> Arc<str> {
         match &self.name {
@@ -196,6 +219,7 @@ impl TargetConfig {
                 format!("target `{name}`: must be > 0"),
             ));
         }
+        let prefill = self.compile_prefill(&name)?;
         let name_header = HeaderValue::from_str(&name).map_err(|_| {
             ConfigError::new("target", format!("name `{name}` cannot be a header value"))
         })?;
@@ -217,10 +241,42 @@ impl TargetConfig {
             context_window: self.context_window,
             weight: self.weight,
             rewrite,
+            prefill,
             state: Arc::default(),
             success_counter: OnceLock::new(),
             served_first_counter: OnceLock::new(),
         })
+    }
+}
+
+impl TargetConfig {
+    fn compile_prefill(&self, name: &str) -> Result<Option<Arc<Map<String, Value>>>, ConfigError> {
+        let params = match &self.prefill_params {
+            None => Map::new(),
+            Some(Value::Object(params)) => params.clone(),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "prefill_params",
+                    format!("target `{name}`: must be a JSON object"),
+                ))
+            }
+        };
+        if let Some(key) = ["messages", "model", "stream"]
+            .into_iter()
+            .find(|k| params.contains_key(*k))
+        {
+            return Err(ConfigError::new(
+                "prefill_params",
+                format!("target `{name}`: `{key}` cannot be set by prefill_params"),
+            ));
+        }
+        if !self.supports_prefill && self.prefill_params.is_some() {
+            return Err(ConfigError::new(
+                "prefill_params",
+                format!("target `{name}`: set only with supports_prefill = true"),
+            ));
+        }
+        Ok(self.supports_prefill.then(|| Arc::new(params)))
     }
 }
 
@@ -235,6 +291,8 @@ pub(crate) struct TargetRuntime {
     pub(crate) context_window: Option<u64>,
     pub(crate) weight: u32,
     pub(crate) rewrite: RequestRewrite,
+    /// With prefill support: the members its prefill requests add.
+    pub(crate) prefill: Option<Arc<Map<String, Value>>>,
     pub(crate) state: Arc<TargetState>,
     /// Registered on first use, so the hot path never builds a metric key.
     success_counter: OnceLock<Counter>,

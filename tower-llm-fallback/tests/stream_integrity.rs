@@ -1,6 +1,8 @@
 //! Streaming integrity through the chain (issue 7): with core's `StreamGuardLayer` innermost, a
 //! stream that never starts fails over within the TTFT limit, and a stream cut after commit ends
-//! with an error event (never a silent truncation) and benches the target that cut it.
+//! with an error event (never a silent truncation) and benches the target that cut it; with
+//! resumption on (the default, issue 17) the cut stream is finished on the secondary instead,
+//! and the primary is benched all the same.
 
 mod common;
 
@@ -17,7 +19,7 @@ use tower_llm_chaos::{Fault, CANONICAL_ANSWER};
 use tower_llm_core::{
     BufferRequestBodyLayer, ErrorKind, InspectErrorBodyLayer, ReplayBody, StreamGuardLayer,
 };
-use tower_llm_fallback::{FallbackKind, FallbackLayer, OverallHealth, TargetConfig};
+use tower_llm_fallback::{FallbackKind, FallbackLayer, OverallHealth, ResumeConfig, TargetConfig};
 
 /// The response's head, report and whole body, whatever the body type.
 async fn read_any<B>(
@@ -41,7 +43,12 @@ where
 }
 
 fn layer(primary: &str, secondary: &str) -> FallbackLayer {
+    layer_with(primary, secondary, ResumeConfig::default())
+}
+
+fn layer_with(primary: &str, secondary: &str, resume: ResumeConfig) -> FallbackLayer {
     FallbackLayer::builder()
+        .resume(resume)
         .target(
             TargetConfig::new("provider-a", "model-a")
                 .name("primary")
@@ -60,7 +67,7 @@ fn layer(primary: &str, secondary: &str) -> FallbackLayer {
 async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
     let a = mock(Fault::CutAfter(4)).await;
     let b = mock(Fault::Healthy).await;
-    let fallback = layer(&a.base_url(), &b.base_url());
+    let fallback = layer_with(&a.base_url(), &b.base_url(), ResumeConfig::off());
     let handle = fallback.handle();
     let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
     let svc = ServiceBuilder::new()
@@ -111,6 +118,48 @@ async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
     assert_eq!(sse_content(&body), CANONICAL_ANSWER);
     assert!(body.ends_with(b"data: [DONE]\n\n"));
     assert_eq!(a.attempt_count(), 1, "the benched primary was skipped");
+}
+
+/// The same cut with resumption on: the caller reads the whole answer once (the replay on the
+/// secondary spliced in), and the primary is benched for the cut all the same.
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_is_resumed_on_the_secondary_and_benches_its_target() {
+    let a = mock(Fault::CutAfter(4)).await;
+    let b = mock(Fault::Healthy).await;
+    let fallback = layer(&a.base_url(), &b.base_url());
+    let handle = fallback.handle();
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let svc = ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(fallback)
+        .layer(StreamGuardLayer::new())
+        .layer(InspectErrorBodyLayer::new())
+        .service(client);
+    let req = http::Request::post(a.completions_url())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
+    assert_eq!(res.headers()["x-llm-target"], "primary");
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(sse_content(&body), CANONICAL_ANSWER);
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+    let text = std::str::from_utf8(&body).unwrap();
+    assert_eq!(text.matches("[DONE]").count(), 1);
+    assert!(!text.contains("\"error\""), "{text}");
+    assert!(text.contains(": resumed on secondary\n\n"), "{text}");
+    let health = handle.health();
+    let primary = health.target("primary").unwrap();
+    assert!(!primary.available);
+    assert_eq!(
+        primary.last_error.as_ref().unwrap().kind,
+        ErrorKind::InvalidResponse
+    );
+    assert_eq!(health.target("secondary").unwrap().failures, 0);
+    assert_eq!((a.attempt_count(), b.attempt_count()), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -15,6 +15,8 @@ use crate::chain::Step;
 use crate::error::RewriteError;
 use crate::health::{after, ProbeSlot};
 use crate::peek::{is_event_stream, Peek, PeekOutcome};
+use crate::resume::prefill::prefill_body;
+use crate::resume::{How, ResumeMode};
 use crate::rewrite::Parts;
 
 /// `original`'s method, URI, version, headers and extensions with `body`.
@@ -56,7 +58,12 @@ where
             };
             let probe = probe.then(|| ProbeSlot::new(&target.state));
             self.calls += 1;
-            let deadline = after(now, target.attempt_timeout);
+            self.started.get_or_insert(now);
+            let mut deadline = after(now, target.attempt_timeout);
+            if let Some(walk) = &self.resume {
+                // A resumed attempt also ends with the resume budget.
+                deadline = deadline.min(walk.deadline);
+            }
             let budget = self.attempt_budget(idx, deadline, probe.is_some(), now);
             match self.prepare(idx, budget) {
                 Ok(req) => return self.begin(idx, probe, req, deadline, now),
@@ -143,10 +150,32 @@ where
         let Some(original) = self.original.as_ref() else {
             return Err(RewriteError::not_replayable(target.name.clone()));
         };
+        // A resumed walk asks a target that continues prefills for the rest of the text.
+        let prefill = match (&mut self.resume, &target.prefill) {
+            (Some(walk), Some(params)) if shared.resume.mode() == ResumeMode::Prefill => {
+                let body = original
+                    .body()
+                    .buffered()
+                    .and_then(|b| prefill_body(b, &walk.sent, params));
+                walk.how = if body.is_some() {
+                    How::Prefill
+                } else {
+                    How::Replay
+                };
+                body
+            }
+            (Some(walk), _) => {
+                walk.how = How::Replay;
+                None
+            }
+            (None, _) => None,
+        };
+        let source = prefill.as_ref().or(original.body().buffered());
         let edited = target
             .rewrite
-            .apply_body(original.body().buffered())
-            .map_err(|_| RewriteError::not_buffered(target.name.clone()))?;
+            .apply_body(source)
+            .map_err(|_| RewriteError::not_buffered(target.name.clone()))?
+            .or(prefill);
         let new_length = edited.as_ref().map(Bytes::len);
         let body = match edited {
             Some(bytes) => Some(B::from_bytes(bytes)),
@@ -217,6 +246,18 @@ where
         ResB::Error: Into<BoxError>,
     {
         match self.inner.classifier.classify_response(&res) {
+            Classification::Success if self.resume.is_some() && !is_event_stream(res.headers()) => {
+                // A continuation must be a stream to be spliced into one.
+                let kind = ErrorKind::InvalidResponse;
+                let error =
+                    ClassifiedError::new(kind, "a resumed stream was answered without a stream");
+                self.on_failure(
+                    Failure::new(kind),
+                    Some(res.status()),
+                    Some(Box::new(error)),
+                    None,
+                )
+            }
             Classification::Success => {
                 if is_event_stream(res.headers()) {
                     let (parts, body) = res.into_parts();

@@ -23,11 +23,12 @@ use tower_service::Service;
 use crate::body::FallbackBody;
 use crate::chain::Walk;
 use crate::health::{InFlight, ProbeSlot};
-use crate::peek::Peek;
+use crate::peek::{Peek, PeekOutcome};
 use crate::service::Inner;
 
 mod attempt;
 mod outcome;
+mod resume;
 mod tiers;
 
 type BufferFuture<B> = Pin<Box<dyn Future<Output = Result<ReplayBody<B>, BoxError>> + Send>>;
@@ -107,6 +108,10 @@ struct Ctx<S, B, C> {
     attempts: Vec<AttemptRecord>,
     calls: u32,
     last_error: Option<BoxError>,
+    /// When the first attempt started (the resume budget counts from it).
+    started: Option<Instant>,
+    /// Set when this walk resumes a cut stream.
+    resume: Option<resume::ResumeWalk>,
 }
 
 impl<S, B, ResB, C> ResponseFuture<S, B, ResB, C>
@@ -126,6 +131,8 @@ where
                 attempts: Vec::new(),
                 calls: 0,
                 last_error: None,
+                started: None,
+                resume: None,
             },
         }
     }
@@ -156,12 +163,13 @@ fn expired(
 
 impl<S, B, ResB, C> Future for ResponseFuture<S, B, ResB, C>
 where
-    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
+    B: ReplayableBody + Send + 'static,
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
-    C: Classify<Response<ResB>>,
+    C: Classify<Response<ResB>> + Send + Sync + 'static,
 {
     type Output = Output<ResB>;
 
@@ -196,9 +204,21 @@ where
                     Ok(res) => this.ctx.on_response(res),
                     Err(err) => this.ctx.on_error(err.into()),
                 }),
-                PhaseProj::Peeking { peek, parts } => peek
-                    .poll_peek(cx)
-                    .map(|outcome| this.ctx.on_peeked(outcome, parts)),
+                PhaseProj::Peeking { peek, parts } => {
+                    peek.poll_peek(cx)
+                        .map(|outcome| match (outcome, parts.take()) {
+                            (PeekOutcome::Commit { prefix, rest }, Some(head)) => {
+                                this.ctx.commit_stream(Response::from_parts(
+                                    head,
+                                    ReplayBody::prefixed(prefix, rest),
+                                ))
+                            }
+                            (outcome, head) => {
+                                *parts = head;
+                                this.ctx.on_peeked(outcome, parts)
+                            }
+                        })
+                }
                 PhaseProj::Buffering { fut, parts } => fut
                     .as_mut()
                     .poll(cx)

@@ -59,7 +59,10 @@ where
         let Some(target) = self.inner.shared.targets.get(idx) else {
             return res;
         };
-        let fallback = if self.attempts.is_empty() {
+        let fallback = if self.resume.is_some() {
+            // A continuation of a stream already counted.
+            FallbackKind::Target
+        } else if self.attempts.is_empty() {
             target.count_served_first();
             FallbackKind::None
         } else {
@@ -130,6 +133,14 @@ where
             // A layer below refused without calling the target: skip it, count nothing.
             drop(probe);
             refused_locally(target, &inner.shared, error.as_deref(), kind, now);
+        } else if self.resume.is_some() && (!kind.fails_over() || kind == ErrorKind::ContextLength)
+        {
+            // A continuation refused (a prefill it does not take, say): the target is fine, and
+            // this refusal is not what the caller should see; walk on.
+            target
+                .state
+                .on_success(probe.is_some_and(ProbeSlot::settle), started);
+            tracing::debug!(target_name = %target.name, kind = kind.as_str(), status, "continuation refused; moving on");
         } else if !kind.fails_over() || kind == ErrorKind::ContextLength {
             // The target answered; the request is at fault. It stays in service.
             target

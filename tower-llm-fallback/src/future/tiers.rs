@@ -23,6 +23,13 @@ where
 {
     /// Every target failed or was skipped: the cache tier, the static tier, or the error.
     pub(super) fn exhausted<ResB>(&mut self, now: Instant) -> Output<ResB> {
+        if self.resume.is_some() {
+            // A resumed walk splices only a target's stream: no tier, no escalation.
+            return Err(Box::new(AllTargetsFailed::new(
+                mem::take(&mut self.attempts),
+                self.last_error.take(),
+            )));
+        }
         let inner = Arc::clone(&self.inner);
         let shared = &inner.shared;
         let body = self.original.as_ref().and_then(|r| r.body().buffered());

@@ -1,0 +1,305 @@
+//! What a committed stream has sent so far: the answer's text, its `id`, and whether it can still
+//! be resumed faithfully.
+
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+
+/// Why a stream cannot be resumed (said in the error event that ends it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Unresumable {
+    /// Tool-call or function-call deltas: a half-sent call cannot be continued faithfully.
+    ToolCall,
+    /// More than one choice (`n > 1`).
+    Choices,
+    /// Token log probabilities: a continuation's would not line up.
+    Logprobs,
+    /// Reasoning, refusal or audio deltas: only message text is resumed.
+    NotText,
+    /// An event that is not an OpenAI chat completion chunk (another wire format, malformed data).
+    Format,
+    /// The text sent is over the configured cap.
+    TooLong,
+}
+
+impl Unresumable {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Unresumable::ToolCall => "tool or function call deltas were in flight",
+            Unresumable::Choices => "the stream had more than one choice",
+            Unresumable::Logprobs => "the stream carried logprobs",
+            Unresumable::NotText => "the stream carried reasoning, refusal or audio deltas",
+            Unresumable::Format => "the stream was not an OpenAI chat completion stream",
+            Unresumable::TooLong => "the text already sent is over the resume cap",
+        }
+    }
+}
+
+/// The parts of a chat completion chunk that resumption needs; everything else is skipped
+/// without allocating (strings without escapes are borrowed).
+#[derive(Deserialize)]
+pub(crate) struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    pub(crate) id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(default)]
+    pub(crate) usage: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ChoiceView<'a> {
+    #[serde(default)]
+    pub(crate) index: Option<u64>,
+    #[serde(borrow, default)]
+    pub(crate) delta: Option<DeltaView<'a>>,
+    #[serde(default)]
+    pub(crate) logprobs: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    pub(crate) finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DeltaView<'a> {
+    #[serde(default)]
+    pub(crate) role: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    pub(crate) content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(crate) tool_calls: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(crate) function_call: Option<IgnoredAny>,
+    #[serde(default)]
+    pub(crate) audio: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    pub(crate) refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) reasoning: Option<Cow<'a, str>>,
+}
+
+impl DeltaView<'_> {
+    /// What in this delta a continuation could not reproduce.
+    pub(crate) fn unresumable(&self) -> Option<Unresumable> {
+        if self.tool_calls.is_some() || self.function_call.is_some() {
+            return Some(Unresumable::ToolCall);
+        }
+        let non_empty = |s: &Option<Cow<'_, str>>| s.as_deref().is_some_and(|s| !s.is_empty());
+        if self.audio.is_some()
+            || non_empty(&self.refusal)
+            || non_empty(&self.reasoning_content)
+            || non_empty(&self.reasoning)
+        {
+            return Some(Unresumable::NotText);
+        }
+        None
+    }
+}
+
+impl<'a> ChunkView<'a> {
+    /// Parse one event's data; `None` when it is not a JSON object of this shape.
+    pub(crate) fn parse(data: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(data).ok()
+    }
+
+    /// The one choice of a single-choice chunk, or why the chunk cannot be resumed. `Ok(None)` for
+    /// a chunk with no choice (a usage-only chunk).
+    pub(crate) fn single_choice(&self) -> Result<Option<&ChoiceView<'a>>, Unresumable> {
+        match self.choices.as_deref() {
+            None if self.usage.is_some() => Ok(None),
+            None => Err(Unresumable::Format),
+            Some([]) => Ok(None),
+            Some([choice]) if choice.index.unwrap_or(0) == 0 => {
+                if choice.logprobs.is_some() {
+                    return Err(Unresumable::Logprobs);
+                }
+                Ok(Some(choice))
+            }
+            Some(_) => Err(Unresumable::Choices),
+        }
+    }
+}
+
+/// The text and identity of what a stream sent, while it stays resumable.
+#[derive(Debug)]
+pub(crate) struct Transcript {
+    text: String,
+    id: Option<String>,
+    finished: bool,
+    cap: usize,
+    unresumable: Option<Unresumable>,
+}
+
+impl Transcript {
+    /// An empty transcript that keeps at most `cap` bytes of text.
+    pub(crate) fn new(cap: usize) -> Self {
+        Transcript {
+            text: String::new(),
+            id: None,
+            finished: false,
+            cap,
+            unresumable: None,
+        }
+    }
+
+    /// A transcript that will never be resumed.
+    pub(crate) fn mark(&mut self, why: Unresumable) {
+        if self.unresumable.is_none() {
+            self.unresumable = Some(why);
+            // Nothing will read the text again: give its memory back.
+            self.text = String::new();
+        }
+    }
+
+    /// Why this stream cannot be resumed, if it cannot.
+    pub(crate) fn unresumable(&self) -> Option<Unresumable> {
+        self.unresumable
+    }
+
+    /// The text sent so far.
+    pub(crate) fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The first stream's `id`, which continuations keep.
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Whether a `finish_reason` was sent (the answer is whole).
+    pub(crate) fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Text that reached the caller.
+    pub(crate) fn push_text(&mut self, text: &str) {
+        if self.unresumable.is_some() {
+            return;
+        }
+        if self.text.len().saturating_add(text.len()) > self.cap {
+            self.mark(Unresumable::TooLong);
+            return;
+        }
+        self.text.push_str(text);
+    }
+
+    /// A `finish_reason` reached the caller.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+    }
+
+    /// One event of the first stream (its data), as it reached the caller.
+    pub(crate) fn observe(&mut self, data: &[u8]) {
+        if self.unresumable.is_some() {
+            return;
+        }
+        let Some(chunk) = ChunkView::parse(data) else {
+            self.mark(Unresumable::Format);
+            return;
+        };
+        if self.id.is_none() {
+            self.id = chunk.id.as_deref().map(str::to_owned);
+        }
+        let choice = match chunk.single_choice() {
+            Ok(choice) => choice,
+            Err(why) => {
+                self.mark(why);
+                return;
+            }
+        };
+        let Some(choice) = choice else {
+            return;
+        };
+        if choice.finish_reason.is_some() {
+            self.finished = true;
+        }
+        let Some(delta) = &choice.delta else {
+            return;
+        };
+        if let Some(why) = delta.unresumable() {
+            self.mark(why);
+            return;
+        }
+        if let Some(content) = delta.content.as_deref() {
+            self.push_text(content);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &str) -> String {
+        serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn keeps_text_and_id() {
+        let mut t = Transcript::new(1024);
+        t.observe(chunk("Hel").as_bytes());
+        t.observe(chunk("lo \"w\"").as_bytes());
+        t.observe(br#"{"id":"x","choices":[],"usage":{"total_tokens":3}}"#);
+        assert_eq!(t.text(), "Hello \"w\"");
+        assert_eq!(t.id(), Some("chatcmpl-1"));
+        assert_eq!(t.unresumable(), None);
+        assert!(!t.finished());
+    }
+
+    #[test]
+    fn marks_what_cannot_be_resumed() {
+        let cases: [(&[u8], Unresumable); 6] = [
+            (
+                br#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}"#,
+                Unresumable::ToolCall,
+            ),
+            (
+                br#"{"choices":[{"index":0,"delta":{}},{"index":1,"delta":{}}]}"#,
+                Unresumable::Choices,
+            ),
+            (
+                br#"{"choices":[{"index":1,"delta":{"content":"a"}}]}"#,
+                Unresumable::Choices,
+            ),
+            (
+                br#"{"choices":[{"index":0,"delta":{"content":"a"},"logprobs":{"content":[]}}]}"#,
+                Unresumable::Logprobs,
+            ),
+            (
+                br#"{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#,
+                Unresumable::NotText,
+            ),
+            (br#"{"type":"content_block_delta"}"#, Unresumable::Format),
+        ];
+        for (data, why) in cases {
+            let mut t = Transcript::new(1024);
+            t.observe(data);
+            assert_eq!(
+                t.unresumable(),
+                Some(why),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+        // Nulls are what OpenAI sends when nothing is there.
+        let mut t = Transcript::new(1024);
+        t.observe(br#"{"choices":[{"index":0,"delta":{"content":"a","refusal":null,"tool_calls":null},"logprobs":null}]}"#);
+        assert_eq!(t.unresumable(), None);
+        assert_eq!(t.text(), "a");
+    }
+
+    #[test]
+    fn caps_the_text() {
+        let mut t = Transcript::new(4);
+        t.observe(chunk("abc").as_bytes());
+        t.observe(chunk("de").as_bytes());
+        assert_eq!(t.unresumable(), Some(Unresumable::TooLong));
+        assert_eq!(t.text(), "");
+    }
+}
