@@ -42,7 +42,13 @@
 //! - [`Fault`] ([`fault`]) and [`FaultProfile`] ([`profile`]), with a text form ([`grammar`]) for
 //!   config files.
 //! - [`CANONICAL_ANSWER`] ([`canonical`]): the text of every healthy answer, so a truncated
-//!   answer can always be told from a whole one.
+//!   answer can always be told from a whole one. [`MockUpstreamBuilder::answer`] with
+//!   [`Answer::Alternate`] makes a mock answer [`ALTERNATE_ANSWER`] instead: the same first three
+//!   tokens, then other words, so a replayed request diverges mid-text.
+//! - [`Prefill`] ([`MockUpstreamBuilder::prefill`], [`MockHandle::set_prefill`]): what a mock
+//!   does with an assistant prefill (a final `{"role":"assistant"}` message holding the text so
+//!   far) — ignore it like OpenAI (the default), continue the answer text after it like vLLM
+//!   with `continue_final_message` or Anthropic, or reject it with an OpenAI-shaped 400.
 //! - [`ChaosLayer`] ([`layer`], [`config`], [`service`], [`future`], [`switch`]): seeded error,
 //!   latency and canned-response injection for any service, with a runtime on/off switch.
 //! - [`hold_auto_advance`] ([`clock`]): keep a paused test clock still while real IO is under way.
@@ -72,7 +78,9 @@ pub mod service;
 pub mod switch;
 pub mod upstream;
 
-pub use canonical::{canonical_tokens, CANONICAL_ANSWER};
+pub use canonical::{
+    alternate_tokens, canonical_tokens, Answer, ALTERNATE_ANSWER, CANONICAL_ANSWER,
+};
 pub use clock::{hold_auto_advance, AutoAdvanceGuard};
 pub use config::{CannedResponse, ChaosLayerBuilder, NoResponse};
 pub use fault::{ErrorReply, ErrorShape, Fault, InvalidFault, RetryAfter};
@@ -83,4 +91,4 @@ pub use service::Chaos;
 pub use switch::ChaosSwitch;
 #[cfg(feature = "tls")]
 pub use upstream::MockTls;
-pub use upstream::{Attempt, MockHandle, MockUpstream, MockUpstreamBuilder};
+pub use upstream::{Attempt, MockHandle, MockUpstream, MockUpstreamBuilder, Prefill};

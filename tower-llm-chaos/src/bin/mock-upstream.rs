@@ -1,7 +1,7 @@
 //! `mock-upstream`: the tower-llm mock OpenAI-compatible upstream as a process.
 //!
 //! ```text
-//! mock-upstream [--listen ADDR] [--profile PROFILE] [--quiet]
+//! mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT] [--quiet]
 //! ```
 //!
 //! Prints `mock-upstream listening on ADDR` once bound, then one line per request on stderr
@@ -14,15 +14,19 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use tower_llm_chaos::{FaultProfile, MockUpstream};
+use tower_llm_chaos::{Answer, FaultProfile, MockUpstream, Prefill};
 
-const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--quiet]
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT] [--quiet]
 
 Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scripted faults.
 
   --listen ADDR      address to bind (default 127.0.0.1:9101; port 0 picks a free one)
   --profile PROFILE  fault profile, e.g. \"0s-20s=status:503; model gpt-bad=status:500; default=healthy\"
                      (default: healthy)
+  --prefill MODE     what to do with a final assistant message: ignore (default, as OpenAI),
+                     continue (answer the rest of the text after it, as vLLM or Anthropic),
+                     reject (400 \"assistant prefill is not supported\")
+  --answer TEXT      canonical (default) or alternate (same first three tokens, then different)
   --quiet            do not print a line per request
   --help             this text";
 
@@ -30,6 +34,8 @@ Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scrip
 struct Args {
     listen: SocketAddr,
     profile: FaultProfile,
+    prefill: Prefill,
+    answer: Answer,
     quiet: bool,
 }
 
@@ -37,6 +43,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     let mut parsed = Args {
         listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
         profile: FaultProfile::default(),
+        prefill: Prefill::default(),
+        answer: Answer::default(),
         quiet: false,
     };
     while let Some(arg) = args.next() {
@@ -63,6 +71,29 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 parsed.profile = value("--profile")?
                     .parse()
                     .map_err(|e| format!("--profile: {e}"))?;
+            }
+            "--prefill" => {
+                parsed.prefill = match value("--prefill")?.as_str() {
+                    "ignore" => Prefill::Ignore,
+                    "continue" => Prefill::Continue,
+                    "reject" => Prefill::Reject,
+                    other => {
+                        return Err(format!(
+                            "--prefill: `{other}` is not one of ignore, continue, reject"
+                        ))
+                    }
+                };
+            }
+            "--answer" => {
+                parsed.answer = match value("--answer")?.as_str() {
+                    "canonical" => Answer::Canonical,
+                    "alternate" => Answer::Alternate,
+                    other => {
+                        return Err(format!(
+                            "--answer: `{other}` is not one of canonical, alternate"
+                        ))
+                    }
+                };
             }
             "--quiet" => parsed.quiet = true,
             "--help" | "-h" => return Ok(None),
@@ -101,6 +132,8 @@ async fn run(args: Args) -> ExitCode {
     let profile_text = args.profile.to_string();
     let mut builder = MockUpstream::builder()
         .profile(args.profile)
+        .prefill(args.prefill)
+        .answer(args.answer)
         .listen(args.listen)
         // A long-running process keeps no log; lines go to stderr instead.
         .max_logged_attempts(0);
@@ -127,7 +160,18 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     println!("mock-upstream listening on {}", upstream.addr());
-    println!("base URL {} (profile: {profile_text})", upstream.base_url());
+    // The modes only when not the defaults, so the line stays as it was for a plain mock.
+    let mut modes = String::new();
+    if args.prefill != Prefill::default() {
+        modes.push_str(&format!(", prefill: {}", args.prefill));
+    }
+    if args.answer != Answer::default() {
+        modes.push_str(&format!(", answer: {}", args.answer));
+    }
+    println!(
+        "base URL {} (profile: {profile_text}){modes}",
+        upstream.base_url()
+    );
     let _ = std::io::stdout().flush();
     if let Err(error) = tokio::signal::ctrl_c().await {
         eprintln!("mock-upstream: cannot wait for Ctrl-C: {error}");
@@ -152,6 +196,19 @@ mod tests {
         assert_eq!(parsed.listen.port(), 0);
         assert_eq!(parsed.profile.to_string(), "default=hang");
         assert!(parsed.quiet);
+        assert_eq!(
+            (parsed.prefill, parsed.answer),
+            (Prefill::Ignore, Answer::Canonical)
+        );
+        let parsed = args(&["--prefill", "continue", "--answer=alternate"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (parsed.prefill, parsed.answer),
+            (Prefill::Continue, Answer::Alternate)
+        );
+        let parsed = args(&["--prefill=reject"]).unwrap().unwrap();
+        assert_eq!(parsed.prefill, Prefill::Reject);
         assert!(args(&["--help"]).unwrap().is_none());
     }
 
@@ -164,6 +221,10 @@ mod tests {
         assert!(args(&["--profile", "status:1"])
             .unwrap_err()
             .contains("`1`"));
+        assert!(args(&["--prefill", "maybe"])
+            .unwrap_err()
+            .contains("ignore, continue, reject"));
+        assert!(args(&["--answer"]).unwrap_err().contains("needs a value"));
         assert!(args(&["--frobnicate"])
             .unwrap_err()
             .contains("unknown argument"));

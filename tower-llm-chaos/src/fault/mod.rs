@@ -44,6 +44,12 @@
 //! | [`ContentPolicyViolation`](Fault::ContentPolicyViolation) | 400, OpenAI code `content_policy_violation` | the same |
 //! | [`Flapping`](Fault::Flapping) | `while_down` until `down_for` has passed since the upstream started (or since [`reset_flap`](crate::MockUpstream::reset_flap)), then healthy | the same |
 //! | [`Fraction`](Fault::Fraction) | `fault` for about `per_mille` in 1000 requests; which ones is decided by [`fraction_hit`] from `seed` and the request's [`seq`](crate::Attempt::seq), so a run is reproducible. The others fall through to the profile's next rule (a later window, the model route, the default: see [`FaultProfile`](crate::FaultProfile)), or are healthy when there is none | the same |
+//!
+//! "The canonical answer" is the mock's answer text: [`CANONICAL_ANSWER`](crate::CANONICAL_ANSWER),
+//! or [`ALTERNATE_ANSWER`](crate::ALTERNATE_ANSWER) on a mock built with
+//! [`Answer::Alternate`](crate::Answer::Alternate), or only the rest of that text after an
+//! assistant prefill on a mock that continues one ([`Prefill::Continue`](crate::Prefill::Continue)):
+//! `N` then counts the events of that continuation.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};

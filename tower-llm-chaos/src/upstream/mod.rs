@@ -11,6 +11,13 @@
 //! With the `tls` feature, `MockUpstreamBuilder::tls` serves it over TLS, HTTP/2 offered by
 //! ALPN (see `MockTls`).
 //!
+//! Healthy answers carry [`CANONICAL_ANSWER`](crate::CANONICAL_ANSWER), or
+//! [`ALTERNATE_ANSWER`](crate::ALTERNATE_ANSWER) with
+//! [`answer(Answer::Alternate)`](MockUpstreamBuilder::answer). A final assistant message (an
+//! assistant prefill) is ignored by default; [`prefill`](MockUpstreamBuilder::prefill) makes the
+//! mock continue the text after it or reject it (see [`Prefill`]). Both can change at run time
+//! ([`MockHandle::set_answer`], [`MockHandle::set_prefill`]).
+//!
 //! ```
 //! use std::time::Duration;
 //! use http_body_util::{BodyExt, Full};
@@ -51,11 +58,13 @@
 //! ```
 
 mod body;
+mod prefill;
 mod respond;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use prefill::{Prefill, PREFILL_REJECTED_MESSAGE};
 #[cfg(feature = "tls")]
 pub use tls::MockTls;
 
@@ -73,6 +82,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::canonical::Answer;
 use crate::{Fault, FaultProfile};
 
 use body::MockBody;
@@ -97,7 +107,7 @@ pub struct Attempt {
     /// The query string, without the `?`.
     pub query: Option<String>,
     /// 1-based number of the request since the upstream started (also in the completion id,
-    /// `chatcmpl-mock-{seq}`); requests rejected as bad (400, 413) get 0.
+    /// `chatcmpl-mock-{seq}`); requests rejected as bad (400, 413, a rejected prefill) get 0.
     pub seq: u64,
     /// When the request arrived, since the upstream started (`tokio::time`, so paused clocks apply).
     pub at: Duration,
@@ -105,8 +115,8 @@ pub struct Attempt {
     pub model: String,
     /// Whether the request asked for a stream (`"stream": true`).
     pub stream: bool,
-    /// The [`Fault::name`] applied, or `bad_request` / `payload_too_large` / `invalid_fault` for
-    /// requests the mock rejected itself.
+    /// The [`Fault::name`] applied, or `bad_request` / `payload_too_large` / `invalid_fault` /
+    /// `prefill_rejected` (see [`Prefill::Reject`]) for requests the mock rejected itself.
     pub fault: &'static str,
     /// The status sent, or `None` when no response head was sent (`hang`, `reset`).
     pub status: Option<u16>,
@@ -126,6 +136,8 @@ pub struct MockUpstreamBuilder {
     max_body_bytes: usize,
     max_logged_attempts: Option<usize>,
     on_attempt: Option<AttemptHook>,
+    prefill: Prefill,
+    answer: Answer,
     #[cfg(feature = "tls")]
     tls: Option<MockTls>,
 }
@@ -138,6 +150,8 @@ impl fmt::Debug for MockUpstreamBuilder {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_logged_attempts", &self.max_logged_attempts)
             .field("on_attempt", &self.on_attempt.is_some())
+            .field("prefill", &self.prefill)
+            .field("answer", &self.answer)
             .field("tls", &self.scheme())
             .finish()
     }
@@ -151,6 +165,8 @@ impl Default for MockUpstreamBuilder {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_logged_attempts: None,
             on_attempt: None,
+            prefill: Prefill::default(),
+            answer: Answer::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -210,6 +226,20 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// What to do with an assistant prefill: ignore it (the default, as OpenAI does), continue
+    /// the answer text after it, or reject it with 400; see [`Prefill`].
+    pub fn prefill(mut self, prefill: Prefill) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// Which text healthy answers carry (default [`Answer::Canonical`]); [`Answer::Alternate`]
+    /// plays a provider that answers the same request differently.
+    pub fn answer(mut self, answer: Answer) -> Self {
+        self.answer = answer;
+        self
+    }
+
     /// Call `hook` with every attempt as it is logged (the binary prints them).
     pub fn on_attempt(mut self, hook: impl Fn(&Attempt) + Send + Sync + 'static) -> Self {
         self.on_attempt = Some(Arc::new(hook));
@@ -253,7 +283,12 @@ impl MockUpstreamBuilder {
         let (count, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             started,
-            faults: RwLock::new(Faults::new(self.profile, started)),
+            faults: RwLock::new(Faults::new(
+                self.profile,
+                started,
+                self.prefill,
+                self.answer,
+            )),
             log: Mutex::new(VecDeque::new()),
             max_logged_attempts: self.max_logged_attempts,
             on_attempt: self.on_attempt,
@@ -277,16 +312,18 @@ impl MockUpstreamBuilder {
     }
 }
 
-/// The faults in force, changeable at run time.
+/// The faults in force and how answers are made, changeable at run time.
 struct Faults {
     schedule: Vec<(Duration, Option<Duration>, Arc<Fault>)>,
     routes: HashMap<String, Arc<Fault>>,
     default: Arc<Fault>,
     flap_epoch: Instant,
+    prefill: Prefill,
+    answer: Answer,
 }
 
 impl Faults {
-    fn new(profile: FaultProfile, flap_epoch: Instant) -> Self {
+    fn new(profile: FaultProfile, flap_epoch: Instant, prefill: Prefill, answer: Answer) -> Self {
         Faults {
             schedule: profile
                 .schedule
@@ -300,6 +337,8 @@ impl Faults {
                 .collect(),
             default: Arc::new(profile.default),
             flap_epoch,
+            prefill,
+            answer,
         }
     }
 
@@ -339,6 +378,12 @@ impl Shared {
             .pick(model, now.saturating_duration_since(self.started), seq)
             .clone();
         (fault, now.saturating_duration_since(faults.flap_epoch))
+    }
+
+    /// The prefill behaviour and answer text in force.
+    fn answering(&self) -> (Prefill, Answer) {
+        let faults = self.faults.read().unwrap_or_else(PoisonError::into_inner);
+        (faults.prefill, faults.answer)
     }
 
     fn update(&self, f: impl FnOnce(&mut Faults)) {
@@ -469,10 +514,21 @@ impl MockHandle {
             .update(|f| f.schedule.push((from, until, Arc::new(fault))));
     }
 
-    /// Replace the schedule, routes and default with `profile` (the flap epoch is kept).
+    /// Replace the schedule, routes and default with `profile` (the flap epoch, the prefill
+    /// behaviour and the answer text are kept).
     pub fn set_profile(&self, profile: FaultProfile) {
         self.shared
-            .update(|f| *f = Faults::new(profile, f.flap_epoch));
+            .update(|f| *f = Faults::new(profile, f.flap_epoch, f.prefill, f.answer));
+    }
+
+    /// Continue, ignore or reject assistant prefills from now on; see [`Prefill`].
+    pub fn set_prefill(&self, prefill: Prefill) {
+        self.shared.update(|f| f.prefill = prefill);
+    }
+
+    /// Answer with `answer`'s text from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        self.shared.update(|f| f.answer = answer);
     }
 
     /// Restart the down period of every [`Fault::Flapping`] from now.
@@ -587,6 +643,16 @@ impl MockUpstream {
     /// Replace the schedule, routes and default with `profile`.
     pub fn set_profile(&self, profile: FaultProfile) {
         self.handle.set_profile(profile)
+    }
+
+    /// Continue, ignore or reject assistant prefills from now on; see [`Prefill`].
+    pub fn set_prefill(&self, prefill: Prefill) {
+        self.handle.set_prefill(prefill)
+    }
+
+    /// Answer with `answer`'s text from now on.
+    pub fn set_answer(&self, answer: Answer) {
+        self.handle.set_answer(answer)
     }
 
     /// Restart the down period of every [`Fault::Flapping`] from now.

@@ -108,6 +108,17 @@ pub(super) fn bad_request(message: &str) -> Response<MockBody> {
     openai_error(StatusCode::BAD_REQUEST, message, None)
 }
 
+/// The 400 of a [`Prefill::Reject`](super::Prefill::Reject) mock, in the OpenAI shape.
+pub(super) fn prefill_rejected() -> Reply {
+    let body = ErrorBody::new(super::PREFILL_REJECTED_MESSAGE, "invalid_request_error")
+        .with_param("messages")
+        .to_json();
+    Reply::now(
+        "prefill_rejected",
+        json_response(StatusCode::BAD_REQUEST, body),
+    )
+}
+
 pub(super) fn payload_too_large(limit: usize) -> Response<MockBody> {
     openai_error(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,48 +140,73 @@ fn error_reply(reply: &ErrorReply) -> Response<MockBody> {
     response
 }
 
-fn content_events(seq: u64, model: &str, n: usize) -> impl Iterator<Item = Step> + '_ {
-    (0..n).map_while(move |i| canonical::content_event(seq, model, i).map(Step::Data))
+/// What one answer is made of: the tokens to send (the whole text or a prefill's continuation)
+/// and the request it answers.
+struct Answering<'a> {
+    tokens: &'a [&'a str],
+    seq: u64,
+    model: &'a str,
+    usage: Usage,
 }
 
-fn healthy_sse(seq: u64, model: &str, usage: Usage, done: bool) -> Vec<Step> {
-    let mut steps: Vec<Step> = content_events(seq, model, usize::MAX).collect();
-    steps.push(Step::Data(canonical::finish_event(seq, model, usage)));
-    if done {
-        steps.push(Step::Data(openai::done_frame()));
+impl Answering<'_> {
+    /// The first `n` content events.
+    fn content_events(&self, n: usize) -> impl Iterator<Item = Step> + '_ {
+        (0..n).map_while(move |i| {
+            canonical::content_event_of(self.tokens, self.seq, self.model, i).map(Step::Data)
+        })
     }
-    steps
-}
 
-fn healthy(seq: u64, model: &str, stream: bool, usage: Usage) -> Response<MockBody> {
-    if stream {
-        sse_response(healthy_sse(seq, model, usage, true))
-    } else {
-        json_response(
+    fn healthy_sse(&self, done: bool) -> Vec<Step> {
+        let mut steps: Vec<Step> = self.content_events(usize::MAX).collect();
+        steps.push(Step::Data(canonical::finish_event(
+            self.seq, self.model, self.usage,
+        )));
+        if done {
+            steps.push(Step::Data(openai::done_frame()));
+        }
+        steps
+    }
+
+    fn completion_json(&self) -> Bytes {
+        canonical::completion_json_of(self.tokens, self.seq, self.model, self.usage)
+    }
+
+    fn healthy(&self, stream: bool) -> Response<MockBody> {
+        if stream {
+            sse_response(self.healthy_sse(true))
+        } else {
+            json_response(StatusCode::OK, self.completion_json())
+        }
+    }
+
+    /// A non-streamed answer that declares its whole length, sends the part up to the `n`-th
+    /// token, then ends with `last` (a cut or a stall).
+    fn partial_json(&self, n: usize, last: Step) -> Response<MockBody> {
+        let body = self.completion_json();
+        let prefix = body.slice(..canonical::json_prefix_len(self.tokens, &body, n));
+        let mut response = with_type(
             StatusCode::OK,
-            canonical::completion_json(seq, model, usage),
-        )
+            "application/json",
+            MockBody::script([Step::Data(prefix), Step::Flush, last]),
+        );
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        response
     }
 }
 
-/// A non-streamed answer that declares its whole length, sends the part up to the `n`-th token,
-/// then ends with `last` (a cut or a stall).
-fn partial_json(seq: u64, model: &str, usage: Usage, n: usize, last: Step) -> Response<MockBody> {
-    let body = canonical::completion_json(seq, model, usage);
-    let prefix = body.slice(..canonical::json_prefix_len(&body, n));
-    let mut response = with_type(
-        StatusCode::OK,
-        "application/json",
-        MockBody::script([Step::Data(prefix), Step::Flush, last]),
-    );
-    response
-        .headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    response
-}
-
-/// Decide what to send for `fault` (already resolved from any `Flapping` or `Fraction`).
-pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: &Value) -> Reply {
+/// Decide what to send for `fault` (already resolved from any `Flapping` or `Fraction`),
+/// answering with `tokens` (the whole answer text, or the continuation of a prefill).
+pub(super) fn plan(
+    fault: &Fault,
+    seq: u64,
+    model: &str,
+    stream: bool,
+    request: &Value,
+    tokens: &[&str],
+) -> Reply {
     if let Err(invalid) = fault.validate() {
         tracing::warn!(%invalid, "mock upstream: answering an invalid fault with 500");
         let body = ErrorBody::new(invalid.to_string(), "server_error")
@@ -181,11 +217,18 @@ pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: 
             json_response(StatusCode::INTERNAL_SERVER_ERROR, body),
         );
     }
-    let usage = canonical::estimate_usage(request);
+    // The prompt as the server counts it (a prefill included); the completion is what is sent.
+    let prompt_tokens = canonical::estimate_usage(request).prompt_tokens;
+    let answer = Answering {
+        tokens,
+        seq,
+        model,
+        usage: canonical::usage_of(tokens, prompt_tokens),
+    };
     let name = fault.name();
     match fault {
         Fault::Healthy | Fault::Flapping { .. } | Fault::Fraction { .. } => {
-            Reply::now("healthy", healthy(seq, model, stream, usage))
+            Reply::now("healthy", answer.healthy(stream))
         }
         Fault::Status(reply) => Reply::now(name, error_reply(reply)),
         Fault::ContextLengthExceeded => {
@@ -199,48 +242,44 @@ pub(super) fn plan(fault: &Fault, seq: u64, model: &str, stream: bool, request: 
         Fault::Latency(delay) => Reply::Respond {
             fault: name,
             delay: Some(*delay),
-            response: healthy(seq, model, stream, usage),
+            response: answer.healthy(stream),
         },
         Fault::SlowFirstToken(delay) if stream => {
             let mut steps = vec![Step::Pause(*delay)];
-            steps.extend(healthy_sse(seq, model, usage, true));
+            steps.extend(answer.healthy_sse(true));
             Reply::now(name, sse_response(steps))
         }
         Fault::SlowFirstToken(delay) => Reply::Respond {
             fault: name,
             delay: Some(*delay),
-            response: healthy(seq, model, false, usage),
+            response: answer.healthy(false),
         },
         Fault::CutAfter(n) if stream => {
-            let mut steps: Vec<Step> = content_events(seq, model, *n).collect();
+            let mut steps: Vec<Step> = answer.content_events(*n).collect();
             steps.extend([Step::Flush, Step::Cut]);
             Reply::now(name, sse_response(steps))
         }
-        Fault::CutAfter(n) => Reply::now(name, partial_json(seq, model, usage, *n, Step::Cut)),
+        Fault::CutAfter(n) => Reply::now(name, answer.partial_json(*n, Step::Cut)),
         Fault::Stall { after } if stream => {
-            let mut steps: Vec<Step> = content_events(seq, model, *after).collect();
+            let mut steps: Vec<Step> = answer.content_events(*after).collect();
             steps.push(Step::Stall);
             Reply::now(name, sse_response(steps))
         }
-        Fault::Stall { after } => {
-            Reply::now(name, partial_json(seq, model, usage, *after, Step::Stall))
-        }
+        Fault::Stall { after } => Reply::now(name, answer.partial_json(*after, Step::Stall)),
         Fault::MalformedEvent { at } if stream => {
-            let mut steps = healthy_sse(seq, model, usage, true);
+            let mut steps = answer.healthy_sse(true);
             // At the latest just before `[DONE]`.
             let index = (*at).min(steps.len().saturating_sub(1));
             steps.insert(index, Step::Data(Bytes::from_static(MALFORMED_EVENT)));
             Reply::now(name, sse_response(steps))
         }
         Fault::MalformedEvent { .. } => {
-            let body = canonical::completion_json(seq, model, usage);
+            let body = answer.completion_json();
             let garbage = body.slice(..body.len() / 2);
             Reply::now(name, json_response(StatusCode::OK, garbage))
         }
-        Fault::NoDone if stream => {
-            Reply::now(name, sse_response(healthy_sse(seq, model, usage, false)))
-        }
-        Fault::NoDone => Reply::now(name, healthy(seq, model, false, usage)),
+        Fault::NoDone if stream => Reply::now(name, sse_response(answer.healthy_sse(false))),
+        Fault::NoDone => Reply::now(name, answer.healthy(false)),
         Fault::FirstEventError if stream => Reply::now(
             name,
             sse_response(vec![Step::Data(canonical::error_event())]),

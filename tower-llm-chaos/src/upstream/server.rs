@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::prefill;
 use super::respond::{self, Reply};
 use super::{Attempt, MockBody, Shared, COMPLETIONS_SUFFIX};
 
@@ -258,10 +259,21 @@ async fn handle(
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    let (picked, since_flap) = shared.pick(&model, arrived, seq);
-    let fault = picked.resolve(since_flap, seq);
-    let reply = respond::plan(fault, seq, &model, stream, &request);
+    let (prefill, answer) = shared.answering();
+    // A server validates the messages before running the model: a rejected prefill gets its 400
+    // whatever the fault, and no sequence number (like the other rejections).
+    let (seq, reply) = match prefill::decide(prefill, answer, &request) {
+        prefill::Decision::Reject => (0, respond::prefill_rejected()),
+        prefill::Decision::Answer(tokens) => {
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let (picked, since_flap) = shared.pick(&model, arrived, seq);
+            let fault = picked.resolve(since_flap, seq);
+            (
+                seq,
+                respond::plan(fault, seq, &model, stream, &request, &tokens),
+            )
+        }
+    };
     if shared.wants_attempts() {
         shared.record(Attempt {
             version,
