@@ -117,10 +117,11 @@ impl Default for GuardConfig {
 /// Builder of a [`StreamGuardLayer`]; see [`StreamGuardLayer::builder`]. Every setting starts at
 /// its default; [`build`](Self::build) validates them.
 ///
-/// There is no `classifier`: the guard does not judge responses. It watches `2xx
-/// text/event-stream` bodies, takes a failure's kind from the in-band error event that names it
-/// (or from [`classify_error`](crate::classify_error) for a body error), and leaves every other
-/// response to the classifiers of the layers above.
+/// There is no `classifier`: the guard does not judge statuses or headers. It watches `2xx
+/// text/event-stream` bodies and the JSON bodies of other `2xx` answers it reads whole, takes a
+/// failure's kind from the in-band error that names it (or from
+/// [`classify_error`](crate::classify_error) for a body error), and leaves every other response
+/// to the classifiers of the layers above.
 ///
 /// ```
 /// use std::time::Duration;
@@ -195,6 +196,8 @@ impl StreamGuardLayerBuilder {
     /// turns a body that stalls or breaks into a failed attempt (`Timeout` / `Transport`) that
     /// retry and fallback act on. Past the cap (or when the body announces a larger length) the
     /// response is handed on as the bytes read so far plus the rest of the body, unguarded.
+    /// A JSON body read whole is also checked to be one JSON value and not a provider's error
+    /// object (see [the module docs](crate::stream)); one past the cap is not.
     /// Zero turns the read off: non-stream answers pass through untouched.
     pub fn max_buffered_body_bytes(mut self, bytes: usize) -> Self {
         self.config.max_buffered_body_bytes = bytes;

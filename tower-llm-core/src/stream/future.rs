@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::config::GuardConfig;
 use super::engine::{Engine, Next};
-use super::whole::{Read, WholeRead};
+use super::whole::{Check, Read, WholeRead};
 use super::{GuardedBody, StreamOutcome};
 use crate::{BoxError, ClassifiedError, ErrorKind, Target};
 
@@ -112,7 +112,9 @@ where
                             return Poll::Ready(Ok(res.map(GuardedBody::pass_through)));
                         }
                         let (parts, body) = res.into_parts();
-                        let read = WholeRead::new(body, this.config.limits, cap, *this.started);
+                        let check = Check::for_response(parts.status, &parts.headers);
+                        let read =
+                            WholeRead::new(body, this.config.limits, cap, *this.started, check);
                         this.state.set(State::Reading {
                             parts: Some(parts),
                             read,

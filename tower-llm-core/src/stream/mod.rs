@@ -47,9 +47,23 @@
 //! act on it. A body read whole is handed on from memory ([`GuardedBody::is_buffered`]), headers
 //! untouched. Past [`max_buffered_body_bytes`](StreamGuardLayerBuilder::max_buffered_body_bytes)
 //! (default 8 MiB), or when the body announces a larger length, the answer is handed on as the
-//! bytes read so far followed by the rest of the body, unguarded. Non-`2xx` responses pass
-//! through untouched ([`GuardedBody::pass_through`]; error bodies are bounded by
-//! [`InspectErrorBodyLayer`](crate::InspectErrorBodyLayer)).
+//! bytes read so far followed by the rest of the body, unguarded (and not judged, below).
+//! Non-`2xx` responses pass through untouched ([`GuardedBody::pass_through`]; error bodies are
+//! bounded by [`InspectErrorBodyLayer`](crate::InspectErrorBodyLayer)).
+//!
+//! A body read whole whose `content-type` is JSON (`application/json`, `text/json`, `*/*+json`)
+//! or absent is then judged, in one pass of serde over the bytes in memory (nothing allocated
+//! for a valid answer), so that a broken `200` fails over like a `503`:
+//!
+//! | the body read whole | error kind |
+//! |---|---|
+//! | one JSON value, not an error object | — (handed on, byte for byte) |
+//! | not one JSON value (cut, garbled, trailing bytes; empty with a JSON `content-type`) | `InvalidResponse` |
+//! | an object whose top level has an `error` member that is an object or a non-empty string (a provider's in-band error sent with a `2xx`) | the kind [`provider::parse_error_slice`](crate::provider::parse_error_slice) finds in it (`RateLimited`, `Overloaded`, ...; `ServerError` if none), with its message and `retry_after` |
+//!
+//! `"error": null` (OpenAI's Responses API on success), an `error` member deeper down, or a JSON
+//! list are not errors. Other content types (text, audio, `application/x-ndjson`), `204`/`205`,
+//! the answer to a `HEAD`, and an empty body without a `content-type` pass as they are.
 //!
 //! **Before the first event** the response is held back while the body is read up to the first
 //! event that carries an answer (a delta or a `finish_reason`; comments and pings are kept but do
@@ -96,7 +110,8 @@
 //!
 //! Timers come from `tokio::time` (so paused-clock tests work); the guard must run inside a tokio
 //! runtime with the time driver enabled. Cost: nothing for a non-`2xx` response; for a non-stream
-//! answer, its body in memory (no copy when it arrives in one chunk, one buffer otherwise); for a
+//! answer, its body in memory (no copy when it arrives in one chunk, one buffer otherwise) and,
+//! for JSON, one validating pass over it; for a
 //! stream, one allocation for its state and one for its [`StreamOutcome`].
 //!
 //! # Metrics

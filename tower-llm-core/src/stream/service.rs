@@ -76,6 +76,11 @@ where
         // Read before the request moves on: metrics of a streamed answer are labelled by target.
         let target = req.extensions().get::<Target>().cloned();
         let started = Instant::now();
-        StreamGuardFuture::new(self.inner.call(req), self.config, started, target)
+        let mut config = self.config;
+        // The answer to a HEAD has no body: nothing to read whole, nothing to judge as JSON.
+        if req.method() == http::Method::HEAD {
+            config.max_buffered_body_bytes = 0;
+        }
+        StreamGuardFuture::new(self.inner.call(req), config, started, target)
     }
 }

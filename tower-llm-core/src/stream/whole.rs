@@ -1,19 +1,25 @@
 //! Reading a non-stream `2xx` answer whole, under the guard's time limits, before the response is
 //! handed on: a body that stalls or breaks is then a failed attempt (retried or failed over)
-//! rather than a hang or a broken `200` at the caller.
+//! rather than a hang or a broken `200` at the caller. A JSON answer read whole is judged too
+//! ([`Check`]): garbled JSON, or a provider's error object sent with a `2xx`, fails the attempt.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::fmt;
+
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use pin_project::pin_project;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::time::{Instant, Sleep};
 
 use super::config::StreamLimits;
 use super::engine::after;
+use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
 /// What reading produced.
@@ -74,6 +80,7 @@ pub(crate) struct WholeRead<B> {
     started: Instant,
     limits: StreamLimits,
     cap: usize,
+    check: Check,
 }
 
 impl<B> WholeRead<B>
@@ -81,7 +88,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(body: B, limits: StreamLimits, cap: usize, started: Instant) -> Self {
+    pub(crate) fn new(
+        body: B,
+        limits: StreamLimits,
+        cap: usize,
+        started: Instant,
+        check: Check,
+    ) -> Self {
         let deadline = after(started, limits.ttft.min(limits.total));
         WholeRead {
             sleep: tokio::time::sleep_until(deadline),
@@ -93,6 +106,7 @@ where
             started,
             limits,
             cap,
+            check,
         }
     }
 
@@ -154,8 +168,12 @@ where
                 }
                 Poll::Ready(None) => {
                     *this.body = None;
+                    let data = this.buf.take();
+                    if let Err(err) = this.check.judge(&data) {
+                        return Poll::Ready(Err(err));
+                    }
                     return Poll::Ready(Ok(Read::Whole {
-                        data: this.buf.take(),
+                        data,
                         trailers: this.trailers.take(),
                     }));
                 }
@@ -185,5 +203,336 @@ where
                 }
             }
         }
+    }
+}
+
+/// What a body read whole must be, decided from the response head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// One JSON value, and not a provider's error object.
+    Json {
+        /// `content-type` named JSON: an empty body is not JSON. Without one, an empty body
+        /// passes (nothing claimed JSON).
+        declared: bool,
+    },
+    /// Not judged: another content type (text, audio, ...), or a status without content.
+    None,
+}
+
+impl Check {
+    /// JSON (`application/json`, `text/json`, `*/*+json`) or no `content-type` at all is judged;
+    /// anything else, and `204`/`205`, passes as it is.
+    pub(crate) fn for_response(status: StatusCode, headers: &HeaderMap) -> Check {
+        if matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT) {
+            return Check::None;
+        }
+        let Some(value) = headers.get(CONTENT_TYPE) else {
+            return Check::Json { declared: false };
+        };
+        let essence = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_default()
+            .trim();
+        let subtype = essence.split_once('/').map_or("", |(_, sub)| sub);
+        let json = subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .len()
+                .checked_sub(5)
+                .and_then(|at| subtype.get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
+        if json {
+            Check::Json { declared: true }
+        } else {
+            Check::None
+        }
+    }
+
+    /// Judge a body read whole: one pass of serde over the bytes, nothing allocated for a valid
+    /// answer. The provider's error parser runs only on an object with an `error` member.
+    pub(crate) fn judge(self, data: &[u8]) -> Result<(), ClassifiedError> {
+        let Check::Json { declared } = self else {
+            return Ok(());
+        };
+        if data.is_empty() && !declared {
+            return Ok(());
+        }
+        match serde_json::from_slice::<Probe>(data) {
+            Ok(Probe { error: false }) => Ok(()),
+            Ok(Probe { error: true }) => Err(in_band_error(data)),
+            Err(err) => Err(ClassifiedError::new(
+                ErrorKind::InvalidResponse,
+                format!(
+                    "the answer body is not valid JSON ({} bytes): {err}",
+                    data.len()
+                ),
+            )),
+        }
+    }
+}
+
+/// The failure an in-band error object names: its kind (`ServerError` when it names none), its
+/// message and its delay.
+fn in_band_error(data: &[u8]) -> ClassifiedError {
+    let found = parse_error_slice(data).unwrap_or_default();
+    let kind = found.kind.unwrap_or(ErrorKind::ServerError);
+    let message = match found.message {
+        Some(message) => format!("upstream error in a 2xx answer: {message}"),
+        None => "the upstream answered 2xx with an error object".to_owned(),
+    };
+    let err = ClassifiedError::new(kind, message);
+    match found.retry_after {
+        Some(delay) => err.with_retry_after(delay),
+        None => err,
+    }
+}
+
+/// What one pass over a JSON document learns: whether it is an object with a non-null `error`
+/// member (an object or a non-empty string). Values are skipped with [`IgnoredAny`].
+struct Probe {
+    error: bool,
+}
+
+impl<'de> de::Deserialize<'de> for Probe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ProbeVisitor)
+    }
+}
+
+struct ProbeVisitor;
+
+/// Any scalar at the top level: valid JSON, no error object.
+macro_rules! scalar {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method<E: de::Error>(self, _: $ty) -> Result<Probe, E> {
+            Ok(Probe { error: false })
+        }
+    )*};
+}
+
+impl<'de> Visitor<'de> for ProbeVisitor {
+    type Value = Probe;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_unit<E: de::Error>(self) -> Result<Probe, E> {
+        Ok(Probe { error: false })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Probe { error: false })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+        let mut error = false;
+        while let Some(is_error) = map.next_key_seed(IsErrorKey)? {
+            if is_error {
+                error |= map.next_value_seed(ErrorValue)?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Probe { error })
+    }
+}
+
+/// A map key: whether it is `error` (compared in place, not kept).
+struct IsErrorKey;
+
+impl<'de> DeserializeSeed<'de> for IsErrorKey {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IsErrorKey {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        Ok(key == "error")
+    }
+}
+
+/// The value of `error`: an object or a non-empty string reports an error; `null` (OpenAI's
+/// Responses API sends `"error": null` on success), `false`, numbers and lists do not.
+struct ErrorValue;
+
+impl<'de> DeserializeSeed<'de> for ErrorValue {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+macro_rules! not_an_error {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method<E: de::Error>(self, _: $ty) -> Result<bool, E> {
+            Ok(false)
+        }
+    )*};
+}
+
+impl<'de> Visitor<'de> for ErrorValue {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    not_an_error!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64);
+
+    fn visit_str<E: de::Error>(self, message: &str) -> Result<bool, E> {
+        Ok(!message.is_empty())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type {
+            headers.insert(CONTENT_TYPE, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn which_answers_are_judged() {
+        let judged = |status: StatusCode, ct: Option<&str>| {
+            Check::for_response(status, &headers(ct)) != Check::None
+        };
+        for ct in [
+            None,
+            Some("application/json"),
+            Some("application/json; charset=utf-8"),
+            Some("Application/JSON"),
+            Some("text/json"),
+            Some("application/problem+json"),
+        ] {
+            assert!(judged(StatusCode::OK, ct), "{ct:?}");
+        }
+        for ct in [
+            "text/plain",
+            "audio/mpeg",
+            "application/octet-stream",
+            "application/x-ndjson",
+            "application/jsonl",
+            "json",
+            "",
+        ] {
+            assert!(!judged(StatusCode::OK, Some(ct)), "{ct}");
+        }
+        assert!(!judged(StatusCode::NO_CONTENT, None));
+        assert!(!judged(StatusCode::RESET_CONTENT, Some("application/json")));
+    }
+
+    #[test]
+    fn valid_json_without_an_error_object_passes() {
+        let check = Check::Json { declared: true };
+        for body in [
+            &br#"{"id":"c1","object":"chat.completion","choices":[]}"#[..],
+            br#"{"object":"response","status":"completed","error":null}"#,
+            br#"{"error":false,"errors":[{"message":"kept"}]}"#,
+            br#"{"data":{"error":{"message":"nested: not the top level"}}}"#,
+            br#"[{"error":{"message":"a list is not judged as an error"}}]"#,
+            br#"{"error":""}"#,
+            b" 42 ",
+            b"\"text\"",
+            b"null",
+            br#"{"e\u0072ror2":{}}"#,
+        ] {
+            assert!(
+                check.judge(body).is_ok(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_object_is_its_kind_with_its_message() {
+        let check = Check::Json { declared: false };
+        let err = check
+            .judge(br#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        assert!(err.message().contains("slow down"), "{}", err.message());
+        // An escaped key is still `error`.
+        let err = check.judge(br#"{"e\u0072ror":"boom"}"#).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ServerError);
+        assert!(err.message().contains("boom"), "{}", err.message());
+        // Anthropic's shape.
+        let err = check
+            .judge(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Overloaded);
+        // An error object that names nothing.
+        let err = check.judge(br#"{"error":{}}"#).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ServerError);
+    }
+
+    #[test]
+    fn what_is_not_one_json_value_is_an_invalid_response() {
+        let declared = Check::Json { declared: true };
+        for body in [
+            &br#"{"id":"c1","choices":[{"mess"#[..],
+            b"",
+            b"   ",
+            b"{} {}",
+            b"<html>502</html>",
+            b"\xff\xfe",
+            br#"{"a":1,}"#,
+        ] {
+            let err = declared.judge(body).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{body:?}");
+        }
+        // Without a content type, only an empty body passes.
+        let undeclared = Check::Json { declared: false };
+        assert!(undeclared.judge(b"").is_ok());
+        assert_eq!(
+            undeclared.judge(b"plain words").unwrap_err().kind(),
+            ErrorKind::InvalidResponse
+        );
+        assert!(Check::None.judge(b"plain words").is_ok());
+    }
+
+    #[test]
+    fn nesting_past_serde_s_limit_is_an_invalid_response_not_a_stack_overflow() {
+        let deep = "[".repeat(100_000);
+        let err = Check::Json { declared: true }
+            .judge(deep.as_bytes())
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidResponse);
     }
 }
