@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 use tower_llm::core::ErrorKind;
 use tower_llm::StackConfig;
-use tower_llm_chaos::{MockUpstream, CANONICAL_ANSWER};
+use tower_llm_chaos::{Answer, FaultProfile, MockUpstream, Prefill, CANONICAL_ANSWER};
 
 mod two_providers;
 
@@ -286,4 +286,156 @@ async fn dropping_the_body_mid_resume_cancels_it() {
     let health = stack.health();
     let secondary_health = health.target(SECONDARY).unwrap();
     assert_eq!(secondary_health.in_flight, 0, "{secondary_health:?}");
+}
+
+/// A mock with `profile` that handles a final assistant message as `prefill` says, answering
+/// `answer`.
+async fn mock_with(profile: &str, prefill: Prefill, answer: Answer) -> MockUpstream {
+    MockUpstream::builder()
+        .profile(FaultProfile::parse(profile).expect("profile"))
+        .prefill(prefill)
+        .answer(answer)
+        .max_logged_attempts(1000)
+        .start()
+        .await
+        .expect("mock upstream")
+}
+
+/// The two providers' config with the secondary declaring prefill support (vLLM's flags).
+fn prefill_config(extra: &str) -> String {
+    config_text(extra).replacen(
+        "name = \"secondary\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        "name = \"secondary\"\nbase_url = \"http://127.0.0.1:9/v1\"\nsupports_prefill = true\n\
+         prefill_params = { continue_final_message = true, add_generation_prompt = false }\n",
+        1,
+    )
+}
+
+/// The last message of a request the mock received.
+fn last_message(mock: &MockUpstream, index: usize) -> serde_json::Value {
+    let body: serde_json::Value =
+        serde_json::from_slice(&mock.attempts()[index].body).expect("JSON request");
+    body["messages"].as_array().unwrap().last().unwrap().clone()
+}
+
+/// A secondary that continues prefills gets the text already sent as a final assistant message
+/// (and its server flags), and only the rest of the answer comes back.
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_is_continued_by_prefill_where_declared() {
+    let tokens = tower_llm_chaos::canonical_tokens();
+    for n in [1, tokens.len() / 2, tokens.len() - 1, tokens.len()] {
+        let primary = mock(&format!("cut-after:{n}")).await;
+        let secondary = mock_with("healthy", Prefill::Continue, Answer::Canonical).await;
+        let config = StackConfig::from_toml_str(&prefill_config("")).expect("config");
+        let stack = two_providers::stack(&config, &primary, &secondary);
+        let (_, read) = stream(&stack, STREAM).await;
+        assert_whole(&read);
+        let sent: String = tokens[..n].concat();
+        assert_eq!(
+            last_message(&secondary, 0),
+            serde_json::json!({ "role": "assistant", "content": sent }),
+            "n = {n}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&secondary.attempts()[0].body).unwrap();
+        assert_eq!(body["continue_final_message"], true);
+        assert_eq!(body["add_generation_prompt"], false);
+        assert_eq!(body["stream"], true);
+    }
+}
+
+/// A secondary that did not declare prefill support never receives one, even where the route
+/// asks for prefill: it is replayed (and this mock would have refused a prefill).
+#[tokio::test(start_paused = true)]
+async fn a_prefill_is_never_sent_to_a_target_that_did_not_declare_it() {
+    let primary = mock("cut-after:5").await;
+    let secondary = mock_with("healthy", Prefill::Reject, Answer::Canonical).await;
+    let stack = stack(&primary, &secondary, "");
+    let (_, read) = stream(&stack, STREAM).await;
+    assert_whole(&read);
+    for i in 0..secondary.attempt_count() {
+        assert_eq!(last_message(&secondary, i)["role"], "user");
+    }
+}
+
+/// A declared target that refuses the prefill (a 400) is passed over; its refusal is never what
+/// the caller sees: here a third provider finishes the answer by replay.
+#[tokio::test(start_paused = true)]
+async fn a_refused_prefill_moves_on_and_is_never_the_error_shown() {
+    let primary = mock("cut-after:4").await;
+    let secondary = mock_with("healthy", Prefill::Reject, Answer::Canonical).await;
+    let third = mock("healthy").await;
+    let text = prefill_config("").replacen(
+        "[[routes]]",
+        "[[providers]]\nname = \"third\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[[routes]]",
+        1,
+    );
+    let text = text.replacen(
+        "  { provider = \"secondary\", attempt_timeout_ms = 2000 },\n",
+        "  { provider = \"secondary\", attempt_timeout_ms = 2000 },\n  { provider = \"third\", attempt_timeout_ms = 2000 },\n",
+        1,
+    );
+    let config = StackConfig::from_toml_str(&text).expect("config");
+    let stack = tower_llm::StackBuilder::new(&config)
+        .provider_url("primary", primary.base_url())
+        .provider_url("secondary", secondary.base_url())
+        .provider_url("third", third.base_url())
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+    let (_, read) = stream(&stack, STREAM).await;
+    assert_eq!(read.text, CANONICAL_ANSWER, "{read:?}");
+    assert_eq!(read.dones, 1);
+    assert!(read.errors.is_empty(), "{read:?}");
+    assert_eq!(read.comments, ["resumed on third/gpt-4o"]);
+    assert_eq!(secondary.attempts()[0].status, Some(400));
+    assert_eq!(last_message(&third, 0)["role"], "user", "the third replays");
+    // The refusal does not bench the secondary: the request was at fault, not the target.
+    assert_eq!(last_error(&stack, SECONDARY), None);
+
+    // With no third provider, the caller gets the cut (not the 400), and why the resume failed.
+    let primary = mock("cut-after:4").await;
+    let secondary = mock_with("healthy", Prefill::Reject, Answer::Canonical).await;
+    let config = StackConfig::from_toml_str(&prefill_config("")).expect("config");
+    let stack = two_providers::stack(&config, &primary, &secondary);
+    let (_, read) = stream(&stack, STREAM).await;
+    assert_eq!(read.errors.len(), 1, "{read:?}");
+    let error = &read.errors[0]["error"];
+    assert_eq!(error["code"], "invalid_response", "{error}");
+    assert!(
+        !error.to_string().contains("prefill is not supported"),
+        "{error}"
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("not resumed"),
+        "{error}"
+    );
+}
+
+/// A secondary that answers differently cannot be spliced: the error event, saying why, and
+/// not one character of the other answer.
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_answers_differently_ends_with_the_error_event() {
+    let tokens = tower_llm_chaos::canonical_tokens();
+    // Cut after 5 tokens: the alternate answer shares the first 3, then differs.
+    let primary = mock("cut-after:5").await;
+    let secondary = mock_with("healthy", Prefill::Ignore, Answer::Alternate).await;
+    let chain = stack(&primary, &secondary, "");
+    let (_, read) = stream(&chain, STREAM).await;
+    assert_eq!(read.text, tokens[..5].concat(), "only the primary's text");
+    assert_eq!(read.dones, 0);
+    assert_eq!(read.errors.len(), 1, "{read:?}");
+    let message = read.errors[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("not resumed: the replay answered differently"),
+        "{message}"
+    );
+    // Cut after 2 tokens: the alternate answer reproduces them, then goes its own way; the
+    // splice cannot know it differs from what the primary would have said, so it hands on
+    // the alternate rest (a replay is only as faithful as the secondary is deterministic).
+    let primary = mock("cut-after:2").await;
+    let secondary = mock_with("healthy", Prefill::Ignore, Answer::Alternate).await;
+    let chain = stack(&primary, &secondary, "");
+    let (_, read) = stream(&chain, STREAM).await;
+    assert_eq!(read.text, tower_llm_chaos::ALTERNATE_ANSWER);
+    assert_eq!(read.dones, 1);
 }
