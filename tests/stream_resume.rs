@@ -426,7 +426,10 @@ async fn a_replay_that_answers_differently_ends_with_the_error_event() {
     assert_eq!(read.errors.len(), 1, "{read:?}");
     let message = read.errors[0]["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("not resumed: the replay answered differently"),
+        message.ends_with(
+            "; not resumed: the replay answered differently \
+             (after 17 of the 24 characters already sent)"
+        ),
         "{message}"
     );
     // Cut after 2 tokens: the alternate answer reproduces them, then goes its own way; the
