@@ -22,7 +22,8 @@
 //!   [`JsonFileStore`];
 //! - **streams**: for an SSE answer the chain commits only after the first answer event
 //!   ([`peek`] module docs), so a stream that never starts or starts with an error
-//!   fails over.
+//!   fails over; a stream cut or stalled after that is finished on the next target, by
+//!   prefill or by replay and splice, in the same response ([`resume`] module docs).
 //!
 //! The chain's state (cooldowns, health, cache, escalation counters) lives in the layer: every
 //! service it builds shares it, and [`FallbackLayer::handle`] returns an owned
