@@ -146,6 +146,11 @@ async fn a_cut_stream_is_replayed_and_spliced_on_the_secondary() {
         let sent: serde_json::Value =
             serde_json::from_slice(&secondary.attempts()[0].body).unwrap();
         assert_eq!(sent["messages"].as_array().unwrap().len(), 1, "n = {n}");
+        // The primary's breaker counted the cut; the secondary's saw none.
+        let health = stack.health();
+        let breaker = |name: &str| health.target(name).unwrap().breaker.clone().unwrap();
+        assert_eq!(breaker(PRIMARY).failures, 1, "n = {n}");
+        assert_eq!(breaker(SECONDARY).failures, 0, "n = {n}");
         // Health: the cut is the primary's failure; the continuation the secondary's success.
         assert_eq!(
             last_error(&stack, PRIMARY),

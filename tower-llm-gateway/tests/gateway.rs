@@ -351,9 +351,26 @@ async fn sse_streams_pass_through_and_fail_over_before_the_first_event() {
     assert!(reply.text().contains("\"model\":\"backup-model\""));
     gw.shutdown().await.unwrap();
 
-    // A stream cut after the first events is never passed off as whole: it ends with an error
-    // event and no [DONE].
+    // A stream cut after the first events is finished on the secondary (the route resumes by
+    // default): the whole answer, one [DONE] (tests/stream_resume.rs has the cases).
     let gw = start(&config("cut-after:3", "healthy", NO_RETRY)).await;
+    let reply = send(&gw, chat_request(&gw, "gpt-4o", true, &[])).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let (content, done) = sse_content(reply.text());
+    assert_eq!(content, canonical_tokens().concat());
+    assert!(done && reply.text().matches("[DONE]").count() == 1);
+    assert!(!reply.text().contains("\"error\""), "{}", reply.text());
+    gw.shutdown().await.unwrap();
+
+    // With `resume = "off"` it is never passed off as whole: it ends with an error event and no
+    // [DONE].
+    let toml = config("cut-after:3", "healthy", NO_RETRY).replacen(
+        "model = \"backup-model\" },\n]\n",
+        "model = \"backup-model\" },\n]\nresume = \"off\"\n",
+        1,
+    );
+    assert!(toml.contains("resume = \"off\""), "{toml}");
+    let gw = start(&toml).await;
     let reply = send(&gw, chat_request(&gw, "gpt-4o", true, &[])).await;
     assert_eq!(reply.status, StatusCode::OK);
     let (content, done) = sse_content(reply.text());
