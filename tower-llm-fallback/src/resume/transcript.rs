@@ -2,8 +2,10 @@
 //! be resumed faithfully.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::IgnoredAny;
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// Why a stream cannot be resumed (said in the error event that ends it).
@@ -43,9 +45,41 @@ pub(crate) struct ChunkView<'a> {
     #[serde(borrow, default)]
     pub(crate) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub(crate) choices: Option<Vec<ChoiceView<'a>>>,
+    pub(crate) choices: Option<Choices<'a>>,
     #[serde(default)]
     pub(crate) usage: Option<IgnoredAny>,
+}
+
+/// A chunk's `choices`: the first one and how many there are (no `Vec`: events are parsed on
+/// the streaming path, which allocates nothing per event).
+pub(crate) struct Choices<'a> {
+    pub(crate) first: Option<ChoiceView<'a>>,
+    pub(crate) count: usize,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Seq<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Seq<'a> {
+            type Value = Choices<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of choices")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first: Option<ChoiceView<'a>> = seq.next_element()?;
+                let mut count = usize::from(first.is_some());
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Choices { first, count })
+            }
+        }
+
+        deserializer.deserialize_seq(Seq(PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -107,11 +141,14 @@ impl<'a> ChunkView<'a> {
     /// The one choice of a single-choice chunk, or why the chunk cannot be resumed. `Ok(None)` for
     /// a chunk with no choice (a usage-only chunk).
     pub(crate) fn single_choice(&self) -> Result<Option<&ChoiceView<'a>>, Unresumable> {
-        match self.choices.as_deref() {
+        match &self.choices {
             None if self.usage.is_some() => Ok(None),
             None => Err(Unresumable::Format),
-            Some([]) => Ok(None),
-            Some([choice]) if choice.index.unwrap_or(0) == 0 => {
+            Some(Choices { first: None, .. }) => Ok(None),
+            Some(Choices {
+                first: Some(choice),
+                count: 1,
+            }) if choice.index.unwrap_or(0) == 0 => {
                 if choice.logprobs.is_some() {
                     return Err(Unresumable::Logprobs);
                 }
