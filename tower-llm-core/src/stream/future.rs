@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 
 use super::config::GuardConfig;
 use super::engine::{Engine, Next};
+use super::metrics::TargetMetrics;
 use super::whole::{Check, Read, WholeRead};
 use super::{GuardedBody, StreamOutcome};
 use crate::{BoxError, ClassifiedError, ErrorKind, Target};
@@ -28,6 +30,7 @@ pub struct StreamGuardFuture<F, B> {
     config: GuardConfig,
     started: Instant,
     target: Option<Target>,
+    metrics: Arc<TargetMetrics>,
 }
 
 // `Reading` holds its timer inline: boxing it would cost an allocation per non-stream answer,
@@ -57,12 +60,14 @@ impl<F, B> StreamGuardFuture<F, B> {
         config: GuardConfig,
         started: Instant,
         target: Option<Target>,
+        metrics: Arc<TargetMetrics>,
     ) -> Self {
         StreamGuardFuture {
             state: State::Calling { fut },
             config,
             started,
             target,
+            metrics,
         }
     }
 }
@@ -122,7 +127,13 @@ where
                         continue;
                     }
                     let (parts, body) = res.into_parts();
-                    let engine = Engine::new(body, *this.config, *this.started, this.target.take());
+                    let engine = Engine::new(
+                        body,
+                        *this.config,
+                        *this.started,
+                        this.target.take(),
+                        Arc::clone(this.metrics),
+                    );
                     this.state.set(State::FirstEvent {
                         parts: Some(parts),
                         engine: Some(Box::pin(engine)),
@@ -160,7 +171,16 @@ where
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let body = match result {
-                        Ok(Read::Whole { data, trailers }) => GuardedBody::buffered(data, trailers),
+                        Ok(Read::Whole {
+                            data,
+                            trailers,
+                            usage,
+                        }) => {
+                            if let Some(usage) = usage {
+                                this.metrics.reported(usage);
+                            }
+                            GuardedBody::buffered(data, trailers)
+                        }
                         Ok(Read::OverCap { prefix, rest }) => GuardedBody::prefixed(prefix, rest),
                         Err(err) => return Poll::Ready(Err(Box::new(err))),
                     };

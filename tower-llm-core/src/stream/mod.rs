@@ -118,8 +118,11 @@
 //!
 //! Names and labels are in [`metrics`]: `tower_llm_stream_ends_total` (counter; labels `target`,
 //! `outcome` = `complete` | `failed` | `abandoned` | `rejected` (failed before the first event),
-//! `kind`) and `tower_llm_stream_first_event_seconds` (histogram; label `target`): time to the
-//! first event.
+//! `kind`), `tower_llm_stream_first_event_seconds` (histogram; label `target`): time to the
+//! first event, `tower_llm_stream_duration_seconds` (histogram; labels `target`, `outcome`): time
+//! to the end, and `tower_llm_tokens_total` (counter; labels `target`, `direction` = `input` |
+//! `output`, `source` = `reported` | `estimated`): the tokens of JSON and streamed answers, from
+//! their `usage`.
 //!
 //! # No handle
 //!
@@ -137,6 +140,7 @@ mod layer;
 pub mod metrics;
 mod outcome;
 mod service;
+mod usage;
 mod whole;
 
 pub use body::GuardedBody;

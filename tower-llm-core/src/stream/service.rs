@@ -1,5 +1,6 @@
 //! [`StreamGuard`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::config::GuardConfig;
+use super::metrics::MetricsCache;
 use super::{GuardedBody, StreamGuardFuture, StreamGuardLayer};
 use crate::{BoxError, Target};
 
@@ -19,11 +21,13 @@ use crate::{BoxError, Target};
 /// stalled or cut body fails the call; non-`2xx` responses pass through untouched. See the
 /// [module docs](crate::stream).
 ///
-/// Clones share nothing but the (copied) configuration: the guard keeps no state between calls.
+/// Clones share the (copied) configuration and the metric handles of the target the guard
+/// serves: the guard keeps no state between calls.
 #[derive(Clone, Debug)]
 pub struct StreamGuard<S> {
     inner: S,
     config: GuardConfig,
+    metrics: Arc<MetricsCache>,
 }
 
 impl<S> StreamGuard<S> {
@@ -33,7 +37,11 @@ impl<S> StreamGuard<S> {
     }
 
     pub(crate) fn from_config(inner: S, config: GuardConfig) -> Self {
-        StreamGuard { inner, config }
+        StreamGuard {
+            inner,
+            config,
+            metrics: Arc::default(),
+        }
     }
 
     /// A [`StreamGuardLayer`] with the default limits.
@@ -81,6 +89,7 @@ where
         if req.method() == http::Method::HEAD {
             config.max_buffered_body_bytes = 0;
         }
-        StreamGuardFuture::new(self.inner.call(req), config, started, target)
+        let metrics = self.metrics.for_target(target.as_ref());
+        StreamGuardFuture::new(self.inner.call(req), config, started, target, metrics)
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::StreamLimits;
 use super::engine::after;
+use super::usage::{Member, MemberKey, Usage, UsageValue};
 use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
@@ -28,6 +29,8 @@ pub(crate) enum Read<B> {
     Whole {
         data: Bytes,
         trailers: Option<HeaderMap>,
+        /// The token usage a JSON answer reports.
+        usage: Option<Usage>,
     },
     /// The body passed the cap: what was read, then the rest of the body, unguarded.
     OverCap { prefix: Bytes, rest: B },
@@ -135,6 +138,7 @@ where
                                 None => Poll::Ready(Ok(Read::Whole {
                                     data: prefix,
                                     trailers: None,
+                                    usage: None,
                                 })),
                             };
                         }
@@ -169,12 +173,14 @@ where
                 Poll::Ready(None) => {
                     *this.body = None;
                     let data = this.buf.take();
-                    if let Err(err) = this.check.judge(&data) {
-                        return Poll::Ready(Err(err));
-                    }
+                    let usage = match this.check.judge(&data) {
+                        Ok(usage) => usage,
+                        Err(err) => return Poll::Ready(Err(err)),
+                    };
                     return Poll::Ready(Ok(Read::Whole {
                         data,
                         trailers: this.trailers.take(),
+                        usage,
                     }));
                 }
                 Poll::Pending => {
@@ -251,16 +257,20 @@ impl Check {
 
     /// Judge a body read whole: one pass of serde over the bytes, nothing allocated for a valid
     /// answer. The provider's error parser runs only on an object with an `error` member.
-    pub(crate) fn judge(self, data: &[u8]) -> Result<(), ClassifiedError> {
+    /// The same pass reads the answer's token `usage` for the token counters.
+    pub(crate) fn judge(self, data: &[u8]) -> Result<Option<Usage>, ClassifiedError> {
         let Check::Json { declared } = self else {
-            return Ok(());
+            return Ok(None);
         };
         if data.is_empty() && !declared {
-            return Ok(());
+            return Ok(None);
         }
         match serde_json::from_slice::<Probe>(data) {
-            Ok(Probe { error: false }) => Ok(()),
-            Ok(Probe { error: true }) => Err(in_band_error(data)),
+            Ok(Probe {
+                error: false,
+                usage,
+            }) => Ok(usage),
+            Ok(Probe { error: true, .. }) => Err(in_band_error(data)),
             Err(err) => Err(ClassifiedError::new(
                 ErrorKind::InvalidResponse,
                 format!(
@@ -289,9 +299,11 @@ fn in_band_error(data: &[u8]) -> ClassifiedError {
 }
 
 /// What one pass over a JSON document learns: whether it is an object with a non-null `error`
-/// member (an object or a non-empty string). Values are skipped with [`IgnoredAny`].
+/// member (an object or a non-empty string), and its top-level token `usage`. Other values are
+/// skipped with [`IgnoredAny`].
 struct Probe {
     error: bool,
+    usage: Option<Usage>,
 }
 
 impl<'de> de::Deserialize<'de> for Probe {
@@ -306,7 +318,7 @@ struct ProbeVisitor;
 macro_rules! scalar {
     ($($method:ident: $ty:ty),*) => {$(
         fn $method<E: de::Error>(self, _: $ty) -> Result<Probe, E> {
-            Ok(Probe { error: false })
+            Ok(Probe { error: false, usage: None })
         }
     )*};
 }
@@ -321,47 +333,37 @@ impl<'de> Visitor<'de> for ProbeVisitor {
     scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
 
     fn visit_unit<E: de::Error>(self) -> Result<Probe, E> {
-        Ok(Probe { error: false })
+        Ok(Probe {
+            error: false,
+            usage: None,
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Probe { error: false })
+        Ok(Probe {
+            error: false,
+            usage: None,
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
         let mut error = false;
-        while let Some(is_error) = map.next_key_seed(IsErrorKey)? {
-            if is_error {
-                error |= map.next_value_seed(ErrorValue)?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        let mut usage: Option<Usage> = None;
+        while let Some(member) = map.next_key_seed(MemberKey)? {
+            match member {
+                Member::Error => error |= map.next_value_seed(ErrorValue)?,
+                Member::Usage => {
+                    if let Some(found) = map.next_value_seed(UsageValue)? {
+                        usage.get_or_insert_with(Usage::default).merge(found);
+                    }
+                }
+                Member::XGroq | Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(Probe { error })
-    }
-}
-
-/// A map key: whether it is `error` (compared in place, not kept).
-struct IsErrorKey;
-
-impl<'de> DeserializeSeed<'de> for IsErrorKey {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IsErrorKey {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a member name")
-    }
-
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
-        Ok(key == "error")
+        Ok(Probe { error, usage })
     }
 }
 
@@ -476,6 +478,32 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn the_judge_reads_the_usage_of_a_valid_answer() {
+        let check = Check::Json { declared: true };
+        let body = br#"{"id":"c1","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+        assert_eq!(
+            check.judge(body).unwrap(),
+            Some(Usage {
+                input: Some(12),
+                output: Some(3)
+            })
+        );
+        // A malformed usage is no usage, and the answer stays valid.
+        assert_eq!(check.judge(br#"{"usage":"many"}"#).unwrap(), None);
+        assert_eq!(
+            check.judge(br#"{"usage":{"prompt_tokens":-3}}"#).unwrap(),
+            None
+        );
+        assert_eq!(check.judge(br#"{"choices":[]}"#).unwrap(), None);
+        assert_eq!(
+            Check::None
+                .judge(br#"{"usage":{"prompt_tokens":1}}"#)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::end::Stop;
 use super::{after, Core, Phase};
 use crate::sse::{parse_error_event, EventKind};
 use crate::stream::frame::RawFrame;
+use crate::stream::usage::{self, Usage};
 use crate::stream::{MalformedPolicy, StreamEnd};
 use crate::{ClassifiedError, ErrorKind, Failure};
 use std::borrow::Cow;
@@ -157,8 +158,20 @@ impl<B> Core<B> {
             }
         };
         let kind = self.tracker.observe(&event);
-        if let EventKind::Delta { .. } | EventKind::Finish { .. } = kind {
-            self.last_answer = self.chunk_at;
+        match kind {
+            EventKind::Delta { usage: true } | EventKind::Finish { usage: true } => {
+                self.last_answer = self.chunk_at;
+                // Parsed again only for the chunk that carries usage (once per stream).
+                if let Some(found) = usage::of_event(event.data()) {
+                    self.usage.get_or_insert_with(Usage::default).merge(found);
+                }
+            }
+            EventKind::Delta { usage: false } => {
+                self.last_answer = self.chunk_at;
+                self.content_chunks += 1;
+            }
+            EventKind::Finish { usage: false } => self.last_answer = self.chunk_at,
+            _ => {}
         }
         let first = self.phase == Phase::FirstEvent;
         match kind {

@@ -22,6 +22,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::GuardConfig;
 use super::frame::Framer;
+use super::metrics::TargetMetrics;
+use super::usage::Usage;
 use super::StreamOutcome;
 use crate::sse::{SseDecoder, StreamTracker};
 use crate::{BoxError, ClassifiedError, Target};
@@ -114,7 +116,11 @@ struct Core<B> {
     outcome: Option<StreamOutcome>,
     reported: bool,
     target: Option<Target>,
-    target_label: Option<Arc<str>>,
+    metrics: Arc<TargetMetrics>,
+    /// The usage the stream reported (its usage chunks, merged).
+    usage: Option<Usage>,
+    /// Content chunks without usage: the output estimate of a stream that reports none.
+    content_chunks: u64,
 }
 
 impl<B> Engine<B>
@@ -127,6 +133,7 @@ where
         config: GuardConfig,
         started: Instant,
         target: Option<Target>,
+        metrics: Arc<TargetMetrics>,
     ) -> Self {
         let core = Core {
             body: Some(body),
@@ -152,7 +159,9 @@ where
             outcome: None,
             reported: false,
             target,
-            target_label: None,
+            metrics,
+            usage: None,
+            content_chunks: 0,
         };
         let armed = core.deadline();
         Engine {

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::Core;
-use crate::stream::metrics as names;
 use crate::stream::StreamEnd;
-use crate::{ErrorKind, Target};
+use crate::Target;
 
 impl<B> Core<B> {
     pub(super) fn committed(&mut self) {
         let ttft = self.chunk_at.saturating_duration_since(self.started);
-        metrics::histogram!(names::FIRST_EVENT_SECONDS, names::TARGET => self.target_label())
-            .record(ttft.as_secs_f64());
+        self.metrics.first_event.record(ttft.as_secs_f64());
         tracing::debug!(
             target = %self.target_display(),
             ttft_ms = ttft.as_millis() as u64,
@@ -29,16 +27,21 @@ impl<B> Core<B> {
         if let Some(outcome) = &self.outcome {
             outcome.finish(end);
         }
-        metrics::counter!(
-            names::ENDS_TOTAL,
-            names::TARGET => self.target_label(),
-            names::OUTCOME => end.as_str(),
-            names::KIND => end.kind().map_or("none", ErrorKind::as_str),
-        )
-        .increment(1);
-        let elapsed_ms = Instant::now()
-            .saturating_duration_since(self.started)
-            .as_millis() as u64;
+        let elapsed = Instant::now().saturating_duration_since(self.started);
+        self.metrics.ended(end, elapsed);
+        match self.usage {
+            Some(usage) => {
+                self.metrics.reported(usage);
+                if usage.output.is_none() && end == StreamEnd::Complete {
+                    self.metrics.estimated_output(self.content_chunks);
+                }
+            }
+            None if end == StreamEnd::Complete => {
+                self.metrics.estimated_output(self.content_chunks);
+            }
+            None => {}
+        }
+        let elapsed_ms = elapsed.as_millis() as u64;
         let events = self.tracker.events();
         match end {
             StreamEnd::Failed(failure) => tracing::warn!(
@@ -58,13 +61,8 @@ impl<B> Core<B> {
         }
     }
 
-    pub(super) fn target_label(&mut self) -> Arc<str> {
-        let label = self.target_label.get_or_insert_with(|| {
-            self.target
-                .as_ref()
-                .map_or_else(|| Arc::from(""), |t| Arc::from(t.to_string()))
-        });
-        Arc::clone(label)
+    pub(super) fn target_label(&self) -> Arc<str> {
+        self.metrics.label()
     }
 
     pub(super) fn target_display(&self) -> TargetDisplay<'_> {
