@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError};
+use http_body_util::{BodyExt, Full};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutError;
@@ -28,6 +28,7 @@ use tower_llm::fallback::{CacheScope, X_LLM_FALLBACK};
 use tower_llm::OverallHealth;
 
 use crate::auth::{ClientName, KeyStore};
+use crate::body_limit::BodyTooLarge;
 use crate::errors;
 use crate::headers::HeaderPolicy;
 use crate::metrics::REQUESTS_TOTAL;
@@ -90,14 +91,13 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request
 /// The `client` label of a request when client keys are off.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Read the body (bounded and timed by the tower-http layers), call the stack, shape the answer.
+/// Read the body (bounded by the body limit, timed by tower-http), call the stack, shape the answer.
 async fn answer(state: &AppState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes: Bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if caused_by::<LengthLimitError>(&e) => {
-            return errors::too_large(state.max_body_bytes)
-        }
+        // The body limit drains the rest and adds `connection: close`.
+        Err(e) if caused_by::<BodyTooLarge>(&e) => return errors::too_large(state.max_body_bytes),
         Err(e) if caused_by::<TimeoutError>(&e) => return errors::body_timeout(state.body_timeout),
         Err(_) => return errors::bad_request("the request body could not be read"),
     };
@@ -234,6 +234,8 @@ mod tests {
 
     #[tokio::test]
     async fn errors_are_found_through_wrappers() {
+        use http_body_util::LengthLimitError;
+
         let limited = http_body_util::Limited::new(Full::new(Bytes::from_static(b"abc")), 1);
         let wrapped = Body::new(limited).collect().await.unwrap_err();
         assert!(caused_by::<LengthLimitError>(&wrapped));

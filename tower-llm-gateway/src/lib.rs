@@ -115,8 +115,11 @@
 //! From the outside in: `SetRequestIdLayer` (`x-request-id`, a UUID when the client sent none;
 //! forwarded upstream), `TraceLayer` (a `request` span with method, path and request id),
 //! `PropagateRequestIdLayer` (the id back on the response), `TimeoutLayer`
-//! (`[gateway] request_timeout_ms`, 504), `RequestBodyLimitLayer` (`[request] max_body_bytes`,
-//! 413), `RequestBodyTimeoutLayer` (`[gateway] body_timeout_ms`, 408), and on `/v1/*`
+//! (`[gateway] request_timeout_ms`, 504), the body limit (`[request] max_body_bytes`, 413: the
+//! rest of an oversized body is read and discarded, up to 4 × the limit (at least 1 MiB) and
+//! within `body_timeout_ms`, before the 413 goes out with `connection: close`, so a client still
+//! sending reads it instead of a reset; past that the connection is closed),
+//! `RequestBodyTimeoutLayer` (`[gateway] body_timeout_ms`, 408), and on `/v1/*`
 //! `ValidateRequestHeaderLayer` with [`auth::ClientAuth`] (401). Every error a client sees is
 //! OpenAI-shaped (`{"error":{"message","type","param","code"}}`), the layers' own included.
 //!
@@ -132,6 +135,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod body_limit;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;

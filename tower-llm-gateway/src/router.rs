@@ -7,9 +7,9 @@
 //! | [`SetRequestIdLayer`] | gives a request without `x-request-id` a fresh UUID; the id is forwarded upstream with the other end-to-end headers |
 //! | [`TraceLayer`] | a `request` span per request (method, path, request id, the client key's name; no headers, no body) and `debug` events for the response |
 //! | [`PropagateRequestIdLayer`] | copies the request's `x-request-id` onto the response |
-//! | OpenAI-shaped errors | turns the plain 413 and 504 of the two layers below into OpenAI-shaped JSON errors |
+//! | OpenAI-shaped errors | turns the plain 504 of the layer below into an OpenAI-shaped JSON error |
 //! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
-//! | [`RequestBodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length` is a 413 before anything is read; a longer streamed body fails the read (413 too) |
+//! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it |
 //! | [`RequestBodyTimeoutLayer`] | `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 |
 //! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise (`/health` and `/metrics` check admin keys themselves) |
 //!
@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::middleware::{map_response, map_response_with_state};
 use axum::response::Response;
@@ -26,14 +25,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::{Request, StatusCode};
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
 use crate::auth::{ClientAuth, KeyStore};
+use crate::body_limit::BodyLimitLayer;
 use crate::errors;
 use crate::handlers::{self, AppState};
 
@@ -60,7 +58,6 @@ pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Ro
     let operators = Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics));
-    let body_limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     api.merge(operators)
         .fallback(handlers::unknown_path)
         .method_not_allowed_fallback(handlers::wrong_method)
@@ -82,9 +79,10 @@ pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Ro
                     StatusCode::GATEWAY_TIMEOUT,
                     limits.request_timeout,
                 ))
-                // The limit's response body as axum's (the timeout needs a `Default` body).
-                .layer(MapResponseBodyLayer::new(Body::new))
-                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(BodyLimitLayer::new(
+                    limits.max_body_bytes,
+                    limits.body_timeout,
+                ))
                 .layer(RequestBodyTimeoutLayer::new(limits.body_timeout)),
         )
 }
@@ -94,14 +92,13 @@ async fn mark_routed(mut res: Response) -> Response {
     res
 }
 
-/// The 413 of [`RequestBodyLimitLayer`] and the 504 of [`TimeoutLayer`] as OpenAI-shaped errors;
-/// every routed response as it is.
+/// The 504 of [`TimeoutLayer`] as an OpenAI-shaped error; every other response as it is (the
+/// body limit's 413 is OpenAI-shaped already, and keeps its `connection: close`).
 async fn openai_shaped(State(limits): State<Limits>, res: Response) -> Response {
     if res.extensions().get::<Routed>().is_some() {
         return res;
     }
     match res.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => errors::too_large(limits.max_body_bytes),
         StatusCode::GATEWAY_TIMEOUT => errors::request_timeout(limits.request_timeout),
         _ => res,
     }
