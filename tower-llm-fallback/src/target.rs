@@ -245,6 +245,7 @@ impl TargetConfig {
             state: Arc::default(),
             success_counter: OnceLock::new(),
             served_first_counter: OnceLock::new(),
+            metrics: Default::default(),
         })
     }
 }
@@ -297,6 +298,8 @@ pub(crate) struct TargetRuntime {
     /// Registered on first use, so the hot path never builds a metric key.
     success_counter: OnceLock<Counter>,
     served_first_counter: OnceLock<Counter>,
+    /// Attempt durations and fallbacks, registered on first use.
+    pub(crate) metrics: crate::metrics::TargetMetrics,
 }
 
 impl TargetRuntime {

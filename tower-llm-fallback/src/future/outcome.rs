@@ -14,6 +14,7 @@ use super::{Ctx, Current, Next, Output};
 use crate::body::FallbackBody;
 use crate::chain::Shared;
 use crate::health::{Failed, FailedCall, ProbeSlot};
+use crate::metrics::AttemptOutcome;
 use crate::report::{FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
 use crate::target::TargetRuntime;
 
@@ -33,6 +34,11 @@ where
         let Some(target) = self.inner.shared.targets.get(current.idx) else {
             return res.map(FallbackBody::new);
         };
+        target.metrics.attempt(
+            &target.name,
+            AttemptOutcome::Success,
+            Instant::now().saturating_duration_since(current.started),
+        );
         if let Some(stream) = res.extensions().get::<StreamOutcome>().cloned() {
             // A committed stream can still be cut: the target's health waits for its end.
             let shared = Arc::clone(&self.inner.shared);
@@ -72,6 +78,9 @@ where
                 crate::metrics::OUTCOME => FallbackKind::Target.as_str()
             )
             .increment(1);
+            if let Some(first) = self.attempts.first() {
+                target.metrics.fell_back(&target.name, first.kind);
+            }
             tracing::debug!(target_name = %target.name, attempts = self.attempts.len(), "answered by a fallback target");
             FallbackKind::Target
         };
@@ -121,12 +130,19 @@ where
             crate::metrics::KIND => kind.as_str()
         )
         .increment(1);
+        let outcome = if local {
+            AttemptOutcome::Rejected
+        } else {
+            AttemptOutcome::Failure
+        };
+        let took = now.saturating_duration_since(started);
+        target.metrics.attempt(&target.name, outcome, took);
         let record = AttemptRecord {
             attempt: self.calls,
             target: Some(target.target.clone()),
             kind,
             status,
-            elapsed: now.saturating_duration_since(started),
+            elapsed: took,
             retry_after: failure.retry_after,
         };
         if local {
