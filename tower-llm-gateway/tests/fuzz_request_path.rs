@@ -287,23 +287,6 @@ async fn send(
 
 const BODY_FAILED: &str = "the body failed";
 const NO_ANSWER: &str = "no answer";
-/// The config's `[request] max_body_bytes`.
-const MAX_BODY: usize = 65_536;
-
-/// A chat request, not streamed, for a model whose 200 answers the primary cuts, garbles or
-/// replaces with an error object.
-fn cut_json(case: &Case) -> bool {
-    serde_json::from_slice::<Value>(&case.body).is_ok_and(|v| {
-        ["fuzz-cut", "fuzz-malformed", "fuzz-first-error"]
-            .contains(&v["model"].as_str().unwrap_or(""))
-            && v["stream"] != json!(true)
-    })
-}
-
-/// Whether known findings fail the run too (`TOWER_LLM_FUZZ_STRICT=1`); see `FUZZING.md`.
-fn strict() -> bool {
-    std::env::var("TOWER_LLM_FUZZ_STRICT").is_ok_and(|v| v == "1")
-}
 
 /// An OpenAI error object: `{"error":{"message": string, "type": string, ...}}`.
 fn is_openai_error(value: &Value) -> bool {
@@ -357,12 +340,8 @@ fn check_answer(
                 shown()
             );
         } else {
-            if cut_json(case) && !strict() {
-                // KNOWN FINDING (reported with this harness): a 200 JSON answer is not checked:
-                // one the upstream garbles, or whose body is an error object, reaches the client
-                // as it is, with its 200. `TOWER_LLM_FUZZ_STRICT=1` fails on it.
-                return Ok(());
-            }
+            // The primary's cut, garbled and error-object 200s fail over too (the stream guard
+            // reads and judges a JSON answer whole).
             let json: Value = serde_json::from_slice(body).map_err(|e| {
                 TestCaseError::fail(format!("a 2xx that is not JSON ({e}): {}", shown()))
             })?;
@@ -410,17 +389,7 @@ fn fuzz_gateway_request_path() {
                 Ok((status, content_type, body)) => {
                     check_answer(&case, status, &content_type, &body)?
                 }
-                Err(e) if e.starts_with(BODY_FAILED) && cut_json(&case) && !strict() => {
-                    // KNOWN FINDING (reported with this harness): a JSON (not streamed) answer
-                    // the upstream cuts after its headers reaches the client as a broken body:
-                    // no failover, no OpenAI error. `TOWER_LLM_FUZZ_STRICT=1` fails on it.
-                }
-                Err(e) if e.starts_with(NO_ANSWER) && case.body.len() > MAX_BODY && !strict() => {
-                    // KNOWN FINDING (reported with this harness): for a body over
-                    // `max_body_bytes` the gateway answers 413 before reading it all and closes
-                    // the connection; a client still sending sees a broken connection, not the
-                    // 413. `TOWER_LLM_FUZZ_STRICT=1` fails on it.
-                }
+                // An oversized body included: the gateway reads the rest before its 413.
                 Err(e) => return Err(TestCaseError::fail(format!("the case: {e}"))),
             }
             // The gateway keeps serving, models it has not seen included.

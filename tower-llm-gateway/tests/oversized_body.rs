@@ -276,3 +276,27 @@ async fn a_body_within_the_limit_is_served() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
     gw.shutdown().await.unwrap();
 }
+
+/// A client that asks `expect: 100-continue` has not sent its body: it is refused at once, with
+/// no `100 Continue` first, and nothing is read.
+#[tokio::test]
+async fn an_expect_continue_request_over_the_limit_is_refused_without_a_100() {
+    let gw = start(&gateway_toml("")).await;
+    let mut tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(
+        head(&format!(
+            "content-length: {}\r\nexpect: 100-continue",
+            2 * LIMIT
+        ))
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (answer, _) = tokio::time::timeout(Duration::from_secs(30), read_until_closed(&mut tcp))
+        .await
+        .expect("the gateway answers and closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    gw.shutdown().await.unwrap();
+}
