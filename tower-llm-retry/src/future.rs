@@ -48,8 +48,12 @@ pub(crate) struct CallContext {
 pub(crate) struct TimedCall<F> {
     #[pin]
     fut: F,
+    /// Created the first time the attempt has to wait: an attempt answered on its first poll
+    /// never touches the runtime's timer (no handle lookup, no registration).
     #[pin]
     timer: Option<Sleep>,
+    /// When the attempt times out (`None`: never).
+    expires: Option<Instant>,
     limit: Duration,
     /// The timer is the deadline (a layer above's, or the configured one), not the attempt timeout.
     by_deadline: bool,
@@ -78,8 +82,13 @@ where
         let (result, cut) = match this.fut.poll(cx) {
             Poll::Ready(result) => (result.map_err(Into::into), false),
             Poll::Pending => {
-                let expired = this
-                    .timer
+                let mut timer = this.timer;
+                if timer.is_none() {
+                    if let Some(at) = *this.expires {
+                        timer.set(Some(sleep_until(at)));
+                    }
+                }
+                let expired = timer
                     .as_pin_mut()
                     .is_some_and(|timer| timer.poll(cx).is_ready());
                 if !expired {
@@ -143,7 +152,10 @@ where
     hedge_due: bool,
     records: Vec<AttemptRecord>,
     /// The latest retryable failure, kept until every attempt of the round has finished.
-    last: Option<(Result<S::Response, BoxError>, Failure)>,
+    /// (Boxed: only failures fill it, and inline it would make every call's future larger by a
+    /// response, which each layer above moves.)
+    #[allow(clippy::type_complexity)]
+    last: Option<Box<(Result<S::Response, BoxError>, Failure)>>,
     target: Option<Target>,
     budget: Option<RetryBudget>,
     deadline: Option<Instant>,
@@ -250,7 +262,8 @@ where
         };
         TimedCall {
             fut,
-            timer: limit.map(|(at, _)| sleep_until(at)),
+            timer: None,
+            expires: limit.map(|(at, _)| at),
             limit: limit.map_or(Duration::ZERO, |(_, d)| d),
             by_deadline: cut_by_deadline,
             attempt,
@@ -288,14 +301,14 @@ where
         if hedge {
             self.hedges_sent += 1;
             self.shared.counters.hedge();
-            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "hedge").increment(1);
+            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "target" => target_label(&self.target), "attempt" => "hedge").increment(1);
             ::metrics::counter!(crate::metrics::HEDGES_TOTAL, "target" => target_label(&self.target))
                 .increment(1);
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending a hedge");
         } else {
             self.state.sequential = self.state.sequential.saturating_add(1);
             self.shared.counters.retry();
-            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "retry").increment(1);
+            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "target" => target_label(&self.target), "attempt" => "retry").increment(1);
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending attempt");
         }
         let fut = self.service.call(req);
@@ -362,7 +375,7 @@ where
         if let Err(reason) = admissible(&self.shared.rules, &failure) {
             return Some(self.finish(result, Some(failure), reason));
         }
-        self.last = Some((result, failure));
+        self.last = Some(Box::new((result, failure)));
         None
     }
 
@@ -428,7 +441,7 @@ where
 
     /// Every attempt of the round failed: retry after a delay, or stop with the last failure.
     fn end_round(&mut self) -> Result<Duration, Result<S::Response, BoxError>> {
-        let Some((result, failure)) = self.last.take() else {
+        let Some((result, failure)) = self.last.take().map(|last| *last) else {
             self.phase = Phase::Done;
             return Err(Err(
                 "retry: no attempt in flight and no failure to report".into()
@@ -475,7 +488,7 @@ where
     /// The request could not be replayed for the next attempt: stop with the last failure.
     /// Only reachable with a `ReplayRequest` whose copies stop replaying.
     fn not_replayable(&mut self, why: NotReplayable) -> Result<S::Response, BoxError> {
-        let (result, failure) = match self.last.take() {
+        let (result, failure) = match self.last.take().map(|last| *last) {
             Some((result, failure)) => (result, Some(failure)),
             None => (Err("retry: the request could not be replayed".into()), None),
         };

@@ -45,13 +45,14 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tower_layer::Layer;
-use tower_llm_core::HttpClassifier;
+use tower_llm_core::{HttpClassifier, Target};
 
 use crate::budget::{Budgets, RetryBudget};
 use crate::config::{RetryConfig, RetryLayerBuilder};
+use crate::future::TargetLabel;
 use crate::handle::{Counters, RetryHandle};
 use crate::hedge::LatencyTracker;
 use crate::policy::Rules;
@@ -71,6 +72,10 @@ pub(crate) struct Shared<C, R> {
     pub(crate) counters: Arc<Counters>,
     seed: u64,
     calls: AtomicU64,
+    /// `tower_llm_retry_attempts_total{target, attempt="first"}` of the first target the layer
+    /// saw (one layer per target, as in the facade's stack), registered on the first call so the
+    /// hot path never builds a metric key.
+    first_attempts: OnceLock<(Option<Target>, metrics::Counter)>,
 }
 
 impl<C, R> Shared<C, R> {
@@ -84,10 +89,31 @@ impl<C, R> Shared<C, R> {
 
     /// A seed for one call's RNG: the layer's seed mixed with a call counter, so a seeded layer
     /// is reproducible and concurrent calls still jitter apart.
+    pub(crate) fn count_first_attempt(&self, target: &Option<Target>) {
+        let (first, counter) = self
+            .first_attempts
+            .get_or_init(|| (target.clone(), first_attempts(target)));
+        if first == target {
+            counter.increment(1);
+        } else {
+            // A layer shared by several targets: registered on the spot for the others.
+            first_attempts(target).increment(1);
+        }
+    }
+
     pub(crate) fn call_seed(&self) -> u64 {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         splitmix64(self.seed ^ splitmix64(n))
     }
+}
+
+#[cold]
+fn first_attempts(target: &Option<Target>) -> metrics::Counter {
+    metrics::counter!(
+        crate::metrics::ATTEMPTS_TOTAL,
+        "target" => TargetLabel(target).to_string(),
+        "attempt" => "first"
+    )
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -154,6 +180,7 @@ impl<C, R> RetryLayer<C, R> {
                 counters: Arc::default(),
                 seed,
                 calls: AtomicU64::new(0),
+                first_attempts: OnceLock::new(),
             }),
         }
     }

@@ -2,15 +2,17 @@
 //!
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
-//! | [`ATTEMPTS_TOTAL`] `tower_llm_retry_attempts_total` | counter | `attempt` (`first`, `retry`, `hedge`) | attempts sent to the inner service |
+//! | [`ATTEMPTS_TOTAL`] `tower_llm_retry_attempts_total` | counter | `target`, `attempt` (`first`, `retry`, `hedge`) | attempts sent to the inner service |
 //! | [`RETRIES_TOTAL`] `tower_llm_retry_retries_total` | counter | `target`, `kind` | retries decided, by the kind of failure retried |
 //! | [`HEDGES_TOTAL`] `tower_llm_retry_hedges_total` | counter | `target` | hedges sent |
 //! | [`BUDGET_EXHAUSTED_TOTAL`] `tower_llm_retry_budget_exhausted_total` | counter | `target` | retries and hedges the retry budget refused |
 //! | [`STOPPED_TOTAL`] `tower_llm_retry_stopped_total` | counter | `target`, `reason`, `kind` | calls the layer gave up on, by [`StopReason`](crate::StopReason) (`reason` is [`StopReason::as_str`](crate::StopReason::as_str)) and the last failure's kind |
 //!
 //! `target` is the request's [`Target`](tower_llm_core::Target) (`provider/model`), `-` for a
-//! request without one. [`ATTEMPTS_TOTAL`] has no `target` label: it is counted on the first
-//! attempt of every call, which must not build a label. A failure the layer does not retry at
+//! request without one. [`ATTEMPTS_TOTAL`] is counted on the first attempt of every call, which
+//! must not build a key: the layer registers the counter of the first target it sees once (the
+//! facade builds one retry layer per target) and registers on the spot only for a layer shared
+//! by several targets. A failure the layer does not retry at
 //! all (a kind outside [`retry_on`](crate::RetryLayerBuilder::retry_on), a local rejection) is
 //! passed through and not counted in [`STOPPED_TOTAL`].
 //!
@@ -26,8 +28,8 @@
 //! assert!(metrics::ALL.iter().all(|name| name.starts_with("tower_llm_retry_")));
 //! ```
 
-/// Counter `tower_llm_retry_attempts_total{attempt}`: attempts sent to the inner service;
-/// `attempt` is `first`, `retry` or `hedge`.
+/// Counter `tower_llm_retry_attempts_total{target, attempt}`: attempts sent to the inner
+/// service; `attempt` is `first`, `retry` or `hedge`.
 pub const ATTEMPTS_TOTAL: &str = "tower_llm_retry_attempts_total";
 /// Counter `tower_llm_retry_retries_total{target, kind}`: retries decided, by the
 /// [`ErrorKind`](tower_llm_core::ErrorKind) of the failure retried.

@@ -127,7 +127,7 @@ where
         let copy = (shared.keeps_copy && !single).then(|| shared.replay.replay(&req));
         shared.replay.tag(&mut req, Attempt(1));
         shared.counters.call();
-        ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "attempt" => "first").increment(1);
+        shared.count_first_attempt(&target);
         tracing::trace!(attempt = 1, target = %TargetLabel(&target), "retry: sending attempt");
         // `self.inner` was driven to readiness by `poll_ready`: it takes the first attempt, a
         // clone (readied before each use) takes the others.

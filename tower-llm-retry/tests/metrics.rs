@@ -93,12 +93,26 @@ async fn every_metric_is_named_by_a_constant() {
     client.clone().oneshot(request(503, 0)).await.unwrap();
     client.clone().oneshot(request(401, 0)).await.unwrap();
 
-    let attempts =
-        |kind: &str| recorder.counter(&format!("{}{{attempt={kind}}}", names::ATTEMPTS_TOTAL));
+    // A second target through the same layer: its own series (registered on the spot).
+    let mut other = request(200, 0);
+    other.extensions_mut().insert(Target::new("q", "n"));
+    client.clone().oneshot(other).await.unwrap();
+
+    let attempts = |kind: &str, target: &str| {
+        recorder.counter(&format!(
+            "{}{{attempt={kind},target={target}}}",
+            names::ATTEMPTS_TOTAL
+        ))
+    };
     assert_eq!(
-        (attempts("first"), attempts("retry"), attempts("hedge")),
+        (
+            attempts("first", "p/m"),
+            attempts("retry", "p/m"),
+            attempts("hedge", "p/m")
+        ),
         (3, 1, 1)
     );
+    assert_eq!(attempts("first", "q/n"), 1);
     let t = "target=p/m";
     assert_eq!(
         recorder.counter(&format!("{}{{{t}}}", names::HEDGES_TOTAL)),
