@@ -31,8 +31,8 @@
 //! | [`tower_llm_bulkhead_in_flight`](IN_FLIGHT) | gauge | `target` | calls holding a permit (until the response body ends) |
 //! | [`tower_llm_bulkhead_queued`](QUEUED) | gauge | `target` | calls waiting for a concurrency permit |
 //! | [`tower_llm_bulkhead_limit`](LIMIT) | gauge | `target` | current concurrency limit (moves when adaptive; the sum over partitions sharing the label; 0 once the partition is evicted) |
-//! | [`tower_llm_bulkhead_rejected_total`](REJECTED_TOTAL) | counter | `target`, `reason` ([`LimitKind::as_str`]) | rejected calls |
-//! | [`tower_llm_bulkhead_wait_seconds`](WAIT_SECONDS) | histogram | `target`, `outcome` (`admitted`, `rejected`) | time spent waiting for a concurrency permit, for calls that had to wait |
+//! | [`tower_llm_bulkhead_rejected_total`](REJECTED_TOTAL) | counter | `target`, `reason` ([`LimitKind::as_str`]: `concurrency`, `queue`, `max_wait`, `partitions`, `rate`, `tokens`, `request_too_large`) | calls shed, by the limit that shed them |
+//! | [`tower_llm_bulkhead_wait_seconds`](WAIT_SECONDS) | histogram | `target`, `outcome` (`admitted`, `rejected`) | time spent waiting for a concurrency permit, for calls that had to wait (give it [`LATENCY_BUCKETS`](tower_llm_core::stream::metrics::LATENCY_BUCKETS) in the exporter, see [`HISTOGRAMS`]) |
 //! | [`tower_llm_bulkhead_tokens_corrected_total`](TOKENS_CORRECTED_TOTAL) | counter | `target`, `direction` (`refund`, `debit`) | tokens moved back into (`refund`) or out of (`debit`) a token budget when the response's usage differs from the estimate charged at admission |
 //!
 //! ```
@@ -65,6 +65,20 @@ pub const WAIT_SECONDS: &str = "tower_llm_bulkhead_wait_seconds";
 /// Counter (tokens), labels `target`, `direction` (`refund`, `debit`): token-budget corrections
 /// from response usage.
 pub const TOKENS_CORRECTED_TOTAL: &str = "tower_llm_bulkhead_tokens_corrected_total";
+
+/// Every metric name of this crate.
+pub const ALL: [&str; 6] = [
+    IN_FLIGHT,
+    QUEUED,
+    LIMIT,
+    REJECTED_TOTAL,
+    WAIT_SECONDS,
+    TOKENS_CORRECTED_TOTAL,
+];
+
+/// The histograms of this crate (give them
+/// [`LATENCY_BUCKETS`](tower_llm_core::stream::metrics::LATENCY_BUCKETS)).
+pub const HISTOGRAMS: [&str; 1] = [WAIT_SECONDS];
 
 /// Label: what the partition protects (see the [module docs](self)).
 pub const TARGET: &str = "target";
