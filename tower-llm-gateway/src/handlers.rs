@@ -21,7 +21,6 @@ use axum::Json;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceExt;
 use tower_http::timeout::TimeoutError;
 use tower_llm::fallback::{CacheScope, X_LLM_FALLBACK};
@@ -31,7 +30,7 @@ use crate::auth::{ClientName, KeyStore};
 use crate::body_limit::BodyTooLarge;
 use crate::errors;
 use crate::headers::HeaderPolicy;
-use crate::metrics::REQUESTS_TOTAL;
+use crate::metrics::{Telemetry, TimedBody, REQUESTS_TOTAL};
 use crate::server::GatewayStack;
 use crate::status::Counters;
 
@@ -46,8 +45,8 @@ pub(crate) struct AppState {
     pub(crate) body_timeout: Duration,
     /// Traffic counters for the status line.
     pub(crate) counters: Arc<Counters>,
-    /// Renders `/metrics`.
-    pub(crate) metrics: PrometheusHandle,
+    /// Renders `/metrics`; the per-route request histograms.
+    pub(crate) metrics: Telemetry,
     /// Which headers cross the gateway.
     pub(crate) headers: HeaderPolicy,
     /// Admin keys for `/health` details and `/metrics` (empty: open).
@@ -58,13 +57,14 @@ pub(crate) struct AppState {
 
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
+    let started = tokio::time::Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     // The key's name (never the key), or `anonymous` when client keys are off.
     let client = req
         .extensions()
         .get::<ClientName>()
         .map_or_else(|| ANONYMOUS.to_owned(), |name| name.as_str().to_owned());
-    let res = answer(&state, req).await;
+    let res = answer(&state, req, started).await;
     let status = res.status();
     let fallback = res
         .headers()
@@ -91,16 +91,27 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request
 /// The `client` label of a request when client keys are off.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Read the body (bounded by the body limit, timed by tower-http), call the stack, shape the answer.
-async fn answer(state: &AppState, req: Request) -> Response {
+/// Read the body (bounded by the body limit, timed by tower-http), call the stack, shape the
+/// answer; its body records the request's duration in its route's histogram when it ends.
+async fn answer(state: &AppState, req: Request, started: tokio::time::Instant) -> Response {
     let (parts, body) = req.into_parts();
+    let routes = state.metrics.routes();
     let bytes: Bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        // The body limit drains the rest and adds `connection: close`.
-        Err(e) if caused_by::<BodyTooLarge>(&e) => return errors::too_large(state.max_body_bytes),
-        Err(e) if caused_by::<TimeoutError>(&e) => return errors::body_timeout(state.body_timeout),
-        Err(_) => return errors::bad_request("the request body could not be read"),
+        Err(e) => {
+            let res = if caused_by::<BodyTooLarge>(&e) {
+                // The body limit drains the rest and adds `connection: close`.
+                errors::too_large(state.max_body_bytes)
+            } else if caused_by::<TimeoutError>(&e) {
+                errors::body_timeout(state.body_timeout)
+            } else {
+                errors::bad_request("the request body could not be read")
+            };
+            routes.none().record(res.status(), started.elapsed());
+            return res;
+        }
     };
+    let route = routes.for_body(&bytes).clone();
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
@@ -116,11 +127,14 @@ async fn answer(state: &AppState, req: Request) -> Response {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             state.headers.client_response_headers(&mut parts.headers);
+            let body = TimedBody::new(body, route, parts.status, started);
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) => {
             tracing::debug!(error = %err, "no target answered");
-            errors::stack_error(&err)
+            let res = errors::stack_error(&err);
+            route.record(res.status(), started.elapsed());
+            res
         }
     }
 }

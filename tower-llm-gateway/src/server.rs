@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -23,7 +22,7 @@ use crate::auth::KeyStore;
 use crate::config::GatewayConfig;
 use crate::demo::demo_traffic;
 use crate::handlers::AppState;
-use crate::metrics::prometheus_handle_with_idle_timeout;
+use crate::metrics::{prometheus_handle_with_idle_timeout, Telemetry};
 use crate::reload::{KeyReload, KeyReloader};
 use crate::router::{router, Limits};
 use crate::security::{check_exposure, Exposure};
@@ -92,7 +91,7 @@ pub struct Gateway {
     stack: GatewayStack,
     mocks: BTreeMap<String, MockUpstream>,
     counters: Arc<Counters>,
-    metrics: PrometheusHandle,
+    metrics: Telemetry,
     keys: Arc<KeyReloader>,
     warnings: Vec<String>,
     permits: Arc<Semaphore>,
@@ -161,6 +160,7 @@ impl Gateway {
             mocks.insert(name.clone(), mock);
         }
         let stack: GatewayStack = builder.build_http()?;
+        let metrics = Telemetry::new(metrics, &stack);
 
         let counters = Arc::new(Counters::default());
         let limits = Limits {
@@ -315,7 +315,7 @@ impl Drop for Gateway {
 }
 
 /// The exporter's periodic upkeep (drains histogram samples between scrapes).
-async fn metrics_upkeep(metrics: PrometheusHandle) {
+async fn metrics_upkeep(metrics: Telemetry) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
