@@ -106,7 +106,9 @@
 //! - [`security`]: whether the gateway may start without client keys.
 //! - [`errors`]: OpenAI-shaped error responses with the right status.
 //! - [`headers`]: the allow-lists of what is forwarded upstream and back.
-//! - [`metrics`]: the Prometheus recorder and the gateway's own metric.
+//! - [`metrics`]: the Prometheus recorder (histogram buckets for LLM latencies), the gateway's
+//!   own metrics (requests, request duration per route), and a table of every series
+//!   `/metrics` shows.
 //! - [`status`]: the live status line.
 //! - [`cli`] (feature `cli`): the binary's command line.
 //!

@@ -58,7 +58,10 @@
 //! pass-through route come and go with the models clients ask for (the library evicts idle
 //! models past 256 per route), and the `metrics` facade cannot delete a series, so without it
 //! the registry keeps the series of every model ever requested. It is off by default because a
-//! series whose handle a live target holds does not come back once dropped: the breaker sets
+//! series whose handle a live target holds does not come back once dropped: the layers register
+//! their handles once (the breaker when it is built; the stream guard, fallback chain, retry,
+//! bulkhead and the per-route histograms on first use) and keep recording into a dropped one,
+//! so a target idle longer than the timeout loses those series for good; and the breaker sets
 //! its state gauge only on transitions, so a healthy breaker's `tower_llm_breaker_state` would
 //! vanish after the timeout even under traffic. Turn it on when untrusted clients can send
 //! many distinct model names to a pass-through route, and alert on counters rather than on
