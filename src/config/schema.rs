@@ -319,7 +319,9 @@ impl Default for RequestSection {
 ///
 /// A non-stream `2xx` answer is read whole (up to `max_buffered_body_bytes`) under the same
 /// limits before it is handed on: a body that stalls or is cut is a failed attempt (`timeout` /
-/// `transport`), failed over like any other, never a hang or a broken `200`.
+/// `transport`), failed over like any other, never a hang or a broken `200`. A JSON (or untyped)
+/// body read whole must be one JSON value (else `invalid_response`), and one with a top-level
+/// `error` object is a failure of the kind it names: both are failed over.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamSection {
