@@ -5,7 +5,8 @@
 //! ```text
 //! cargo build --release --example gateway -p tower-llm
 //! cargo bench -p tower-llm-benches --bench soak -- [--secs 1800] [--rps 1000] [--sse-share 0.5]
-//!     [--sample-secs 10] [--cycle-secs 60] [--random-models 0] [--gateway-bin PATH]
+//!     [--sample-secs 10] [--cycle-secs 60] [--random-models 0] [--resume prefill|replay|off]
+//!     [--gateway-bin PATH]
 //! ```
 //!
 //! Two chaos mock upstreams run in this process (`tower_llm_chaos::MockUpstream`, on a runtime
@@ -41,11 +42,15 @@
 //!   upstream connection in the gateway; idle pooled connections come and go with the load, and
 //!   16 covers the fixed set (listener, epoll, timers, stdio, log pipe). A leak grows with the
 //!   number of requests, not with the concurrency, and blows through this bound over a run;
-//! - **no unexpected errors**: no client-visible error from a request whose lifetime does not
-//!   overlap a mid-stream fault window (`cut-after`, `stall-after`, widened by 1 s on each side
-//!   plus the stream idle limit): the 503, 429 and reset windows fail before the first byte, so
-//!   failover to the healthy secondary must hide them; a stream already handed to the client
-//!   cannot be failed over, so the mid-stream faults are injected errors and are counted apart;
+//! - **no unexpected errors**: the 503, 429 and reset windows fail before the first byte, so
+//!   failover to the healthy secondary must hide them. The route resumes cut streams on the
+//!   secondary (`--resume`, default `prefill`, the gateway's default; the mocks do not declare
+//!   prefill, so it replays), so the mid-stream faults (`cut-after`, `stall-after`) must be
+//!   hidden too: every client-visible error is unexpected. With `--resume off` a stream already
+//!   handed to the client cannot be finished elsewhere, so errors from requests whose lifetime
+//!   overlaps a mid-stream fault window (widened by 1 s on each side plus the stream idle limit)
+//!   are counted apart as injected. Streams finished on the secondary (their `: resumed on`
+//!   comment) are counted;
 //! - **nothing left hanging**: every request has ended 30 s after the load stopped;
 //! - **sane at the end**: `/health` answers 200 with status `healthy` or `degraded`, and the last
 //!   status line is a status line (`[   Ns] … req/s …`), printable, under 4 KiB.
@@ -84,6 +89,7 @@ struct Args {
     sample: Duration,
     cycle: Duration,
     random_models: f64,
+    resume: String,
     gateway_bin: PathBuf,
 }
 
@@ -95,6 +101,7 @@ fn parse_args() -> Result<Args, String> {
         sample: Duration::from_secs(10),
         cycle: Duration::from_secs(60),
         random_models: 0.0,
+        resume: "prefill".to_owned(),
         gateway_bin: support::default_gateway_bin(),
     };
     let mut it = std::env::args().skip(1);
@@ -125,6 +132,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--random-models" => {
                 args.random_models = share(value("--random-models")?, "--random-models")?
+            }
+            "--resume" => {
+                args.resume = value("--resume")?;
+                if !matches!(args.resume.as_str(), "prefill" | "replay" | "off") {
+                    return Err("--resume must be prefill, replay or off".into());
+                }
             }
             "--gateway-bin" => args.gateway_bin = value("--gateway-bin")?.into(),
             // Added by `cargo bench`.
@@ -238,7 +251,7 @@ fn in_mid_stream_window(
 // ---------------------------------------------------------------------------------------------
 // The gateway.
 
-fn gateway_config(primary: &str, secondary: &str) -> String {
+fn gateway_config(primary: &str, secondary: &str, resume: &str) -> String {
     format!(
         r#"# Written by benches/soak.rs.
 [gateway]
@@ -265,6 +278,7 @@ targets = [
 ]
 cache = false
 static_answer = false
+resume = "{resume}"
 
 [stream]
 ttft_ms = 5000
@@ -311,6 +325,8 @@ fn unit(i: u64, tag: u64) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
     Ok,
+    /// A whole stream, finished on the secondary after a cut (its `: resumed on` comment).
+    Resumed,
     Status5xx,
     Status4xx,
     Transport,
@@ -341,7 +357,11 @@ async fn exchange(client: &HttpClient, url: &str, body: String, stream: bool) ->
     }
     if stream {
         if body.ends_with(b"data: [DONE]\n\n") {
-            Outcome::Ok
+            if body.windows(13).any(|w| w == b": resumed on ") {
+                Outcome::Resumed
+            } else {
+                Outcome::Ok
+            }
         } else if body.windows(10).any(|w| w == b"{\"error\":{") {
             Outcome::StreamError
         } else {
@@ -368,6 +388,7 @@ struct Interval {
 #[derive(Default)]
 struct Totals {
     by_outcome: Mutex<std::collections::BTreeMap<String, u64>>,
+    resumed: AtomicU64,
     unexpected_examples: Mutex<Vec<String>>,
 }
 
@@ -433,7 +454,7 @@ fn main() {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build_http();
-    let config = gateway_config(&primary.base_url(), &secondary.base_url());
+    let config = gateway_config(&primary.base_url(), &secondary.base_url(), &args.resume);
     let mut gateway = match spawn_gateway(&args.gateway_bin, &config, "soak", false) {
         Ok(g) => g,
         Err(e) => {
@@ -449,6 +470,8 @@ fn main() {
     let url = format!("http://{}/v1/chat/completions", gateway.addr);
     let run = Duration::from_secs(args.secs);
     let windows = Arc::new(windows(args.cycle, run + args.cycle));
+    // Whether the route finishes cut streams on the secondary: then no error is injected.
+    let resumes = args.resume != "off";
     // The first 2 minutes, or 20 % of a shorter run, and at least one whole fault cycle: the
     // memory high-water mark is set by the fault phases (requests in flight pile up in them),
     // so the baseline is taken once every phase has been through once.
@@ -532,9 +555,13 @@ fn main() {
                     }
                     load.interval.finished.fetch_add(1, Ordering::Relaxed);
                     load.finished_total.fetch_add(1, Ordering::Relaxed);
-                    if outcome != Outcome::Ok {
+                    if outcome == Outcome::Resumed {
+                        load.totals.resumed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !matches!(outcome, Outcome::Ok | Outcome::Resumed) {
                         load.interval.errors.fetch_add(1, Ordering::Relaxed);
-                        let injected = in_mid_stream_window(&windows, start, end);
+                        let injected =
+                            !resumes && in_mid_stream_window(&windows, start, end);
                         let key = format!(
                             "{outcome:?} ({})",
                             if injected { "mid-stream window" } else { "unexpected" }
@@ -722,7 +749,9 @@ fn main() {
     verdict(
         unexpected == 0,
         format!(
-            "{unexpected} unexpected errors ({errors} errors in all, the rest in mid-stream fault windows)"
+            "{unexpected} unexpected errors ({errors} errors in all{}); {} streams resumed on the secondary",
+            if resumes { "" } else { ", the rest in mid-stream fault windows" },
+            load.totals.resumed.load(Ordering::Relaxed),
         ),
     );
     verdict(
