@@ -156,30 +156,34 @@ fn with_buckets(mut builder: PrometheusBuilder) -> Result<PrometheusBuilder, Bui
 }
 
 /// The gateway's metrics state: the Prometheus handle, the per-route histograms, and the
-/// cooldown gauges refreshed from the stack's health at each render.
+/// cooldown gauges refreshed from the stack's health at each render. One `Arc`: cloned with the
+/// handlers' state on every request.
 #[derive(Clone)]
-pub(crate) struct Telemetry {
+pub(crate) struct Telemetry(Arc<TelemetryInner>);
+
+struct TelemetryInner {
     handle: PrometheusHandle,
     stack: GatewayStack,
-    routes: Arc<RouteMetrics>,
-    cooldowns: Arc<Mutex<CooldownGauges>>,
+    routes: RouteMetrics,
+    cooldowns: Mutex<CooldownGauges>,
 }
 
 impl Telemetry {
     /// Register the route histograms of `stack`'s routes (the recorder must be installed).
     pub(crate) fn new(handle: PrometheusHandle, stack: &GatewayStack) -> Self {
-        Telemetry {
+        Telemetry(Arc::new(TelemetryInner {
             handle,
-            routes: Arc::new(RouteMetrics::new(&stack.route_patterns())),
+            routes: RouteMetrics::new(&stack.route_patterns()),
             stack: stack.clone(),
-            cooldowns: Arc::default(),
-        }
+            cooldowns: Mutex::default(),
+        }))
     }
 
     /// The Prometheus text, with the cooldown gauges set from the stack's health now.
     pub(crate) fn render(&self) -> String {
-        let health = self.stack.health();
-        self.cooldowns
+        let health = self.0.stack.health();
+        self.0
+            .cooldowns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .update(
@@ -188,16 +192,16 @@ impl Telemetry {
                     .iter()
                     .map(|t| (t.name.as_str(), t.available, t.cooldown.as_ref())),
             );
-        self.handle.render()
+        self.0.handle.render()
     }
 
     /// The exporter's periodic upkeep.
     pub(crate) fn run_upkeep(&self) {
-        self.handle.run_upkeep();
+        self.0.handle.run_upkeep();
     }
 
     pub(crate) fn routes(&self) -> &RouteMetrics {
-        &self.routes
+        &self.0.routes
     }
 }
 
