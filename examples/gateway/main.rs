@@ -1,7 +1,7 @@
 //! The tower-llm gateway: an OpenAI-compatible resilient proxy, run from the workspace root.
 //!
 //! ```text
-//! cargo run --release --example gateway -- [--config FILE] [--listen ADDR] [--quiet]
+//! cargo run --release --example gateway -- [--config FILE] [--listen ADDR] [--quiet] [--log-format text|json]
 //! ```
 //!
 //! It serves `POST /v1/chat/completions` (JSON and SSE, routed by `model`), `GET /v1/models`,

@@ -2,16 +2,22 @@
 //! on by default).
 //!
 //! ```text
-//! tower-llm-gateway [--config FILE] [--listen ADDR] [--quiet]
+//! tower-llm-gateway [--config FILE] [--listen ADDR] [--quiet] [--log-format text|json]
 //! ```
 //!
-//! [`main`] is the whole program: it parses the arguments ([`Args`], with `clap`), sets up
-//! logging ([`init_logging`]), loads the configuration, starts the [`Gateway`], prints where it
+//! [`main`] is the whole program: it parses the arguments ([`Args`], with `clap`), loads the
+//! configuration, sets up logging ([`init_logging_as`]), starts the [`Gateway`], prints where it
 //! listens, reloads the client and admin keys on SIGHUP, and on SIGINT or SIGTERM shuts it down
 //! gracefully (no new connections, in-flight requests finish within `[gateway]
 //! shutdown_grace_ms`, the health state is saved when `[health] file` is set). Exit status: 0 after
 //! a clean shutdown (and for `--help` and `--version`), 2 for a bad argument or configuration,
 //! 1 for an error while shutting down.
+//!
+//! Logs are human-readable lines on stderr by default. `--log-format json` (or `[gateway]
+//! log_format = "json"`; the flag wins) writes them as JSON lines on stdout instead, one object
+//! per event (`timestamp`, `level`, `target`, `fields` with `message` and the event's other
+//! fields), so a log shipper reads stdout whole while the banner and the status line stay on
+//! stderr for humans. No event carries a key: the gateway logs client key names, never keys.
 //!
 //! ```no_run
 //! #[tokio::main]
@@ -29,6 +35,7 @@ use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+pub use crate::config::LogFormat;
 use crate::{Gateway, GatewayConfig, GatewayOptions};
 
 /// tower-llm gateway: an OpenAI-compatible proxy that keeps answering while LLM providers fail.
@@ -48,44 +55,80 @@ pub struct Args {
     /// No status line on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Log format, overriding `[gateway] log_format`: `text` (on stderr) or `json` (JSON lines
+    /// on stdout; the status line stays on stderr).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
-/// The whole program: parse the process's arguments, set up logging, [`run`].
+/// The whole program: parse the process's arguments, load the configuration, set up logging
+/// (`--log-format`, else `[gateway] log_format`), serve as [`run`] does.
 pub async fn main() -> ExitCode {
     // `--help`, `--version` and bad arguments print and exit here (0, 0 and 2).
     let args = Args::parse();
-    init_logging();
-    run(args).await
+    let config = match load(&args) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logging_as(args.log_format.unwrap_or(config.gateway.log_format));
+    serve(args, config).await
 }
 
-/// Logs on stderr: warnings and errors (escalations included), and the gateway's own notices
-/// (a key reload); the fallback chain's per-attempt warnings are left out, as each failover is
-/// on the status line already. No colour codes when stderr is not a terminal.
+/// [`init_logging_as`] with [`LogFormat::Text`].
 pub fn init_logging() {
+    init_logging_as(LogFormat::Text);
+}
+
+/// Install the process's log subscriber, unless one is installed already. It keeps warnings
+/// and errors (escalations included) and the gateway's own notices (a key reload); the fallback
+/// chain's per-attempt warnings are left out, as each failover is on the status line already.
+/// [`LogFormat::Text`]: lines on stderr, without colour codes when stderr is not a terminal.
+/// [`LogFormat::Json`]: one JSON object per line on stdout.
+pub fn init_logging_as(format: LogFormat) {
     let filter = Targets::new()
         .with_default(Level::WARN)
         .with_target("tower_llm_gateway::reload", Level::INFO)
         .with_target("tower_llm_fallback::future", Level::ERROR);
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(filter)
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_ansi(false)
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+    };
 }
 
-/// Load the configuration, start the gateway, wait for SIGINT or SIGTERM, shut down.
+/// Load the configuration, start the gateway, wait for SIGINT or SIGTERM, shut down. Logging is
+/// the caller's (see [`init_logging_as`]).
 pub async fn run(args: Args) -> ExitCode {
+    match load(&args) {
+        Ok(config) => serve(args, config).await,
+        Err(code) => code,
+    }
+}
+
+/// The configuration `--config` names; on error, the reason on stderr and exit status 2.
+fn load(args: &Args) -> Result<GatewayConfig, ExitCode> {
+    GatewayConfig::from_file(&args.config).map_err(|e| {
+        eprintln!("error: {}: {e}", args.config.display());
+        ExitCode::from(2)
+    })
+}
+
+/// Start the gateway for `config`, wait for SIGINT or SIGTERM, shut down.
+async fn serve(args: Args, config: GatewayConfig) -> ExitCode {
     let source = args.config.display().to_string();
-    let config = match GatewayConfig::from_file(&args.config) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("error: {source}: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut options = GatewayOptions::new().quiet(args.quiet);
     if let Some(addr) = args.listen {
         options = options.listen(addr);
@@ -185,6 +228,11 @@ mod tests {
         assert_eq!(args.config, PathBuf::from("workspace.toml"));
         assert_eq!(args.listen, Some("127.0.0.1:9000".parse().unwrap()));
         assert!(args.quiet);
+        assert_eq!(args.log_format, None);
+        let args = Args::try_parse_from(["gw", "--log-format", "json"]).unwrap();
+        assert_eq!(args.log_format, Some(LogFormat::Json));
+        let err = Args::try_parse_from(["gw", "--log-format", "yaml"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
         let err = Args::try_parse_from(["gw", "--listen", "localhost"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let help = Args::try_parse_from(["gw", "--help"]).unwrap_err();

@@ -136,6 +136,25 @@ pub struct GatewaySection {
     /// transitions, so a healthy breaker's state would leave `/metrics` after the timeout.
     /// Read once per process, by the first gateway to start (the recorder is process-global).
     pub metrics_idle_timeout_ms: u64,
+    /// How the `tower-llm-gateway` binary writes its logs: `"text"` (default, human-readable
+    /// lines on stderr) or `"json"` (one JSON object per line on stdout, for a log shipper). The
+    /// command line's `--log-format` wins. Read by the binary's `cli` module; an embedder that
+    /// starts a [`Gateway`](crate::Gateway) itself sets up its own subscriber.
+    pub log_format: LogFormat,
+}
+
+/// `[gateway] log_format`: how the binary writes its logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines on stderr, next to the status line.
+    #[default]
+    Text,
+    /// One JSON object per line on stdout (`timestamp`, `level`, `target`, `fields.message`
+    /// and the event's other fields), leaving stderr to the status line.
+    Json,
 }
 
 impl Default for GatewaySection {
@@ -159,6 +178,7 @@ impl Default for GatewaySection {
             mock_logged_attempts: 1000,
             demo_requests_per_sec: 0,
             metrics_idle_timeout_ms: 0,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -447,5 +467,16 @@ mod tests {
             ("gateway.metrics_idle_timeout_ms", Some(2))
         );
         assert!(err.to_string().contains("at least 1000"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_by_default_and_names_its_key_when_wrong() {
+        let config = GatewayConfig::from_toml_str("[gateway]\n").unwrap();
+        assert_eq!(config.gateway.log_format, LogFormat::Text);
+        let config = GatewayConfig::from_toml_str("[gateway]\nlog_format = \"json\"\n").unwrap();
+        assert_eq!(config.gateway.log_format, LogFormat::Json);
+        let err = GatewayConfig::from_toml_str("[gateway]\nlog_format = \"yaml\"\n").unwrap_err();
+        assert_eq!((err.key(), err.line()), ("gateway.log_format", Some(2)));
+        assert!(err.to_string().contains("json"), "{err}");
     }
 }

@@ -1,7 +1,7 @@
 //! `tower-llm-gateway`: the OpenAI-compatible resilient proxy (see the crate's README).
 //!
 //! ```text
-//! tower-llm-gateway [--config FILE] [--listen ADDR] [--quiet]
+//! tower-llm-gateway [--config FILE] [--listen ADDR] [--quiet] [--log-format text|json]
 //! ```
 
 use std::process::ExitCode;

@@ -18,6 +18,8 @@ fn help_exits_0_with_usage() {
         "--config <FILE>",
         "--listen <ADDR>",
         "--quiet",
+        "--log-format <FORMAT>",
+        "json",
         "--help",
     ] {
         assert!(help.contains(needle), "no `{needle}` in:\n{help}");
@@ -116,6 +118,159 @@ mod serve {
         let mut rest = String::new();
         stderr.read_to_string(&mut rest).unwrap();
         assert!(rest.contains("shutting down (1 requests"), "{rest}");
+        let _ = std::fs::remove_file(file);
+    }
+
+    /// `--log-format json`: every line on stdout is a JSON event with `level`, `target` and
+    /// `fields.message`; the banner stays on stderr; neither the provider's API key nor a
+    /// client key (both from environment variables) appears anywhere. The events: a stream cut
+    /// by the real provider (a mock at a `base_url`, `cut-after:3`) and resumed on the embedded
+    /// secondary, and a key reload on SIGHUP.
+    #[test]
+    fn log_format_json_writes_json_lines_on_stdout_without_keys() {
+        const PROVIDER_KEY: &str = "sk-provider-secret-7f3a9c";
+        const CLIENT_KEY: &str = "sk-client-secret-41d2e8";
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let upstream = runtime
+            .block_on(
+                tower_llm_chaos::MockUpstream::builder()
+                    .default_fault(tower_llm_chaos::Fault::CutAfter(3))
+                    .start(),
+            )
+            .unwrap();
+        let file = temp_config(
+            "json-logs",
+            &format!(
+                r#"
+[gateway]
+api_keys_env = "TLG_CLI_JSON_CLIENT_KEYS"
+
+[[providers]]
+name = "real"
+base_url = "{}"
+api_key_env = "TLG_CLI_JSON_PROVIDER_KEY"
+
+[[providers]]
+name = "secondary"
+mock = "healthy"
+
+[[routes]]
+match = "*"
+targets = [{{ provider = "real" }}, {{ provider = "secondary", model = "backup-model" }}]
+"#,
+                upstream.base_url()
+            ),
+        );
+        let mut child = Command::new(BIN)
+            .args(["--config".as_ref(), file.as_os_str()])
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("TLG_CLI_JSON_PROVIDER_KEY", PROVIDER_KEY)
+            .env("TLG_CLI_JSON_CLIENT_KEYS", format!("alice={CLIENT_KEY}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut banner = String::new();
+        stderr.read_line(&mut banner).unwrap();
+        let addr = banner
+            .strip_prefix("tower-llm gateway on http://")
+            .and_then(|rest| rest.split("/v1").next())
+            .unwrap_or_else(|| panic!("unexpected first line: {banner}"))
+            .to_owned();
+        // Drain stderr (the banner's rest and the status line) so the gateway never blocks on it.
+        let stderr_rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            stderr.read_to_string(&mut rest).unwrap();
+            rest
+        });
+
+        let body =
+            r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let response = http_exchange(
+            &addr,
+            &format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("data: [DONE]"), "{response}");
+        assert_eq!(
+            upstream.attempt_count(),
+            1,
+            "the real provider cut the stream"
+        );
+
+        let pid = child.id().to_string();
+        let kill = |signal: &str| {
+            let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+            assert!(status.success());
+        };
+        kill("-HUP");
+        // The reload's event, then a clean stop.
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "stdout closed before the reload's event: {lines:?}"
+            );
+            let reloaded = line.contains("keys reloaded");
+            lines.push(line);
+            if reloaded {
+                break;
+            }
+        }
+        kill("-TERM");
+        let exit = child.wait().unwrap();
+        assert_eq!(exit.code(), Some(0), "a clean shutdown");
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        lines.extend(rest.lines().map(str::to_owned));
+        let stderr = stderr_rest.join().unwrap();
+        assert!(stderr.contains("shutting down (1 requests"), "{stderr}");
+
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"))
+            })
+            .collect();
+        for event in &events {
+            for key in ["timestamp", "level", "target"] {
+                assert!(event[key].is_string(), "no `{key}` in {event}");
+            }
+            assert!(
+                event["fields"]["message"].is_string(),
+                "no message in {event}"
+            );
+        }
+        let find = |message: &str| {
+            events
+                .iter()
+                .find(|e| {
+                    e["fields"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(message)
+                })
+                .unwrap_or_else(|| panic!("no `{message}` event in {events:#?}"))
+        };
+        let reload = find("keys reloaded");
+        assert_eq!(reload["level"], "INFO");
+        assert_eq!(reload["target"], "tower_llm_gateway::reload");
+        assert_eq!(reload["fields"]["clients"], "alice");
+        let cut = find("stream ended with an error event");
+        assert_eq!(cut["level"], "WARN");
+
+        let all = format!("{}\n{stderr}{banner}", lines.join("\n"));
+        for secret in [PROVIDER_KEY, CLIENT_KEY] {
+            assert!(!all.contains(secret), "a key in the output:\n{all}");
+        }
+        drop(upstream);
         let _ = std::fs::remove_file(file);
     }
 
