@@ -23,7 +23,9 @@
 //! `--no-default-features` (feature `count-allocs`, on by default), which skips the counts.
 //!
 //! Environment: `LAYERS_ONLY=<substring>` restricts every section to matching variants (for
-//! profiling one variant with callgrind); `LAYERS_ROUNDS` sets the interleaved rounds (11).
+//! profiling one variant with callgrind); `LAYERS_ROUNDS` sets the interleaved rounds (11);
+//! `LAYERS_ALLOCS_ONLY=1` stops after the allocation counts (each row also gives the size of
+//! the variant's response future: what every caller moves and pins).
 
 #![allow(missing_docs)]
 
@@ -83,6 +85,8 @@ struct Variant {
     make: Box<dyn Fn() -> Caller + Send + Sync>,
     /// Whatever must stay alive while the variant runs (a call holding a bulkhead permit).
     _keep: Option<Box<dyn Any + Send + Sync>>,
+    /// The size of the service's response future: what a caller moves and pins.
+    future_bytes: usize,
 }
 
 fn variant<S, B>(name: &'static str, expect: Outcome, svc: S) -> Variant
@@ -101,6 +105,7 @@ where
             Box::new(move |waker: &Waker, req: Req| one_call(&mut svc, waker, req))
         }),
         _keep: None,
+        future_bytes: std::mem::size_of::<S::Future>(),
     }
 }
 
@@ -528,8 +533,8 @@ fn print_allocations(title: &str, variants: &[Variant], baseline: bool) {
         let baseline = bare;
         let beyond = baseline.map_or(String::new(), |b| format!("  ({:+.2} vs bare)", allocs - b));
         println!(
-            "  {:<48} {allocs:>6.2} allocs {bytes:>8.1} bytes{beyond}",
-            v.name
+            "  {:<48} {allocs:>6.2} allocs {bytes:>8.1} bytes{beyond}  (future: {} bytes)",
+            v.name, v.future_bytes
         );
     }
 }
@@ -705,6 +710,10 @@ fn main() {
         print_allocations("full-bulkhead rejection", &full, false);
         print_allocations("one retry", &retry, false);
         print_allocations("one fallback hop", &hop, false);
+    }
+    // `LAYERS_ALLOCS_ONLY=1`: stop after the allocation counts (no timing).
+    if std::env::var_os("LAYERS_ALLOCS_ONLY").is_some() {
+        return;
     }
 
     // Interleaved minima (robust to load spikes), then criterion's estimates.
