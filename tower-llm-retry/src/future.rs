@@ -140,7 +140,9 @@ where
     S: Service<Req>,
 {
     phase: Phase,
-    service: S,
+    /// A clone of the inner service for the attempts after the first: `None` when the call
+    /// cannot make another (no copy of the request kept), so a single call clones nothing.
+    service: Option<S>,
     shared: Arc<Shared<C, R>>,
     /// The copy replays are made from (`None` when the layer cannot retry or hedge).
     request: Option<Result<Req, NotReplayable>>,
@@ -189,9 +191,10 @@ where
     C: Classify<S::Response>,
     R: ReplayRequest<Req> + RecordResponse<S::Response>,
 {
+    #[inline]
     pub(crate) fn start(
         first: S::Future,
-        service: S,
+        service: Option<S>,
         shared: Arc<Shared<C, R>>,
         request: Option<Result<Req, NotReplayable>>,
         about: CallContext,
@@ -248,6 +251,7 @@ where
 {
     /// Wrap an attempt's future with its timeout: the attempt timeout, or what is left before
     /// the deadline, whichever ends first.
+    #[inline]
     fn timed(&self, fut: S::Future, attempt: u32, now: Instant) -> TimedCall<S::Future> {
         let by_timeout = self
             .shared
@@ -290,6 +294,9 @@ where
 
     /// Send the next attempt on the (ready) service clone.
     fn launch(&mut self, hedge: bool) -> Result<TimedCall<S::Future>, NotReplayable> {
+        if self.service.is_none() {
+            return Err(NotReplayable::Streaming);
+        }
         let mut req = match &self.request {
             Some(Ok(copy)) => self.shared.replay.replay(copy)?,
             Some(Err(why)) => return Err(*why),
@@ -311,7 +318,10 @@ where
             ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "target" => target_label(&self.target), "attempt" => "retry").increment(1);
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending attempt");
         }
-        let fut = self.service.call(req);
+        let fut = match self.service.as_mut() {
+            Some(service) => service.call(req),
+            None => return Err(NotReplayable::Streaming),
+        };
         Ok(self.timed(fut, attempt, Instant::now()))
     }
 
@@ -585,7 +595,11 @@ where
                     this.timer.set(None);
                     this.call.phase = Phase::Ready;
                 }
-                Phase::Ready => match ready!(this.call.service.poll_ready(cx)) {
+                Phase::Ready => match ready!(match this.call.service.as_mut() {
+                    Some(service) => service.poll_ready(cx),
+                    // No copy was kept: nothing to send again.
+                    None => return Poll::Ready(this.call.not_replayable(NotReplayable::Streaming)),
+                }) {
                     Err(e) => {
                         let out =
                             this.call
@@ -720,7 +734,12 @@ where
         }
         call.hedge_due = true;
     }
-    match call.service.poll_ready(cx) {
+    let Some(service) = call.service.as_mut() else {
+        // Hedges need the copy of the request, kept only with a service clone.
+        timer.set(None);
+        return false;
+    };
+    match service.poll_ready(cx) {
         Poll::Pending => false,
         Poll::Ready(Err(e)) => {
             // The service cannot take a hedge; the attempts in flight carry on.

@@ -130,11 +130,12 @@ where
         shared.count_first_attempt(&target);
         tracing::trace!(attempt = 1, target = %TargetLabel(&target), "retry: sending attempt");
         // `self.inner` was driven to readiness by `poll_ready`: it takes the first attempt, a
-        // clone (readied before each use) takes the others.
+        // clone (readied before each use) takes the others; without a copy there are none.
+        let service = copy.is_some().then(|| self.inner.clone());
         let first = self.inner.call(req);
         ResponseFuture::start(
             first,
-            self.inner.clone(),
+            service,
             Arc::clone(&self.shared),
             copy,
             CallContext {
