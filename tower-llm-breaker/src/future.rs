@@ -35,6 +35,7 @@ enum Kind<F, C> {
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn called(future: F, permit: CallPermit, classifier: C, failures: KindSet) -> Self {
         ResponseFuture {
             kind: Kind::Called {

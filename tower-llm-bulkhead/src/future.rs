@@ -61,6 +61,7 @@ impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
 {
+    #[inline]
     pub(crate) fn called(
         future: S::Future,
         permit: Permit,

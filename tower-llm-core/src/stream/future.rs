@@ -55,6 +55,7 @@ enum State<F, B> {
 }
 
 impl<F, B> StreamGuardFuture<F, B> {
+    #[inline]
     pub(crate) fn new(
         fut: F,
         config: GuardConfig,
