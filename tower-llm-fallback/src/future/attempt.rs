@@ -19,15 +19,16 @@ use crate::resume::prefill::prefill_body;
 use crate::resume::{How, ResumeMode};
 use crate::rewrite::Parts;
 
-/// `original`'s method, URI, version, headers and extensions with `body`.
-fn copy_request<B>(original: &Request<B>, body: B) -> Request<B> {
-    let mut req = Request::new(body);
-    *req.method_mut() = original.method().clone();
-    *req.uri_mut() = original.uri().clone();
-    *req.version_mut() = original.version();
-    *req.headers_mut() = original.headers().clone();
-    *req.extensions_mut() = original.extensions().clone();
-    req
+/// `original`'s method, URI, version, headers and extensions (the head is built in place: the
+/// request is taken apart right after anyway).
+fn copy_head<B>(original: &Request<B>) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = original.method().clone();
+    parts.uri = original.uri().clone();
+    parts.version = original.version();
+    parts.headers = original.headers().clone();
+    parts.extensions = original.extensions().clone();
+    parts
 }
 
 impl<S, B, C> Ctx<S, B, C>
@@ -182,17 +183,16 @@ where
             None if shared.retains_request => original.body().try_clone(),
             None => None,
         };
-        let req = match (body, self.original.take()) {
+        let (mut parts, body) = match (body, self.original.take()) {
             (Some(body), Some(original)) => {
-                let req = copy_request(&original, body);
+                let parts = copy_head(&original);
                 self.original = Some(original);
-                req
+                (parts, body)
             }
             // Not replayable (or not needed again): send the request itself.
-            (None, Some(original)) => original,
+            (None, Some(original)) => original.into_parts(),
             (_, None) => return Err(RewriteError::not_replayable(target.name.clone())),
         };
-        let (mut parts, body) = req.into_parts();
         if let Some(length) = new_length {
             // The caller's `content-length` was for the caller's body: kept, hyper would cut a
             // longer body or wait for the rest of a shorter one.

@@ -179,13 +179,24 @@ where
             // What the current phase led to; `Pending` while the attempt waits.
             let step = match this.phase.as_mut().project() {
                 PhaseProj::Select => match this.ctx.start_next() {
-                    Started::Attempt(svc, req) => {
-                        this.phase.set(Phase::Ready {
-                            svc,
-                            req: Some(req),
-                        });
-                        continue;
-                    }
+                    // A service ready at once is called from here: parking it and its request
+                    // in `Ready` first would copy both into the phase for nothing.
+                    Started::Attempt(mut svc, req) => match svc.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let fut = svc.call(req);
+                            this.phase.set(Phase::Calling { fut });
+                            continue;
+                        }
+                        Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
+                        Poll::Pending => {
+                            this.phase.set(Phase::Ready {
+                                svc,
+                                req: Some(req),
+                            });
+                            // Polled again there: its timer starts with the wait.
+                            continue;
+                        }
+                    },
                     Started::Finished(out) => Poll::Ready(Next::Return(out)),
                 },
                 PhaseProj::Ready { svc, req } => match svc.poll_ready(cx) {
