@@ -10,5 +10,12 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod metrics;
+pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use state::{
+    redact, unix_ms_now, RedisConfig, SharedState, SharedStateHealth, SharedStateStatus,
+    DEFAULT_KEY_PREFIX, DEFAULT_PROBE_LEASE, DEFAULT_TIMEOUT,
+};
