@@ -1,7 +1,8 @@
 //! `mock-upstream`: the tower-llm mock OpenAI-compatible upstream as a process.
 //!
 //! ```text
-//! mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT] [--quiet]
+//! mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT]
+//!               [--tokens N] [--token-interval-ms MS] [--quiet]
 //! ```
 //!
 //! Prints `mock-upstream listening on ADDR` once bound, then one line per request on stderr
@@ -13,10 +14,12 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tower_llm_chaos::{Answer, FaultProfile, MockUpstream, Prefill};
 
-const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT] [--quiet]
+const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT]
+                     [--tokens N] [--token-interval-ms MS] [--quiet]
 
 Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scripted faults.
 
@@ -27,6 +30,11 @@ Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scrip
                      continue (answer the rest of the text after it, as vLLM or Anthropic),
                      reject (400 \"assistant prefill is not supported\")
   --answer TEXT      canonical (default) or alternate (same first three tokens, then different)
+  --tokens N         answers carry N tokens (the answer's tokens repeated): N content events
+                     per stream (default: the answer's own 25)
+  --token-interval-ms MS
+                     streamed events MS milliseconds apart, as a model generating tokens
+                     (default 0: back to back)
   --quiet            do not print a line per request
   --help             this text";
 
@@ -36,6 +44,8 @@ struct Args {
     profile: FaultProfile,
     prefill: Prefill,
     answer: Answer,
+    tokens: Option<usize>,
+    token_interval: Duration,
     quiet: bool,
 }
 
@@ -45,6 +55,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         profile: FaultProfile::default(),
         prefill: Prefill::default(),
         answer: Answer::default(),
+        tokens: None,
+        token_interval: Duration::ZERO,
         quiet: false,
     };
     while let Some(arg) = args.next() {
@@ -95,6 +107,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     }
                 };
             }
+            "--tokens" => {
+                let text = value("--tokens")?;
+                parsed.tokens = Some(
+                    text.parse()
+                        .map_err(|_| format!("--tokens: `{text}` is not a whole number"))?,
+                );
+            }
+            "--token-interval-ms" => {
+                let text = value("--token-interval-ms")?;
+                let ms: u64 = text.parse().map_err(|_| {
+                    format!("--token-interval-ms: `{text}` is not a whole number of milliseconds")
+                })?;
+                parsed.token_interval = Duration::from_millis(ms);
+            }
             "--quiet" => parsed.quiet = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}`")),
@@ -134,9 +160,13 @@ async fn run(args: Args) -> ExitCode {
         .profile(args.profile)
         .prefill(args.prefill)
         .answer(args.answer)
+        .token_interval(args.token_interval)
         .listen(args.listen)
         // A long-running process keeps no log; lines go to stderr instead.
         .max_logged_attempts(0);
+    if let Some(tokens) = args.tokens {
+        builder = builder.answer_tokens(tokens);
+    }
     if !args.quiet {
         builder = builder.on_attempt(|attempt| {
             let status = attempt
@@ -167,6 +197,15 @@ async fn run(args: Args) -> ExitCode {
     }
     if args.answer != Answer::default() {
         modes.push_str(&format!(", answer: {}", args.answer));
+    }
+    if let Some(tokens) = args.tokens {
+        modes.push_str(&format!(", tokens: {tokens}"));
+    }
+    if !args.token_interval.is_zero() {
+        modes.push_str(&format!(
+            ", token interval: {} ms",
+            args.token_interval.as_millis()
+        ));
     }
     println!(
         "base URL {} (profile: {profile_text}){modes}",
@@ -207,6 +246,17 @@ mod tests {
             (parsed.prefill, parsed.answer),
             (Prefill::Continue, Answer::Alternate)
         );
+        let parsed = args(&["--tokens", "500", "--token-interval-ms=20"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.tokens, Some(500));
+        assert_eq!(parsed.token_interval, Duration::from_millis(20));
+        assert!(args(&["--tokens", "many"])
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert!(args(&["--token-interval-ms", "1.5"])
+            .unwrap_err()
+            .contains("milliseconds"));
         let parsed = args(&["--prefill=reject"]).unwrap().unwrap();
         assert_eq!(parsed.prefill, Prefill::Reject);
         assert!(args(&["--help"]).unwrap().is_none());

@@ -16,7 +16,10 @@
 //! [`answer(Answer::Alternate)`](MockUpstreamBuilder::answer). A final assistant message (an
 //! assistant prefill) is ignored by default; [`prefill`](MockUpstreamBuilder::prefill) makes the
 //! mock continue the text after it or reject it (see [`Prefill`]). Both can change at run time
-//! ([`MockHandle::set_answer`], [`MockHandle::set_prefill`]).
+//! ([`MockHandle::set_answer`], [`MockHandle::set_prefill`]). For load and latency benches,
+//! [`answer_tokens`](MockUpstreamBuilder::answer_tokens) makes every answer longer (the answer's
+//! tokens repeated) and [`token_interval`](MockUpstreamBuilder::token_interval) paces a stream's
+//! events, as a model generating tokens does.
 //!
 //! ```
 //! use std::time::Duration;
@@ -138,6 +141,8 @@ pub struct MockUpstreamBuilder {
     on_attempt: Option<AttemptHook>,
     prefill: Prefill,
     answer: Answer,
+    answer_tokens: Option<usize>,
+    token_interval: Duration,
     #[cfg(feature = "tls")]
     tls: Option<MockTls>,
 }
@@ -152,6 +157,8 @@ impl fmt::Debug for MockUpstreamBuilder {
             .field("on_attempt", &self.on_attempt.is_some())
             .field("prefill", &self.prefill)
             .field("answer", &self.answer)
+            .field("answer_tokens", &self.answer_tokens)
+            .field("token_interval", &self.token_interval)
             .field("tls", &self.scheme())
             .finish()
     }
@@ -167,6 +174,8 @@ impl Default for MockUpstreamBuilder {
             on_attempt: None,
             prefill: Prefill::default(),
             answer: Answer::default(),
+            answer_tokens: None,
+            token_interval: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -240,6 +249,40 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// Healthy answers carry `n` tokens instead of the answer's own count: its tokens repeated
+    /// from the start as often as needed (a stream then has `n` content events, then the finish
+    /// event and `[DONE]`; usage counts `n` completion tokens). Faults that count content events
+    /// (`cut-after`, `stall-after`) count in this longer answer. `None` (the default) sends the
+    /// answer as it is.
+    ///
+    /// ```
+    /// use tower_llm_chaos::MockUpstream;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// // 500 content events per streamed answer, 20 ms apart.
+    /// let upstream = MockUpstream::builder()
+    ///     .answer_tokens(500)
+    ///     .token_interval(std::time::Duration::from_millis(20))
+    ///     .start()
+    ///     .await?;
+    /// # upstream.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn answer_tokens(mut self, n: usize) -> Self {
+        self.answer_tokens = Some(n);
+        self
+    }
+
+    /// Streamed answers wait `interval` (`tokio::time`) before each event after the first
+    /// content event (the finish event included; `[DONE]` follows the finish event at once), as
+    /// a model producing one token every `interval` does. Zero (the default) sends the events
+    /// back to back. Non-streamed answers are not delayed.
+    pub fn token_interval(mut self, interval: Duration) -> Self {
+        self.token_interval = interval;
+        self
+    }
+
     /// Call `hook` with every attempt as it is logged (the binary prints them).
     pub fn on_attempt(mut self, hook: impl Fn(&Attempt) + Send + Sync + 'static) -> Self {
         self.on_attempt = Some(Arc::new(hook));
@@ -296,6 +339,8 @@ impl MockUpstreamBuilder {
             seq: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
             max_body_bytes: self.max_body_bytes,
+            answer_tokens: self.answer_tokens,
+            token_interval: self.token_interval,
         });
         let (stop, stopped) = oneshot::channel();
         let task = runtime.spawn(server::serve(listener, shared.clone(), tls, stopped));
@@ -367,6 +412,10 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     open_connections: AtomicUsize,
     max_body_bytes: usize,
+    /// [`MockUpstreamBuilder::answer_tokens`].
+    answer_tokens: Option<usize>,
+    /// [`MockUpstreamBuilder::token_interval`].
+    token_interval: Duration,
 }
 
 impl Shared {

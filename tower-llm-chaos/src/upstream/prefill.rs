@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use crate::canonical::{self, Answer};
+use crate::canonical;
 
 /// What a mock upstream does with a request whose last message is the assistant's
 /// ([`MockUpstreamBuilder::prefill`](super::MockUpstreamBuilder::prefill),
@@ -94,28 +94,32 @@ impl std::fmt::Display for Prefill {
 pub const PREFILL_REJECTED_MESSAGE: &str = "assistant prefill is not supported";
 
 /// What the mock answers one request with.
-pub(super) enum Decision {
+pub(super) enum Decision<'a> {
     /// These tokens: the whole answer text or its continuation.
-    Answer(Cow<'static, [&'static str]>),
+    Answer(Cow<'a, [&'static str]>),
     /// `400`: prefill is not supported.
     Reject,
 }
 
-/// Decide for `request` under `prefill`, answering `answer`'s text.
-pub(super) fn decide(prefill: Prefill, answer: Answer, request: &Value) -> Decision {
-    let whole = Decision::Answer(Cow::Borrowed(answer.tokens()));
+/// Decide for `request` under `prefill`, answering with the tokens `whole`.
+pub(super) fn decide<'a>(
+    prefill: Prefill,
+    whole: &'a [&'static str],
+    request: &Value,
+) -> Decision<'a> {
+    let answer = Decision::Answer(Cow::Borrowed(whole));
     let Some(last) = last_assistant_message(request) else {
-        return whole;
+        return answer;
     };
     match prefill {
-        Prefill::Ignore => whole,
+        Prefill::Ignore => answer,
         Prefill::Reject => Decision::Reject,
-        Prefill::Continue => match message_text(last)
-            .and_then(|prefix| canonical::continuation(answer.tokens(), &prefix))
-        {
-            Some(rest) => Decision::Answer(Cow::Owned(rest)),
-            None => whole,
-        },
+        Prefill::Continue => {
+            match message_text(last).and_then(|prefix| canonical::continuation(whole, &prefix)) {
+                Some(rest) => Decision::Answer(Cow::Owned(rest)),
+                None => answer,
+            }
+        }
     }
 }
 
@@ -143,9 +147,10 @@ fn message_text(message: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::Answer;
     use serde_json::json;
 
-    fn tokens(decision: Decision) -> Option<Vec<&'static str>> {
+    fn tokens(decision: Decision<'_>) -> Option<Vec<&'static str>> {
         match decision {
             Decision::Answer(tokens) => Some(tokens.into_owned()),
             Decision::Reject => None,
@@ -163,9 +168,9 @@ mod tests {
             {"role": "user", "content": "go on"},
         ]});
         for prefill in [Prefill::Ignore, Prefill::Continue, Prefill::Reject] {
-            let whole = tokens(decide(prefill, Answer::Canonical, &user_last)).unwrap();
+            let whole = tokens(decide(prefill, Answer::Canonical.tokens(), &user_last)).unwrap();
             assert_eq!(whole, canonical::canonical_tokens());
-            let whole = tokens(decide(prefill, Answer::Alternate, &json!({}))).unwrap();
+            let whole = tokens(decide(prefill, Answer::Alternate.tokens(), &json!({}))).unwrap();
             assert_eq!(whole, canonical::alternate_tokens());
         }
     }
@@ -177,23 +182,48 @@ mod tests {
             {"type": "image_url", "image_url": {"url": "x"}},
             {"type": "text", "text": " the a"},
         ]}));
-        let rest = tokens(decide(Prefill::Continue, Answer::Canonical, &request)).unwrap();
+        let rest = tokens(decide(
+            Prefill::Continue,
+            Answer::Canonical.tokens(),
+            &request,
+        ))
+        .unwrap();
         assert_eq!(rest[..2], ["rt", " of"]);
         assert_eq!(
-            tokens(decide(Prefill::Ignore, Answer::Canonical, &request)).unwrap(),
+            tokens(decide(
+                Prefill::Ignore,
+                Answer::Canonical.tokens(),
+                &request
+            ))
+            .unwrap(),
             canonical::canonical_tokens()
         );
-        assert!(tokens(decide(Prefill::Reject, Answer::Canonical, &request)).is_none());
+        assert!(tokens(decide(
+            Prefill::Reject,
+            Answer::Canonical.tokens(),
+            &request
+        ))
+        .is_none());
     }
 
     #[test]
     fn odd_contents_answer_from_the_beginning() {
         for content in [json!(null), json!(42), json!(""), json!([])] {
             let request = with_last(json!({"role": "assistant", "content": content}));
-            let whole = tokens(decide(Prefill::Continue, Answer::Canonical, &request)).unwrap();
+            let whole = tokens(decide(
+                Prefill::Continue,
+                Answer::Canonical.tokens(),
+                &request,
+            ))
+            .unwrap();
             assert_eq!(whole, canonical::canonical_tokens());
         }
         let no_content = with_last(json!({"role": "assistant", "tool_calls": []}));
-        assert!(tokens(decide(Prefill::Reject, Answer::Canonical, &no_content)).is_none());
+        assert!(tokens(decide(
+            Prefill::Reject,
+            Answer::Canonical.tokens(),
+            &no_content
+        ))
+        .is_none());
     }
 }

@@ -140,25 +140,41 @@ fn error_reply(reply: &ErrorReply) -> Response<MockBody> {
     response
 }
 
-/// What one answer is made of: the tokens to send (the whole text or a prefill's continuation)
-/// and the request it answers.
+/// What one answer is made of: the tokens to send (the whole text or a prefill's continuation),
+/// the request it answers, and the pause before each streamed event after the first.
 struct Answering<'a> {
     tokens: &'a [&'a str],
     seq: u64,
     model: &'a str,
     usage: Usage,
+    pace: Duration,
 }
 
 impl Answering<'_> {
-    /// The first `n` content events.
-    fn content_events(&self, n: usize) -> impl Iterator<Item = Step> + '_ {
-        (0..n).map_while(move |i| {
-            canonical::content_event_of(self.tokens, self.seq, self.model, i).map(Step::Data)
-        })
+    /// The first `n` content events, `pace` apart.
+    fn content_events(&self, n: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for i in 0..n {
+            let Some(event) = canonical::content_event_of(self.tokens, self.seq, self.model, i)
+            else {
+                break;
+            };
+            self.pause_before(&mut steps);
+            steps.push(Step::Data(event));
+        }
+        steps
+    }
+
+    /// The pause before the next event, when an event was sent already and events are paced.
+    fn pause_before(&self, steps: &mut Vec<Step>) {
+        if !self.pace.is_zero() && !steps.is_empty() {
+            steps.push(Step::Pause(self.pace));
+        }
     }
 
     fn healthy_sse(&self, done: bool) -> Vec<Step> {
-        let mut steps: Vec<Step> = self.content_events(usize::MAX).collect();
+        let mut steps = self.content_events(usize::MAX);
+        self.pause_before(&mut steps);
         steps.push(Step::Data(canonical::finish_event(
             self.seq, self.model, self.usage,
         )));
@@ -198,7 +214,8 @@ impl Answering<'_> {
 }
 
 /// Decide what to send for `fault` (already resolved from any `Flapping` or `Fraction`),
-/// answering with `tokens` (the whole answer text, or the continuation of a prefill).
+/// answering with `tokens` (the whole answer text, or the continuation of a prefill), streamed
+/// events `pace` apart.
 pub(super) fn plan(
     fault: &Fault,
     seq: u64,
@@ -206,6 +223,7 @@ pub(super) fn plan(
     stream: bool,
     request: &Value,
     tokens: &[&str],
+    pace: Duration,
 ) -> Reply {
     if let Err(invalid) = fault.validate() {
         tracing::warn!(%invalid, "mock upstream: answering an invalid fault with 500");
@@ -224,6 +242,7 @@ pub(super) fn plan(
         seq,
         model,
         usage: canonical::usage_of(tokens, prompt_tokens),
+        pace,
     };
     let name = fault.name();
     match fault {
@@ -255,21 +274,27 @@ pub(super) fn plan(
             response: answer.healthy(false),
         },
         Fault::CutAfter(n) if stream => {
-            let mut steps: Vec<Step> = answer.content_events(*n).collect();
+            let mut steps = answer.content_events(*n);
             steps.extend([Step::Flush, Step::Cut]);
             Reply::now(name, sse_response(steps))
         }
         Fault::CutAfter(n) => Reply::now(name, answer.partial_json(*n, Step::Cut)),
         Fault::Stall { after } if stream => {
-            let mut steps: Vec<Step> = answer.content_events(*after).collect();
+            let mut steps = answer.content_events(*after);
             steps.push(Step::Stall);
             Reply::now(name, sse_response(steps))
         }
         Fault::Stall { after } => Reply::now(name, answer.partial_json(*after, Step::Stall)),
         Fault::MalformedEvent { at } if stream => {
             let mut steps = answer.healthy_sse(true);
-            // At the latest just before `[DONE]`.
-            let index = (*at).min(steps.len().saturating_sub(1));
+            // Before the `at`-th event (pauses not counted), at the latest just before `[DONE]`.
+            let last = steps.len().saturating_sub(1);
+            let index = steps
+                .iter()
+                .enumerate()
+                .filter(|(_, step)| matches!(step, Step::Data(_)))
+                .nth(*at)
+                .map_or(last, |(i, _)| i.min(last));
             steps.insert(index, Step::Data(Bytes::from_static(MALFORMED_EVENT)));
             Reply::now(name, sse_response(steps))
         }

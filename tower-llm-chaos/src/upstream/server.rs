@@ -260,9 +260,17 @@ async fn handle(
         .unwrap_or(false);
 
     let (prefill, answer) = shared.answering();
+    let longer: Vec<&'static str>;
+    let whole = match shared.answer_tokens {
+        Some(n) => {
+            longer = answer.tokens().iter().copied().cycle().take(n).collect();
+            &longer[..]
+        }
+        None => answer.tokens(),
+    };
     // A server validates the messages before running the model: a rejected prefill gets its 400
     // whatever the fault, and no sequence number (like the other rejections).
-    let (seq, reply) = match prefill::decide(prefill, answer, &request) {
+    let (seq, reply) = match prefill::decide(prefill, whole, &request) {
         prefill::Decision::Reject => (0, respond::prefill_rejected()),
         prefill::Decision::Answer(tokens) => {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -270,7 +278,15 @@ async fn handle(
             let fault = picked.resolve(since_flap, seq);
             (
                 seq,
-                respond::plan(fault, seq, &model, stream, &request, &tokens),
+                respond::plan(
+                    fault,
+                    seq,
+                    &model,
+                    stream,
+                    &request,
+                    &tokens,
+                    shared.token_interval,
+                ),
             )
         }
     };
