@@ -4,7 +4,9 @@
 //!   in-memory service standing in for an LLM provider (answers at once, fails, or hangs);
 //! - [`drive`]: the minimal executor every variant is driven by, so no runtime scheduling is
 //!   measured and every variant pays the same driving cost;
-//! - [`latency`]: latency percentiles of the gateway load generator.
+//! - [`latency`]: latency percentiles of the gateway load generator;
+//! - [`bare_proxy`]: the bare pass-through proxy the gateway load bench measures the gateway
+//!   against (hyper server, hyper-util client, streaming bodies, no layers).
 //!
 //! The benches themselves: `benches/layers.rs` (per-layer cost, allocations per call, every
 //! layer and peer in one run); `benches/breaker.rs`, `benches/bulkhead.rs`, `benches/fallback.rs`
@@ -25,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bare_proxy;
 pub mod drive;
 pub mod fixtures;
 pub mod latency;
