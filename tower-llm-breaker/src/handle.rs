@@ -119,7 +119,7 @@ impl BreakerHandle {
     /// A new, closed breaker.
     pub fn new(config: CircuitBreakerConfig) -> Self {
         BreakerHandle {
-            breaker: Arc::new(Breaker::new(config)),
+            breaker: Breaker::new_arc(config),
         }
     }
 

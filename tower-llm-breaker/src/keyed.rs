@@ -118,8 +118,8 @@ impl<K: BreakerKey> Registry<K> {
     fn new(config: CircuitBreakerConfig, max_keys: usize) -> Self {
         let overflow_name: Arc<str> = Arc::from(format!("{}:overflow", config.name()));
         Registry {
-            unkeyed: Arc::new(Breaker::new(config.clone())),
-            overflow: Arc::new(Breaker::new(config.with_name(overflow_name))),
+            unkeyed: Breaker::new_arc(config.clone()),
+            overflow: Breaker::new_arc(config.with_name(overflow_name)),
             config,
             max_keys,
             map: RwLock::new(Keys {
@@ -159,9 +159,7 @@ impl<K: BreakerKey> Registry<K> {
             }
             return Arc::clone(&self.overflow);
         }
-        let breaker = Arc::new(Breaker::new(
-            self.config.with_name(Arc::from(key.to_string())),
-        ));
+        let breaker = Breaker::new_arc(self.config.with_name(Arc::from(key.to_string())));
         for listener in lock(&self.listeners).iter() {
             breaker.add_listener(Arc::clone(listener));
         }

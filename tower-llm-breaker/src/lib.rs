@@ -171,6 +171,7 @@ mod layer;
 pub mod metrics;
 mod open_timer;
 mod service;
+pub mod shared;
 mod state;
 mod sync;
 mod window;

@@ -31,6 +31,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use tower_llm_core::{ConfigError, HttpClassifier};
 
@@ -40,6 +41,7 @@ use crate::cooldown::CooldownPolicy;
 use crate::escalation::{Escalation, EscalationPolicy, Escalator, LogEscalation};
 use crate::layer::FallbackLayer;
 use crate::resume::ResumeConfig;
+use crate::shared::{CooldownTarget, SharedCooldowns, Sharing};
 use crate::static_tier::StaticAnswer;
 use crate::target::TargetConfig;
 
@@ -71,6 +73,7 @@ pub struct FallbackLayerBuilder<C = HttpClassifier> {
     request_base_path: String,
     resume: ResumeConfig,
     seed: Option<u64>,
+    shared_cooldowns: Option<Arc<dyn SharedCooldowns>>,
 }
 
 impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
@@ -82,6 +85,7 @@ impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
             .field("static_answer", &self.static_answer.is_some())
             .field("escalation_policy", &self.escalation_policy)
             .field("resume", &self.resume)
+            .field("shared_cooldowns", &self.shared_cooldowns)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +103,7 @@ impl Default for FallbackLayerBuilder {
             request_base_path: "/v1".to_owned(),
             resume: ResumeConfig::default(),
             seed: None,
+            shared_cooldowns: None,
         }
     }
 }
@@ -193,7 +198,17 @@ impl<C> FallbackLayerBuilder<C> {
             request_base_path: self.request_base_path,
             resume: self.resume,
             seed: self.seed,
+            shared_cooldowns: self.shared_cooldowns,
         }
+    }
+
+    /// Share the chain's cooldowns with other replicas through `shared` (e.g. Redis, with
+    /// `tower-llm-redis`): a bench one replica decides is applied by all, and one replica
+    /// probes a lifted cooldown. Without it (the default) each process learns alone; see
+    /// [`shared`](crate::shared).
+    pub fn shared_cooldowns(mut self, shared: Arc<dyn SharedCooldowns>) -> Self {
+        self.shared_cooldowns = Some(shared);
+        self
     }
 
     /// Validate the configuration and build the layer. Credentials named by environment variable
@@ -251,6 +266,15 @@ impl<C> FallbackLayerBuilder<C> {
         let seed = self
             .seed
             .unwrap_or_else(|| RandomState::new().hash_one(std::time::SystemTime::now()));
+        if let Some(sharing) = &self.shared_cooldowns {
+            for target in &targets {
+                target.state.share(Sharing {
+                    name: target.name.clone(),
+                    shared: Arc::clone(sharing),
+                });
+                sharing.attach(CooldownTarget::new(target.name.clone(), &target.state));
+            }
+        }
         let shared = Shared::new(
             targets.into(),
             tiers.into(),

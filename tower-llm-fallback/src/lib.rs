@@ -111,6 +111,7 @@ pub mod report;
 pub mod resume;
 pub mod rewrite;
 pub mod service;
+pub mod shared;
 pub mod static_tier;
 pub mod store;
 pub mod target;
@@ -138,6 +139,7 @@ pub use report::{is_skipped, FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM
 pub use resume::{ResumeConfig, ResumeMode};
 pub use rewrite::Secret;
 pub use service::Fallback;
+pub use shared::{CooldownEvent, CooldownTarget, LocalCooldowns, SharedCooldowns};
 pub use static_tier::StaticAnswer;
 pub use store::{write_atomic, HealthStore, JsonFileStore};
 pub use target::TargetConfig;

@@ -51,6 +51,7 @@ use tower_llm_core::{ConfigError, HttpBudget, HttpClassifier, KindSet};
 
 use crate::handle::BreakerHandle;
 use crate::layer::CircuitBreakerLayer;
+use crate::shared::SharedBreakers;
 
 #[cfg(test)]
 mod tests;
@@ -117,6 +118,8 @@ pub(crate) struct ConfigInner {
     pub(crate) seed: Option<u64>,
     pub(crate) permitted_calls_in_half_open: u32,
     pub(crate) max_wait_in_half_open: Option<Duration>,
+    /// Where transitions are shared with other replicas (`None`: local only).
+    pub(crate) shared: Option<Arc<dyn SharedBreakers>>,
 }
 
 impl CircuitBreakerConfig {
@@ -256,6 +259,7 @@ impl Default for CircuitBreakerConfigBuilder {
                 seed: None,
                 permitted_calls_in_half_open: DEFAULT_HALF_OPEN_PROBES,
                 max_wait_in_half_open: None,
+                shared: None,
             },
             max_open_set: false,
         }
@@ -362,6 +366,14 @@ impl CircuitBreakerConfigBuilder {
         self
     }
 
+    /// Share the breaker's transitions (open with its deadline, forced open, closed) with other
+    /// replicas through `shared` (e.g. Redis, with `tower-llm-redis`); counts stay local. See
+    /// [`shared`](crate::shared). Default: not shared.
+    pub fn shared(mut self, shared: Arc<dyn SharedBreakers>) -> Self {
+        self.inner.shared = Some(shared);
+        self
+    }
+
     /// Validate and build.
     pub fn build(mut self) -> Result<CircuitBreakerConfig, ConfigError> {
         if !self.max_open_set {
@@ -392,6 +404,17 @@ macro_rules! forward_settings {
         #[doc = $name_doc]
         pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
             self.settings = self.settings.name(name);
+            self
+        }
+
+        /// Share the breakers' transitions (open with its deadline, forced open, closed) with
+        /// other replicas through `shared` (e.g. Redis, with `tower-llm-redis`); counts stay
+        /// local. See [`shared`](crate::shared). Default: not shared.
+        pub fn shared(
+            mut self,
+            shared: std::sync::Arc<dyn $crate::shared::SharedBreakers>,
+        ) -> Self {
+            self.settings = self.settings.shared(shared);
             self
         }
 

@@ -139,7 +139,8 @@ impl Breaker {
                         return Err(self.reject_until(reason_of(s), until));
                     }
                     let now = *now.get_or_insert_with(|| self.now_ns());
-                    if now < until {
+                    if now < until || !self.may_half_open() {
+                        // Before the deadline; or after it, while another replica probes.
                         return Err(self.reject_until(reason_of(s), until));
                     }
                     self.transition(State::Open, gen, State::HalfOpen, None, now);

@@ -189,6 +189,13 @@ impl Breaker {
         }
     }
 
+    /// A new breaker, registered with the shared state if its configuration has one.
+    pub(crate) fn new_arc(config: CircuitBreakerConfig) -> Arc<Self> {
+        let breaker = Arc::new(Breaker::new(config));
+        breaker.attach_shared();
+        breaker
+    }
+
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.config.inner.name
     }

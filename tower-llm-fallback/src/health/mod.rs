@@ -22,13 +22,14 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tower_llm_core::{ErrorKind, Target};
 
 use crate::cooldown::{is_transient, Bench, CooldownPolicy};
+use crate::shared::{remaining, CooldownEvent, Sharing};
 
 mod snapshot;
 #[cfg(test)]
@@ -318,9 +319,96 @@ pub(crate) struct TargetState {
     failures: AtomicU64,
     in_flight: AtomicUsize,
     detail: Mutex<Detail>,
+    /// Where transitions are published and probes asked for, when the chain shares its
+    /// cooldowns (set once, at build time; read only off the hot path).
+    sharing: OnceLock<Sharing>,
 }
 
 impl TargetState {
+    /// Share this target's transitions through `sharing` (once, at build time).
+    pub(crate) fn share(&self, sharing: Sharing) {
+        let _ = self.sharing.set(sharing);
+    }
+
+    fn publish(&self, event: Option<CooldownEvent>) {
+        if let (Some(sharing), Some(event)) = (self.sharing.get(), event) {
+            sharing.publish(event);
+        }
+    }
+
+    /// A probe the local rule allows: also allowed by the shared state (a lease)?
+    fn gate(&self, decision: Decision, kind: Option<ErrorKind>) -> Decision {
+        match (decision, self.sharing.get()) {
+            (Decision::Probe, Some(sharing)) if !sharing.shared.may_probe(&sharing.name) => {
+                // Another replica probes (or we are asking who does): skip for now.
+                Decision::Skip(kind.unwrap_or(ErrorKind::Unknown), None)
+            }
+            (decision, _) => decision,
+        }
+    }
+
+    /// The bench as it crosses processes (`None`: in service).
+    fn bench_event(detail: &Detail, now: Instant, wall_ms: u64) -> Option<CooldownEvent> {
+        let bench = detail.bench?;
+        Some(CooldownEvent::Benched {
+            kind: bench.kind,
+            until_unix_ms: bench.until.map(|u| {
+                let left = u.saturating_duration_since(now);
+                wall_ms.saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+            }),
+        })
+    }
+
+    /// The current bench, for a republication.
+    pub(crate) fn current_bench(&self, wall_ms: u64) -> Option<CooldownEvent> {
+        Self::bench_event(&self.lock(), Instant::now(), wall_ms)
+    }
+
+    /// Apply another replica's transition (never published back).
+    pub(crate) fn apply_remote(&self, event: CooldownEvent, wall_ms: u64) {
+        let now = Instant::now();
+        let mut detail = self.lock();
+        match event {
+            CooldownEvent::Benched {
+                kind,
+                until_unix_ms,
+            } => {
+                let until = match until_unix_ms {
+                    Some(ms) if ms <= wall_ms => return,
+                    Some(ms) => Some(after(now, remaining(ms, wall_ms))),
+                    None => None,
+                };
+                match (detail.bench, until) {
+                    // A manual bench stays; a later end wins over an earlier one.
+                    (Some(Benched { until: None, .. }), _) => return,
+                    (
+                        Some(Benched {
+                            until: Some(old), ..
+                        }),
+                        Some(new),
+                    ) if old >= new => return,
+                    _ => {}
+                }
+                // No early probe for a bench another replica decided: its end is shared.
+                detail.bench = Some(Benched::new(kind, until, Duration::ZERO));
+                detail.benched_at = Some(now);
+                self.benched.store(true, Ordering::Release);
+            }
+            CooldownEvent::Recovered => {
+                if detail.bench.is_none() {
+                    return;
+                }
+                detail.bench = None;
+                detail.outage_since = None;
+                detail.streak = None;
+                detail.next_silent_probe = None;
+                detail.recovered_at = Some(now);
+                self.consecutive.store(0, Ordering::Relaxed);
+                self.benched.store(false, Ordering::Release);
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Detail> {
         // The state stays consistent across a panic (plain field writes): keep using it.
         self.detail.lock().unwrap_or_else(PoisonError::into_inner)
@@ -340,7 +428,7 @@ impl TargetState {
             return Admission::Open;
         }
         let mut detail = self.lock();
-        let decision = detail.decide(now);
+        let decision = self.gate(detail.decide(now), detail.bench.map(|b| b.kind));
         detail.admission(decision, now, policy)
     }
 
@@ -351,7 +439,10 @@ impl TargetState {
             return Admission::Open;
         }
         let mut detail = self.lock();
-        let decision = detail.decide_in_panic(now, policy.panic_interval());
+        let decision = self.gate(
+            detail.decide_in_panic(now, policy.panic_interval()),
+            detail.bench.map(|b| b.kind),
+        );
         detail.admission(decision, now, policy)
     }
 
@@ -384,10 +475,12 @@ impl TargetState {
         let manual = matches!(detail.bench, Some(Benched { until: None, .. }));
         let stale = detail.benched_at.is_some_and(|at| started < at);
         if probe || (!manual && !stale) {
-            detail.bench = None;
+            let was_benched = detail.bench.take().is_some();
             detail.outage_since = None;
             detail.recovered_at = Some(now);
             self.benched.store(false, Ordering::Release);
+            drop(detail);
+            self.publish(was_benched.then_some(CooldownEvent::Recovered));
         }
     }
 
@@ -433,6 +526,7 @@ impl TargetState {
             detail.outage_since = Some(started);
         }
         let outage = detail.outage(now);
+        let before = detail.bench.map(|b| (b.kind, b.until));
         let benched_for = match policy.bench(kind, retry_after, consecutive, outage) {
             Bench::No => return not_benched,
             Bench::For(d) => {
@@ -451,6 +545,11 @@ impl TargetState {
             }
         };
         self.benched.store(true, Ordering::Release);
+        let event = (detail.bench.map(|b| (b.kind, b.until)) != before)
+            .then(|| Self::bench_event(&detail, now, unix_ms(SystemTime::now())))
+            .flatten();
+        drop(detail);
+        self.publish(event);
         Failed {
             benched_for,
             streak,
@@ -487,6 +586,9 @@ impl TargetState {
         detail.bench = Some(Benched::new(ErrorKind::Overloaded, Some(until), d / 4));
         detail.benched_at = Some(now);
         self.benched.store(true, Ordering::Release);
+        let event = Self::bench_event(&detail, now, unix_ms(SystemTime::now()));
+        drop(detail);
+        self.publish(event);
     }
 
     /// Clear any cooldown and the consecutive failure count.
@@ -499,6 +601,9 @@ impl TargetState {
         detail.streak = None;
         self.consecutive.store(0, Ordering::Relaxed);
         self.benched.store(false, Ordering::Release);
+        drop(detail);
+        // A reset by hand lifts the bench on every replica.
+        self.publish(Some(CooldownEvent::Recovered));
     }
 
     pub(crate) fn enter(self: &Arc<Self>) -> InFlight {
