@@ -8,6 +8,11 @@
 //! [`try_admit`] decides synchronously in `call`; only when a call has to wait does it become a
 //! boxed [`Pending::admit`] future (the wait path allocates, the happy path does not).
 //!
+//! A partition with a [shared limiter](crate::shared) asks it first, on the wait path (it has a
+//! round trip to make): its verdict replaces the local rate and token stages, and when it cannot
+//! decide ([`SharedUnavailable`](crate::shared::SharedUnavailable)) the local stages run as
+//! without it. Tokens charged to the shared budget are refunded and corrected there.
+//!
 //! # The attempt's deadline
 //!
 //! A call may carry the deadline of its attempt (an
@@ -28,6 +33,7 @@ use tower_llm_core::{BulkheadFull, LimitKind};
 
 use crate::partition::{Enqueue, Partition, Ticket};
 use crate::permit::Permit;
+use crate::shared::{SharedUnavailable, SharedVerdict};
 use crate::tokens::Charge;
 
 /// The boxed wait of a call that could not be admitted at once.
@@ -45,6 +51,7 @@ pub(crate) enum Admit {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
+    Shared,
     Rate,
     Tokens,
     Concurrency,
@@ -55,6 +62,8 @@ pub(crate) struct Pending {
     partition: Arc<Partition>,
     tokens: u64,
     charged: u64,
+    /// `charged` was charged to the shared limiter.
+    charged_shared: bool,
     stage: Stage,
     /// The attempt's deadline, if the request carries one: no wait goes past it.
     deadline: Option<Instant>,
@@ -104,6 +113,11 @@ fn try_admit_limited(
     tokens: u64,
     deadline: impl FnOnce() -> Option<Instant>,
 ) -> Admit {
+    if partition.shared.is_some() {
+        // The shared decision takes a round trip: always the wait path.
+        let deadline = deadline();
+        return Admit::Wait(Pending::new(partition, tokens, 0, Stage::Shared, deadline));
+    }
     if let Some(rate) = &partition.rate {
         if let Err(wait) = rate.check() {
             return match may_wait_for(wait, rate.max_wait(), deadline) {
@@ -169,11 +183,7 @@ fn try_admit_limited(
 }
 
 fn refund(partition: &Partition, tokens: u64) {
-    if tokens > 0 {
-        if let Some(budget) = &partition.tokens {
-            budget.refund(tokens);
-        }
-    }
+    partition.refund_tokens(tokens, false);
 }
 
 impl Pending {
@@ -188,6 +198,7 @@ impl Pending {
             partition,
             tokens,
             charged,
+            charged_shared: false,
             stage,
             deadline,
         }
@@ -204,9 +215,10 @@ impl Pending {
         let waited = start.elapsed();
         self.partition.metrics.waited(waited, result.is_ok());
         match result {
-            Ok(()) => Ok(Permit::new(
+            Ok(()) => Ok(Permit::charged(
                 Arc::clone(&self.partition),
                 std::mem::take(&mut self.charged),
+                self.charged_shared,
             )),
             Err((limit, retry_after)) => Err(self.partition.reject(limit, waited, retry_after)),
         }
@@ -214,6 +226,19 @@ impl Pending {
 
     /// Pass every remaining stage; on success the caller holds a concurrency slot.
     async fn wait_stages(&mut self, start: Instant) -> Result<(), (LimitKind, Option<Duration>)> {
+        if self.stage == Stage::Shared {
+            if self.shared_stage(start).await? {
+                self.stage = Stage::Concurrency;
+                if self.partition.try_acquire() {
+                    return Ok(());
+                }
+                if !self.partition.may_wait() {
+                    return Err((LimitKind::Concurrency, None));
+                }
+            } else {
+                self.stage = Stage::Rate;
+            }
+        }
         if self.stage == Stage::Rate {
             if let Some(rate) = &self.partition.rate {
                 loop {
@@ -300,9 +325,56 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Ask the shared limiter, waiting (within the limit's bound and the deadline) while it says
+    /// to: `Ok(true)` admitted (tokens charged there), `Ok(false)` it cannot decide (the local
+    /// stages decide instead).
+    async fn shared_stage(
+        &mut self,
+        start: Instant,
+    ) -> Result<bool, (LimitKind, Option<Duration>)> {
+        let Some(shared) = &self.partition.shared else {
+            return Ok(false);
+        };
+        loop {
+            match shared.admit(self.tokens).await {
+                Ok(SharedVerdict::Admitted) => {
+                    if shared.quota.tokens.is_some() {
+                        self.charged = self.tokens;
+                        self.charged_shared = true;
+                    }
+                    return Ok(true);
+                }
+                Ok(SharedVerdict::TooLarge) => return Err((LimitKind::RequestTooLarge, None)),
+                Ok(SharedVerdict::Wait { limit, wait }) => {
+                    let limit = if limit == LimitKind::Tokens {
+                        LimitKind::Tokens
+                    } else {
+                        LimitKind::Rate
+                    };
+                    let max_wait = match limit {
+                        LimitKind::Tokens => self.partition.tokens.as_ref().map(|t| t.max_wait()),
+                        _ => self.partition.rate.as_ref().map(|r| r.max_wait()),
+                    }
+                    .unwrap_or(Duration::ZERO);
+                    if start.elapsed().saturating_add(wait) <= max_wait
+                        && fits(self.deadline, Instant::now(), wait)
+                    {
+                        tokio::time::sleep(wait).await;
+                    } else {
+                        return Err((limit, Some(wait)));
+                    }
+                }
+                Err(SharedUnavailable) => return Ok(false),
+            }
+        }
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
-        refund(&self.partition, self.charged);
+        self.partition
+            .refund_tokens(self.charged, self.charged_shared);
     }
 }
 

@@ -104,12 +104,13 @@ impl<Key: crate::PartitionKey> BulkheadHandle<Key> {
 
     /// Correct `key`'s token budget after a call charged `estimated` tokens reported `actual`
     /// tokens of use — for a layer that reads usage the bulkhead cannot see (a streaming layer
-    /// that parses SSE above it, a typed client). Returns `false` when the partition does not
-    /// exist (any more).
+    /// that parses SSE above it, a typed client). With a
+    /// [`shared_limiter`](crate::BulkheadLayerBuilder::shared_limiter), the shared budget is
+    /// corrected. Returns `false` when the partition does not exist (any more).
     pub fn correct_tokens(&self, key: &Key, estimated: u64, actual: u64) -> bool {
         match self.shared.existing(key) {
             Some(p) => {
-                p.correct_tokens(estimated, actual);
+                p.correct_tokens(estimated, actual, p.shared.is_some());
                 true
             }
             None => false,

@@ -58,6 +58,7 @@ use crate::handle::BulkheadHandle;
 use crate::key::{Global, Partitioner};
 use crate::partition::{Overrides, Shared, TableLayout};
 use crate::service::Bulkhead;
+use crate::shared::SharedLimiter;
 use crate::tokens::NoTokenEstimate;
 
 /// Applies [`Bulkhead`]: one bulkhead, shared by every service the layer wraps. Build with
@@ -104,6 +105,7 @@ impl BulkheadLayer {
                 max_partitions: DEFAULT_MAX_PARTITIONS,
                 overflow: PartitionOverflow::default(),
                 overrides: None,
+                limiter: None,
             },
         );
         BulkheadLayer {
@@ -125,6 +127,7 @@ impl BulkheadLayer {
             overflow: PartitionOverflow::default(),
             label: TargetLabel::default(),
             overrides: None,
+            limiter: None,
             partitioner: Global,
             estimator: NoTokenEstimate,
             classifier: HttpClassifier::default(),
@@ -209,6 +212,7 @@ pub struct BulkheadLayerBuilder<
     overflow: PartitionOverflow,
     label: TargetLabel,
     overrides: Option<Overrides<K::Key>>,
+    limiter: Option<Arc<dyn SharedLimiter>>,
     partitioner: K,
     estimator: E,
     classifier: C,
@@ -224,6 +228,7 @@ impl<K: Partitioner, E, C, R, D> fmt::Debug for BulkheadLayerBuilder<K, E, C, R,
             .field("max_partitions", &self.max_partitions)
             .field("overflow", &self.overflow)
             .field("target_label", &self.label)
+            .field("shared_limiter", &self.limiter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -259,6 +264,24 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
     /// Limit the request rate per partition.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.partition = self.partition.rate_limit(limit);
+        self
+    }
+
+    /// Take each partition's request-rate and token decisions in `limiter`, a store shared with
+    /// other replicas (such as `tower-llm-redis`'s `RedisLimiter`), instead of in this process
+    /// alone. The partition's own [`rate_limit`](Self::rate_limit) and
+    /// [`token_limit`](Self::token_limit) are the quota asked for, and the local decision
+    /// whenever the limiter cannot decide (its store down or slow): see [`shared`](crate::shared).
+    /// The concurrency limit stays local.
+    pub fn shared_limiter(mut self, limiter: impl SharedLimiter) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// [`shared_limiter`](Self::shared_limiter) with a limiter already behind an `Arc` (one
+    /// limiter, and its connection, for many bulkheads).
+    pub fn shared_limiter_arc(mut self, limiter: Arc<dyn SharedLimiter>) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -309,6 +332,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
             overflow: self.overflow,
             label: self.label,
             overrides: None,
+            limiter: self.limiter,
             partitioner,
             estimator: self.estimator,
             classifier: self.classifier,
@@ -339,6 +363,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
             overflow: self.overflow,
             label: self.label,
             overrides: self.overrides,
+            limiter: self.limiter,
             partitioner: self.partitioner,
             estimator,
             classifier: self.classifier,
@@ -368,6 +393,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
             overflow: self.overflow,
             label: self.label,
             overrides: self.overrides,
+            limiter: self.limiter,
             partitioner: self.partitioner,
             estimator: self.estimator,
             classifier,
@@ -400,6 +426,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
             overflow: self.overflow,
             label: self.label,
             overrides: self.overrides,
+            limiter: self.limiter,
             partitioner: self.partitioner,
             estimator: self.estimator,
             classifier: self.classifier,
@@ -422,6 +449,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
             overflow: self.overflow,
             label: self.label,
             overrides: self.overrides,
+            limiter: self.limiter,
             partitioner: self.partitioner,
             estimator: self.estimator,
             classifier: self.classifier,
@@ -448,6 +476,7 @@ impl<K: Partitioner, E, C, R, D> BulkheadLayerBuilder<K, E, C, R, D> {
                 max_partitions: self.max_partitions,
                 overflow: self.overflow,
                 overrides: self.overrides,
+                limiter: self.limiter,
             },
         );
         Ok(BulkheadLayer {

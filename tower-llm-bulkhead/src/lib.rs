@@ -14,6 +14,9 @@
 //!   SSE event); a request larger than the whole budget is rejected as `RequestTooLarge`;
 //! - optionally **adapts** the concurrency limit (AIMD, [`AdaptiveConcurrency`]) to the target's
 //!   latency and load shedding;
+//! - optionally **shares** the rate and token decisions with other replicas through a
+//!   [`SharedLimiter`] (such as `tower-llm-redis`'s, on Redis), falling back to the local limits
+//!   whenever the shared store cannot decide (see [`shared`]);
 //! - keeps each call's permit until its response — for HTTP, its response **body** — ends or is
 //!   dropped, and releases it on every path: completion, error, cancellation, panic.
 //!
@@ -147,7 +150,8 @@
 //! `benches-crate/benches/bulkhead.rs`). A keyed bulkhead adds the key's extraction and clone, one
 //! keyed hash and a read lock of one of 16 shards. A call that has to wait allocates its wait; a
 //! token limit allocates the permit's charge per call (and reads the response's usage as it streams
-//! by).
+//! by). A [shared limiter](shared) adds nothing to a bulkhead without one; with one, each
+//! rate- or token-limited call takes the wait path (one boxed future) and the limiter's round trip.
 //!
 //! # Observability
 //!
@@ -175,6 +179,7 @@ mod partition;
 mod permit;
 mod rate;
 mod service;
+pub mod shared;
 pub mod tokens;
 pub mod usage;
 
@@ -194,5 +199,6 @@ pub use layer::{BulkheadLayer, BulkheadLayerBuilder};
 pub use partition::PartitionSnapshot;
 pub use permit::Permit;
 pub use service::{Bulkhead, ErrorsOnly};
+pub use shared::SharedLimiter;
 pub use tokens::{EstimateTokens, JsonBodyEstimate, NoTokenEstimate};
 pub use tower_llm_core::{BulkheadFull, LimitKind};

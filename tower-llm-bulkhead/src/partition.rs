@@ -25,6 +25,7 @@ use crate::config::{PartitionConfig, PartitionOverflow, TargetLabel};
 use crate::key::PartitionKey;
 use crate::metrics::{PartitionMetrics, OVERFLOW_TARGET};
 use crate::rate::RequestRate;
+use crate::shared::{signed, SharedLimiter, SharedLimits};
 use crate::tokens::TokenBudget;
 
 /// One `waiting` in the packed state word.
@@ -46,6 +47,8 @@ pub(crate) struct Partition {
     queue: Mutex<WaitQueue>,
     pub(crate) rate: Option<RequestRate>,
     pub(crate) tokens: Option<TokenBudget>,
+    /// Where the rate and token decisions are taken first, when shared between replicas.
+    pub(crate) shared: Option<SharedLimits>,
     adaptive: Option<Aimd>,
     pub(crate) metrics: PartitionMetrics,
 }
@@ -78,12 +81,14 @@ pub(crate) enum Enqueue {
 }
 
 impl Partition {
-    /// A partition named `name` whose metrics are labelled `target`.
+    /// A partition named `name` whose metrics are labelled `target`; `shared`: the shared
+    /// limiter and this partition's scope in it.
     pub(crate) fn new(
         target: &Arc<str>,
         name: Arc<str>,
         config: &PartitionConfig,
         clock: TokioClock,
+        shared: Option<(&Arc<dyn SharedLimiter>, Arc<str>)>,
     ) -> Self {
         let metrics = PartitionMetrics::new(target, config.max_concurrent);
         Partition {
@@ -94,6 +99,7 @@ impl Partition {
             queue: Mutex::new(WaitQueue::default()),
             rate: config.rate.as_ref().map(|r| RequestRate::new(r, clock)),
             tokens: config.tokens.as_ref().map(|t| TokenBudget::new(t, clock)),
+            shared: shared.and_then(|(limiter, scope)| SharedLimits::new(limiter, scope, config)),
             adaptive: config.adaptive.as_ref().map(|a| Aimd::new(a, clock)),
             metrics,
             name,
@@ -338,15 +344,35 @@ impl Partition {
         }
     }
 
-    /// Correct the token budget after a call estimated at `estimated` tokens reported `actual`.
-    pub(crate) fn correct_tokens(&self, estimated: u64, actual: u64) {
+    /// Correct the token budget after a call estimated at `estimated` tokens reported `actual`:
+    /// the shared budget when the call was charged there (`shared`), else the local one.
+    pub(crate) fn correct_tokens(&self, estimated: u64, actual: u64, shared: bool) {
         let Some(budget) = &self.tokens else { return };
-        if actual < estimated {
+        if shared {
+            if let Some(limits) = &self.shared {
+                limits.adjust(signed(actual).saturating_sub(signed(estimated)));
+            }
+        } else if actual < estimated {
             budget.refund(estimated - actual);
-            self.metrics.corrected(true, estimated - actual);
         } else if actual > estimated {
             budget.debit(actual - estimated);
+        }
+        if actual < estimated {
+            self.metrics.corrected(true, estimated - actual);
+        } else if actual > estimated {
             self.metrics.corrected(false, actual - estimated);
+        }
+    }
+
+    /// Give back `tokens` charged for a call that was not sent.
+    pub(crate) fn refund_tokens(&self, tokens: u64, shared: bool) {
+        if tokens == 0 {
+            return;
+        }
+        match (&self.shared, &self.tokens) {
+            (Some(limits), _) if shared => limits.adjust(-signed(tokens)),
+            (_, Some(budget)) if !shared => budget.refund(tokens),
+            _ => {}
         }
     }
 
@@ -422,6 +448,11 @@ pub struct PartitionSnapshot {
     pub tokens_available: Option<u64>,
 }
 
+/// The shared limiter's scope of partition `partition` of bulkhead `bulkhead`.
+fn shared_scope(bulkhead: &str, partition: &str) -> Arc<str> {
+    Arc::from(format!("{bulkhead}/{partition}"))
+}
+
 /// Limits for particular partitions, by key.
 pub(crate) type Overrides<K> = Arc<dyn Fn(&K) -> Option<PartitionConfig> + Send + Sync>;
 
@@ -438,6 +469,7 @@ pub(crate) struct Shared<K> {
     overrides: Option<Overrides<K>>,
     clock: TokioClock,
     table: Table<K>,
+    limiter: Option<Arc<dyn SharedLimiter>>,
 }
 
 enum Table<K> {
@@ -506,6 +538,7 @@ pub(crate) struct TableLayout<K> {
     pub(crate) max_partitions: usize,
     pub(crate) overflow: PartitionOverflow,
     pub(crate) overrides: Option<Overrides<K>>,
+    pub(crate) limiter: Option<Arc<dyn SharedLimiter>>,
 }
 
 impl<K: PartitionKey> Shared<K> {
@@ -518,6 +551,7 @@ impl<K: PartitionKey> Shared<K> {
                 Arc::clone(&name),
                 &defaults,
                 clock,
+                layout.limiter.as_ref().map(|l| (l, Arc::clone(&name))),
             )))
         } else {
             let overflow = match layout.overflow {
@@ -527,8 +561,13 @@ impl<K: PartitionKey> Shared<K> {
                         TargetLabel::Partition => Arc::clone(&overflow),
                         TargetLabel::Name => Arc::clone(&name),
                     };
+                    let scope = shared_scope(&name, &overflow);
                     Some(Arc::new(Partition::new(
-                        &target, overflow, &defaults, clock,
+                        &target,
+                        overflow,
+                        &defaults,
+                        clock,
+                        layout.limiter.as_ref().map(|l| (l, scope)),
                     )))
                 }
                 PartitionOverflow::Reject => None,
@@ -549,6 +588,7 @@ impl<K: PartitionKey> Shared<K> {
             overrides: layout.overrides,
             clock,
             table,
+            limiter: layout.limiter,
         }
     }
 
@@ -594,7 +634,12 @@ impl<K: PartitionKey> Shared<K> {
                     TargetLabel::Partition => Arc::clone(&name),
                     TargetLabel::Name => Arc::clone(&self.name),
                 };
-                let partition = Arc::new(Partition::new(&target, name, &config, self.clock));
+                let shared = self
+                    .limiter
+                    .as_ref()
+                    .map(|l| (l, shared_scope(&self.name, &name)));
+                let partition =
+                    Arc::new(Partition::new(&target, name, &config, self.clock, shared));
                 map.insert(k, Arc::clone(&partition));
                 return Ok(partition);
             }

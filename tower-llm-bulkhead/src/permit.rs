@@ -22,14 +22,22 @@ pub struct Permit {
 /// The token side of a permit.
 struct Charge {
     tokens: u64,
+    /// Charged to the shared limiter (else to the local budget).
+    shared: bool,
     usage: Option<UsageScanner>,
 }
 
 impl Permit {
     pub(crate) fn new(partition: Arc<Partition>, tokens: u64) -> Self {
+        Self::charged(partition, tokens, false)
+    }
+
+    /// A permit whose `tokens` were charged to the shared limiter (`shared`) or locally.
+    pub(crate) fn charged(partition: Arc<Partition>, tokens: u64, shared: bool) -> Self {
         let charge = partition.has_tokens().then(|| {
             Box::new(Charge {
                 tokens,
+                shared,
                 usage: None,
             })
         });
@@ -57,7 +65,8 @@ impl Permit {
     /// nothing without a token limit.
     pub fn report_usage(&mut self, actual: u64) {
         if let Some(charge) = &mut self.charge {
-            self.partition.correct_tokens(charge.tokens, actual);
+            self.partition
+                .correct_tokens(charge.tokens, actual, charge.shared);
             charge.tokens = actual;
         }
     }
