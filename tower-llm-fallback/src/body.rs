@@ -36,36 +36,52 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 use tower_llm_core::{BoxError, ReplayBody};
+use tracing::Span;
 
 use crate::resume::watch::Watch;
 
 /// The body of a response from [`Fallback`](crate::Fallback).
 ///
 /// A committed stream's body also watches what it hands on, so that a stream cut after its
-/// first event can be finished on another target ([`resume`](crate::resume)).
+/// first event can be finished on another target ([`resume`](crate::resume)). It holds the
+/// answering attempt's span ([`trace`](crate::trace)), entered while the body is read and closed
+/// when the body is dropped.
 #[pin_project]
 pub struct FallbackBody<B> {
     #[pin]
     inner: ReplayBody<B>,
     watch: Option<Box<Watch<B>>>,
+    span: Span,
 }
 
 impl<B> FallbackBody<B> {
     pub(crate) fn new(inner: ReplayBody<B>) -> Self {
-        FallbackBody { inner, watch: None }
-    }
-
-    /// A committed stream, watched for resumption.
-    pub(crate) fn watched(inner: ReplayBody<B>, watch: Watch<B>) -> Self {
         FallbackBody {
             inner,
-            watch: Some(Box::new(watch)),
+            watch: None,
+            span: Span::none(),
         }
     }
 
-    /// The body and its watch, taken apart (a continuation handed to the stream it resumes).
-    pub(crate) fn into_parts(self) -> (ReplayBody<B>, Option<Box<Watch<B>>>) {
-        (self.inner, self.watch)
+    /// A committed stream, watched for resumption, read within the attempt's `span`.
+    pub(crate) fn watched(inner: ReplayBody<B>, watch: Watch<B>, span: Span) -> Self {
+        FallbackBody {
+            inner,
+            watch: Some(Box::new(watch)),
+            span,
+        }
+    }
+
+    /// The same body, read within `span` (the attempt that answered).
+    pub(crate) fn with_span(mut self, span: Span) -> Self {
+        self.span = span;
+        self
+    }
+
+    /// The body, its watch and its span, taken apart (a continuation handed to the stream it
+    /// resumes).
+    pub(crate) fn into_parts(self) -> (ReplayBody<B>, Option<Box<Watch<B>>>, Span) {
+        (self.inner, self.watch, self.span)
     }
 
     /// The whole body, when it is held in memory (a cached, static or buffered answer).
@@ -98,8 +114,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         match this.watch {
-            Some(watch) => watch.poll_frame(this.inner, cx),
-            None => this.inner.poll_frame(cx),
+            Some(watch) => watch.poll_frame(this.inner, this.span, cx),
+            None => {
+                let _entered = this.span.enter();
+                this.inner.poll_frame(cx)
+            }
         }
     }
 

@@ -115,6 +115,7 @@ pub mod shared;
 pub mod static_tier;
 pub mod store;
 pub mod target;
+pub mod trace;
 
 pub use body::FallbackBody;
 pub use cache::{CacheConfig, CacheScope};

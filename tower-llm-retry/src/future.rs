@@ -489,6 +489,12 @@ where
                     target = %TargetLabel(&self.target),
                     "retry: backing off"
                 );
+                // On the fallback chain's attempt span, when one is current and recorded.
+                let span = tracing::Span::current();
+                if !span.is_disabled() {
+                    let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                    span.record("llm.retry.delay_ms", ms);
+                }
                 Ok(delay)
             }
             Decision::Stop(reason) => Err(self.finish(result, Some(failure), reason)),

@@ -179,6 +179,7 @@ where
                         }) => {
                             if let Some(usage) = usage {
                                 this.metrics.reported(usage);
+                                super::usage::record_on_span(usage);
                             }
                             GuardedBody::buffered(data, trailers)
                         }

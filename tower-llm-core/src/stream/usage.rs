@@ -46,11 +46,32 @@ pub(crate) fn of_event(data: &[u8]) -> Option<Usage> {
         .filter(|u| !u.is_empty())
 }
 
+/// Record `usage` on the current span, for traces: the fallback chain's attempt span
+/// (`gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`); nothing without a subscriber.
+/// Recorded as `i64`: OpenTelemetry has no unsigned integers (tracing-opentelemetry would turn
+/// a `u64` into a string).
+pub(crate) fn record_on_span(usage: Usage) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Some(input) = usage.input {
+        span.record("gen_ai.usage.input_tokens", int(input));
+    }
+    if let Some(output) = usage.output {
+        span.record("gen_ai.usage.output_tokens", int(output));
+    }
+}
+
 /// A top-level member name the token counters care about.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Member {
     /// `usage` or `usageMetadata`.
     Usage,
+    /// `model` (or Gemini's `modelVersion`): recorded on the current span as
+    /// `gen_ai.response.model`.
+    Model,
     /// `x_groq` (its `usage` member).
     XGroq,
     /// `error` (for the whole-body judge).
@@ -80,6 +101,7 @@ impl Visitor<'_> for MemberKey {
         Ok(match key {
             "usage" | "usageMetadata" => Member::Usage,
             "x_groq" => Member::XGroq,
+            "model" | "modelVersion" => Member::Model,
             "error" => Member::Error,
             _ => Member::Other,
         })
@@ -111,6 +133,10 @@ impl<'de> Visitor<'de> for EventUsage {
                 Member::Usage => map.next_value_seed(UsageValue)?,
                 // `x_groq` is an object holding `usage`: the same visitor finds it.
                 Member::XGroq => map.next_value_seed(EventUsage)?,
+                Member::Model => {
+                    map.next_value_seed(ModelValue)?;
+                    None
+                }
                 Member::Error | Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                     None
@@ -150,6 +176,64 @@ impl<'de> Visitor<'de> for EventUsage {
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
         Ok(None)
+    }
+}
+
+/// The value of a top-level `model` member: a string is recorded on the current span as
+/// `gen_ai.response.model` (borrowed, nothing allocated); any other value is skipped.
+pub(crate) struct ModelValue;
+
+impl<'de> DeserializeSeed<'de> for ModelValue {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ModelValue {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a model name")
+    }
+
+    fn visit_str<E: de::Error>(self, model: &str) -> Result<(), E> {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("gen_ai.response.model", model);
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::StreamLimits;
 use super::engine::after;
-use super::usage::{Member, MemberKey, Usage, UsageValue};
+use super::usage::{Member, MemberKey, ModelValue, Usage, UsageValue};
 use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
@@ -358,6 +358,7 @@ impl<'de> Visitor<'de> for ProbeVisitor {
                         usage.get_or_insert_with(Usage::default).merge(found);
                     }
                 }
+                Member::Model => map.next_value_seed(ModelValue)?,
                 Member::XGroq | Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }

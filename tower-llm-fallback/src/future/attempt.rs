@@ -112,11 +112,14 @@ where
         ) else {
             return Started::Finished(self.exhausted(now));
         };
+        let span =
+            crate::trace::attempt_span(&self.parent, target, self.calls, self.resume.is_some());
         self.current = Some(Current {
             idx,
             started: now,
             probe,
             _in_flight: target.state.enter(),
+            span,
         });
         self.deadline = Some(deadline);
         Started::Attempt(svc.clone(), req)

@@ -19,6 +19,7 @@ use tower_llm_core::{
     AttemptRecord, BoxError, ClassifiedError, Classify, ErrorKind, ReplayBody, ReplayableBody,
 };
 use tower_service::Service;
+use tracing::Span;
 
 use crate::body::FallbackBody;
 use crate::chain::Walk;
@@ -80,6 +81,8 @@ struct Current {
     started: Instant,
     probe: Option<ProbeSlot>,
     _in_flight: InFlight,
+    /// The attempt's span (disabled when no subscriber wants it).
+    span: Span,
 }
 
 /// What selecting a target led to.
@@ -112,6 +115,8 @@ struct Ctx<S, B, C> {
     started: Option<Instant>,
     /// Set when this walk resumes a cut stream.
     resume: Option<resume::ResumeWalk>,
+    /// The span current when the request entered the chain: the attempts' parent.
+    parent: Span,
 }
 
 impl<S, B, ResB, C> ResponseFuture<S, B, ResB, C>
@@ -133,8 +138,18 @@ where
                 last_error: None,
                 started: None,
                 resume: None,
+                parent: Span::current(),
             },
         }
+    }
+}
+
+impl<S, B, C> Ctx<S, B, C> {
+    /// The current attempt's span (a cheap handle; disabled when there is no attempt).
+    fn attempt_span(&self) -> Span {
+        self.current
+            .as_ref()
+            .map_or_else(Span::none, |c| c.span.clone())
     }
 }
 
@@ -181,41 +196,56 @@ where
                 PhaseProj::Select => match this.ctx.start_next() {
                     // A service ready at once is called from here: parking it and its request
                     // in `Ready` first would copy both into the phase for nothing.
-                    Started::Attempt(mut svc, req) => match svc.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let fut = svc.call(req);
-                            this.phase.set(Phase::Calling { fut });
-                            continue;
+                    Started::Attempt(mut svc, req) => {
+                        // The layers below see the attempt's span as the current one.
+                        let span = this.ctx.attempt_span();
+                        let _entered = span.enter();
+                        match svc.poll_ready(cx) {
+                            Poll::Ready(Ok(())) => {
+                                let fut = svc.call(req);
+                                this.phase.set(Phase::Calling { fut });
+                                continue;
+                            }
+                            Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
+                            Poll::Pending => {
+                                this.phase.set(Phase::Ready {
+                                    svc,
+                                    req: Some(req),
+                                });
+                                // Polled again there: its timer starts with the wait.
+                                continue;
+                            }
                         }
-                        Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
-                        Poll::Pending => {
-                            this.phase.set(Phase::Ready {
-                                svc,
-                                req: Some(req),
-                            });
-                            // Polled again there: its timer starts with the wait.
-                            continue;
-                        }
-                    },
+                    }
                     Started::Finished(out) => Poll::Ready(Next::Return(out)),
                 },
-                PhaseProj::Ready { svc, req } => match svc.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => match req.take() {
-                        Some(req) => {
-                            let fut = svc.call(req);
-                            this.phase.set(Phase::Calling { fut });
-                            continue;
-                        }
-                        None => Poll::Ready(Next::Select),
-                    },
-                    Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
-                    Poll::Pending => Poll::Pending,
-                },
-                PhaseProj::Calling { fut } => fut.poll(cx).map(|result| match result {
-                    Ok(res) => this.ctx.on_response(res),
-                    Err(err) => this.ctx.on_error(err.into()),
-                }),
+                PhaseProj::Ready { svc, req } => {
+                    let span = this.ctx.attempt_span();
+                    let _entered = span.enter();
+                    match svc.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => match req.take() {
+                            Some(req) => {
+                                let fut = svc.call(req);
+                                this.phase.set(Phase::Calling { fut });
+                                continue;
+                            }
+                            None => Poll::Ready(Next::Select),
+                        },
+                        Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+                PhaseProj::Calling { fut } => {
+                    let span = this.ctx.attempt_span();
+                    let _entered = span.enter();
+                    fut.poll(cx).map(|result| match result {
+                        Ok(res) => this.ctx.on_response(res),
+                        Err(err) => this.ctx.on_error(err.into()),
+                    })
+                }
                 PhaseProj::Peeking { peek, parts } => {
+                    let span = this.ctx.attempt_span();
+                    let _entered = span.enter();
                     peek.poll_peek(cx)
                         .map(|outcome| match (outcome, parts.take()) {
                             (PeekOutcome::Commit { prefix, rest }, Some(head)) => {
@@ -230,10 +260,13 @@ where
                             }
                         })
                 }
-                PhaseProj::Buffering { fut, parts } => fut
-                    .as_mut()
-                    .poll(cx)
-                    .map(|body| this.ctx.on_buffer_done(body, parts)),
+                PhaseProj::Buffering { fut, parts } => {
+                    let span = this.ctx.attempt_span();
+                    let _entered = span.enter();
+                    fut.as_mut()
+                        .poll(cx)
+                        .map(|body| this.ctx.on_buffer_done(body, parts))
+                }
                 PhaseProj::Done => {
                     return Poll::Ready(Err(Box::new(ClassifiedError::new(
                         ErrorKind::Unknown,

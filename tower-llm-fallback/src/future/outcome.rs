@@ -2,6 +2,7 @@
 
 use std::mem;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Response, StatusCode};
 use tokio::time::Instant;
@@ -9,14 +10,17 @@ use tower_llm_core::{
     AttemptRecord, BoxError, BreakerOpen, ClassifiedError, ErrorKind, Failure, Origin, ReplayBody,
     ReplayableBody, StreamEnd, StreamOutcome,
 };
+use tracing::Span;
 
 use super::{Ctx, Current, Next, Output};
 use crate::body::FallbackBody;
 use crate::chain::Shared;
 use crate::health::{Failed, FailedCall, ProbeSlot};
 use crate::metrics::AttemptOutcome;
+use crate::peek::is_event_stream;
 use crate::report::{FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
 use crate::target::TargetRuntime;
+use crate::trace;
 
 impl<S, B, C> Ctx<S, B, C>
 where
@@ -28,23 +32,33 @@ where
         &mut self,
         res: Response<ReplayBody<ResB>>,
     ) -> Response<FallbackBody<ResB>> {
-        let Some(current) = self.current.take() else {
+        let Some(mut current) = self.current.take() else {
             return res.map(FallbackBody::new);
         };
         let Some(target) = self.inner.shared.targets.get(current.idx) else {
             return res.map(FallbackBody::new);
         };
-        target.metrics.attempt(
-            &target.name,
-            AttemptOutcome::Success,
-            Instant::now().saturating_duration_since(current.started),
-        );
+        let took = Instant::now().saturating_duration_since(current.started);
+        target
+            .metrics
+            .attempt(&target.name, AttemptOutcome::Success, took);
+        // The attempt's span goes with the answer's body: usage and the end arrive with it.
+        let span = mem::replace(&mut current.span, Span::none());
+        self.answering(&span, res.status(), took, is_event_stream(res.headers()));
         if let Some(stream) = res.extensions().get::<StreamOutcome>().cloned() {
             // A committed stream can still be cut: the target's health waits for its end.
             let shared = Arc::clone(&self.inner.shared);
             let (idx, probe, started) = (current.idx, current.probe, current.started);
-            stream.on_end(move |end| record_stream_end(&shared, idx, probe, started, end));
-            return self.answered_by(current.idx, res);
+            let end_span = (!span.is_disabled()).then(|| span.clone());
+            stream.on_end(move |end| {
+                if let (Some(span), Some(failure)) = (end_span, end.failure()) {
+                    trace::stream_failed(&span, failure.kind);
+                }
+                record_stream_end(&shared, idx, probe, started, end)
+            });
+            return self
+                .answered_by(current.idx, res)
+                .map(|b| b.with_span(span));
         }
         let probe = current.probe.is_some_and(ProbeSlot::settle);
         target.state.on_success(probe, current.started);
@@ -53,6 +67,23 @@ where
             tracing::info!(target_name = %target.name, "probe succeeded: target back in service");
         }
         self.answered_by(current.idx, res)
+            .map(|b| b.with_span(span))
+    }
+
+    /// Record the answering attempt on its span: outcome, status, why the chain got here, and
+    /// for a stream the time to its first answer event.
+    fn answering(&self, span: &Span, status: StatusCode, took: Duration, stream: bool) {
+        if span.is_disabled() {
+            return;
+        }
+        span.record("llm.outcome", "success");
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(first) = self.attempts.first() {
+            span.record("llm.fallback.reason", first.kind.as_str());
+        }
+        if stream {
+            span.record("llm.ttft_ms", trace::millis(took));
+        }
     }
 
     /// Mark `res` as target `idx`'s answer.
@@ -111,6 +142,7 @@ where
             idx,
             started,
             probe,
+            span,
             ..
         }) = self.current.take()
         else {
@@ -145,6 +177,14 @@ where
             elapsed: took,
             retry_after: failure.retry_after,
         };
+        let refused = !kind.fails_over() || kind == ErrorKind::ContextLength;
+        let traced = match (local, refused) {
+            (true, _) => "rejected",
+            (false, true) => "refused",
+            (false, false) => "failure",
+        };
+        trace::failed(&span, traced, kind, status, failure.retry_after);
+        drop(span);
         if local {
             // A layer below refused without calling the target: skip it, count nothing.
             drop(probe);

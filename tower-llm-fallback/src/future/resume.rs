@@ -100,6 +100,7 @@ where
             last_error: None,
             started: self.started,
             resume: None,
+            parent: self.parent.clone(),
         }))
     }
 }
@@ -109,8 +110,8 @@ fn attach<ResB>(
     watch: Watch<ResB>,
 ) -> Response<crate::FallbackBody<ResB>> {
     res.map(|body| {
-        let (inner, _) = body.into_parts();
-        crate::FallbackBody::watched(inner, watch)
+        let (inner, _, span) = body.into_parts();
+        crate::FallbackBody::watched(inner, watch, span)
     })
 }
 
@@ -154,7 +155,7 @@ where
                 .get::<FallbackReport>()
                 .and_then(|r| r.target.clone())
                 .unwrap_or_else(|| Arc::from("?"));
-            let (body, watch) = res.into_body().into_parts();
+            let (body, watch, span) = res.into_body().into_parts();
             let Some(watch) = watch else {
                 return Err(format!("target `{target}` did not answer with a stream"));
             };
@@ -164,6 +165,7 @@ where
                 target,
                 how: how.unwrap_or(How::Replay),
                 next,
+                span,
             })
         })
     }

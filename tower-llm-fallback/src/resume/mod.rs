@@ -239,6 +239,8 @@ pub(crate) struct Resumed<B> {
     /// Its target's name.
     pub(crate) target: Arc<str>,
     pub(crate) how: How,
+    /// The continuation's attempt span (open until the stream ends).
+    pub(crate) span: tracing::Span,
     /// What can resume it in turn, when it can be.
     pub(crate) next: Option<Box<dyn Resumer<B>>>,
 }

@@ -88,6 +88,7 @@ where
     pub(crate) fn poll_frame(
         &mut self,
         mut inner: Pin<&mut ReplayBody<B>>,
+        span: &mut tracing::Span,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
@@ -105,6 +106,11 @@ where
                 self.resuming = None;
                 match resumed {
                     Ok(resumed) => {
+                        if let Some(held) = &self.held {
+                            crate::trace::stream_failed(span, held.kind);
+                        }
+                        // The cut attempt's span closes here; the continuation's is read on.
+                        *span = resumed.span;
                         self.resumed(resumed.target, resumed.how, resumed.next);
                         inner.set(resumed.body);
                     }
@@ -112,7 +118,11 @@ where
                 }
                 continue;
             }
-            match inner.as_mut().poll_frame(cx) {
+            let polled = {
+                let _entered = span.enter();
+                inner.as_mut().poll_frame(cx)
+            };
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     if self.done || self.transcript.finished() {

@@ -32,6 +32,7 @@ impl<B> Core<B> {
         match self.usage {
             Some(usage) => {
                 self.metrics.reported(usage);
+                crate::stream::usage::record_on_span(usage);
                 if usage.output.is_none() && end == StreamEnd::Complete {
                     self.metrics.estimated_output(self.content_chunks);
                 }
