@@ -5,8 +5,9 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use tower_llm_core::sse::SseEvent;
 
 /// Why a stream cannot be resumed (said in the error event that ends it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,12 +43,61 @@ impl Unresumable {
 /// without allocating (strings without escapes are borrowed).
 #[derive(Deserialize)]
 pub(crate) struct ChunkView<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub(crate) choices: Option<Choices<'a>>,
     #[serde(default)]
     pub(crate) usage: Option<IgnoredAny>,
+    /// An in-band error object: not a chunk (see [`Transcript::observe_event`]).
+    #[serde(default)]
+    pub(crate) error: Option<IgnoredAny>,
+    /// Another protocol's event type (Anthropic, Responses API): not an OpenAI chunk.
+    #[serde(default, rename = "type")]
+    pub(crate) ty: Option<IgnoredAny>,
+}
+
+/// An optional string that borrows from the input when it has no escapes. serde's own
+/// `Deserialize` for `Cow<str>` always copies (`#[serde(borrow)]` does not reach through an
+/// `Option`): that was an allocation per string per event on the watched stream's path.
+fn borrowed_str<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct Str<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for Str<'a> {
+        type Value = Option<Cow<'a, str>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(s)))
+        }
+
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s.to_owned())))
+        }
+
+        fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(s)))
+        }
+    }
+
+    deserializer.deserialize_option(Str(PhantomData))
 }
 
 /// A chunk's `choices`: the first one and how many there are (no `Vec`: events are parsed on
@@ -90,7 +140,7 @@ pub(crate) struct ChoiceView<'a> {
     pub(crate) delta: Option<DeltaView<'a>>,
     #[serde(default)]
     pub(crate) logprobs: Option<IgnoredAny>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) finish_reason: Option<Cow<'a, str>>,
 }
 
@@ -98,7 +148,7 @@ pub(crate) struct ChoiceView<'a> {
 pub(crate) struct DeltaView<'a> {
     #[serde(default)]
     pub(crate) role: Option<IgnoredAny>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) content: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(crate) tool_calls: Option<IgnoredAny>,
@@ -106,11 +156,11 @@ pub(crate) struct DeltaView<'a> {
     pub(crate) function_call: Option<IgnoredAny>,
     #[serde(default)]
     pub(crate) audio: Option<IgnoredAny>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) reasoning_content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub(crate) reasoning: Option<Cow<'a, str>>,
 }
 
@@ -232,10 +282,35 @@ impl Transcript {
         if self.unresumable.is_some() {
             return;
         }
-        let Some(chunk) = ChunkView::parse(data) else {
-            self.mark(Unresumable::Format);
-            return;
+        match ChunkView::parse(data) {
+            Some(chunk) => self.observe_chunk(&chunk),
+            None => self.mark(Unresumable::Format),
+        }
+    }
+
+    /// `event` when it is a plain OpenAI chat completion chunk (a JSON object with a `choices`
+    /// array of at most one choice, no `error`, no `type`, no `error` event name), observed from
+    /// a single parse of its data; `false` for anything else, which the caller classifies and
+    /// observes as before ([`inspect_event`](tower_llm_core::sse::inspect_event), then
+    /// [`observe`](Self::observe)). Such a chunk is what `inspect_event` calls a delta or a
+    /// finish, so the outcome is the same with one JSON pass per event instead of two.
+    pub(crate) fn observe_event(&mut self, event: &SseEvent) -> bool {
+        if event.event().is_some_and(|name| name == "error") {
+            return false;
+        }
+        let Some(chunk) = ChunkView::parse(event.data()) else {
+            return false;
         };
+        let plain = chunk.error.is_none()
+            && chunk.ty.is_none()
+            && chunk.choices.as_ref().is_some_and(|c| c.count <= 1);
+        if plain && self.unresumable.is_none() {
+            self.observe_chunk(&chunk);
+        }
+        plain
+    }
+
+    fn observe_chunk(&mut self, chunk: &ChunkView<'_>) {
         if self.id.is_none() {
             self.id = chunk.id.as_deref().map(str::to_owned);
         }

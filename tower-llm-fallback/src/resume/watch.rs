@@ -199,6 +199,11 @@ where
     fn observe(&mut self, data: Bytes, whole: bool) -> Option<Bytes> {
         let mut first = true;
         while let Ok(Some(event)) = self.decoder.next_event() {
+            // A plain OpenAI chunk (nearly every event): one JSON pass, the transcript's.
+            if self.transcript.observe_event(&event) {
+                first = false;
+                continue;
+            }
             match inspect_event(&event) {
                 EventKind::Error => {
                     if !(first && whole) {
