@@ -64,6 +64,10 @@ const KEYS: &[(&str, &str, &str)] = &[
     ),
     ("cache", "cache", "max_entries"),
     ("escalation", "escalation_policy", "window_ms"),
+    // tower-llm-redis: `RedisConfig`.
+    ("shared_state", "redis_url", "redis_url"),
+    ("shared_state", "key_prefix", "key_prefix"),
+    ("shared_state", "timeout_ms", "timeout_ms"),
 ];
 
 /// The settings of the fallback crate that belong to a section rather than to a route.
@@ -108,8 +112,13 @@ pub(crate) fn ms(n: u64) -> Duration {
 pub(crate) fn breaker_config(
     b: &BreakerSection,
     name: &str,
+    shared: Option<std::sync::Arc<dyn tower_llm_breaker::shared::SharedBreakers>>,
 ) -> Result<CircuitBreakerConfig, ConfigError> {
-    let builder = CircuitBreakerConfig::builder()
+    let mut builder = CircuitBreakerConfig::builder();
+    if let Some(shared) = shared {
+        builder = builder.shared(shared);
+    }
+    let builder = builder
         .name(name)
         .failure_rate_threshold(b.failure_rate)
         .sliding_window(SlidingWindow::Count(b.window))
@@ -254,9 +263,14 @@ pub(crate) fn static_answer(s: &StaticSection) -> Option<StaticAnswer> {
 /// Check every crate's settings as the stack will build them; the error names the TOML key.
 pub(crate) fn check(config: &StackConfig) -> Result<(), (String, String)> {
     let name = "check";
-    breaker_config(&config.breaker, name).map_err(|e| section_error("breaker", &e))?;
+    breaker_config(&config.breaker, name, None).map_err(|e| section_error("breaker", &e))?;
     retry_layer(&config.retry, name).map_err(|e| section_error("retry", &e))?;
     bulkhead_layer(&config.bulkhead, name).map_err(|e| section_error("bulkhead", &e))?;
     stream_guard(&config.stream).map_err(|e| section_error("stream", &e))?;
+    if let Some(redis) = config.shared_state.redis_config() {
+        redis
+            .validate()
+            .map_err(|e| section_error("shared_state", &e))?;
+    }
     Ok(())
 }

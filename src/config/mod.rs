@@ -68,7 +68,8 @@ pub use provider::{
 pub use schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,
     HealthSection, OnCorrupt, ProviderConfig, RequestSection, ResumeSetting, RetrySection,
-    RouteConfig, StackConfig, StaticSection, StreamSection, TargetConfig, TierSelection,
+    RouteConfig, SharedStateSection, StackConfig, StaticSection, StreamSection, TargetConfig,
+    TierSelection,
 };
 
 impl StackConfig {

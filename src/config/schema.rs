@@ -42,6 +42,8 @@ pub struct StackConfig {
     pub escalation: EscalationSection,
     /// Health persistence across restarts.
     pub health: HealthSection,
+    /// State shared with other replicas through Redis (off unless `redis_url` is set).
+    pub shared_state: SharedStateSection,
     /// The TOML text this configuration was read from (for the lines of later errors).
     #[serde(skip)]
     pub(crate) source: Option<SourceText>,
@@ -610,6 +612,48 @@ pub struct HealthSection {
     /// What to do at start when `file` exists but cannot be read or parsed. Default `"fail"`:
     /// the stack is not built (starting empty would lift benches, an auth bench included).
     pub on_corrupt: OnCorrupt,
+}
+
+/// `[shared_state]`: what replicas learn, shared through Redis (see the README's "Running
+/// several replicas"): cooldowns, breaker transitions and the probes after them.
+///
+/// Off unless `redis_url` is set. Redis is never on a request's path: what other replicas
+/// publish is applied to local state through a subscription; when Redis is down or slower than
+/// `timeout_ms`, every decision is taken on local state, and sharing resumes when it answers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedStateSection {
+    /// `redis://[user:password@]host:port/db`. Replicas that share state use the same Redis
+    /// and `key_prefix`. A password in it never appears in logs, errors or `/health`.
+    pub redis_url: Option<String>,
+    /// The prefix of every key and channel (default `tower-llm:`); unrelated deployments on
+    /// one Redis use different ones.
+    pub key_prefix: String,
+    /// How long any decision waits for Redis before it is taken on local state, and the timeout
+    /// of every Redis operation (default 20 ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for SharedStateSection {
+    fn default() -> Self {
+        SharedStateSection {
+            redis_url: None,
+            key_prefix: tower_llm_redis::DEFAULT_KEY_PREFIX.to_owned(),
+            timeout_ms: millis(tower_llm_redis::DEFAULT_TIMEOUT),
+        }
+    }
+}
+
+impl SharedStateSection {
+    /// The Redis settings, when sharing is on (`redis_url` set).
+    pub fn redis_config(&self) -> Option<tower_llm_redis::RedisConfig> {
+        let url = self.redis_url.as_ref()?;
+        Some(
+            tower_llm_redis::RedisConfig::new(url.clone())
+                .key_prefix(self.key_prefix.clone())
+                .timeout(Duration::from_millis(self.timeout_ms)),
+        )
+    }
 }
 
 /// `[health] on_corrupt`: what to do with a health file that cannot be read or parsed.

@@ -26,7 +26,7 @@ fn empty_config_gets_defaults() {
 fn defaults_are_the_crates_own() {
     use std::time::Duration;
     let c = StackConfig::default();
-    let breaker = layers::breaker_config(&c.breaker, "default").unwrap();
+    let breaker = layers::breaker_config(&c.breaker, "default", None).unwrap();
     let crate_default = tower_llm_breaker::CircuitBreakerConfig::default();
     assert_eq!(
         breaker.failure_rate_threshold(),
@@ -415,4 +415,39 @@ fn the_shipped_workspace_toml_is_valid() {
         StackConfig::from_toml_str(src).unwrap_err().key(),
         "gateway"
     );
+}
+
+#[test]
+fn shared_state_is_off_by_default_and_its_bad_values_name_their_key() {
+    let c = StackConfig::from_toml_str("").unwrap();
+    assert!(c.shared_state.redis_config().is_none());
+    assert_eq!(c.shared_state.key_prefix, "tower-llm:");
+    assert_eq!(c.shared_state.timeout_ms, 20);
+
+    let c = StackConfig::from_toml_str(
+        "[shared_state]\nredis_url = \"redis://127.0.0.1:6379/0\"\nkey_prefix = \"prod:\"\n",
+    )
+    .unwrap();
+    assert!(c.shared_state.redis_config().is_some());
+
+    let e = StackConfig::from_toml_str(
+        "[shared_state]\nredis_url = \"http://user:hunter2@cache:6379\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(key_line(&e), ("shared_state.redis_url", Some(2)));
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    assert!(e.to_string().contains("redis://"), "{e}");
+
+    let e = StackConfig::from_toml_str(
+        "[shared_state]\nredis_url = \"redis://127.0.0.1/0\"\ntimeout_ms = 0\n",
+    )
+    .unwrap_err();
+    assert_eq!(key_line(&e), ("shared_state.timeout_ms", Some(3)));
+    let e = StackConfig::from_toml_str(
+        "[shared_state]\nredis_url = \"redis://127.0.0.1/0\"\nkey_prefix = \"a b\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(key_line(&e), ("shared_state.key_prefix", Some(3)));
+    let e = StackConfig::from_toml_str("[shared_state]\nredis = \"x\"\n").unwrap_err();
+    assert_eq!(e.key(), "shared_state.redis");
 }

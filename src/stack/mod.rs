@@ -121,6 +121,7 @@ use tower_llm_breaker::BreakerHandle;
 use tower_llm_bulkhead::PermitBody;
 use tower_llm_core::{BoxError, GuardedBody, ReplayBody, Target};
 use tower_llm_fallback::{Fallback, FallbackBody, HealthSnapshot};
+use tower_llm_redis::SharedState;
 
 pub use future::StackFuture;
 
@@ -159,6 +160,7 @@ pub type HttpClient<ReqB> = Client<crate::client::Connector, ReplayBody<ReqB>>;
 pub struct StackBuilder<'a> {
     config: &'a StackConfig,
     urls: HashMap<String, String>,
+    shared_state: Option<SharedState>,
 }
 
 impl fmt::Debug for StackBuilder<'_> {
@@ -167,6 +169,7 @@ impl fmt::Debug for StackBuilder<'_> {
             .field("providers", &self.config.providers.len())
             .field("routes", &self.config.routes.len())
             .field("urls", &self.urls)
+            .field("shared_state", &self.shared_state)
             .finish()
     }
 }
@@ -177,7 +180,16 @@ impl<'a> StackBuilder<'a> {
         StackBuilder {
             config,
             urls: HashMap::new(),
+            shared_state: None,
         }
+    }
+
+    /// Share state with other replicas through `shared` instead of connecting to
+    /// `[shared_state] redis_url` (e.g. one connection for several stacks, or across a
+    /// configuration reload). See [`Stack::shared_state`].
+    pub fn shared_state(mut self, shared: SharedState) -> Self {
+        self.shared_state = Some(shared);
+        self
     }
 
     /// Send provider `name`'s requests to `base_url`, whatever the configuration says. Needed
@@ -225,7 +237,17 @@ impl<'a> StackBuilder<'a> {
     {
         let config = self.config;
         config.validate()?;
-        let plan = Plan::new(config, &self.urls)?;
+        // `[shared_state]`: connecting never fails because Redis is down (decisions stay local
+        // until it answers), only for a bad setting or outside a tokio runtime.
+        let shared_state = match (self.shared_state, config.shared_state.redis_config()) {
+            (Some(shared), _) => Some(shared),
+            (None, Some(redis)) => Some(SharedState::connect(redis).map_err(|e| {
+                let (key, message) = layers::section_error("shared_state", &e);
+                config.error_at(&key, message)
+            })?),
+            (None, None) => None,
+        };
+        let plan = Plan::new(config, &self.urls, shared_state)?;
         // Provider presets' request shaping (headers, Azure paths) right above the client.
         let shapes = crate::client::shape::Shapes::new(config, &self.urls);
         let make: MakeTarget<ReqB, ResB> = {
@@ -340,6 +362,15 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
     /// all name their model tracks no requested models.
     pub fn requested_models(&self) -> Vec<String> {
         self.inner.chains.requested_models()
+    }
+
+    /// The handle on Redis this stack shares state through (`[shared_state]`, or the one given
+    /// to [`StackBuilder::shared_state`]): its [`status`](SharedState::status) says whether
+    /// state is shared right now; its [`connection`](SharedState::connection),
+    /// [`key`](SharedState::key) scheme and [`timeout`](SharedState::timeout) serve other
+    /// shared components. `None` when sharing is off.
+    pub fn shared_state(&self) -> Option<&SharedState> {
+        self.inner.chains.plan.layers.shared_state.as_ref()
     }
 
     /// Every known target's health, and the overall status.

@@ -42,6 +42,12 @@ pub(super) struct TargetLayers {
     pub(super) retry: Option<RetrySection>,
     pub(super) bulkhead: Option<BulkheadSection>,
     pub(super) stream_guard: StreamGuardLayer,
+    /// `[shared_state]`: the process's handle on Redis, when sharing is on. Breakers share
+    /// their transitions through it (scope `targets`), chains their cooldowns (scope = the
+    /// chain's key).
+    pub(crate) shared_state: Option<tower_llm_redis::SharedState>,
+    /// The breakers' side of `shared_state` (one for every target of the stack).
+    pub(super) shared_breakers: Option<Arc<tower_llm_redis::RedisBreakers>>,
 }
 
 #[derive(Clone)]
@@ -81,6 +87,7 @@ impl Plan {
     pub(super) fn new(
         config: &StackConfig,
         urls: &HashMap<String, String>,
+        shared_state: Option<tower_llm_redis::SharedState>,
     ) -> Result<Self, ConfigFileError> {
         let mut providers = HashMap::new();
         for (i, p) in config.providers.iter().enumerate() {
@@ -124,6 +131,8 @@ impl Plan {
                 retry: config.retry.enabled.then(|| config.retry.clone()),
                 bulkhead: config.bulkhead.enabled.then(|| config.bulkhead.clone()),
                 stream_guard,
+                shared_breakers: shared_state.as_ref().map(|s| s.breakers("targets")),
+                shared_state,
             },
         })
     }

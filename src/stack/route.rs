@@ -300,6 +300,15 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
                 builder.pool(plan.selection, members)
             };
         }
+        let key: Arc<str> = match requested {
+            Some(model) => format!("{} -> {model}", plan.pattern).into(),
+            None => plan.pattern.as_str().into(),
+        };
+        if let Some(shared) = &self.plan.layers.shared_state {
+            // Replicas share a chain's cooldowns by its key (the route, and the requested model
+            // for a pass-through route).
+            builder = builder.shared_cooldowns(shared.cooldowns(&key));
+        }
         let built = builder
             .build()
             .and_then(|layer| Ok((layer.handle(), layer.services(services)?)));
@@ -309,10 +318,6 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
                 give_back(&used);
                 return Err(e);
             }
-        };
-        let key: Arc<str> = match requested {
-            Some(model) => format!("{} -> {model}", plan.pattern).into(),
-            None => plan.pattern.as_str().into(),
         };
         if let Some(saved) = lock(&self.saved).remove(&*key) {
             handle.restore_snapshot(&saved);

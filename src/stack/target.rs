@@ -147,7 +147,11 @@ impl TargetLayers {
         };
         let (service, breaker) = match &self.breaker {
             Some(section) => {
-                let handle = BreakerHandle::new(layers::breaker_config(section, &name)?);
+                let shared = self.shared_breakers.clone().map(|b| {
+                    let b: Arc<dyn tower_llm_breaker::shared::SharedBreakers> = b;
+                    b
+                });
+                let handle = BreakerHandle::new(layers::breaker_config(section, &name, shared)?);
                 let layer = CircuitBreakerLayer::builder().build_with_handle(handle.clone());
                 let svc = ServiceBuilder::new().layer(layer).service(retried);
                 (BoxCloneSyncService::new(svc), Some(handle))

@@ -10,11 +10,15 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod breakers;
+pub mod cooldowns;
 pub mod metrics;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use breakers::RedisBreakers;
+pub use cooldowns::RedisCooldowns;
 pub use state::{
     redact, unix_ms_now, RedisConfig, SharedState, SharedStateHealth, SharedStateStatus,
     DEFAULT_KEY_PREFIX, DEFAULT_PROBE_LEASE, DEFAULT_TIMEOUT,

@@ -114,7 +114,14 @@ impl RedisConfig {
         self
     }
 
-    fn validate(&self) -> Result<redis::Client, ConfigError> {
+    /// Check the settings without connecting: the URL parses, the timeout and lease are
+    /// positive, the prefix has no whitespace. The error names the setting (`redis_url`,
+    /// `key_prefix`, `timeout_ms`, `probe_lease`) and never shows a password.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client().map(drop)
+    }
+
+    fn client(&self) -> Result<redis::Client, ConfigError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::new("timeout_ms", "must be > 0"));
         }
@@ -273,7 +280,7 @@ impl SharedState {
     /// on their own, so this fails only for a bad configuration, never because Redis is down.
     /// Must be called within a tokio runtime.
     pub fn connect(config: RedisConfig) -> Result<SharedState, ConfigError> {
-        let client = config.validate()?;
+        let client = config.client()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new(
                 "shared_state",
@@ -410,7 +417,6 @@ impl Inner {
     }
 
     /// Queue an operation for the writer; dropped (and counted) when the queue is full.
-    #[allow(dead_code)] // used by the cooldown and breaker components (next commit)
     pub(crate) fn queue(&self, op: Op) -> bool {
         match self.ops.try_send(op) {
             Ok(()) => true,
@@ -421,7 +427,6 @@ impl Inner {
         }
     }
 
-    #[allow(dead_code)] // used by the cooldown and breaker components (next commit)
     pub(crate) fn register(&self, component: Weak<dyn Component>) {
         let mut components = lock(&self.components);
         components.retain(|c| c.strong_count() > 0);
@@ -496,7 +501,6 @@ pub(crate) trait Component: Send + Sync {
 }
 
 /// What the writer does.
-#[allow(dead_code)] // used by the cooldown and breaker components (next commit)
 pub(crate) enum Op {
     /// Publish an event; then set its key (with a TTL in ms, or none), or delete it; then
     /// release the lease of the same name if this process holds it.
@@ -505,6 +509,12 @@ pub(crate) enum Op {
         key: String,
         store: Store,
         lease: Option<String>,
+    },
+    /// Read one key (a component attached after the connection) and hand its value over.
+    Read {
+        key: String,
+        component: Weak<dyn Component>,
+        name: String,
     },
     /// Take a probe lease (`SET NX PX`) and tell the gate who won.
     Lease {
@@ -515,7 +525,6 @@ pub(crate) enum Op {
 }
 
 /// What a published event does to its key.
-#[allow(dead_code)] // used by the cooldown and breaker components (next commit)
 pub(crate) enum Store {
     /// `SET key value PX ttl` (no `PX` when `None`).
     Set(String, Option<u64>),
@@ -595,6 +604,18 @@ async fn write(inner: Weak<Inner>, mut rx: mpsc::Receiver<Op>) {
                     .is_some();
                 inner.report(ok);
             }
+            Op::Read {
+                key,
+                component,
+                name,
+            } => {
+                let value: Option<Option<String>> =
+                    timed(timeout, redis::cmd("GET").arg(&key).query_async(&mut conn)).await;
+                inner.report(value.is_some());
+                if let (Some(Some(value)), Some(component)) = (value, component.upgrade()) {
+                    component.on_stored(&name, &value);
+                }
+            }
             Op::Lease { key, gate, name } => {
                 let lease_ms = u64::try_from(inner.lease.as_millis()).unwrap_or(u64::MAX);
                 let won: Option<Option<String>> = timed(
@@ -629,7 +650,10 @@ async fn subscribe(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let timeout = inner.timeout.max(Duration::from_millis(250));
         let connected = async {
-            if inner.connection().is_none() {
+            // A fresh manager at every (re)connection: the previous one finds out that Redis
+            // came back only after a command of its own failed, and the resynchronisation
+            // below must not be that command.
+            {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(timeout)
                     .set_response_timeout(timeout)
@@ -721,13 +745,11 @@ async fn resync(inner: &Inner) {
 /// Who may send the probe of each name, decided by leases in Redis (see
 /// [`LeaseGate::may_probe`]).
 #[derive(Debug)]
-#[allow(dead_code)] // used by the cooldown and breaker components (next commit)
 pub(crate) struct LeaseGate {
     leases: Mutex<HashMap<String, Lease>>,
 }
 
 #[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // used by the cooldown and breaker components (next commit)
 enum Lease {
     /// Asked Redis at this instant; no answer yet.
     Pending(Instant),
@@ -739,7 +761,6 @@ enum Lease {
     Probing(Instant),
 }
 
-#[allow(dead_code)] // used by the cooldown and breaker components (next commit)
 impl LeaseGate {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(LeaseGate {
