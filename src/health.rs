@@ -58,6 +58,12 @@ pub struct StackHealth {
     pub status: OverallHealth,
     /// One entry per target, sorted by name.
     pub targets: Vec<TargetStatus>,
+    /// With `[shared_state]`: whether what replicas learn is shared right now (`connected`),
+    /// or every decision is local because Redis is unreachable or slow (`connecting`, `down`),
+    /// and how many decisions were taken locally. Redis down does not change `status`: the
+    /// stack serves on local state. Absent when sharing is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_state: Option<tower_llm_redis::SharedStateHealth>,
 }
 
 impl StackHealth {
@@ -130,5 +136,6 @@ pub(crate) fn merge(
     StackHealth {
         status: OverallHealth::from_available(available, targets.len()),
         targets,
+        shared_state: None,
     }
 }

@@ -397,7 +397,9 @@ impl<ReqB, ResB> Stack<ReqB, ResB> {
             .iter()
             .map(|c| c.handle.health())
             .collect();
-        health::merge(parts, &chains)
+        let mut health = health::merge(parts, &chains);
+        health.shared_state = self.shared_state().map(SharedState::health);
+        health
     }
 
     /// The breaker of the target named `name` (`provider/model`), if it exists yet.
