@@ -19,6 +19,10 @@
 //! fields), so a log shipper reads stdout whole while the banner and the status line stay on
 //! stderr for humans. No event carries a key: the gateway logs client key names, never keys.
 //!
+//! With `[telemetry] otlp_endpoint` set, the request and attempt spans also go to that
+//! OpenTelemetry collector ([`init_logging_with`], [`telemetry`](crate::telemetry)); the spans
+//! still held are sent before the process exits.
+//!
 //! ```no_run
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
@@ -34,6 +38,7 @@ use clap::Parser;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::Layer;
 
 pub use crate::config::LogFormat;
 use crate::{Gateway, GatewayConfig, GatewayOptions};
@@ -70,8 +75,34 @@ pub async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logging_as(args.log_format.unwrap_or(config.gateway.log_format));
-    serve(args, config).await
+    #[cfg(feature = "otlp")]
+    {
+        // `[telemetry] otlp_endpoint`: spans go to the collector next to the logs, and the
+        // ones still held are sent before the process exits.
+        let traces = match crate::telemetry::OtlpTraces::start(&config.telemetry) {
+            Ok(traces) => traces,
+            Err(e) => {
+                eprintln!("error: {}: {e}", args.config.display());
+                return ExitCode::from(2);
+            }
+        };
+        init_logging_with(
+            args.log_format.unwrap_or(config.gateway.log_format),
+            traces.as_ref(),
+        );
+        let code = serve(args, config).await;
+        if let Some(traces) = traces {
+            if let Err(e) = traces.shutdown().await {
+                eprintln!("warning: the last spans could not be sent: {e}");
+            }
+        }
+        code
+    }
+    #[cfg(not(feature = "otlp"))]
+    {
+        init_logging_as(args.log_format.unwrap_or(config.gateway.log_format));
+        serve(args, config).await
+    }
 }
 
 /// [`init_logging_as`] with [`LogFormat::Text`].
@@ -85,28 +116,48 @@ pub fn init_logging() {
 /// [`LogFormat::Text`]: lines on stderr, without colour codes when stderr is not a terminal.
 /// [`LogFormat::Json`]: one JSON object per line on stdout.
 pub fn init_logging_as(format: LogFormat) {
+    #[cfg(feature = "otlp")]
+    init_logging_with(format, None);
+    #[cfg(not(feature = "otlp"))]
+    {
+        let _ = tracing_subscriber::registry()
+            .with(log_layer(format))
+            .try_init();
+    }
+}
+
+/// [`init_logging_as`], plus the request and attempt spans to `traces` (the OTLP exporter of
+/// `[telemetry]`) when given. The log filter applies to the logs only.
+#[cfg(feature = "otlp")]
+pub fn init_logging_with(format: LogFormat, traces: Option<&crate::telemetry::OtlpTraces>) {
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(format))
+        .with(traces.map(|t| t.layer()))
+        .try_init();
+}
+
+/// The log lines in `format`, filtered (see [`init_logging_as`]).
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let filter = Targets::new()
         .with_default(Level::WARN)
         .with_target("tower_llm_gateway::reload", Level::INFO)
         .with_target("tower_llm_fallback::future", Level::ERROR);
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_ansi(false)
-                    .with_writer(std::io::stdout),
-            )
-            .try_init(),
-    };
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(false)
+            .with_writer(std::io::stdout)
+            .with_filter(filter)
+            .boxed(),
+    }
 }
 
 /// Load the configuration, start the gateway, wait for SIGINT or SIGTERM, shut down. Logging is

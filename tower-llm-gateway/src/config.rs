@@ -34,6 +34,7 @@ use tower_llm::config::{ConfigDocument, ConfigFileError, StackConfig};
 
 use crate::auth::{ClientKeys, KeyError};
 use crate::headers::{check_request_header, check_response_header, HeaderPolicy};
+use crate::telemetry::TelemetrySection;
 
 /// The keys of a `[[gateway.keys]]`-like table, or the index of the bad entry and why.
 fn hashed_keys(list: &[HashedKey]) -> Result<ClientKeys, (usize, KeyError)> {
@@ -230,6 +231,8 @@ pub struct GatewayConfig {
     /// The file this configuration was read from ([`from_file`](Self::from_file)); a key reload
     /// re-reads its key settings.
     pub source_path: Option<PathBuf>,
+    /// `[telemetry]`: the optional OTLP trace exporter (see [`crate::telemetry`]).
+    pub telemetry: TelemetrySection,
 }
 
 impl GatewayConfig {
@@ -253,6 +256,10 @@ impl GatewayConfig {
     /// library's configuration.
     pub fn from_document(mut doc: ConfigDocument) -> Result<Self, ConfigFileError> {
         let gateway: GatewaySection = doc.take_section("gateway")?.unwrap_or_default();
+        let telemetry: TelemetrySection = doc.take_section("telemetry")?.unwrap_or_default();
+        telemetry
+            .check()
+            .map_err(|(key, why)| doc.error_at(key, why))?;
         let mocks: Vec<(String, String)> = doc.take_provider_keys("mock")?;
         let listen = gateway.listen.parse().map_err(|_| {
             doc.error_at(
@@ -345,6 +352,7 @@ impl GatewayConfig {
             stack,
             headers,
             source_path: None,
+            telemetry,
         })
     }
 

@@ -33,6 +33,8 @@ use crate::headers::HeaderPolicy;
 use crate::metrics::{Telemetry, TimedBody, REQUESTS_TOTAL};
 use crate::server::GatewayStack;
 use crate::status::Counters;
+use crate::telemetry::{self, TracedBody};
+use tracing::Instrument;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -64,7 +66,14 @@ pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request
         .extensions()
         .get::<ClientName>()
         .map_or_else(|| ANONYMOUS.to_owned(), |name| name.as_str().to_owned());
-    let res = answer(&state, req, started).await;
+    // Open until the answer's body ends (or the client goes away); the chain's attempt spans
+    // are its children.
+    let span = telemetry::request_span(req.headers(), &client);
+    let res = answer(&state, req, started, &span)
+        .instrument(span.clone())
+        .await;
+    telemetry::record_answer(&span, res.status(), res.headers());
+    let res = res.map(|body| Body::new(TracedBody::new(body, span)));
     let status = res.status();
     let fallback = res
         .headers()
@@ -93,7 +102,12 @@ pub const ANONYMOUS: &str = "anonymous";
 
 /// Read the body (bounded by the body limit, timed by tower-http), call the stack, shape the
 /// answer; its body records the request's duration in its route's histogram when it ends.
-async fn answer(state: &AppState, req: Request, started: tokio::time::Instant) -> Response {
+async fn answer(
+    state: &AppState,
+    req: Request,
+    started: tokio::time::Instant,
+    span: &tracing::Span,
+) -> Response {
     let (parts, body) = req.into_parts();
     let routes = state.metrics.routes();
     let bytes: Bytes = match body.collect().await {
@@ -112,6 +126,7 @@ async fn answer(state: &AppState, req: Request, started: tokio::time::Instant) -
         }
     };
     let route = routes.for_body(&bytes).clone();
+    telemetry::record_request(span, &bytes, route.name());
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");

@@ -21,7 +21,9 @@
 //! (the stack reads error bodies and stream events, so answers must come uncompressed), and
 //! hop-by-hop headers. `[gateway] forward_request_headers` adds names (e.g. `traceparent`);
 //! the credentials, `host`, `content-length`, `accept-encoding` and hop-by-hop headers can
-//! never be added.
+//! never be added. With the OTLP exporter on (`[telemetry]`, see [`crate::telemetry`]) the
+//! gateway continues a client's `traceparent` itself and sets each upstream attempt's own,
+//! replacing a forwarded one (never sent twice), whatever this list says.
 //!
 //! **Back to the client** ([`DEFAULT_RESPONSE_HEADERS`]), and why each:
 //! - `content-type`: JSON or an SSE stream;

@@ -152,6 +152,7 @@ pub mod security;
 mod serve;
 pub mod server;
 pub mod status;
+pub mod telemetry;
 
 pub use config::{GatewayConfig, GatewaySection};
 pub use reload::KeyReload;

@@ -216,6 +216,8 @@ pub(crate) struct RouteMetrics {
 pub(crate) struct RouteHistograms {
     success: Histogram,
     failure: Histogram,
+    /// The route's pattern (`none` for requests no route serves), for the request's span.
+    name: Arc<str>,
 }
 
 impl RouteHistograms {
@@ -231,7 +233,13 @@ impl RouteHistograms {
         RouteHistograms {
             success: histogram("success"),
             failure: histogram("failure"),
+            name: route,
         }
+    }
+
+    /// The route's pattern, or `none`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Record a request answered with `status` that took `took`.

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tower_llm::core::BoxError;
+use tower_llm::client::UpstreamClientBuilder;
 use tower_llm::{Stack, StackBuilder};
 use tower_llm_chaos::{FaultProfile, MockUpstream};
 
@@ -28,6 +29,7 @@ use crate::router::{router, Limits};
 use crate::security::{check_exposure, Exposure};
 use crate::serve::{serve, ServeLimits};
 use crate::status::{status_task, Counters, Totals};
+use crate::telemetry::InjectTraceContext;
 
 /// The gateway's stack: requests arrive as buffered bytes, upstream answers are hyper bodies.
 pub type GatewayStack = Stack<Full<Bytes>, hyper::body::Incoming>;
@@ -148,6 +150,7 @@ impl Gateway {
 
         let mut mocks = BTreeMap::new();
         let mut builder = StackBuilder::new(&config.stack);
+        let mut upstream = UpstreamClientBuilder::new(&config.stack);
         for (name, profile) in &config.mocks {
             let profile =
                 FaultProfile::parse(profile).map_err(|e| config.mock_error(name, e.to_string()))?;
@@ -157,9 +160,12 @@ impl Gateway {
                 .start()
                 .await?;
             builder = builder.provider_url(name.clone(), mock.base_url());
+            upstream = upstream.provider_url(name.clone(), mock.base_url());
             mocks.insert(name.clone(), mock);
         }
-        let stack: GatewayStack = builder.build_http()?;
+        // As `build_http`, with each attempt's `traceparent` set on its way out.
+        let upstream = InjectTraceContext::new(upstream.build()?);
+        let stack: GatewayStack = builder.build_with_client(upstream)?;
         let metrics = Telemetry::new(metrics, &stack);
 
         let counters = Arc::new(Counters::default());
