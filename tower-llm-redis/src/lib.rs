@@ -12,6 +12,7 @@
 
 pub mod breakers;
 pub mod cooldowns;
+pub mod limiter;
 pub mod metrics;
 pub mod state;
 #[cfg(feature = "testing")]
