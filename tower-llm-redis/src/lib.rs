@@ -7,6 +7,44 @@
 //!
 //! Redis is never on the failure path: every decision that waits on Redis falls back to the
 //! process's local state after a bounded time, and sharing resumes when Redis answers again.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_llm_breaker::CircuitBreakerLayer;
+//! use tower_llm_fallback::{FallbackLayer, TargetConfig};
+//! use tower_llm_redis::{RedisConfig, SharedState};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One handle per process; connecting never fails because Redis is down.
+//! let shared = SharedState::connect(
+//!     RedisConfig::new("redis://127.0.0.1:6379/0")
+//!         .key_prefix("prod:")
+//!         .timeout(Duration::from_millis(20)),
+//! )?;
+//! // A chain's cooldowns (scope: the chain's name, the same on every replica) …
+//! let chain = FallbackLayer::builder()
+//!     .target(TargetConfig::new("openai", "gpt-4o-mini"))
+//!     .target(TargetConfig::new("groq", "llama-3.1-8b-instant"))
+//!     .shared_cooldowns(shared.cooldowns("chat"))
+//!     .build()?;
+//! // … and a breaker's transitions.
+//! let breaker = CircuitBreakerLayer::builder()
+//!     .name("openai/gpt-4o-mini")
+//!     .shared(shared.breakers("chat"))
+//!     .build()?;
+//! # let _ = (chain, breaker);
+//! # Ok(()) }
+//! ```
+//!
+//! | module | shares |
+//! |---|---|
+//! | [`state`] | the per-process handle: connection, key prefix, timeout, status, background tasks |
+//! | [`cooldowns`] | a fallback chain's benches, recoveries and probe leases |
+//! | [`breakers`] | breakers' open (with the deadline) / forced-open / closed transitions and half-open leases |
+//!
+//! **Clock skew.** Deadlines cross processes as Unix milliseconds and key TTLs, so replicas'
+//! clocks must agree to well within a cooldown or an open period (NTP keeps them within a few
+//! ms); a replica whose clock is `d` ahead ends a shared bench `d` early.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

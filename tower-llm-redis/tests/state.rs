@@ -64,3 +64,63 @@ async fn redis_missing_at_start_is_not_an_error() {
     assert_ne!(shared.status(), SharedStateStatus::Connected);
     assert!(shared.connection().is_none());
 }
+
+#[tokio::test]
+async fn a_probe_waits_for_a_slow_redis_at_most_the_timeout_then_is_decided_locally() {
+    use tower_llm_fallback::shared::SharedCooldowns;
+
+    let Some(server) = RedisServer::start_or_skip("slow redis").await.unwrap() else {
+        return;
+    };
+    let timeout = Duration::from_millis(20);
+    let shared = SharedState::connect(
+        RedisConfig::new(server.url())
+            .key_prefix("slow:")
+            .timeout(timeout),
+    )
+    .unwrap();
+    wait_for(&shared, SharedStateStatus::Connected).await;
+    let cooldowns = shared.cooldowns("chat");
+
+    // Connected and quick: the first ask takes the lease, the next one uses it.
+    assert!(!cooldowns.may_probe("a/m"), "asking Redis: skip meanwhile");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !cooldowns.may_probe("a/m") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never came"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(shared.health().local_decisions, 0);
+
+    // Redis stops answering (every client paused for 2 s): a new ask gets no answer, and
+    // after the timeout the decision is local.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let asked = tokio::time::Instant::now();
+    assert!(!cooldowns.may_probe("b/m"));
+    tokio::time::sleep(timeout + Duration::from_millis(5)).await;
+    assert!(
+        cooldowns.may_probe("b/m"),
+        "decided locally after the timeout"
+    );
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    assert!(shared.health().local_decisions >= 1);
+    // The lease request timed out: the state says Redis is not answering.
+    wait_for(&shared, SharedStateStatus::Down).await;
+    assert!(
+        cooldowns.may_probe("c/m"),
+        "down: every decision is local at once"
+    );
+}
