@@ -1,0 +1,93 @@
+#!/bin/bash
+# Instructions per streamed event and per JSON answer of the gateway example or of the bare
+# pass-through proxy (issue 18), counted by callgrind (exact; independent of the machine's load).
+#
+#   scripts/callgrind_proxy.sh gateway|bare TOKENS N_SSE N_JSON OUT_PREFIX
+#
+# Starts mock-upstream --tokens TOKENS, the proxy under `valgrind --tool=callgrind` in front of
+# it, warms it up with 3 streamed answers, then zeroes the counters, sends N_SSE streamed answers
+# one after the other (dump `sse`: OUT_PREFIX.<pid>.1), zeroes again, sends N_JSON JSON answers
+# (dump `json`: OUT_PREFIX.<pid>.2). Instructions per event = the `sse` dump's total divided by
+# N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
+# GATEWAY_BIN overrides the gateway binary. Read a dump with `callgrind_annotate --inclusive=yes`.
+set -eu
+WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
+T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
+BENCH=$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)
+WORK=$(mktemp -d)
+"$T/mock-upstream" --listen 127.0.0.1:0 --quiet --tokens "$TOKENS" > "$WORK/mock.out" &
+MOCK=$!
+trap 'kill $MOCK 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 50); do grep -q listening "$WORK/mock.out" && break; sleep 0.1; done
+UPSTREAM=$(grep -o "127.0.0.1:[0-9]*" "$WORK/mock.out" | head -1)
+if [ "$WHAT" = gateway ]; then
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # The gateway_load bench's configuration (breaker, retry, bulkhead on; two targets).
+  cat > "$WORK/gateway.toml" <<TOML
+[gateway]
+listen = "127.0.0.1:0"
+demo_requests_per_sec = 0
+allow_unauthenticated = true
+[request]
+max_body_bytes = 1048576
+[[providers]]
+name = "primary"
+base_url = "http://$UPSTREAM/v1"
+[[providers]]
+name = "secondary"
+base_url = "http://$UPSTREAM/v1"
+[[routes]]
+match = "*"
+targets = [ { provider = "primary" }, { provider = "secondary", model = "backup-model", attempt_timeout_ms = 5000 } ]
+cache = false
+static_answer = false
+[stream]
+ttft_ms = 10000
+idle_ms = 30000
+total_ms = 120000
+[breaker]
+enabled = true
+[retry]
+enabled = true
+max_attempts = 2
+attempt_timeout_ms = 30000
+[bulkhead]
+enabled = true
+max_in_flight = 64
+max_queued = 128
+max_wait_ms = 1000
+[cache]
+enabled = false
+TOML
+  valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "${GATEWAY_BIN:-$T/examples/gateway}" \
+    --config "$WORK/gateway.toml" --listen "127.0.0.1:$PORT" --quiet > /dev/null 2> "$WORK/valgrind.err" &
+  PID=$!
+  URL=http://127.0.0.1:$PORT/v1/chat/completions
+else
+  valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "$BENCH" --serve-bare-proxy "$UPSTREAM" \
+    > "$WORK/bare.out" 2> "$WORK/valgrind.err" &
+  PID=$!
+  for _ in $(seq 1 100); do grep -q listening "$WORK/bare.out" && break; sleep 0.2; done
+  URL=http://$(grep -o "127.0.0.1:[0-9]*" "$WORK/bare.out" | head -1)/v1/chat/completions
+fi
+SSE='{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+JSON='{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+ask() { curl -s -X POST -H 'content-type: application/json' -d "$1" "$URL"; }
+for _ in $(seq 1 100); do ask "$JSON" > /dev/null && break; sleep 0.3; done
+for _ in 1 2 3; do ask "$SSE" > /dev/null; done
+callgrind_control -z "$PID" > /dev/null
+for _ in $(seq 1 "$NS"); do
+  EVENTS=$(ask "$SSE" | grep -c '^data: ' || true)
+  [ "$EVENTS" = $((TOKENS + 2)) ] || { echo "a streamed answer had $EVENTS events" >&2; exit 1; }
+done
+callgrind_control -d sse "$PID" > /dev/null
+callgrind_control -z "$PID" > /dev/null
+for _ in $(seq 1 "$NJ"); do ask "$JSON" > /dev/null; done
+callgrind_control -d json "$PID" > /dev/null
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null || true
+SSE_IR=$(grep -h '^summary' "$OUT.$PID.1" | cut -d' ' -f2)
+JSON_IR=$(grep -h '^summary' "$OUT.$PID.2" | cut -d' ' -f2)
+echo "$WHAT: $SSE_IR instructions for $NS streamed answers of $((TOKENS + 2)) events: $((SSE_IR / (NS * (TOKENS + 2)))) per event"
+[ "$NJ" -gt 0 ] && echo "$WHAT: $JSON_IR instructions for $NJ JSON answers: $((JSON_IR / NJ)) per answer"
+echo "dumps: $OUT.$PID.1 (sse) $OUT.$PID.2 (json)"
