@@ -52,7 +52,7 @@
 //! header is never sent twice). Without the exporter nothing is extracted or injected.
 //!
 //! **Export.** `[telemetry] otlp_endpoint` turns on OTLP over HTTP/protobuf (the collector's
-//! port 4318; `/v1/traces` is appended unless the URL ends with it) through
+//! port 4318, plain `http`; `/v1/traces` is appended unless the URL ends with it) through
 //! `tracing-opentelemetry`, batched (every `export_interval_ms`, default 5000), sampled
 //! parent-based with `sampling_ratio` (default 1.0) for traces that start here. The binary
 //! installs it next to its logs ([`cli`](crate::cli)) and flushes it on shutdown; an embedder
@@ -91,7 +91,8 @@ pub const DEFAULT_SERVICE_NAME: &str = "tower-llm-gateway";
 #[non_exhaustive]
 pub struct TelemetrySection {
     /// The collector's OTLP/HTTP URL (`http://host:4318`, or the full `.../v1/traces`); unset
-    /// (the default): no exporter.
+    /// (the default): no exporter. Plain `http` only: a local collector or agent forwards over
+    /// TLS.
     pub otlp_endpoint: Option<String>,
     /// The `service.name` resource attribute (default `tower-llm-gateway`).
     pub service_name: String,
@@ -135,11 +136,20 @@ impl TelemetrySection {
                     format!("`{endpoint}` is not a URL: {e}"),
                 )
             })?;
-            let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
-            if !scheme_ok || uri.authority().is_none() {
+            if uri.scheme_str() == Some("https") {
+                // The exporter's client is plain hyper (no TLS stack of its own).
                 return Err((
                     "telemetry.otlp_endpoint",
-                    format!("`{endpoint}` is not an http:// or https:// URL with a host"),
+                    format!(
+                        "`{endpoint}`: https is not supported; send to a collector on http:// \
+                         (a local OpenTelemetry collector or agent forwards over TLS)"
+                    ),
+                ));
+            }
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err((
+                    "telemetry.otlp_endpoint",
+                    format!("`{endpoint}` is not an http:// URL with a host"),
                 ));
             }
         }
@@ -314,7 +324,7 @@ mod tests {
         for (given, expected) in [
             ("http://c:4318", "http://c:4318/v1/traces"),
             ("http://c:4318/", "http://c:4318/v1/traces"),
-            ("https://c/otlp/v1/traces", "https://c/otlp/v1/traces"),
+            ("http://c/otlp/v1/traces", "http://c/otlp/v1/traces"),
         ] {
             section.otlp_endpoint = Some(given.to_owned());
             assert_eq!(section.traces_endpoint().as_deref(), Some(expected));
@@ -335,6 +345,10 @@ mod tests {
         );
         assert_eq!(
             bad(|s| s.otlp_endpoint = Some("ftp://c/".into())),
+            "telemetry.otlp_endpoint"
+        );
+        assert_eq!(
+            bad(|s| s.otlp_endpoint = Some("https://collector.example:4318".into())),
             "telemetry.otlp_endpoint"
         );
         assert_eq!(
