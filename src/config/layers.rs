@@ -7,10 +7,13 @@
 //! names a key of the file and shows its line. Validation ([`StackConfig::validate`]) and the
 //! stack's build use the same functions, so what validates builds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tower_llm_breaker::{CircuitBreakerConfig, SlidingWindow};
-use tower_llm_bulkhead::{BulkheadLayer, Global, JsonBodyEstimate, RateLimit, TokenLimit};
+use tower_llm_bulkhead::{
+    BulkheadLayer, Global, JsonBodyEstimate, RateLimit, SharedLimiter, TokenLimit,
+};
 use tower_llm_core::{ConfigError, ErrorKind, StreamGuardLayer};
 use tower_llm_fallback::{CacheConfig, Cooldown, CooldownPolicy, EscalationPolicy, StaticAnswer};
 use tower_llm_retry::budget::DEFAULT_BUDGET_TTL;
@@ -156,10 +159,13 @@ pub(crate) fn retry_layer(r: &RetrySection, name: &str) -> Result<RetryLayer, Co
     builder.build()
 }
 
-/// The bulkhead layer of one target (named `name`).
+/// The bulkhead layer of one target (named `name`); with `shared` (`[shared_state]`), its rate
+/// and token limits, if any, are shared by every replica through it (the local limits being the
+/// fallback while Redis is down).
 pub(crate) fn bulkhead_layer(
     b: &BulkheadSection,
     name: &str,
+    shared: Option<&Arc<dyn SharedLimiter>>,
 ) -> Result<BulkheadLayer<Global, JsonBodyEstimate>, ConfigError> {
     let max_wait = ms(b.max_wait_ms);
     let mut builder = BulkheadLayer::builder()
@@ -170,13 +176,18 @@ pub(crate) fn bulkhead_layer(
     if let Some(rpm) = b.requests_per_minute {
         builder = builder.rate_limit(RateLimit::per_minute(rpm).max_wait(max_wait));
     }
-    let builder = match b.tokens_per_minute {
+    let mut builder = match b.tokens_per_minute {
         Some(tpm) => builder.token_limit(
             TokenLimit::per_minute(tpm).max_wait(max_wait),
             JsonBodyEstimate::new(),
         ),
         None => builder.estimate_tokens(JsonBodyEstimate::new()),
     };
+    if let Some(shared) = shared {
+        if b.requests_per_minute.is_some() || b.tokens_per_minute.is_some() {
+            builder = builder.shared_limiter_arc(Arc::clone(shared));
+        }
+    }
     builder.build()
 }
 
@@ -265,7 +276,7 @@ pub(crate) fn check(config: &StackConfig) -> Result<(), (String, String)> {
     let name = "check";
     breaker_config(&config.breaker, name, None).map_err(|e| section_error("breaker", &e))?;
     retry_layer(&config.retry, name).map_err(|e| section_error("retry", &e))?;
-    bulkhead_layer(&config.bulkhead, name).map_err(|e| section_error("bulkhead", &e))?;
+    bulkhead_layer(&config.bulkhead, name, None).map_err(|e| section_error("bulkhead", &e))?;
     stream_guard(&config.stream).map_err(|e| section_error("stream", &e))?;
     if let Some(redis) = config.shared_state.redis_config() {
         redis

@@ -456,10 +456,11 @@ pub struct BulkheadSection {
     pub max_queued: u32,
     /// Longest wait for a slot. Default 1 s.
     pub max_wait_ms: u64,
-    /// Requests per minute per target (absent = unlimited).
+    /// Requests per minute per target (absent = unlimited). With `[shared_state]`, the limit of
+    /// all replicas together (each replica's own while Redis is down).
     pub requests_per_minute: Option<u32>,
     /// Tokens per minute per target, estimated from the request and corrected from the answer's
-    /// `usage` (absent = unlimited).
+    /// `usage` (absent = unlimited). With `[shared_state]`, shared like `requests_per_minute`.
     pub tokens_per_minute: Option<u64>,
 }
 
@@ -615,11 +616,14 @@ pub struct HealthSection {
 }
 
 /// `[shared_state]`: what replicas learn, shared through Redis (see the README's "Running
-/// several replicas"): cooldowns, breaker transitions and the probes after them.
+/// several replicas"): cooldowns, breaker transitions and the probes after them, and the
+/// bulkheads' `requests_per_minute` / `tokens_per_minute` (decided in Redis at each admission,
+/// within `timeout_ms`).
 ///
-/// Off unless `redis_url` is set. Redis is never on a request's path: what other replicas
-/// publish is applied to local state through a subscription; when Redis is down or slower than
-/// `timeout_ms`, every decision is taken on local state, and sharing resumes when it answers.
+/// Off unless `redis_url` is set. Only rate and token admissions wait for Redis (at most
+/// `timeout_ms`): what other replicas publish is applied to local state through a subscription;
+/// when Redis is down or slower than `timeout_ms`, every decision is taken on local state, and
+/// sharing resumes when it answers.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SharedStateSection {

@@ -48,6 +48,9 @@ pub(super) struct TargetLayers {
     pub(crate) shared_state: Option<tower_llm_redis::SharedState>,
     /// The breakers' side of `shared_state` (one for every target of the stack).
     pub(super) shared_breakers: Option<Arc<tower_llm_redis::RedisBreakers>>,
+    /// The bulkheads' side of `shared_state`: their rate and token limits (one limiter for every
+    /// target; each bulkhead's state in Redis is named after its target).
+    pub(super) shared_limiter: Option<Arc<dyn tower_llm_bulkhead::SharedLimiter>>,
 }
 
 #[derive(Clone)]
@@ -132,6 +135,11 @@ impl Plan {
                 bulkhead: config.bulkhead.enabled.then(|| config.bulkhead.clone()),
                 stream_guard,
                 shared_breakers: shared_state.as_ref().map(|s| s.breakers("targets")),
+                shared_limiter: shared_state.as_ref().map(|s| {
+                    let limiter: Arc<dyn tower_llm_bulkhead::SharedLimiter> =
+                        Arc::new(tower_llm_redis::limiter::RedisLimiter::from_shared_state(s));
+                    limiter
+                }),
                 shared_state,
             },
         })

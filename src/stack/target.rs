@@ -121,7 +121,7 @@ impl TargetLayers {
             .service(client);
         let (limited, bulkhead): (TargetService<ReqB, ResB>, _) = match &self.bulkhead {
             Some(section) => {
-                let layer = layers::bulkhead_layer(section, &name)?;
+                let layer = layers::bulkhead_layer(section, &name, self.shared_limiter.as_ref())?;
                 let svc = tower::Layer::layer(&layer, inspected);
                 let handle = svc.handle();
                 let svc =
