@@ -155,20 +155,22 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
-            "--sections" => args.sections = value("--sections")?
-                .split(',')
-                .map(|s| match s.trim() {
-                    "throughput" => Ok(Section::Throughput),
-                    "shed" => Ok(Section::Shed),
-                    "events" => Ok(Section::Events),
-                    "latency" => Ok(Section::Latency),
-                    "memory" => Ok(Section::Memory),
-                    "rates" => Ok(Section::Rates),
-                    other => Err(format!(
+            "--sections" => {
+                args.sections = value("--sections")?
+                    .split(',')
+                    .map(|s| match s.trim() {
+                        "throughput" => Ok(Section::Throughput),
+                        "shed" => Ok(Section::Shed),
+                        "events" => Ok(Section::Events),
+                        "latency" => Ok(Section::Latency),
+                        "memory" => Ok(Section::Memory),
+                        "rates" => Ok(Section::Rates),
+                        other => Err(format!(
                         "bad section `{other}` (throughput, shed, events, latency, memory, rates)"
                     )),
-                })
-                .collect::<Result<_, _>>()?,
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             "--rates" => {
                 args.rates = value("--rates")?
                     .split(',')
