@@ -76,4 +76,5 @@ pub struct ReadmeDoctests;
 pub use tower_llm_bulkhead as bulkhead;
 pub use tower_llm_core as core;
 pub use tower_llm_fallback as fallback;
+pub use tower_llm_redis as redis;
 pub use tower_llm_retry as retry;

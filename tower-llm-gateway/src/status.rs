@@ -103,13 +103,20 @@ pub fn status_line(
 ) -> String {
     let secs = since_last.as_secs_f64().max(1e-3);
     let rate = now.requests.saturating_sub(previous.requests) as f64 / secs;
-    let head = format!(
+    let mut head = format!(
         "[{:>5}s] {rate:5.1} req/s | fallbacks {} errors {} | {}",
         uptime.as_secs(),
         now.fallbacks.saturating_sub(previous.fallbacks),
         now.errors.saturating_sub(previous.errors),
         health.status.as_str(),
     );
+    // `[shared_state]`: whether replicas share what they learn right now.
+    if let Some(shared) = &health.shared_state {
+        let _ = match shared.status {
+            tower_llm::redis::SharedStateStatus::Connected => write!(head, " | shared"),
+            other => write!(head, " | shared state {other} (local decisions)"),
+        };
+    }
     let (unhealthy, healthy): (Vec<_>, Vec<_>) =
         health.targets.iter().partition(|t| !is_healthy(t));
     // Only the targets that can be listed are formatted: a line per second stays cheap with

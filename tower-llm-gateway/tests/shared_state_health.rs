@@ -1,6 +1,6 @@
 //! `/health` shows the shared state (`[shared_state]`): connected while Redis answers, `down`
 //! when it is killed (the gateway keeps answering on local state), connected again when it is
-//! back; the Redis URL's password never appears.
+//! back; the status line says the same; the Redis URL's password never appears.
 
 mod gateway_support;
 
@@ -62,8 +62,24 @@ async fn health_shows_the_shared_state_through_a_redis_outage() {
     assert_eq!(h["shared_state"]["key_prefix"], "gw-health:");
     assert_eq!(h["shared_state"]["redis_url"], redis.url());
 
+    let line = |gw: &tower_llm_gateway::Gateway| {
+        tower_llm_gateway::status::status_line(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Default::default(),
+            Default::default(),
+            &gw.stack().health(),
+        )
+    };
+    assert!(line(&gw).contains(" | shared"), "{}", line(&gw));
+
     redis.stop().await;
     let h = shared_status_becomes(&gw, "down").await;
+    assert!(
+        line(&gw).contains(" | shared state down (local decisions)"),
+        "{}",
+        line(&gw)
+    );
     // Redis down is not the gateway down: it serves on local state.
     assert_eq!(h["status"], "healthy");
     assert_eq!(chat(&gw, "m").await.status, StatusCode::OK);
