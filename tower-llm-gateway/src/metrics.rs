@@ -34,6 +34,8 @@
 //! | [`tower_llm_bulkhead_rejected_total`](tower_llm::bulkhead::metrics::REJECTED_TOTAL) | counter | `target`, `reason` (`concurrency`, `queue`, `max_wait`, `rate`, `tokens`, ...) | requests shed, by limit kind |
 //! | [`tower_llm_bulkhead_wait_seconds`](tower_llm::bulkhead::metrics::WAIT_SECONDS) | histogram | `target`, `outcome` (`admitted`, `rejected`) | queueing for a concurrency permit |
 //! | [`tower_llm_bulkhead_in_flight`](tower_llm::bulkhead::metrics::IN_FLIGHT), [`_queued`](tower_llm::bulkhead::metrics::QUEUED), [`_limit`](tower_llm::bulkhead::metrics::LIMIT) | gauge | `target` | load per target |
+//! | [`tower_llm_redis_up`](tower_llm::redis::metrics::UP) | gauge | | with `[shared_state]`: 1 while replicas share state through Redis, 0 while every decision is local |
+//! | [`tower_llm_redis_local_decisions_total`](tower_llm::redis::metrics::LOCAL_DECISIONS_TOTAL), [`_errors_total`](tower_llm::redis::metrics::ERRORS_TOTAL), [`_applied_total`](tower_llm::redis::metrics::APPLIED_TOTAL) | counter | `reason` / none / `component` | decisions taken alone because Redis was down or slow, failed Redis operations, other replicas' transitions applied here |
 //!
 //! Each crate's `metrics` module has the full table of its series.
 //!
