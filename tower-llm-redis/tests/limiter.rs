@@ -1,7 +1,7 @@
 //! The shared limiter over real Redis (a `redis-server` child on a free port) and real loopback
 //! HTTP to the chaos mock upstream: three replicas — three bulkheads, each with its own Redis
 //! connection and HTTP client — share one request-rate limit and one token budget; Redis killed
-//! mid-run fails no admission, and sharing resumes when it is back.
+//! mid-run or kept busy fails no admission, and sharing resumes when it is back.
 //!
 //! Redis decides on its own clock, so these tests run in real time. A minute per scenario is too
 //! long for CI: the rate scenario runs the same quota shape scaled to 6 s (60 requests per 6 s,
@@ -558,4 +558,68 @@ async fn a_limiter_on_the_shared_state_shares_once_connected() {
     );
     let locals_after: u64 = states.iter().map(|s| s.health().local_decisions).sum();
     assert_eq!(locals_before, locals_after, "both decided in Redis");
+}
+
+/// A Redis busy with a long script (a slow Redis): admissions wait at most the limiter's
+/// timeout, are decided locally, and sharing resumes once Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_costs_at_most_the_timeout_and_sharing_resumes() {
+    let Some(server) =
+        RedisServer::start_or_skip("a_slow_redis_costs_at_most_the_timeout_and_sharing_resumes")
+            .await
+            .unwrap()
+    else {
+        return;
+    };
+    let upstream = upstream().await;
+    let limiter = RedisLimiter::builder(connect(&server).await)
+        .key_prefix("slow-test:")
+        .timeout(Duration::from_millis(50))
+        .recheck(Duration::from_millis(50))
+        .build();
+    let replica = builder(RateLimit::per_second(1_000))
+        .shared_limiter(limiter.clone())
+        .build()
+        .unwrap()
+        .layer(client());
+    let ok = replica
+        .clone()
+        .oneshot(chat(&upstream, 16, false))
+        .await
+        .unwrap();
+    ok.into_body().collect().await.unwrap();
+    assert!(limiter.is_shared());
+
+    // Another client keeps Redis busy with a script that loops (about a second).
+    let mut busy = connect(&server).await;
+    let script = tokio::spawn(async move {
+        let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg("local n = 0 for i = 1, 150000000 do n = n + 1 end return n")
+            .arg(0)
+            .query_async(&mut busy)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let start = Instant::now();
+    let answer = replica.clone().oneshot(chat(&upstream, 16, false)).await;
+    let took = start.elapsed();
+    answer.unwrap().into_body().collect().await.unwrap();
+    assert!(
+        !script.is_finished(),
+        "Redis was still busy when the call was answered"
+    );
+    // Decided locally after the 50 ms timeout (plus the mock's answer), not after the script.
+    assert_eq!(limiter.local_admissions(), 1);
+    assert!(!limiter.is_shared());
+    assert!(took < Duration::from_millis(400), "took {took:?}");
+    script.await.unwrap();
+
+    // Redis answers again: the next probe makes the limiter shared.
+    let shared_again = Instant::now() + Duration::from_secs(5);
+    while !limiter.is_shared() && Instant::now() < shared_again {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let answer = replica.clone().oneshot(chat(&upstream, 16, false)).await;
+        answer.unwrap().into_body().collect().await.unwrap();
+    }
+    assert!(limiter.is_shared(), "sharing resumed");
 }
