@@ -41,6 +41,7 @@
 //! | [`state`] | the per-process handle: connection, key prefix, timeout, status, background tasks |
 //! | [`cooldowns`] | a fallback chain's benches, recoveries and probe leases |
 //! | [`breakers`] | breakers' open (with the deadline) / forced-open / closed transitions and half-open leases |
+//! | [`limiter`] | bulkheads' request-rate and token budgets, decided in Redis at each admission ([`limiter::RedisLimiter`]) |
 //!
 //! **Clock skew.** Deadlines cross processes as Unix milliseconds and key TTLs, so replicas'
 //! clocks must agree to well within a cooldown or an open period (NTP keeps them within a few
