@@ -36,6 +36,7 @@
 //! | [`tower_llm_bulkhead_in_flight`](tower_llm::bulkhead::metrics::IN_FLIGHT), [`_queued`](tower_llm::bulkhead::metrics::QUEUED), [`_limit`](tower_llm::bulkhead::metrics::LIMIT) | gauge | `target` | load per target |
 //! | [`tower_llm_redis_up`](tower_llm::redis::metrics::UP) | gauge | | with `[shared_state]`: 1 while replicas share state through Redis, 0 while every decision is local |
 //! | [`tower_llm_redis_local_decisions_total`](tower_llm::redis::metrics::LOCAL_DECISIONS_TOTAL), [`_errors_total`](tower_llm::redis::metrics::ERRORS_TOTAL), [`_applied_total`](tower_llm::redis::metrics::APPLIED_TOTAL) | counter | `reason` / none / `component` | decisions taken alone because Redis was down or slow, failed Redis operations, other replicas' transitions applied here |
+//! | [`tower_llm_redis_limiter_local_admissions_total`](tower_llm::redis::limiter::LOCAL_ADMISSIONS_TOTAL), [`tower_llm_redis_limiter_shared`](tower_llm::redis::limiter::SHARED) | counter / gauge | `reason` (`error`, `timeout`, `redis_down`) / none | with `[shared_state]` and a `requests_per_minute` or `tokens_per_minute`: admissions decided by the target's own limits because Redis failed or was slow; 1 while the rate and token decisions are shared |
 //!
 //! Each crate's `metrics` module has the full table of its series.
 //!
