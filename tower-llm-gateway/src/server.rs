@@ -14,8 +14,8 @@ use http_body_util::Full;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tower_llm::core::BoxError;
 use tower_llm::client::UpstreamClientBuilder;
+use tower_llm::core::BoxError;
 use tower_llm::{Stack, StackBuilder};
 use tower_llm_chaos::{FaultProfile, MockUpstream};
 
