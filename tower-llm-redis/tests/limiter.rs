@@ -623,3 +623,54 @@ async fn a_slow_redis_costs_at_most_the_timeout_and_sharing_resumes() {
     }
     assert!(limiter.is_shared(), "sharing resumed");
 }
+
+/// `quota_scale(3)`: each replica's own limit is a third of the shared quota (its share while
+/// Redis is down); Redis applies the whole quota to all of them together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_quota_shares_three_times_the_local_limit() {
+    let Some(server) =
+        RedisServer::start_or_skip("a_scaled_quota_shares_three_times_the_local_limit")
+            .await
+            .unwrap()
+    else {
+        return;
+    };
+    let upstream = upstream().await;
+    // Locally 1 per 10 s with a burst of 1; shared: 3 per 10 s with a burst of 3.
+    let rate = RateLimit::new(1, Duration::from_secs(10)).burst(1);
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let limiter = RedisLimiter::builder(connect(&server).await)
+            .key_prefix("scale-test:")
+            .timeout(Duration::from_millis(100))
+            .quota_scale(3)
+            .build();
+        replicas.push(
+            builder(rate)
+                .shared_limiter(limiter)
+                .build()
+                .unwrap()
+                .layer(client()),
+        );
+    }
+    let mut admitted = 0;
+    for i in 0..6 {
+        match replicas[i % 2]
+            .clone()
+            .oneshot(chat(&upstream, 16, false))
+            .await
+        {
+            Ok(response) => {
+                response.into_body().collect().await.unwrap();
+                admitted += 1;
+            }
+            Err(err) => {
+                assert_eq!(
+                    err.downcast_ref::<BulkheadFull>().unwrap().limit(),
+                    LimitKind::Rate
+                )
+            }
+        }
+    }
+    assert_eq!(admitted, 3, "the shared burst of 3, across both replicas");
+}
