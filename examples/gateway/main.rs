@@ -16,6 +16,11 @@
 
 use std::process::ExitCode;
 
+// jemalloc (the gateway crate's default `jemalloc` feature): RSS follows the live heap.
+#[global_allocator]
+static ALLOCATOR: tower_llm_gateway::cli::GatewayAllocator =
+    tower_llm_gateway::cli::GATEWAY_ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tower_llm_gateway::cli::main().await
