@@ -64,12 +64,17 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// A gateway's stderr: its first lines, how many there were, and the last one.
+/// How many of a gateway's `WARN` and `ERROR` lines are kept.
+const KEPT_NOTABLE: usize = 200;
+
+/// A gateway's stderr: its first lines, how many there were, the last one, and its first
+/// `WARN`/`ERROR` lines (the status line drowns them out of `first` in a long run).
 #[derive(Default)]
 pub struct GatewayLog {
     pub first: Vec<String>,
     pub count: usize,
     pub last: Option<String>,
+    pub notable: Vec<String>,
 }
 
 /// A running gateway: stopped (SIGTERM, then SIGKILL after 10 s) and its configuration file
@@ -111,6 +116,12 @@ impl GatewayProcess {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let lines = log.first.iter().skip(from).take(5).cloned().collect();
         (log.count.saturating_sub(from), lines)
+    }
+
+    /// Its first `WARN` and `ERROR` lines (at most 200).
+    pub fn notable_lines(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.notable.clone()
     }
 
     /// The last line it wrote to stderr.
@@ -206,6 +217,11 @@ pub fn spawn_gateway(
                 let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
                 if log.first.len() < KEPT_LINES {
                     log.first.push(line.clone());
+                }
+                if log.notable.len() < KEPT_NOTABLE
+                    && (line.contains(" ERROR ") || line.contains(" WARN "))
+                {
+                    log.notable.push(line.clone());
                 }
                 log.count += 1;
                 log.last = Some(line);
