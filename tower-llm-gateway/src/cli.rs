@@ -161,10 +161,22 @@ pub fn init_logging_as(format: LogFormat) {
 /// `[telemetry]`) when given. The log filter applies to the logs only.
 #[cfg(feature = "otlp")]
 pub fn init_logging_with(format: LogFormat, traces: Option<&crate::telemetry::OtlpTraces>) {
-    let _ = tracing_subscriber::registry()
-        .with(log_layer(format))
-        .with(traces.map(|t| t.layer()))
-        .try_init();
+    // Without the exporter, the log layer alone: an absent (`None`) layer is interested in
+    // every callsite, which would turn on every request and attempt span (registered, entered
+    // and closed on each request) while no layer records them.
+    match traces {
+        Some(traces) => {
+            let _ = tracing_subscriber::registry()
+                .with(log_layer(format))
+                .with(traces.layer())
+                .try_init();
+        }
+        None => {
+            let _ = tracing_subscriber::registry()
+                .with(log_layer(format))
+                .try_init();
+        }
+    }
 }
 
 /// The log lines in `format`, filtered (see [`init_logging_as`]).
