@@ -36,7 +36,9 @@ use crate::status::Counters;
 use crate::telemetry::{self, TracedBody};
 use tracing::Instrument;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: axum clones the state for every request it
+/// routes (several times per request), which is then one reference count, not a clone of every
+/// field.
 #[derive(Clone)]
 pub(crate) struct AppState {
     /// The resilient stack (clones share every breaker, cooldown and cache).
@@ -58,7 +60,7 @@ pub(crate) struct AppState {
 }
 
 /// `POST /v1/chat/completions`.
-pub(crate) async fn chat_completions(State(state): State<AppState>, req: Request) -> Response {
+pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let started = tokio::time::Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     // The key's name (never the key), or `anonymous` when client keys are off.
@@ -193,7 +195,7 @@ pub fn model_ids(route_patterns: &[String], requested: &[String]) -> Vec<String>
 }
 
 /// `GET /v1/models`: `{"object":"list","data":[{"id","object":"model","created","owned_by"}]}`.
-pub(crate) async fn models(State(state): State<AppState>) -> Response {
+pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Response {
     let ids = model_ids(
         &state.stack.route_patterns(),
         &state.stack.requested_models(),
@@ -215,7 +217,7 @@ pub(crate) async fn models(State(state): State<AppState>) -> Response {
 /// `GET /health`: `200` while at least one target can be called, `503` when none can. With
 /// admin keys set, a request without one gets the overall status only (`{"status":"degraded"}`),
 /// not the targets (they name every model clients asked for).
-pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn health(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let health = state.stack.health();
     let status = match health.status {
         OverallHealth::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
@@ -229,7 +231,7 @@ pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) ->
 }
 
 /// `GET /metrics`: Prometheus text; 401 without an admin key when admin keys are set.
-pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if !state.admin.current().allows(&headers) {
         return errors::unauthorized();
     }

@@ -61,7 +61,7 @@ pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Ro
     api.merge(operators)
         .fallback(handlers::unknown_path)
         .method_not_allowed_fallback(handlers::wrong_method)
-        .with_state(state)
+        .with_state(Arc::new(state))
         .layer(map_response(mark_routed))
         .layer(
             ServiceBuilder::new()
