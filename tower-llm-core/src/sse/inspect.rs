@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::SseEvent;
+use super::{scan_plain_chunk, SseEvent};
 use crate::openai::DONE;
 use crate::provider::{parse_error_slice, MAX_MESSAGE_LEN};
 use crate::{ErrorKind, ProviderError};
@@ -51,6 +51,20 @@ pub fn inspect_event(event: &SseEvent) -> EventKind {
     if data.is_empty() {
         return EventKind::Other;
     }
+    // Nearly every event: read by a hand-written scan, without serde_json.
+    if let Some(chunk) = scan_plain_chunk(data) {
+        let usage = chunk.usage;
+        return if chunk.finished {
+            EventKind::Finish { usage }
+        } else {
+            EventKind::Delta { usage }
+        };
+    }
+    inspect_json(data)
+}
+
+/// What an event's data (not `[DONE]`, not empty) means, by a `serde_json` pass.
+fn inspect_json(data: &[u8]) -> EventKind {
     let probe: Probe<'_> = match serde_json::from_slice(data) {
         Ok(probe) => probe,
         Err(_) => return EventKind::Malformed,
@@ -257,4 +271,64 @@ pub fn parse_error_event(event: &SseEvent) -> Option<ProviderError> {
     });
     found.kind = Some(found.kind.unwrap_or(ErrorKind::ServerError));
     Some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chunk_strategy::chunk_data;
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The scan's classification is serde_json's, on whatever it accepts.
+        #[test]
+        fn scan_classifies_as_serde(data in chunk_data()) {
+            let data = &data[..];
+            if let Some(chunk) = scan_plain_chunk(data) {
+                let kind = if chunk.finished {
+                    EventKind::Finish { usage: chunk.usage }
+                } else {
+                    EventKind::Delta { usage: chunk.usage }
+                };
+                prop_assert_eq!(kind, inspect_json(data.trim_ascii()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_generator_reaches_the_scan() {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let mut runner = TestRunner::deterministic();
+        let strategy = chunk_data();
+        let (mut accepted, mut finished) = (0, 0);
+        for _ in 0..2000 {
+            let data = strategy.new_tree(&mut runner).unwrap().current();
+            if let Some(chunk) = scan_plain_chunk(&data) {
+                accepted += 1;
+                finished += usize::from(chunk.finished);
+            }
+        }
+        assert!(accepted > 600, "{accepted}");
+        assert!(finished > 100, "{finished}");
+    }
+
+    #[test]
+    fn ordinary_chunks_are_classified_as_before() {
+        for data in [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"total_tokens":1}}"#,
+            r#"{"id":"c","choices":[{"delta":{"content":"a\nb"},"finish_reason":""}],"usage":null}"#,
+        ] {
+            let event = SseEvent::new(data);
+            assert_eq!(
+                inspect_event(&event),
+                inspect_json(data.as_bytes()),
+                "{data}"
+            );
+        }
+    }
 }

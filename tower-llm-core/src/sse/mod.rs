@@ -38,11 +38,15 @@
 //! assert!(tracker.is_complete());
 //! ```
 
+mod chunk;
+#[cfg(test)]
+mod chunk_strategy;
 mod decode;
 mod event;
 mod inspect;
 mod tracker;
 
+pub use chunk::{scan_plain_chunk, PlainChoice, PlainChunk, PlainDelta};
 pub use decode::{Decode, SseDecoder, SseError, DEFAULT_MAX_EVENT_SIZE};
 pub use event::{json_frame, SseEvent};
 pub use inspect::{inspect_event, parse_error_event, EventKind};

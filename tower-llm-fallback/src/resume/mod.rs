@@ -88,6 +88,8 @@ use std::time::Duration;
 
 use tower_llm_core::{ConfigError, ReplayBody};
 
+#[cfg(test)]
+mod chunk_strategy;
 pub(crate) mod prefill;
 pub(crate) mod splice;
 pub(crate) mod transcript;

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
-use tower_llm_core::sse::SseEvent;
+use tower_llm_core::sse::{scan_plain_chunk, PlainChunk, SseEvent};
 
 /// Why a stream cannot be resumed (said in the error event that ends it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,9 +183,49 @@ impl DeltaView<'_> {
 }
 
 impl<'a> ChunkView<'a> {
-    /// Parse one event's data; `None` when it is not a JSON object of this shape.
+    /// Parse one event's data; `None` when it is not a JSON object of this shape. A plain chunk
+    /// is read by [`scan_plain_chunk`] (no serde_json pass); anything it is not sure of by
+    /// serde_json, with the same result.
     pub(crate) fn parse(data: &'a [u8]) -> Option<Self> {
+        match scan_plain_chunk(data) {
+            Some(chunk) => Some(Self::from_plain(&chunk)),
+            None => Self::parse_json(data),
+        }
+    }
+
+    /// [`parse`](Self::parse) by serde_json alone.
+    fn parse_json(data: &'a [u8]) -> Option<Self> {
         serde_json::from_slice(data).ok()
+    }
+
+    /// The view of a chunk [`scan_plain_chunk`] read: what serde_json gives for the same data.
+    fn from_plain(chunk: &PlainChunk<'a>) -> Self {
+        let present = |yes: bool| yes.then_some(IgnoredAny);
+        ChunkView {
+            id: chunk.id.map(Cow::Borrowed),
+            choices: Some(Choices {
+                first: chunk.first.map(|choice| ChoiceView {
+                    index: choice.index,
+                    delta: choice.delta.map(|delta| DeltaView {
+                        role: present(delta.role),
+                        content: delta.content.map(Cow::Borrowed),
+                        tool_calls: present(delta.tool_calls),
+                        function_call: present(delta.function_call),
+                        audio: present(delta.audio),
+                        refusal: delta.refusal.map(Cow::Borrowed),
+                        reasoning_content: delta.reasoning_content.map(Cow::Borrowed),
+                        reasoning: delta.reasoning.map(Cow::Borrowed),
+                    }),
+                    logprobs: present(choice.logprobs),
+                    finish_reason: choice.finish_reason.map(Cow::Borrowed),
+                }),
+                count: chunk.choices,
+            }),
+            usage: present(chunk.usage),
+            // The scan takes no chunk with an `error` or a `type`.
+            error: None,
+            ty: None,
+        }
     }
 
     /// The one choice of a single-choice chunk, or why the chunk cannot be resumed. `Ok(None)` for
@@ -342,7 +382,88 @@ impl Transcript {
 
 #[cfg(test)]
 mod tests {
+    use super::super::chunk_strategy::chunk_data;
     use super::*;
+    use proptest::prelude::*;
+
+    /// Everything a [`ChunkView`] holds, comparable.
+    type Summary = (
+        Option<String>,
+        Option<(usize, Option<ChoiceSummary>)>,
+        bool,
+        bool,
+        bool,
+    );
+    type ChoiceSummary = (Option<u64>, Option<DeltaSummary>, bool, Option<String>);
+    type DeltaSummary = (bool, Option<String>, [bool; 3], [Option<String>; 3]);
+
+    fn summary(view: &ChunkView<'_>) -> Summary {
+        let s = |s: &Option<Cow<'_, str>>| s.as_deref().map(str::to_owned);
+        (
+            s(&view.id),
+            view.choices.as_ref().map(|c| {
+                (
+                    c.count,
+                    c.first.as_ref().map(|f| {
+                        (
+                            f.index,
+                            f.delta.as_ref().map(|d| {
+                                (
+                                    d.role.is_some(),
+                                    s(&d.content),
+                                    [
+                                        d.tool_calls.is_some(),
+                                        d.function_call.is_some(),
+                                        d.audio.is_some(),
+                                    ],
+                                    [s(&d.refusal), s(&d.reasoning_content), s(&d.reasoning)],
+                                )
+                            }),
+                            f.logprobs.is_some(),
+                            s(&f.finish_reason),
+                        )
+                    }),
+                )
+            }),
+            view.usage.is_some(),
+            view.error.is_some(),
+            view.ty.is_some(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The scan's view is serde_json's, on whatever it accepts.
+        #[test]
+        fn scan_reads_as_serde(data in chunk_data()) {
+            if scan_plain_chunk(&data).is_some() {
+                let json = ChunkView::parse_json(&data);
+                prop_assert!(json.is_some(), "{}", String::from_utf8_lossy(&data));
+                prop_assert_eq!(
+                    ChunkView::parse(&data).as_ref().map(summary),
+                    json.as_ref().map(summary)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ordinary_chunks_are_read_as_before() {
+        for data in [
+            &br#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"x"},"logprobs":null,"finish_reason":null}]}"#[..],
+            br#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            br#"{"id":null,"choices":[],"usage":{"total_tokens":1}}"#,
+            br#"{"choices":[{"delta":{"tool_calls":null,"refusal":"no"}}]}"#,
+            br#"{"choices":[{"index":0},{"index":1}]}"#,
+        ] {
+            assert!(scan_plain_chunk(data).is_some());
+            assert_eq!(
+                ChunkView::parse(data).as_ref().map(summary),
+                ChunkView::parse_json(data).as_ref().map(summary)
+            );
+        }
+    }
 
     fn chunk(content: &str) -> String {
         serde_json::json!({

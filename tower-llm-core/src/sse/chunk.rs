@@ -1,0 +1,580 @@
+//! A hand-written scan of the commonest streamed event, a plain OpenAI chat completion chunk:
+//! [`scan_plain_chunk`].
+//!
+//! Nearly every event of an OpenAI-compatible stream is a small JSON object such as
+//! `{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,
+//! "delta":{"content":"Hi"},"finish_reason":null}]}`. The stream guard ([`inspect_event`]) and
+//! the fallback's resume watch each need a few fields of it; a general JSON deserializer costs
+//! several thousand instructions per event for that. The scan reads exactly this shape in one
+//! pass and gives up (`None`) on anything it is not sure to read as `serde_json` would: string
+//! escapes, a number with an exponent, a duplicate key it reads, a field of an unexpected type,
+//! another wire format's keys (`type`, `error`, `candidates`, ...), deep nesting, invalid UTF-8.
+//! Callers then take their `serde_json` path, so the outcome is the same either way.
+//!
+//! [`inspect_event`]: super::inspect_event
+
+/// The fields of a plain OpenAI chat completion chunk that the stream guard and the resume watch
+/// read. Strings are borrowed from the event's data (the scan takes none with escapes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlainChunk<'a> {
+    /// The chunk's `id` (`None` when absent or `null`).
+    pub id: Option<&'a str>,
+    /// How many elements `choices` has.
+    pub choices: usize,
+    /// The first element of `choices`.
+    pub first: Option<PlainChoice<'a>>,
+    /// Whether any choice has a non-empty `finish_reason`.
+    pub finished: bool,
+    /// Whether the chunk has a `usage` that is not `null`.
+    pub usage: bool,
+}
+
+/// The first choice of a [`PlainChunk`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlainChoice<'a> {
+    /// Its `index` (`None` when absent or `null`).
+    pub index: Option<u64>,
+    /// Its `finish_reason` (`None` when absent or `null`).
+    pub finish_reason: Option<&'a str>,
+    /// Whether it has a `logprobs` that is not `null`.
+    pub logprobs: bool,
+    /// Its `delta` (`None` when absent or `null`).
+    pub delta: Option<PlainDelta<'a>>,
+}
+
+/// The `delta` of a [`PlainChoice`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlainDelta<'a> {
+    /// Whether it has a `role` that is not `null`.
+    pub role: bool,
+    /// Its `content` (`None` when absent or `null`).
+    pub content: Option<&'a str>,
+    /// Whether it has a `tool_calls` that is not `null`.
+    pub tool_calls: bool,
+    /// Whether it has a `function_call` that is not `null`.
+    pub function_call: bool,
+    /// Whether it has an `audio` that is not `null`.
+    pub audio: bool,
+    /// Its `refusal` (`None` when absent or `null`).
+    pub refusal: Option<&'a str>,
+    /// Its `reasoning_content` (`None` when absent or `null`).
+    pub reasoning_content: Option<&'a str>,
+    /// Its `reasoning` (`None` when absent or `null`).
+    pub reasoning: Option<&'a str>,
+}
+
+/// Deepest nesting the scan follows (`serde_json` allows 128; the scan gives up sooner).
+const MAX_DEPTH: usize = 16;
+
+/// `data` (one event's data) read as a plain OpenAI chat completion chunk: a JSON object with a
+/// `choices` array of objects and no `type`, `error`, `delta`, `candidates`, `usageMetadata` or
+/// `x_groq` key. `None` when it is not one, or when the scan is not sure it reads it as
+/// `serde_json` would (see the [module](self)): the caller then parses it with `serde_json`.
+///
+/// ```
+/// use tower_llm_core::sse::scan_plain_chunk;
+///
+/// let chunk = scan_plain_chunk(br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#).unwrap();
+/// assert_eq!(chunk.id, Some("c1"));
+/// assert_eq!(chunk.first.unwrap().delta.unwrap().content, Some("Hi"));
+/// assert!(!chunk.finished);
+/// // Escapes are left to serde_json.
+/// assert!(scan_plain_chunk(br#"{"choices":[{"delta":{"content":"a\nb"}}]}"#).is_none());
+/// ```
+pub fn scan_plain_chunk(data: &[u8]) -> Option<PlainChunk<'_>> {
+    // Every string the scan reads is then a slice of this `str`.
+    let text = std::str::from_utf8(data).ok()?;
+    let mut s = Scanner { text, data, pos: 0 };
+    let chunk = s.chunk()?;
+    s.ws();
+    (s.pos == data.len()).then_some(chunk)
+}
+
+/// A value that is either absent/`null` or a string.
+enum StrOrNull<'a> {
+    Null,
+    Str(&'a str),
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skip whitespace, then consume `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string without escapes or control characters, after whitespace; `None` otherwise.
+    fn string(&mut self) -> Option<&'a str> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.pos;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => self.pos += 1,
+            }
+        }
+        let end = self.pos;
+        self.pos += 1;
+        // Both ends are next to an ASCII `"`: character boundaries.
+        self.text.get(start..end)
+    }
+
+    /// `null` or a string.
+    fn str_or_null(&mut self) -> Option<StrOrNull<'a>> {
+        self.ws();
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            Some(StrOrNull::Null)
+        } else {
+            self.string().map(StrOrNull::Str)
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(word.len())?;
+        if self.data.get(self.pos..end)? == word {
+            self.pos = end;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// Any JSON value, skipped; `Some(true)` when it was not `null`.
+    fn skip(&mut self, depth: usize) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b'n' => {
+                self.literal(b"null")?;
+                return Some(false);
+            }
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'"' => {
+                self.string()?;
+            }
+            b'-' | b'0'..=b'9' => self.number()?,
+            b'[' => {
+                let depth = depth.checked_sub(1)?;
+                self.pos += 1;
+                if !self.eat(b']') {
+                    loop {
+                        self.skip(depth)?;
+                        if self.eat(b']') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+            }
+            b'{' => {
+                let depth = depth.checked_sub(1)?;
+                self.pos += 1;
+                if !self.eat(b'}') {
+                    loop {
+                        self.string()?;
+                        if !self.eat(b':') {
+                            return None;
+                        }
+                        self.skip(depth)?;
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        }
+        Some(true)
+    }
+
+    /// A number of JSON's grammar without an exponent, skipped.
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.peek()?.is_ascii_digit() {
+                return None;
+            }
+            self.digits();
+        }
+        match self.peek() {
+            Some(b'e' | b'E' | b'0'..=b'9') => None,
+            _ => Some(()),
+        }
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+
+    /// `null` (`Some(None)`) or an unsigned integer that fits a `u64`.
+    fn index(&mut self) -> Option<Option<u64>> {
+        self.ws();
+        match self.peek()? {
+            b'n' => {
+                self.literal(b"null")?;
+                Some(None)
+            }
+            b'0' => {
+                self.pos += 1;
+                match self.peek() {
+                    Some(b'0'..=b'9' | b'.' | b'e' | b'E') => None,
+                    _ => Some(Some(0)),
+                }
+            }
+            b'1'..=b'9' => {
+                let mut n: u64 = 0;
+                while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
+                    n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                    self.pos += 1;
+                }
+                match self.peek() {
+                    Some(b'.' | b'e' | b'E') => None,
+                    _ => Some(Some(n)),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The members of an object, after its `{`: calls `member` with each key (the scanner is
+    /// then before the value, which `member` must consume). Stops at the closing `}`.
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            if !self.eat(b':') {
+                return None;
+            }
+            member(self, key)?;
+            if self.eat(b'}') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+
+    fn chunk(&mut self) -> Option<PlainChunk<'a>> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        let mut chunk = PlainChunk::default();
+        let (mut seen_id, mut seen_choices, mut seen_usage) = (false, false, false);
+        self.members(|s, key| {
+            match key {
+                "id" => {
+                    once(&mut seen_id)?;
+                    chunk.id = s.str_or_null()?.into_option();
+                }
+                "choices" => {
+                    once(&mut seen_choices)?;
+                    s.choices(&mut chunk)?;
+                }
+                "usage" => {
+                    once(&mut seen_usage)?;
+                    chunk.usage = s.skip(MAX_DEPTH)?;
+                }
+                // Fields another wire format (or an error) has: serde_json's path decides.
+                "type" | "error" | "delta" | "candidates" | "usageMetadata" | "x_groq" => {
+                    return None
+                }
+                _ => {
+                    s.skip(MAX_DEPTH)?;
+                }
+            }
+            Some(())
+        })?;
+        seen_choices.then_some(chunk)
+    }
+
+    /// The `choices` array, into `chunk`.
+    fn choices(&mut self, chunk: &mut PlainChunk<'a>) -> Option<()> {
+        if !self.eat(b'[') {
+            return None;
+        }
+        if self.eat(b']') {
+            return Some(());
+        }
+        loop {
+            let choice = self.choice()?;
+            chunk.finished |= choice.finish_reason.is_some_and(|r| !r.is_empty());
+            if chunk.first.is_none() {
+                chunk.first = Some(choice);
+            }
+            chunk.choices += 1;
+            if self.eat(b']') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+
+    fn choice(&mut self) -> Option<PlainChoice<'a>> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        let mut choice = PlainChoice::default();
+        let mut seen = [false; 4];
+        self.members(|s, key| {
+            match key {
+                "index" => {
+                    once(&mut seen[0])?;
+                    choice.index = s.index()?;
+                }
+                "delta" => {
+                    once(&mut seen[1])?;
+                    choice.delta = s.delta()?;
+                }
+                "logprobs" => {
+                    once(&mut seen[2])?;
+                    choice.logprobs = s.skip(MAX_DEPTH)?;
+                }
+                "finish_reason" => {
+                    once(&mut seen[3])?;
+                    choice.finish_reason = s.str_or_null()?.into_option();
+                }
+                // An alias serde_json's guard path reads and the watch's does not.
+                "finishReason" => return None,
+                _ => {
+                    s.skip(MAX_DEPTH)?;
+                }
+            }
+            Some(())
+        })?;
+        Some(choice)
+    }
+
+    /// `null` (`Some(None)`) or a delta object.
+    fn delta(&mut self) -> Option<Option<PlainDelta<'a>>> {
+        self.ws();
+        if self.peek() == Some(b'n') {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        if !self.eat(b'{') {
+            return None;
+        }
+        let mut delta = PlainDelta::default();
+        let mut seen = [false; 8];
+        self.members(|s, key| {
+            match key {
+                "role" => {
+                    once(&mut seen[0])?;
+                    delta.role = s.skip(MAX_DEPTH)?;
+                }
+                "content" => {
+                    once(&mut seen[1])?;
+                    delta.content = s.str_or_null()?.into_option();
+                }
+                "tool_calls" => {
+                    once(&mut seen[2])?;
+                    delta.tool_calls = s.skip(MAX_DEPTH)?;
+                }
+                "function_call" => {
+                    once(&mut seen[3])?;
+                    delta.function_call = s.skip(MAX_DEPTH)?;
+                }
+                "audio" => {
+                    once(&mut seen[4])?;
+                    delta.audio = s.skip(MAX_DEPTH)?;
+                }
+                "refusal" => {
+                    once(&mut seen[5])?;
+                    delta.refusal = s.str_or_null()?.into_option();
+                }
+                "reasoning_content" => {
+                    once(&mut seen[6])?;
+                    delta.reasoning_content = s.str_or_null()?.into_option();
+                }
+                "reasoning" => {
+                    once(&mut seen[7])?;
+                    delta.reasoning = s.str_or_null()?.into_option();
+                }
+                _ => {
+                    s.skip(MAX_DEPTH)?;
+                }
+            }
+            Some(())
+        })?;
+        Some(Some(delta))
+    }
+}
+
+impl<'a> StrOrNull<'a> {
+    fn into_option(self) -> Option<&'a str> {
+        match self {
+            StrOrNull::Null => None,
+            StrOrNull::Str(s) => Some(s),
+        }
+    }
+}
+
+/// `None` (give up) when the key was seen already: serde_json's derived structs reject a
+/// duplicate field.
+fn once(seen: &mut bool) -> Option<()> {
+    if std::mem::replace(seen, true) {
+        None
+    } else {
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(s: &str) -> Option<PlainChunk<'_>> {
+        scan_plain_chunk(s.as_bytes())
+    }
+
+    #[test]
+    fn reads_an_ordinary_chunk() {
+        let c = scan(r#" {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1712345678,"model":"gpt-4o","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hé 😀"},"logprobs":null,"finish_reason":null}]}
+"#).unwrap();
+        assert_eq!(c.id, Some("chatcmpl-1"));
+        assert_eq!(c.choices, 1);
+        assert!(!c.finished && !c.usage);
+        let first = c.first.unwrap();
+        assert_eq!(first.index, Some(0));
+        assert!(!first.logprobs);
+        assert_eq!(first.finish_reason, None);
+        assert_eq!(first.delta.unwrap().content, Some("Hé 😀"));
+    }
+
+    #[test]
+    fn finish_usage_and_empty_choices() {
+        let c =
+            scan(r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#)
+                .unwrap();
+        assert!(c.finished && c.usage);
+        let c = scan(r#"{"choices":[{"finish_reason":""}],"usage":null}"#).unwrap();
+        assert!(!c.finished && !c.usage);
+        let c = scan(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#).unwrap();
+        assert_eq!((c.choices, c.first, c.usage), (0, None, true));
+        let c = scan(r#"{"choices":[{"index":0},{"index":1,"finish_reason":"length"}]}"#).unwrap();
+        assert_eq!(c.choices, 2);
+        assert!(c.finished);
+    }
+
+    #[test]
+    fn delta_flags() {
+        let c = scan(r#"{"choices":[{"delta":{"tool_calls":[{"id":"x"}],"function_call":null,"audio":{"a":1},"refusal":"no","reasoning":"","reasoning_content":null}}]}"#).unwrap();
+        let d = c.first.unwrap().delta.unwrap();
+        assert!(d.tool_calls && !d.function_call && d.audio);
+        assert_eq!(
+            (d.refusal, d.reasoning, d.reasoning_content),
+            (Some("no"), Some(""), None)
+        );
+    }
+
+    #[test]
+    fn gives_up_when_unsure() {
+        for s in [
+            "",
+            "[DONE]",
+            "{}",
+            r#"{"id":"x"}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":{}}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"choices":[null]}"#,
+            r#"{"choices":[],"type":"x"}"#,
+            r#"{"choices":[],"error":null}"#,
+            r#"{"choices":[],"delta":{}}"#,
+            r#"{"choices":[],"candidates":[]}"#,
+            r#"{"choices":[],"usageMetadata":{}}"#,
+            r#"{"choices":[],"x_groq":{}}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[],"id":"a","id":"b"}"#,
+            r#"{"choices":[],"id":1}"#,
+            r#"{"choices":[{"finishReason":"STOP"}]}"#,
+            r#"{"choices":[{"finish_reason":1}]}"#,
+            r#"{"choices":[{"index":-0}]}"#,
+            r#"{"choices":[{"index":01}]}"#,
+            r#"{"choices":[{"index":1.0}]}"#,
+            r#"{"choices":[{"index":1e0}]}"#,
+            r#"{"choices":[{"index":18446744073709551616}]}"#,
+            r#"{"choices":[{"delta":"x"}]}"#,
+            r#"{"choices":[{"delta":{"content":1}}]}"#,
+            r#"{"choices":[{"delta":{"role":"a","role":"b"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"a\"b"}}]}"#,
+            r#"{"choices":[],"m\u0061":1}"#,
+            r#"{"choices":[],"n":1e5}"#,
+            r#"{"choices":[],"n":01}"#,
+            r#"{"choices":[],"n":1.}"#,
+            r#"{"choices":[],"n":-}"#,
+            r#"{"choices":[],"n":nul}"#,
+            r#"{"choices":[],"n":tru}"#,
+            "{\"choices\":[],\"n\":\"a\tb\"}",
+            r#"{"choices":[]}x"#,
+            r#"{"choices":[],}"#,
+            r#"{"choices":[,]}"#,
+            r#"{"choices":[]"#,
+            "\x0c{\"choices\":[]}",
+            r#"{"choices":[],"deep":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]}"#,
+        ] {
+            assert_eq!(scan(s), None, "{s}");
+        }
+        assert_eq!(scan_plain_chunk(b"{\"choices\":[],\"x\":\"\xff\"}"), None);
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts_around_it() {
+        for s in [
+            " \t\r\n{ \"choices\" : [ ] } \n",
+            r#"{"choices":[],"n":-0.5,"m":[true,false,null,{"a":[]}],"o":{}}"#,
+            r#"{"choices":[{"index":18446744073709551615}]}"#,
+            r#"{"choices":[{"index":null,"delta":null,"logprobs":null}]}"#,
+        ] {
+            assert!(scan(s).is_some(), "{s}");
+        }
+    }
+}
