@@ -161,22 +161,15 @@ pub fn init_logging_as(format: LogFormat) {
 /// `[telemetry]`) when given. The log filter applies to the logs only.
 #[cfg(feature = "otlp")]
 pub fn init_logging_with(format: LogFormat, traces: Option<&crate::telemetry::OtlpTraces>) {
-    // Without the exporter, the log layer alone: an absent (`None`) layer is interested in
-    // every callsite, which would turn on every request and attempt span (registered, entered
-    // and closed on each request) while no layer records them.
-    match traces {
-        Some(traces) => {
-            let _ = tracing_subscriber::registry()
-                .with(log_layer(format))
-                .with(traces.layer())
-                .try_init();
-        }
-        None => {
-            let _ = tracing_subscriber::registry()
-                .with(log_layer(format))
-                .try_init();
-        }
-    }
+    let registry = tracing_subscriber::registry().with(log_layer(format));
+    // Without the exporter nothing records the request and attempt spans (the logs keep
+    // warnings): they must be disabled where they are created, not created and entered on every
+    // poll of a streamed body. An absent `Option` layer would keep them on: `None` registers an
+    // interest in every callsite.
+    let _ = match traces {
+        Some(traces) => registry.with(traces.layer()).try_init(),
+        None => registry.try_init(),
+    };
 }
 
 /// The log lines in `format`, filtered (see [`init_logging_as`]).
