@@ -1,6 +1,6 @@
 //! Test data for the plain-chunk scan: streamed events' data, mostly shaped like OpenAI chat
 //! completion chunks (keys in any order, repeated, of other types; escapes, unicode, nesting),
-//! some cut short or with a byte put in. (A copy is in tower-llm-fallback's resume module.)
+//! some cut short or with a byte put in. (tower-llm-fallback's resume tests include this file too.)
 
 use proptest::prelude::*;
 

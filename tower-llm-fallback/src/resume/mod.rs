@@ -88,7 +88,9 @@ use std::time::Duration;
 
 use tower_llm_core::{ConfigError, ReplayBody};
 
+// The plain-chunk test data of tower-llm-core's scan, shared rather than copied (test only).
 #[cfg(test)]
+#[path = "../../../tower-llm-core/src/sse/chunk_strategy.rs"]
 mod chunk_strategy;
 pub(crate) mod prefill;
 pub(crate) mod splice;
