@@ -72,7 +72,8 @@ const MAX_DEPTH: usize = 16;
 /// `data` (one event's data) read as a plain OpenAI chat completion chunk: a JSON object with a
 /// `choices` array of objects and no `type`, `error`, `delta`, `candidates`, `usageMetadata` or
 /// `x_groq` key. `None` when it is not one, or when the scan is not sure it reads it as
-/// `serde_json` would (see the [module](self)): the caller then parses it with `serde_json`.
+/// `serde_json` would (escapes, exponents, duplicate keys, other wire formats' keys, deep nesting,
+/// invalid UTF-8): the caller then parses it with `serde_json`.
 ///
 /// ```
 /// use tower_llm_core::sse::scan_plain_chunk;
