@@ -56,21 +56,28 @@ where
             let _ = ready.call(requests()).await;
         }
     }
-    // The requests are built before counting: only the breaker's allocations are counted.
-    let reqs: Vec<Req> = (0..CALLS).map(|_| requests()).collect();
-    let region = Region::new(GLOBAL);
-    for req in reqs {
-        let ready = match svc.ready().await {
-            Ok(ready) => ready,
-            Err(_) => panic!("poll_ready failed"),
-        };
-        if ready.call(req).await.is_err() {
-            rejected += 1;
+    // The counter is process-wide: an allocation of another thread (the test harness's) can
+    // land in a round. The breaker's own count is the same every round, so the fewest of three
+    // rounds is its count; noise only ever adds.
+    let mut fewest = usize::MAX;
+    for _ in 0..3 {
+        rejected = 0;
+        // The requests are built before counting: only the breaker's allocations are counted.
+        let reqs: Vec<Req> = (0..CALLS).map(|_| requests()).collect();
+        let region = Region::new(GLOBAL);
+        for req in reqs {
+            let ready = match svc.ready().await {
+                Ok(ready) => ready,
+                Err(_) => panic!("poll_ready failed"),
+            };
+            if ready.call(req).await.is_err() {
+                rejected += 1;
+            }
         }
+        let change = region.change();
+        fewest = fewest.min(change.allocations + change.reallocations);
     }
-    let change = region.change();
-    let allocs = change.allocations + change.reallocations;
-    (allocs as f64 / CALLS as f64, rejected)
+    (fewest as f64 / CALLS as f64, rejected)
 }
 
 #[tokio::test(flavor = "current_thread")]
