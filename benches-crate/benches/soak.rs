@@ -35,7 +35,8 @@
 //! interval, the most requests in flight at once, and the fullest the secondary's bulkhead got
 //! (its `tower_llm_bulkhead_in_flight` / `_queued` gauges, read from `/metrics` every 100 ms).
 //! Each unexpected error keeps its status and the start of its body (up to 40 examples), and
-//! the gateway's first 200 `WARN`/`ERROR` log lines are printed at the end. At the end: `GET /health` and the
+//! the gateway's first 2,000 `WARN`/`ERROR` log lines are printed at the end (the per-stream
+//! "stream ended with an error event" warnings only counted). At the end: `GET /health` and the
 //! gateway's last status line. Pass criteria, printed and checked (exit code 1 on a failure):
 //!
 //! - **memory**: after the warm-up (the first 2 minutes, or the first 20 % of a shorter run, and
@@ -736,7 +737,7 @@ fn main() {
     // Let one more status line come out after the load stopped.
     std::thread::sleep(Duration::from_millis(1500));
     let status_line = gateway.last_line().unwrap_or_default();
-    let notable = gateway.notable_lines();
+    let (notable, per_stream_warnings) = gateway.notable_lines();
     // Before the gateway stops: its end fails what is still in flight.
     let by_outcome = load
         .totals
@@ -795,7 +796,7 @@ fn main() {
     }
     if !notable.is_empty() {
         println!(
-            "\nThe gateway's first WARN and ERROR lines ({}):",
+            "\nThe gateway's first WARN and ERROR lines ({}; and {per_stream_warnings} per-stream \"stream ended with an error event\" warnings, not shown):",
             notable.len()
         );
         for line in &notable {

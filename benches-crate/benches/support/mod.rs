@@ -65,16 +65,22 @@ pub fn free_port() -> std::io::Result<u16> {
 }
 
 /// How many of a gateway's `WARN` and `ERROR` lines are kept.
-const KEPT_NOTABLE: usize = 200;
+const KEPT_NOTABLE: usize = 2000;
+
+/// The per-stream warning a cut or stalled attempt writes: counted, not kept (in a soak there
+/// are thousands, and they would crowd out the breaker and escalation lines).
+const PER_STREAM_WARNING: &str = "stream ended with an error event";
 
 /// A gateway's stderr: its first lines, how many there were, the last one, and its first
-/// `WARN`/`ERROR` lines (the status line drowns them out of `first` in a long run).
+/// `WARN`/`ERROR` lines (the status line drowns them out of `first` in a long run) but for the
+/// per-stream warnings, which are only counted.
 #[derive(Default)]
 pub struct GatewayLog {
     pub first: Vec<String>,
     pub count: usize,
     pub last: Option<String>,
     pub notable: Vec<String>,
+    pub per_stream_warnings: usize,
 }
 
 /// A running gateway: stopped (SIGTERM, then SIGKILL after 10 s) and its configuration file
@@ -118,10 +124,11 @@ impl GatewayProcess {
         (log.count.saturating_sub(from), lines)
     }
 
-    /// Its first `WARN` and `ERROR` lines (at most 200).
-    pub fn notable_lines(&self) -> Vec<String> {
+    /// Its first `WARN` and `ERROR` lines (at most 2,000) but the per-stream warnings, and how
+    /// many of those there were.
+    pub fn notable_lines(&self) -> (Vec<String>, usize) {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.notable.clone()
+        (log.notable.clone(), log.per_stream_warnings)
     }
 
     /// The last line it wrote to stderr.
@@ -218,10 +225,12 @@ pub fn spawn_gateway(
                 if log.first.len() < KEPT_LINES {
                     log.first.push(line.clone());
                 }
-                if log.notable.len() < KEPT_NOTABLE
-                    && (line.contains(" ERROR ") || line.contains(" WARN "))
-                {
-                    log.notable.push(line.clone());
+                if line.contains(" ERROR ") || line.contains(" WARN ") {
+                    if line.contains(PER_STREAM_WARNING) {
+                        log.per_stream_warnings += 1;
+                    } else if log.notable.len() < KEPT_NOTABLE {
+                        log.notable.push(line.clone());
+                    }
                 }
                 log.count += 1;
                 log.last = Some(line);
