@@ -33,7 +33,9 @@
 //! Every `--sample-secs` it records the gateway's RSS (`VmRSS` of `/proc/<pid>/status`), its
 //! open file descriptors (entries of `/proc/<pid>/fd`), the requests started and failed in the
 //! interval, the most requests in flight at once, and the fullest the secondary's bulkhead got
-//! (its `tower_llm_bulkhead_in_flight` / `_queued` gauges, read from `/metrics` every 100 ms).
+//! (its `tower_llm_bulkhead_in_flight` / `_queued` gauges, read from `/metrics` every 100 ms),
+//! how late the pacer ran (a late pacer sends what it owes in a burst) and the machine's steal
+//! time (`/proc/stat`: a VM's CPUs waiting for the hypervisor).
 //! Each unexpected error keeps its status and the start of its body (up to 40 examples), and
 //! the gateway's first 2,000 `WARN`/`ERROR` log lines are printed at the end (the per-stream
 //! "stream ended with an error event" warnings only counted). At the end: `GET /health` and the
@@ -311,6 +313,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The machine's steal time so far, in clock ticks of 10 ms (the `steal` column of the `cpu`
+/// line of `/proc/stat`, Linux; 0 when unreadable): time a virtual machine's CPUs were ready to
+/// run but the hypervisor ran something else.
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.to_owned();
+            line.split_whitespace().nth(8)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 /// Open file descriptors of `pid` (Linux).
 fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
@@ -436,6 +451,8 @@ struct Interval {
     /// The most calls in flight and waiting at once in the secondary's bulkhead, sampled.
     secondary_in_flight: AtomicU64,
     secondary_queued: AtomicU64,
+    /// The pacer's worst lateness (µs): how far behind its schedule it started a request.
+    pacer_lag_us: AtomicU64,
 }
 
 #[derive(Default)]
@@ -465,6 +482,9 @@ struct Sample {
     max_in_flight: u64,
     secondary_in_flight: u64,
     secondary_queued: u64,
+    pacer_lag_us: u64,
+    /// CPU time the hypervisor took from this machine in the interval (ms, all CPUs).
+    steal_ms: u64,
 }
 
 fn main() {
@@ -602,6 +622,10 @@ fn main() {
                 let now = Instant::now();
                 if intended > now {
                     std::thread::sleep(intended - now);
+                } else {
+                    // Behind schedule: the requests it owes now go out in a burst.
+                    let lag = u64::try_from((now - intended).as_micros()).unwrap_or(u64::MAX);
+                    load.interval.pacer_lag_us.fetch_max(lag, Ordering::Relaxed);
                 }
                 let stream = unit(i, 1) < sse_share;
                 let model = if unit(i, 2) < random_models {
@@ -666,6 +690,7 @@ fn main() {
 
     // Sample every `sample` until the run ends.
     let mut samples: Vec<Sample> = Vec::new();
+    let mut steal_before = steal_ticks();
     let mut next = t0 + args.sample;
     let mut last = t0;
     while next <= t0 + run {
@@ -675,6 +700,9 @@ fn main() {
         }
         let elapsed = last.elapsed();
         last = Instant::now();
+        let steal_now = steal_ticks();
+        let steal_ms = steal_now.saturating_sub(steal_before) * 10;
+        steal_before = steal_now;
         let i = &load.interval;
         let started = i.started.swap(0, Ordering::Relaxed);
         i.finished.swap(0, Ordering::Relaxed);
@@ -690,9 +718,11 @@ fn main() {
                 .swap(load.in_flight.load(Ordering::Relaxed), Ordering::Relaxed),
             secondary_in_flight: i.secondary_in_flight.swap(0, Ordering::Relaxed),
             secondary_queued: i.secondary_queued.swap(0, Ordering::Relaxed),
+            pacer_lag_us: i.pacer_lag_us.swap(0, Ordering::Relaxed),
+            steal_ms,
         };
         eprintln!(
-            "[{:>6.0} s] RSS {:.1} MiB, {} fds, {:.0} req/s, {} errors ({} unexpected), at most {} in flight; secondary's bulkhead at most {} in flight, {} queued",
+            "[{:>6.0} s] RSS {:.1} MiB, {} fds, {:.0} req/s, {} errors ({} unexpected), at most {} in flight; secondary's bulkhead at most {} in flight, {} queued; pacer late by at most {:.1} ms; {} ms stolen",
             sample.at.as_secs_f64(),
             sample.rss_kib as f64 / 1024.0,
             sample.fds,
@@ -701,7 +731,9 @@ fn main() {
             sample.unexpected,
             sample.max_in_flight,
             sample.secondary_in_flight,
-            sample.secondary_queued
+            sample.secondary_queued,
+            sample.pacer_lag_us as f64 / 1000.0,
+            sample.steal_ms
         );
         samples.push(sample);
         next += args.sample;
@@ -763,13 +795,13 @@ fn main() {
         load.started_total.load(Ordering::Relaxed),
         unfinished
     );
-    println!("| time (s) | RSS (MiB) | fds | req/s | errors | unexpected | max in flight | secondary's bulkhead: max in flight / queued |");
+    println!("| time (s) | RSS (MiB) | fds | req/s | errors | unexpected | max in flight | secondary's bulkhead: max in flight / queued | pacer late (ms) | stolen (ms) |");
     println!(
-        "|---------:|----------:|----:|------:|-------:|-----------:|--------------:|------:|"
+        "|---------:|----------:|----:|------:|-------:|-----------:|--------------:|------:|------:|------:|"
     );
     for s in &samples {
         println!(
-            "| {:.0} | {:.1} | {} | {:.0} | {} | {} | {} | {} / {} |",
+            "| {:.0} | {:.1} | {} | {:.0} | {} | {} | {} | {} / {} | {:.1} | {} |",
             s.at.as_secs_f64(),
             s.rss_kib as f64 / 1024.0,
             s.fds,
@@ -778,7 +810,9 @@ fn main() {
             s.unexpected,
             s.max_in_flight,
             s.secondary_in_flight,
-            s.secondary_queued
+            s.secondary_queued,
+            s.pacer_lag_us as f64 / 1000.0,
+            s.steal_ms
         );
     }
     println!("\nErrors by outcome:");
