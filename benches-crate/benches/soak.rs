@@ -830,8 +830,9 @@ fn main() {
     }
     if !notable.is_empty() {
         println!(
-            "\nThe gateway's first WARN and ERROR lines ({}; and {per_stream_warnings} per-stream \"stream ended with an error event\" warnings, not shown):",
-            notable.len()
+            "\nThe gateway's first WARN and ERROR lines ({}; and {per_stream_warnings} per-stream \"{}\" warnings, not shown):",
+            notable.len(),
+            support::PER_STREAM_WARNING
         );
         for line in &notable {
             println!("  {line}");

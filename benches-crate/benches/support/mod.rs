@@ -69,7 +69,7 @@ const KEPT_NOTABLE: usize = 2000;
 
 /// The per-stream warning a cut or stalled attempt writes: counted, not kept (in a soak there
 /// are thousands, and they would crowd out the breaker and escalation lines).
-const PER_STREAM_WARNING: &str = "stream ended with an error event";
+pub const PER_STREAM_WARNING: &str = "stream ended with an error event";
 
 /// A gateway's stderr: its first lines, how many there were, the last one, and its first
 /// `WARN`/`ERROR` lines (the status line drowns them out of `first` in a long run) but for the
