@@ -350,10 +350,10 @@ struct GatewayShape {
     pool: Option<usize>,
 }
 
-/// The shipped bulkhead (64 in flight, 128 queued) and connection pool.
+/// The shipped bulkhead (64 in flight, 512 queued) and connection pool.
 const SHIPPED: GatewayShape = GatewayShape {
     in_flight: 64,
-    queued: 128,
+    queued: 512,
     pool: None,
 };
 
@@ -912,7 +912,7 @@ fn section_shed(
     warm_up(rt, client, &paths, args);
     let rate = args.shed_rate;
     println!(
-        "\n### Open loop at {rate} SSE answers/s, {} s (shipped bulkhead: 64 in flight, 128 queued)\n",
+        "\n### Open loop at {rate} SSE answers/s, {} s (shipped bulkhead: 64 in flight, 512 queued)\n",
         args.secs
     );
     println!("| to | sent | failed | answers/s | p50 µs | p99 µs | p99.9 µs | max µs | pacer lag p99 µs | proxy CPU µs/answer | cores busy | gateway ERROR lines | no shedding |");

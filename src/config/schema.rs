@@ -452,7 +452,8 @@ pub struct BulkheadSection {
     pub enabled: bool,
     /// Calls in flight per target. Default 64.
     pub max_in_flight: u32,
-    /// Calls waiting per target (0 = reject at once when full). Default 128.
+    /// Calls waiting per target (0 = reject at once when full). Default 512. A call is also
+    /// turned away at once when the calls ahead would not drain within `max_wait_ms`.
     pub max_queued: u32,
     /// Longest wait for a slot. Default 1 s.
     pub max_wait_ms: u64,

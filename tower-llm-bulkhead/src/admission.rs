@@ -297,9 +297,11 @@ impl Pending {
             }
             deadline = Some(deadline.map_or(attempt, |d| d.min(attempt)));
         }
-        let ticket = match self.partition.enqueue() {
+        let may_wait = deadline.map(|d| d.saturating_duration_since(now));
+        let ticket = match self.partition.enqueue(may_wait) {
             Enqueue::Acquired => return Ok(()),
             Enqueue::Full => return Err((LimitKind::Queue, None)),
+            Enqueue::TooSlow => return Err((LimitKind::ExpectedWait, None)),
             Enqueue::Queued(ticket) => ticket,
         };
         let mut place = Place {

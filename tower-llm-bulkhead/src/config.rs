@@ -35,8 +35,12 @@ use tower_llm_core::ConfigError;
 
 /// Default concurrency limit per partition (DESIGN.md: 64 in flight per target).
 pub const DEFAULT_MAX_CONCURRENT: usize = 64;
-/// Default bound on calls waiting for a permit per partition.
-pub const DEFAULT_MAX_QUEUED: usize = 128;
+/// Default bound on calls waiting for a permit per partition: the memory bound of the queue. The
+/// time bound is the maximum wait, enforced on joining as well (a call the queue would not drain
+/// in time is turned away at once), so a deep queue absorbs bursts without holding calls that
+/// could not be served in time. (DESIGN.md starts from 128; a burst of 270 calls at once into
+/// a 10 ms upstream, which drains in 50 ms, overflowed it in the gateway's soak.)
+pub const DEFAULT_MAX_QUEUED: usize = 512;
 /// Default longest wait for a concurrency permit.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 /// Default bound on the number of partitions of a keyed bulkhead.
@@ -57,7 +61,7 @@ pub struct PartitionConfig {
 }
 
 impl PartitionConfig {
-    /// A builder starting from the defaults: 64 in flight, 128 queued, 1 s maximum wait, no rate
+    /// A builder starting from the defaults: 64 in flight, 512 queued, 1 s maximum wait, no rate
     /// or token limit, fixed concurrency.
     pub fn builder() -> PartitionConfigBuilder {
         PartitionConfigBuilder::default()
@@ -147,6 +151,12 @@ impl PartitionConfigBuilder {
 
     /// Longest wait for a concurrency permit before the call is rejected with
     /// [`LimitKind::MaxWait`](tower_llm_core::LimitKind::MaxWait). Zero disables waiting.
+    ///
+    /// It also bounds joining the queue: a call that would wait behind more calls than the queue
+    /// has been draining within this time (or within what is left of the attempt's deadline) is
+    /// rejected at once with
+    /// [`LimitKind::ExpectedWait`](tower_llm_core::LimitKind::ExpectedWait). The drain is measured
+    /// between hand-overs while calls wait, and forgotten after a second without one.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self
@@ -513,7 +523,7 @@ mod tests {
     fn defaults_follow_design() {
         let c = PartitionConfig::builder().build().unwrap();
         assert_eq!(c.max_concurrent(), 64);
-        assert_eq!(c.max_queued(), 128);
+        assert_eq!(c.max_queued(), 512);
         assert_eq!(c.max_wait(), Duration::from_secs(1));
         assert!(c.rate_limit().is_none() && c.token_limit().is_none() && c.adaptive().is_none());
     }

@@ -63,7 +63,7 @@ use crate::tokens::NoTokenEstimate;
 
 /// Applies [`Bulkhead`]: one bulkhead, shared by every service the layer wraps. Build with
 /// [`BulkheadLayer::builder`], or [`BulkheadLayer::new`] for the defaults (one partition: 64 in
-/// flight, 128 queued, 1 s maximum wait).
+/// flight, 512 queued, 1 s maximum wait).
 ///
 /// The state lives in the layer (an `Arc`): [`Layer::layer`] only wraps, so every service it
 /// returns, and every clone of the layer, draws on the same permits, rate and token budgets

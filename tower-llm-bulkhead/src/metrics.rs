@@ -31,7 +31,7 @@
 //! | [`tower_llm_bulkhead_in_flight`](IN_FLIGHT) | gauge | `target` | calls holding a permit (until the response body ends) |
 //! | [`tower_llm_bulkhead_queued`](QUEUED) | gauge | `target` | calls waiting for a concurrency permit |
 //! | [`tower_llm_bulkhead_limit`](LIMIT) | gauge | `target` | current concurrency limit (moves when adaptive; the sum over partitions sharing the label; 0 once the partition is evicted) |
-//! | [`tower_llm_bulkhead_rejected_total`](REJECTED_TOTAL) | counter | `target`, `reason` ([`LimitKind::as_str`]: `concurrency`, `queue`, `max_wait`, `partitions`, `rate`, `tokens`, `request_too_large`) | calls shed, by the limit that shed them |
+//! | [`tower_llm_bulkhead_rejected_total`](REJECTED_TOTAL) | counter | `target`, `reason` ([`LimitKind::as_str`]: `concurrency`, `queue`, `expected_wait`, `max_wait`, `partitions`, `rate`, `tokens`, `request_too_large`) | calls shed, by the limit that shed them |
 //! | [`tower_llm_bulkhead_wait_seconds`](WAIT_SECONDS) | histogram | `target`, `outcome` (`admitted`, `rejected`) | time spent waiting for a concurrency permit, for calls that had to wait (give it [`LATENCY_BUCKETS`](tower_llm_core::stream::metrics::LATENCY_BUCKETS) in the exporter, see [`HISTOGRAMS`]) |
 //! | [`tower_llm_bulkhead_tokens_corrected_total`](TOKENS_CORRECTED_TOTAL) | counter | `target`, `direction` (`refund`, `debit`) | tokens moved back into (`refund`) or out of (`debit`) a token budget when the response's usage differs from the estimate charged at admission |
 //!

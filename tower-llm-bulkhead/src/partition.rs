@@ -45,6 +45,7 @@ pub(crate) struct Partition {
     max_queued: usize,
     pub(crate) max_wait: Duration,
     queue: Mutex<WaitQueue>,
+    clock: TokioClock,
     pub(crate) rate: Option<RequestRate>,
     pub(crate) tokens: Option<TokenBudget>,
     /// Where the rate and token decisions are taken first, when shared between replicas.
@@ -57,6 +58,71 @@ pub(crate) struct Partition {
 struct WaitQueue {
     next_id: u64,
     waiters: VecDeque<Waiter>,
+    drain: Drain,
+}
+
+/// How fast the wait queue drains: the interval between consecutive hand-overs while calls
+/// wait, smoothed. Read and written under the queue's lock only (the lock-free paths never touch
+/// it).
+///
+/// Only hand-overs of one queue episode are compared: the wait from the moment a queue forms to
+/// its first hand-over is the rest of a call already running, which says nothing of the rate
+/// (after a burst it is most of a call's length, and would read as a slot freed per call length).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Drain {
+    /// Smoothed nanoseconds between hand-overs; 0 until measured.
+    interval: u64,
+    /// The last hand-over of the current queue episode (ns on the partition's clock).
+    mark: Option<u64>,
+    /// When the last hand-over happened (ns).
+    last: u64,
+}
+
+/// The weight of a new sample in the smoothed drain interval, as a shift (1/16: hand-overs come
+/// in clumps, and at 1/8 the estimate swung enough to admit calls that then timed out).
+const DRAIN_SMOOTHING_SHIFT: u32 = 4;
+
+/// The longest sample taken, in multiples of the current estimate.
+const DRAIN_MAX_STEP: u64 = 4;
+
+/// How long a drain measurement stays valid after the last hand-over: older, a queue that forms
+/// starts unmeasured (the load it was measured under may be gone).
+const DRAIN_MEMORY: Duration = Duration::from_secs(1);
+
+impl Drain {
+    /// The queue formed (its first waiter is joining) at `now`.
+    pub(crate) fn formed(&mut self, now: u64) {
+        self.mark = None;
+        if now.saturating_sub(self.last) > saturating_nanos(DRAIN_MEMORY) {
+            self.interval = 0;
+        }
+    }
+
+    /// A slot was handed to a waiter at `now`.
+    pub(crate) fn handed_over(&mut self, now: u64) {
+        if let Some(mark) = self.mark {
+            let sample = now.saturating_sub(mark).max(1);
+            self.interval = if self.interval == 0 {
+                sample
+            } else {
+                // One long gap (the process or the machine paused: every hand-over then waits
+                // at once) moves the estimate a little, not twenty-fold right when the calls
+                // that piled up in the pause arrive; a real slowdown still lifts it by up to
+                // 3/16 per hand-over.
+                let sample = sample.min(self.interval.saturating_mul(DRAIN_MAX_STEP));
+                let old = self.interval;
+                (old - (old >> DRAIN_SMOOTHING_SHIFT) + (sample >> DRAIN_SMOOTHING_SHIFT)).max(1)
+            };
+        }
+        self.mark = Some(now);
+        self.last = now;
+    }
+
+    /// The expected wait, in nanoseconds, of a call joining behind `ahead` waiters, or `None`
+    /// while the drain is not measured.
+    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<u64> {
+        (self.interval != 0).then(|| self.interval.saturating_mul(ahead as u64 + 1))
+    }
 }
 
 struct Waiter {
@@ -76,8 +142,10 @@ pub(crate) enum Enqueue {
     Acquired,
     /// Waiting: the ticket's receiver resolves when a slot is handed over.
     Queued(Ticket),
-    /// The queue is full.
+    /// The queue is full (`max_queued` calls wait).
     Full,
+    /// The calls already waiting would take longer to drain than the call may wait.
+    TooSlow,
 }
 
 impl Partition {
@@ -97,6 +165,7 @@ impl Partition {
             max_queued: config.max_queued,
             max_wait: config.max_wait,
             queue: Mutex::new(WaitQueue::default()),
+            clock,
             rate: config.rate.as_ref().map(|r| RequestRate::new(r, clock)),
             tokens: config.tokens.as_ref().map(|t| TokenBudget::new(t, clock)),
             shared: shared.and_then(|(limiter, scope)| SharedLimits::new(limiter, scope, config)),
@@ -168,8 +237,9 @@ impl Partition {
         }
     }
 
-    /// Take a slot, or join the wait queue if it has room.
-    pub(crate) fn enqueue(&self) -> Enqueue {
+    /// Take a slot, or join the wait queue if it has room: fewer than `max_queued` calls wait,
+    /// and (when `may_wait` is set) the calls ahead are expected to drain within it.
+    pub(crate) fn enqueue(&self, may_wait: Option<Duration>) -> Enqueue {
         let mut queue = self.lock_queue();
         let mut state = self.state.load(Ordering::Acquire);
         loop {
@@ -180,6 +250,16 @@ impl Partition {
             } else if waiting >= self.max_queued {
                 return Enqueue::Full;
             } else {
+                if queue.waiters.is_empty() {
+                    queue.drain.formed(self.clock.elapsed_nanos());
+                }
+                if let (Some(may_wait), Some(expected)) =
+                    (may_wait, queue.drain.expected_wait(waiting))
+                {
+                    if expected > saturating_nanos(may_wait) {
+                        return Enqueue::TooSlow;
+                    }
+                }
                 (state + ONE_WAITING, true)
             };
             match self
@@ -275,6 +355,8 @@ impl Partition {
             ) {
                 Ok(_) => {
                     self.metrics.queued().decrement(1.0);
+                    let now = self.clock.elapsed_nanos();
+                    queue.drain.handed_over(now);
                     // Waiters leave the queue under this lock before dropping their receiver, so
                     // the send succeeds; if it did not, the caller still holds the slot.
                     return queue
@@ -760,4 +842,79 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{saturating_nanos, Drain, DRAIN_MEMORY};
+
+    #[test]
+    fn the_first_hand_over_of_an_episode_is_not_a_sample() {
+        let mut drain = Drain::default();
+        drain.formed(0);
+        assert_eq!(drain.expected_wait(0), None);
+        // 9 ms from forming to the first hand-over: the rest of a running call, not a rate.
+        drain.handed_over(9_000_000);
+        assert_eq!(drain.expected_wait(0), None);
+        drain.handed_over(9_200_000);
+        assert_eq!(drain.expected_wait(0), Some(200_000));
+        assert_eq!(drain.expected_wait(9), Some(2_000_000));
+    }
+
+    #[test]
+    fn a_measurement_is_forgotten_after_a_quiet_second() {
+        let mut drain = Drain::default();
+        drain.formed(0);
+        drain.handed_over(1_000);
+        drain.handed_over(2_000);
+        let memory = saturating_nanos(DRAIN_MEMORY);
+        drain.formed(2_000 + memory);
+        assert_eq!(drain.expected_wait(0), Some(1_000), "within a second: kept");
+        drain.formed(2_001 + memory);
+        assert_eq!(drain.expected_wait(0), None, "older: forgotten");
+    }
+
+    #[test]
+    fn one_pause_barely_moves_the_estimate() {
+        let mut drain = Drain::default();
+        drain.formed(0);
+        let mut now = 0;
+        for _ in 0..10 {
+            now += 160_000;
+            drain.handed_over(now);
+        }
+        assert_eq!(drain.expected_wait(0), Some(160_000));
+        // A 50 ms pause of the whole machine, then the next hand-over.
+        now += 50_000_000;
+        drain.handed_over(now);
+        assert_eq!(drain.expected_wait(0), Some(160_000 + 3 * 160_000 / 16));
+    }
+
+    proptest! {
+        /// The smoothed interval stays within the samples' range (less the fixed-point rounding)
+        /// and the expected wait grows with the calls ahead.
+        #[test]
+        fn the_estimate_stays_within_the_samples(
+            gaps in proptest::collection::vec(1u64..50_000_000, 2..200),
+            ahead in 0usize..10_000,
+        ) {
+            let mut drain = Drain::default();
+            let mut now = 1u64;
+            drain.formed(now);
+            for gap in &gaps {
+                now += gap;
+                drain.handed_over(now);
+            }
+            let samples = &gaps[1..];
+            let lo = *samples.iter().min().unwrap();
+            let hi = *samples.iter().max().unwrap();
+            let one = drain.expected_wait(0).unwrap();
+            prop_assert!(one <= hi && one + 32 >= lo, "{one} outside {lo}..={hi}");
+            let wait = drain.expected_wait(ahead).unwrap();
+            prop_assert!(wait >= drain.expected_wait(ahead.saturating_sub(1)).unwrap());
+            prop_assert_eq!(wait, one.saturating_mul(ahead as u64 + 1));
+        }
+    }
 }

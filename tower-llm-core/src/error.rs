@@ -247,6 +247,9 @@ pub enum LimitKind {
     Concurrency,
     /// The wait queue is full.
     Queue,
+    /// The calls already waiting would take longer to drain (at the rate the queue has been
+    /// draining) than this call may wait: turned away at once rather than after its whole wait.
+    ExpectedWait,
     /// The call waited for a permit as long as it may.
     MaxWait,
     /// The bound on the number of partitions (keys) is reached.
@@ -265,6 +268,7 @@ impl LimitKind {
         match self {
             LimitKind::Concurrency => "concurrency",
             LimitKind::Queue => "queue",
+            LimitKind::ExpectedWait => "expected_wait",
             LimitKind::MaxWait => "max_wait",
             LimitKind::Partitions => "partitions",
             LimitKind::Rate => "rate",

@@ -31,7 +31,7 @@
 //! | [`tower_llm_breaker_calls_total`](tower_llm::breaker::metrics::CALLS_TOTAL), [`_rejections_total`](tower_llm::breaker::metrics::REJECTIONS_TOTAL), [`_transitions_total`](tower_llm::breaker::metrics::TRANSITIONS_TOTAL) | counter | `target`, ... | what the breakers saw and did |
 //! | [`tower_llm_retry_attempts_total`](tower_llm::retry::metrics::ATTEMPTS_TOTAL) | counter | `target`, `attempt` (`first`, `retry`, `hedge`) | attempts sent, retries and hedges included |
 //! | [`tower_llm_retry_retries_total`](tower_llm::retry::metrics::RETRIES_TOTAL), [`_stopped_total`](tower_llm::retry::metrics::STOPPED_TOTAL), ... | counter | `target`, `kind`, ... | retries and why they stopped |
-//! | [`tower_llm_bulkhead_rejected_total`](tower_llm::bulkhead::metrics::REJECTED_TOTAL) | counter | `target`, `reason` (`concurrency`, `queue`, `max_wait`, `rate`, `tokens`, ...) | requests shed, by limit kind |
+//! | [`tower_llm_bulkhead_rejected_total`](tower_llm::bulkhead::metrics::REJECTED_TOTAL) | counter | `target`, `reason` (`concurrency`, `queue`, `expected_wait`, `max_wait`, `rate`, `tokens`, ...) | requests shed, by limit kind |
 //! | [`tower_llm_bulkhead_wait_seconds`](tower_llm::bulkhead::metrics::WAIT_SECONDS) | histogram | `target`, `outcome` (`admitted`, `rejected`) | queueing for a concurrency permit |
 //! | [`tower_llm_bulkhead_in_flight`](tower_llm::bulkhead::metrics::IN_FLIGHT), [`_queued`](tower_llm::bulkhead::metrics::QUEUED), [`_limit`](tower_llm::bulkhead::metrics::LIMIT) | gauge | `target` | load per target |
 //! | [`tower_llm_redis_up`](tower_llm::redis::metrics::UP) | gauge | | with `[shared_state]`: 1 while replicas share state through Redis, 0 while every decision is local |

@@ -1,0 +1,224 @@
+//! The wait queue bounded in time as well as in calls: a call that would join behind more
+//! waiters than the queue drains within its wait is turned away at once
+//! ([`LimitKind::ExpectedWait`]), so a short burst is absorbed by a deep queue while a sustained
+//! overload fails fast instead of after the whole maximum wait. Paused time throughout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{settle, slow_upstream, Probe};
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_llm_bulkhead::{BulkheadLayer, PermitBody};
+use tower_llm_core::{AttemptBudget, BoxError, BulkheadFull, LimitKind};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// How each call of a run ended.
+#[derive(Debug, Default)]
+struct Outcomes {
+    served: usize,
+    /// The longest a served call waited for its slot (its latency less the upstream's).
+    longest_wait: Duration,
+    expected_wait: Vec<Duration>,
+    max_wait: Vec<Duration>,
+    other: Vec<LimitKind>,
+}
+
+impl Outcomes {
+    fn record(&mut self, outcome: Result<Duration, BoxError>, upstream: Duration) {
+        match outcome {
+            Ok(took) => {
+                self.served += 1;
+                self.longest_wait = self.longest_wait.max(took.saturating_sub(upstream));
+            }
+            Err(err) => {
+                let full = err
+                    .downcast_ref::<BulkheadFull>()
+                    .unwrap_or_else(|| panic!("expected BulkheadFull, got {err}"));
+                match full.limit() {
+                    LimitKind::ExpectedWait => self.expected_wait.push(full.waited()),
+                    LimitKind::MaxWait => self.max_wait.push(full.waited()),
+                    other => self.other.push(other),
+                }
+            }
+        }
+    }
+}
+
+/// What the bulkhead's service looks like to the tests.
+trait Svc:
+    tower::Service<
+        http::Request<()>,
+        Response = http::Response<PermitBody<common::Body>>,
+        Error = BoxError,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Svc for S where
+    S: tower::Service<
+            http::Request<()>,
+            Response = http::Response<PermitBody<common::Body>>,
+            Error = BoxError,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A bulkhead built by `layer` in front of an upstream taking `upstream`.
+fn bulkhead(layer: BulkheadLayer, upstream: Duration) -> impl Svc {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(slow_upstream(Probe::default(), upstream))
+}
+
+/// One call started at `at`, with an attempt deadline `budget` after its start if set; its
+/// latency (start to the end of the body) or its error.
+fn spawn_call(
+    svc: &impl Svc,
+    at: Instant,
+    budget: Option<Duration>,
+) -> tokio::task::JoinHandle<Result<Duration, BoxError>> {
+    let svc = svc.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at).await;
+        let mut req = http::Request::new(());
+        if let Some(budget) = budget {
+            req.extensions_mut()
+                .insert(AttemptBudget::until(Instant::now() + budget).single_call());
+        }
+        let res = svc.oneshot(req).await?;
+        res.into_body().collect().await?;
+        Ok(at.elapsed())
+    })
+}
+
+/// `calls` calls, one every `every` (all at once when zero), to `svc` in front of an upstream
+/// taking `upstream`.
+async fn run(svc: &impl Svc, upstream: Duration, calls: usize, every: Duration) -> Outcomes {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| spawn_call(svc, start + every * u32::try_from(i).unwrap(), None))
+        .collect();
+    let mut outcomes = Outcomes::default();
+    for task in tasks {
+        outcomes.record(task.await.unwrap(), upstream);
+    }
+    outcomes
+}
+
+/// The soak's shape: a burst larger than the old default queue (128) into 64 slots in front of a
+/// 10 ms upstream. It drains in about 50 ms, far within the 1 s maximum wait: the default
+/// bulkhead serves all of it (before, 108 of the 300 were shed "after 0ms").
+#[tokio::test(start_paused = true)]
+async fn a_burst_the_queue_drains_in_time_is_absorbed_by_the_defaults() {
+    let svc = bulkhead(BulkheadLayer::builder().build().unwrap(), ms(10));
+    let outcomes = run(&svc, ms(10), 300, Duration::ZERO).await;
+    assert_eq!(outcomes.served, 300, "{outcomes:?}");
+    assert!(outcomes.longest_wait <= ms(50), "{outcomes:?}");
+}
+
+/// Sustained overload: calls arrive twice as fast as 4 slots of a 20 ms upstream serve them
+/// (400/s against 200/s) with a 1,000-place queue and a 200 ms maximum wait. Without the
+/// expected-wait bound every call past the first 40 or so queues, waits its whole 200 ms and is
+/// shed anyway (360 of them); with it they are turned away at once, the served ones still use
+/// every slot, and only calls at the edge (the measured rate is smoothed, the hand-overs come
+/// in clumps) wait their maximum and are shed (11 of 360 in this run).
+#[tokio::test(start_paused = true)]
+async fn sustained_overload_is_shed_at_once_not_after_the_maximum_wait() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(4)
+        .max_queued(1000)
+        .max_wait(ms(200))
+        .build()
+        .unwrap();
+    let svc = bulkhead(layer, ms(20));
+    let outcomes = run(&svc, ms(20), 800, Duration::from_micros(2500)).await;
+    assert!(outcomes.other.is_empty(), "{outcomes:?}");
+    // 2 s of arrivals plus the drain: the 4 slots serve about 200 a second.
+    assert!(
+        (400..=460).contains(&outcomes.served),
+        "capacity used: {outcomes:?}"
+    );
+    assert!(outcomes.longest_wait <= ms(200), "{outcomes:?}");
+    let shed = outcomes.expected_wait.len() + outcomes.max_wait.len();
+    assert_eq!(outcomes.served + shed, 800);
+    assert!(
+        outcomes.expected_wait.iter().all(Duration::is_zero),
+        "turned away without waiting: {outcomes:?}"
+    );
+    assert!(
+        outcomes.max_wait.len() * 20 <= shed,
+        "at most 5 % of the shed calls waited the whole 200 ms: {} of {shed}",
+        outcomes.max_wait.len()
+    );
+}
+
+/// A call whose attempt has less time left than the queue ahead needs is turned away at once,
+/// while one with time enough queues and is served.
+#[tokio::test(start_paused = true)]
+async fn the_attempt_deadline_bounds_the_expected_wait() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_queued(100)
+        .max_wait(ms(1_000))
+        .build()
+        .unwrap();
+    let svc = bulkhead(layer, ms(10));
+    // One call in flight and 5 waiting; at 10 and 20 ms two hand-overs 10 ms apart are measured.
+    let start = Instant::now();
+    let warm: Vec<_> = (0..6).map(|_| spawn_call(&svc, start, None)).collect();
+    settle().await;
+    tokio::time::sleep(ms(25)).await;
+    // 1 in flight, 3 waiting: a newcomer's expected wait is 4 × 10 ms.
+    let now = Instant::now();
+    let short = spawn_call(&svc, now, Some(ms(30)));
+    let long = spawn_call(&svc, now, Some(ms(100)));
+    let err = short.await.unwrap().unwrap_err();
+    let full = err.downcast_ref::<BulkheadFull>().unwrap();
+    assert_eq!(
+        (full.limit(), full.waited()),
+        (LimitKind::ExpectedWait, Duration::ZERO)
+    );
+    assert_eq!(
+        long.await.unwrap().unwrap(),
+        ms(45),
+        "3 ahead, then its own 10 ms"
+    );
+    for w in warm {
+        w.await.unwrap().unwrap();
+    }
+}
+
+/// The drain rate is remembered for a moment only: a queue that forms long after the last one
+/// is not judged by the old rate. A slow spell (one slot, 100 ms calls) is measured, then after
+/// a quiet 5 s a burst of 5 calls with a 250 ms maximum wait: the old rate (100 ms a call) would
+/// turn the last two away at once; unmeasured, they queue (and wait their 250 ms, as any queue
+/// without a measured rate does) while the first three are served.
+#[tokio::test(start_paused = true)]
+async fn an_old_drain_rate_is_forgotten() {
+    let layer = BulkheadLayer::builder()
+        .max_concurrent(1)
+        .max_queued(100)
+        .max_wait(ms(250))
+        .build()
+        .unwrap();
+    let svc = bulkhead(layer, ms(100));
+    let first = run(&svc, ms(100), 3, Duration::ZERO).await;
+    assert_eq!(first.served, 3, "{first:?}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let second = run(&svc, ms(100), 5, Duration::ZERO).await;
+    assert!(second.expected_wait.is_empty(), "{second:?}");
+    assert_eq!(second.served, 3, "{second:?}");
+    assert_eq!(second.max_wait.len(), 2, "{second:?}");
+}
