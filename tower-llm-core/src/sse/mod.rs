@@ -46,6 +46,7 @@ mod event;
 mod inspect;
 mod tracker;
 
+pub(crate) use chunk::string_stop;
 pub use chunk::{scan_plain_chunk, PlainChoice, PlainChunk, PlainDelta};
 pub use decode::{Decode, SseDecoder, SseError, DEFAULT_MAX_EVENT_SIZE};
 pub use event::{json_frame, SseEvent};

@@ -142,6 +142,7 @@ mod outcome;
 mod service;
 mod usage;
 mod whole;
+mod whole_scan;
 
 pub use body::GuardedBody;
 pub use config::{

@@ -179,6 +179,15 @@ impl<'de> Visitor<'de> for EventUsage {
     }
 }
 
+/// Record the answer's `model` on the current span as `gen_ai.response.model` (nothing without
+/// a subscriber).
+pub(crate) fn record_model(model: &str) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("gen_ai.response.model", model);
+    }
+}
+
 /// The value of a top-level `model` member: a string is recorded on the current span as
 /// `gen_ai.response.model` (borrowed, nothing allocated); any other value is skipped.
 pub(crate) struct ModelValue;
@@ -199,10 +208,7 @@ impl<'de> Visitor<'de> for ModelValue {
     }
 
     fn visit_str<E: de::Error>(self, model: &str) -> Result<(), E> {
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
-            span.record("gen_ai.response.model", model);
-        }
+        record_model(model);
         Ok(())
     }
 

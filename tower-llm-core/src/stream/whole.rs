@@ -19,7 +19,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::StreamLimits;
 use super::engine::after;
-use super::usage::{Member, MemberKey, ModelValue, Usage, UsageValue};
+use super::usage::{record_model, Member, MemberKey, ModelValue, Usage, UsageValue};
+use super::whole_scan::scan_whole;
 use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
@@ -265,6 +266,17 @@ impl Check {
         if data.is_empty() && !declared {
             return Ok(None);
         }
+        // The common case: an object the hand-written scan reads as serde_json would.
+        if let Some(scan) = scan_whole(data) {
+            if let Some(model) = scan.model {
+                record_model(model);
+            }
+            return if scan.error {
+                Err(in_band_error(data))
+            } else {
+                Ok(scan.usage)
+            };
+        }
         match serde_json::from_slice::<Probe>(data) {
             Ok(Probe {
                 error: false,
@@ -419,6 +431,161 @@ impl<'de> Visitor<'de> for ErrorValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod scan_equivalence {
+        use proptest::prelude::*;
+
+        use super::super::{scan_whole, Probe};
+
+        /// A JSON value as text, from a grammar that reaches the scan's corners: the keys the
+        /// judge reads, escapes, numbers of every kind, nesting.
+        fn value() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("false".to_owned()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("18446744073709551616".to_owned()),
+                Just("-0".to_owned()),
+                Just("0.5".to_owned()),
+                Just("-1.25".to_owned()),
+                Just("1e3".to_owned()),
+                Just("2.5E-7".to_owned()),
+                Just("\"\"".to_owned()),
+                "[a-z ]{0,12}".prop_map(|s| format!("\"{s}\"")),
+                Just(r#""a\nb \"q\" \\ \/ \t""#.to_owned()),
+                Just(r#""\u00e9""#.to_owned()),
+                Just("\"é 😀\"".to_owned()),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4)
+                        .prop_map(|v| format!("[{}]", v.join(","))),
+                    proptest::collection::vec((key(), inner), 0..5).prop_map(|m| {
+                        let members: Vec<String> =
+                            m.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", members.join(","))
+                    }),
+                ]
+            })
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("error"),
+                Just("usage"),
+                Just("usageMetadata"),
+                Just("model"),
+                Just("modelVersion"),
+                Just("prompt_tokens"),
+                Just("completion_tokens"),
+                Just("input_tokens"),
+                Just("output_tokens"),
+                Just("candidatesTokenCount"),
+                Just("choices"),
+                Just("x"),
+                Just("us\\u0061ge"),
+                Just("a\\nb"),
+            ]
+            .prop_map(|k| format!("\"{k}\""))
+        }
+
+        /// A document: usually an object, sometimes damaged (cut, or a byte put in).
+        fn document() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::collection::vec((key(), value()), 0..6),
+                0usize..4,
+                any::<usize>(),
+                any::<u8>(),
+                prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+            )
+                .prop_map(|(members, damage, at, byte, ws)| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}{ws}:{v}"))
+                        .collect();
+                    let mut doc =
+                        format!("{ws}{{{}}}{ws}", members.join(&format!(",{ws}"))).into_bytes();
+                    let at = at % (doc.len() + 1);
+                    match damage {
+                        0 => doc.truncate(at),
+                        1 => doc.insert(at, byte),
+                        _ => {}
+                    }
+                    doc
+                })
+        }
+
+        /// The last top-level `model` / `modelVersion` string of an object: what the serde
+        /// path leaves on the span (each string it meets is recorded over the one before).
+        struct LastModel(Option<String>);
+
+        impl<'de> serde::Deserialize<'de> for LastModel {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Last;
+                impl<'de> serde::de::Visitor<'de> for Last {
+                    type Value = LastModel;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("an object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<LastModel, A::Error> {
+                        let mut last = None;
+                        while let Some((key, value)) =
+                            map.next_entry::<String, serde_json::Value>()?
+                        {
+                            if let ("model" | "modelVersion", serde_json::Value::String(model)) =
+                                (key.as_str(), value)
+                            {
+                                last = Some(model);
+                            }
+                        }
+                        Ok(LastModel(last))
+                    }
+                }
+                d.deserialize_map(Last)
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+            /// Whatever the scan reads, serde_json reads the same (valid, same error flag, same
+            /// usage); the scan never reads a document serde_json rejects.
+            #[test]
+            fn the_scan_reads_as_serde_json(doc in document()) {
+                if let Some(scan) = scan_whole(&doc) {
+                    let probe = serde_json::from_slice::<Probe>(&doc);
+                    prop_assert!(probe.is_ok(), "{}: {:?}", String::from_utf8_lossy(&doc), probe.err());
+                    let probe = probe.unwrap();
+                    prop_assert_eq!((scan.error, scan.usage), (probe.error, probe.usage), "{}", String::from_utf8_lossy(&doc));
+                    // The model: the last top-level string, as serde_json's visitor records it.
+                    let LastModel(model) = serde_json::from_slice(&doc).unwrap();
+                    prop_assert_eq!(scan.model.map(str::to_owned), model, "{}", String::from_utf8_lossy(&doc));
+                }
+            }
+
+            /// Undamaged documents without `\u` escapes, exponents or escaped keys are read by
+            /// the scan, not left to serde_json.
+            #[test]
+            fn the_scan_reads_the_plain_documents(members in proptest::collection::vec(
+                (key(), value()), 0..6,
+            )) {
+                let members: Vec<String> = members.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                let doc = format!("{{{}}}", members.join(","));
+                // What the scan leaves to serde_json: `\u` escapes, exponents, an escaped key
+                // (where keys matter) or model name.
+                let unsure = ["\\u", "1e3", "E-7", "a\\nb\":", "model\":\"a\\n", "modelVersion\":\"a\\n"]
+                    .iter()
+                    .any(|s| doc.contains(s));
+                if !unsure {
+                    prop_assert!(scan_whole(doc.as_bytes()).is_some(), "{doc}");
+                }
+            }
+        }
+    }
 
     fn headers(content_type: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();

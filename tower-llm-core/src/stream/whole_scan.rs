@@ -1,0 +1,420 @@
+//! A hand-written pass over a JSON answer read whole: is it valid, does it carry an `error`
+//! object, what `usage` and `model` does it report. The same answers as the serde visitors of
+//! [`whole`](super::whole) and [`usage`](super::usage), at a fraction of the cost, for the
+//! documents it is sure to read as they do.
+//!
+//! The judge of a whole answer ran one `serde_json` pass with visitors that skip everything but
+//! `error`, `usage` and `model`: about 5,600 instructions of the full stack's ~20,000 per call
+//! (BENCHMARKS.md, issue 18). This scan validates and reads the same things in one pass over the
+//! bytes, its strings skipped with SIMD (`memchr`), and gives up (`None`) on whatever it is not
+//! sure to read as `serde_json` would: a top level that is not an object, `\u` escapes, numbers
+//! with an exponent, escaped keys where keys matter, deep nesting, invalid UTF-8. The judge then
+//! takes the serde path, so the outcome is the same either way; an invalid document always goes
+//! there (its error message comes from `serde_json`).
+
+use crate::sse::string_stop;
+
+use super::usage::Usage;
+
+/// What [`scan_whole`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WholeScan<'a> {
+    /// A top-level `error` member that is an object or a non-empty string.
+    pub(crate) error: bool,
+    /// The merged counts of the top-level `usage` / `usageMetadata` members.
+    pub(crate) usage: Option<Usage>,
+    /// The last top-level `model` / `modelVersion` string.
+    pub(crate) model: Option<&'a str>,
+}
+
+/// Deepest nesting the scan follows (`serde_json` allows 128; the scan gives up sooner).
+const MAX_DEPTH: usize = 64;
+
+/// `data` read as a JSON object, with what the judge needs of it; `None` when the scan is not
+/// sure to read it as `serde_json` would (the caller then takes the serde path).
+pub(crate) fn scan_whole(data: &[u8]) -> Option<WholeScan<'_>> {
+    // Every string the scan returns is a slice of this `str`.
+    let text = std::str::from_utf8(data).ok()?;
+    let mut s = Scanner { text, data, pos: 0 };
+    let scan = s.top()?;
+    s.ws();
+    (s.pos == data.len()).then_some(scan)
+}
+
+/// A top-level key the judge cares about.
+enum Key {
+    Error,
+    Usage,
+    Model,
+    Other,
+}
+
+/// A key of a `usage` object.
+enum CountKey {
+    Input,
+    Output,
+    Other,
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skip whitespace, then consume `byte` if it is next.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(word.len())?;
+        if self.data.get(self.pos..end)? == word {
+            self.pos = end;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string (after whitespace), its escapes checked: `(its raw body, whether it had
+    /// escapes)`. `None` on a `\u` escape (left to serde_json), a bad escape or a control
+    /// character.
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let at = self.pos + string_stop(self.data.get(self.pos..)?)?;
+            match self.data[at] {
+                b'"' => {
+                    self.pos = at + 1;
+                    // Both ends are next to an ASCII `"`: character boundaries.
+                    return Some((self.text.get(start..at)?, escaped));
+                }
+                b'\\' => {
+                    match self.data.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        _ => return None,
+                    }
+                    escaped = true;
+                    self.pos = at + 2;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes (a key or a value the judge reads).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        match self.string()? {
+            (s, false) => Some(s),
+            (_, true) => None,
+        }
+    }
+
+    /// A number of JSON's grammar without an exponent, skipped; `Some(Some(n))` for a
+    /// non-negative integer that fits a `u64` (what serde_json hands a visitor as `u64`).
+    fn number(&mut self) -> Option<Option<u64>> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let start = self.pos;
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let end = self.pos;
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.peek()?.is_ascii_digit() {
+                return None;
+            }
+            self.digits();
+            integer = false;
+        }
+        // An exponent is left to serde_json; a digit here is a leading zero (`01`).
+        if let Some(b'e' | b'E' | b'0'..=b'9') = self.peek() {
+            return None;
+        }
+        if negative || !integer {
+            return Some(None);
+        }
+        // Digits only: parsing fails on overflow alone (serde_json then reads an `f64`).
+        Some(self.text.get(start..end)?.parse::<u64>().ok())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+
+    /// Any JSON value, validated and skipped.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            b'n' => self.literal(b"null"),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'"' => self.string().map(drop),
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            b'[' => {
+                let depth = depth.checked_sub(1)?;
+                self.pos += 1;
+                if self.eat(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth)?;
+                    if self.eat(b']') {
+                        return Some(());
+                    }
+                    if !self.eat(b',') {
+                        return None;
+                    }
+                }
+            }
+            b'{' => {
+                let depth = depth.checked_sub(1)?;
+                self.pos += 1;
+                self.members(|s, _| s.skip(depth), |s| s.string().map(drop))
+            }
+            _ => None,
+        }
+    }
+
+    /// The members of an object, after its `{`: `key` reads each key, `value` is called with
+    /// what it read (the scanner then before the value, which it must consume).
+    fn members<K>(
+        &mut self,
+        mut value: impl FnMut(&mut Self, K) -> Option<()>,
+        mut key: impl FnMut(&mut Self) -> Option<K>,
+    ) -> Option<()> {
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let k = key(self)?;
+            if !self.eat(b':') {
+                return None;
+            }
+            value(self, k)?;
+            if self.eat(b'}') {
+                return Some(());
+            }
+            if !self.eat(b',') {
+                return None;
+            }
+        }
+    }
+
+    /// The top level: an object.
+    fn top(&mut self) -> Option<WholeScan<'a>> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        let mut scan = WholeScan::default();
+        self.members(
+            |s, key| {
+                match key {
+                    Key::Error => scan.error |= s.error_value()?,
+                    Key::Usage => {
+                        if let Some(found) = s.usage_value()? {
+                            scan.usage.get_or_insert_with(Usage::default).merge(found);
+                        }
+                    }
+                    Key::Model => {
+                        s.ws();
+                        if s.peek() == Some(b'"') {
+                            scan.model = Some(s.plain_string()?);
+                        } else {
+                            s.skip(MAX_DEPTH)?;
+                        }
+                    }
+                    Key::Other => s.skip(MAX_DEPTH)?,
+                }
+                Some(())
+            },
+            |s| {
+                let (key, escaped) = s.string()?;
+                Some(match key {
+                    _ if escaped => return None,
+                    "error" => Key::Error,
+                    "usage" | "usageMetadata" => Key::Usage,
+                    "model" | "modelVersion" => Key::Model,
+                    _ => Key::Other,
+                })
+            },
+        )?;
+        Some(scan)
+    }
+
+    /// The value of `error`: an object or a non-empty string reports an error.
+    fn error_value(&mut self) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b'{' => self.skip(MAX_DEPTH).map(|()| true),
+            // An escape is at least one character: a string with one is not empty.
+            b'"' => self.string().map(|(s, escaped)| escaped || !s.is_empty()),
+            _ => self.skip(MAX_DEPTH).map(|()| false),
+        }
+    }
+
+    /// The value of `usage`: an object of counts (anything else `None`).
+    fn usage_value(&mut self) -> Option<Option<Usage>> {
+        self.ws();
+        if self.peek()? != b'{' {
+            return self.skip(MAX_DEPTH).map(|()| None);
+        }
+        self.pos += 1;
+        let mut usage = Usage::default();
+        self.members(
+            |s, key| {
+                match key {
+                    CountKey::Input => usage.input = s.count()?.or(usage.input),
+                    CountKey::Output => usage.output = s.count()?.or(usage.output),
+                    CountKey::Other => s.skip(MAX_DEPTH)?,
+                }
+                Some(())
+            },
+            |s| {
+                let (key, escaped) = s.string()?;
+                Some(match key {
+                    _ if escaped => return None,
+                    "prompt_tokens" | "input_tokens" | "promptTokenCount" => CountKey::Input,
+                    "completion_tokens" | "output_tokens" | "candidatesTokenCount" => {
+                        CountKey::Output
+                    }
+                    _ => CountKey::Other,
+                })
+            },
+        )?;
+        Some((!usage.is_empty()).then_some(usage))
+    }
+
+    /// One count: a non-negative integer, anything else `None`.
+    fn count(&mut self) -> Option<Option<u64>> {
+        self.ws();
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => self.skip(MAX_DEPTH).map(|()| None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(input: Option<u64>, output: Option<u64>) -> Option<Usage> {
+        Some(Usage { input, output })
+    }
+
+    #[test]
+    fn reads_a_chat_completion_with_escapes_in_its_content() {
+        let scan = scan_whole(br#"{"id":"chatcmpl-1","object":"chat.completion","created":1712345678,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Line one.\nLine \"two\" \\ \/ \t.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":0}},"system_fingerprint":"fp_1"}"#).unwrap();
+        assert_eq!(
+            scan,
+            WholeScan {
+                error: false,
+                usage: usage(Some(12), Some(7)),
+                model: Some("gpt-4o-mini"),
+            }
+        );
+    }
+
+    #[test]
+    fn error_usage_and_model_rules() {
+        // (document, error, usage, model)
+        type Case = (&'static [u8], bool, Option<Usage>, Option<&'static str>);
+        let cases: [Case; 9] = [
+            (br#"{"error":{"message":"x"}}"#, true, None, None),
+            (br#"{"error":"boom"}"#, true, None, None),
+            (br#"{"error":"\n"}"#, true, None, None),
+            (br#"{"error":""}"#, false, None, None),
+            (br#"{"error":null,"output":[]}"#, false, None, None),
+            (br#"{"error":[1],"model":7,"modelVersion":"g"}"#, false, None, Some("g")),
+            (
+                br#"{"usage":{"prompt_tokens":-1,"completion_tokens":1.5,"input_tokens":18446744073709551616}}"#,
+                false,
+                None,
+                None,
+            ),
+            (
+                br#"{"usage":{"prompt_tokens":2,"prompt_tokens":null},"usageMetadata":{"candidatesTokenCount":9}}"#,
+                false,
+                usage(Some(2), Some(9)),
+                None,
+            ),
+            (
+                br#"{"usage":[1],"usage":{"output_tokens":0}}"#,
+                false,
+                usage(None, Some(0)),
+                None,
+            ),
+        ];
+        for (data, error, want_usage, model) in cases {
+            let scan =
+                scan_whole(data).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(data)));
+            assert_eq!(
+                (scan.error, scan.usage, scan.model),
+                (error, want_usage, model),
+                "{}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    #[test]
+    fn gives_up_when_unsure() {
+        for s in [
+            "",
+            "null",
+            "[]",
+            "\"x\"",
+            "1",
+            "{",
+            "{}x",
+            r#"{"a":1,}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\x"}"#,
+            "{\"a\":\"a\tb\"}",
+            r#"{"a":1e5}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":-}"#,
+            r#"{"a":nul}"#,
+            r#"{"mod\nel":"x"}"#,
+            r#"{"model":"a\nb"}"#,
+            r#"{"usage":{"prompt\ttokens":1}}"#,
+        ] {
+            assert_eq!(scan_whole(s.as_bytes()), None, "{s}");
+        }
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(70), "]".repeat(70));
+        assert_eq!(scan_whole(deep.as_bytes()), None);
+        assert_eq!(scan_whole(b"{\"a\":\"\xff\"}"), None);
+    }
+}
