@@ -156,7 +156,9 @@ impl PartitionConfigBuilder {
     /// has been draining within this time (or within what is left of the attempt's deadline) is
     /// rejected at once with
     /// [`LimitKind::ExpectedWait`](tower_llm_core::LimitKind::ExpectedWait). The drain is measured
-    /// between hand-overs while calls wait, and forgotten after a second without one.
+    /// between hand-overs while calls wait, and forgotten after a second without one; a queue
+    /// that has not moved for a while counts as draining no faster than one call per that while
+    /// (slots held by hung calls stop the queue from filling with calls that would only time out).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self

@@ -68,6 +68,12 @@ struct WaitQueue {
 /// Only hand-overs of one queue episode are compared: the wait from the moment a queue forms to
 /// its first hand-over is the rest of a call already running, which says nothing of the rate
 /// (after a burst it is most of a call's length, and would read as a slot freed per call length).
+///
+/// The estimate is also bounded below by how long the queue has not moved (since its last
+/// hand-over, or since it formed): a queue stuck for 100 ms drains no faster than a call per
+/// 100 ms for now. Without this a partition whose slots all hang (an upstream stalling its
+/// streams) kept admitting waiters up to `max_queued` on an old or missing measurement, each to
+/// wait its whole maximum wait before failing over; with it, a newcomer is turned away at once.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Drain {
     /// Smoothed nanoseconds between hand-overs; 0 until measured.
@@ -76,6 +82,8 @@ pub(crate) struct Drain {
     mark: Option<u64>,
     /// When the last hand-over happened (ns).
     last: u64,
+    /// When the current queue episode formed (ns).
+    formed: u64,
 }
 
 /// The weight of a new sample in the smoothed drain interval, as a shift (1/16: hand-overs come
@@ -93,6 +101,7 @@ impl Drain {
     /// The queue formed (its first waiter is joining) at `now`.
     pub(crate) fn formed(&mut self, now: u64) {
         self.mark = None;
+        self.formed = now;
         if now.saturating_sub(self.last) > saturating_nanos(DRAIN_MEMORY) {
             self.interval = 0;
         }
@@ -118,10 +127,14 @@ impl Drain {
         self.last = now;
     }
 
-    /// The expected wait, in nanoseconds, of a call joining behind `ahead` waiters, or `None`
-    /// while the drain is not measured.
-    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<u64> {
-        (self.interval != 0).then(|| self.interval.saturating_mul(ahead as u64 + 1))
+    /// The expected wait, in nanoseconds, of a call joining behind `ahead` waiters at `now`:
+    /// `ahead + 1` drain intervals, an interval being the measured one or, when longer, the time
+    /// the queue has not moved. `None` while neither is known (nothing measured, and the queue
+    /// formed this instant: a burst arriving at once).
+    pub(crate) fn expected_wait(&self, ahead: usize, now: u64) -> Option<u64> {
+        let still = now.saturating_sub(self.mark.unwrap_or(self.formed));
+        let interval = self.interval.max(still);
+        (interval != 0).then(|| interval.saturating_mul(ahead as u64 + 1))
     }
 }
 
@@ -250,11 +263,12 @@ impl Partition {
             } else if waiting >= self.max_queued {
                 return Enqueue::Full;
             } else {
+                let now = self.clock.elapsed_nanos();
                 if queue.waiters.is_empty() {
-                    queue.drain.formed(self.clock.elapsed_nanos());
+                    queue.drain.formed(now);
                 }
                 if let (Some(may_wait), Some(expected)) =
-                    (may_wait, queue.drain.expected_wait(waiting))
+                    (may_wait, queue.drain.expected_wait(waiting, now))
                 {
                     if expected > saturating_nanos(may_wait) {
                         return Enqueue::TooSlow;
@@ -854,13 +868,13 @@ mod tests {
     fn the_first_hand_over_of_an_episode_is_not_a_sample() {
         let mut drain = Drain::default();
         drain.formed(0);
-        assert_eq!(drain.expected_wait(0), None);
+        assert_eq!(drain.expected_wait(0, 0), None);
         // 9 ms from forming to the first hand-over: the rest of a running call, not a rate.
         drain.handed_over(9_000_000);
-        assert_eq!(drain.expected_wait(0), None);
+        assert_eq!(drain.expected_wait(0, 9_000_000), None);
         drain.handed_over(9_200_000);
-        assert_eq!(drain.expected_wait(0), Some(200_000));
-        assert_eq!(drain.expected_wait(9), Some(2_000_000));
+        assert_eq!(drain.expected_wait(0, 9_200_000), Some(200_000));
+        assert_eq!(drain.expected_wait(9, 9_200_000), Some(2_000_000));
     }
 
     #[test]
@@ -871,9 +885,17 @@ mod tests {
         drain.handed_over(2_000);
         let memory = saturating_nanos(DRAIN_MEMORY);
         drain.formed(2_000 + memory);
-        assert_eq!(drain.expected_wait(0), Some(1_000), "within a second: kept");
+        assert_eq!(
+            drain.expected_wait(0, 2_000 + memory),
+            Some(1_000),
+            "within a second: kept"
+        );
         drain.formed(2_001 + memory);
-        assert_eq!(drain.expected_wait(0), None, "older: forgotten");
+        assert_eq!(
+            drain.expected_wait(0, 2_001 + memory),
+            None,
+            "older: forgotten"
+        );
     }
 
     #[test]
@@ -885,11 +907,29 @@ mod tests {
             now += 160_000;
             drain.handed_over(now);
         }
-        assert_eq!(drain.expected_wait(0), Some(160_000));
+        assert_eq!(drain.expected_wait(0, now), Some(160_000));
         // A 50 ms pause of the whole machine, then the next hand-over.
         now += 50_000_000;
         drain.handed_over(now);
-        assert_eq!(drain.expected_wait(0), Some(160_000 + 3 * 160_000 / 16));
+        assert_eq!(
+            drain.expected_wait(0, now),
+            Some(160_000 + 3 * 160_000 / 16)
+        );
+    }
+
+    #[test]
+    fn a_queue_that_does_not_move_drains_no_faster_than_it_stands_still() {
+        let mut drain = Drain::default();
+        // Formed at 1 ms, unmeasured: a burst arriving in the same instant queues whole...
+        drain.formed(1_000_000);
+        assert_eq!(drain.expected_wait(300, 1_000_000), None);
+        // ...but 10 ms later, with nothing handed over, 9 ahead read as 100 ms.
+        assert_eq!(drain.expected_wait(9, 11_000_000), Some(100_000_000));
+        // Measured at 200 us a hand-over; 5 ms without one reads as 5 ms a hand-over.
+        drain.handed_over(20_000_000);
+        drain.handed_over(20_200_000);
+        assert_eq!(drain.expected_wait(0, 20_300_000), Some(200_000));
+        assert_eq!(drain.expected_wait(1, 25_200_000), Some(10_000_000));
     }
 
     proptest! {
@@ -899,6 +939,7 @@ mod tests {
         fn the_estimate_stays_within_the_samples(
             gaps in proptest::collection::vec(1u64..50_000_000, 2..200),
             ahead in 0usize..10_000,
+            later in 0u64..100_000_000,
         ) {
             let mut drain = Drain::default();
             let mut now = 1u64;
@@ -910,11 +951,16 @@ mod tests {
             let samples = &gaps[1..];
             let lo = *samples.iter().min().unwrap();
             let hi = *samples.iter().max().unwrap();
-            let one = drain.expected_wait(0).unwrap();
+            let one = drain.expected_wait(0, now).unwrap();
             prop_assert!(one <= hi && one + 32 >= lo, "{one} outside {lo}..={hi}");
-            let wait = drain.expected_wait(ahead).unwrap();
-            prop_assert!(wait >= drain.expected_wait(ahead.saturating_sub(1)).unwrap());
+            let wait = drain.expected_wait(ahead, now).unwrap();
+            prop_assert!(wait >= drain.expected_wait(ahead.saturating_sub(1), now).unwrap());
             prop_assert_eq!(wait, one.saturating_mul(ahead as u64 + 1));
+            // Later, with no hand-over since: the longer of the estimate and the standstill.
+            prop_assert_eq!(
+                drain.expected_wait(ahead, now + later).unwrap(),
+                one.max(later).saturating_mul(ahead as u64 + 1)
+            );
         }
     }
 }

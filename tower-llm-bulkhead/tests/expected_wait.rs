@@ -133,7 +133,8 @@ async fn a_burst_the_queue_drains_in_time_is_absorbed_by_the_defaults() {
 /// expected-wait bound every call past the first 40 or so queues, waits its whole 200 ms and is
 /// shed anyway (360 of them); with it they are turned away at once, the served ones still use
 /// every slot, and only calls at the edge (the measured rate is smoothed, the hand-overs come
-/// in clumps) wait their maximum and are shed (11 of 360 in this run).
+/// in clumps) may wait their maximum and be shed (11 of 360 with the measured rate alone; none
+/// since a queue standing still also counts: 439 served, 361 turned away at once).
 #[tokio::test(start_paused = true)]
 async fn sustained_overload_is_shed_at_once_not_after_the_maximum_wait() {
     let layer = BulkheadLayer::builder()
@@ -221,4 +222,48 @@ async fn an_old_drain_rate_is_forgotten() {
     assert!(second.expected_wait.is_empty(), "{second:?}");
     assert_eq!(second.served, 3, "{second:?}");
     assert_eq!(second.max_wait.len(), 2, "{second:?}");
+}
+
+/// The soak's stall: every slot held by a call that hangs (an upstream stalling its streams, 3 s
+/// here), then one call a millisecond for a second into the defaults (64 slots, 512 queued, 1 s
+/// maximum wait). Nothing is handed over, so there is no drain to measure: before, the queue
+/// admitted the first 512 calls, each to wait its whole second before its caller could fail
+/// over (and turned the other 488 away as `Full`). A queue that does not move now counts as
+/// draining no faster than it stands still: it stops admitting after a few tens of
+/// milliseconds, and the rest are turned away at once.
+#[tokio::test(start_paused = true)]
+async fn a_queue_behind_hung_slots_stops_admitting() {
+    let svc = bulkhead(BulkheadLayer::builder().build().unwrap(), ms(3_000));
+    let start = Instant::now();
+    let hung: Vec<_> = (0..64).map(|_| spawn_call(&svc, start, None)).collect();
+    settle().await;
+    let calls: Vec<_> = (0..1_000)
+        .map(|i| spawn_call(&svc, start + ms(1 + i), None))
+        .collect();
+    let mut outcomes = Outcomes::default();
+    for call in calls {
+        outcomes.record(call.await.unwrap(), ms(3_000));
+    }
+    assert!(
+        outcomes.other.is_empty(),
+        "none turned away as Full: {outcomes:?}"
+    );
+    assert_eq!(outcomes.served, 0, "{outcomes:?}");
+    // The queue stops at ~31: j ms after it formed, j × (j + 1) ms ≤ 1 s.
+    assert!(
+        (20..=40).contains(&outcomes.max_wait.len()),
+        "waited the whole second: {}",
+        outcomes.max_wait.len()
+    );
+    assert_eq!(
+        outcomes.expected_wait.len() + outcomes.max_wait.len(),
+        1_000
+    );
+    assert!(
+        outcomes.expected_wait.iter().all(Duration::is_zero),
+        "turned away without waiting"
+    );
+    for call in hung {
+        call.await.unwrap().unwrap();
+    }
 }
