@@ -157,8 +157,10 @@ impl PartitionConfigBuilder {
     /// rejected at once with
     /// [`LimitKind::ExpectedWait`](tower_llm_core::LimitKind::ExpectedWait). The drain is measured
     /// between hand-overs while calls wait, and forgotten after a second without one; a queue
-    /// that has not moved for a while counts as draining no faster than one call per that while
-    /// (slots held by hung calls stop the queue from filling with calls that would only time out).
+    /// that calls keep joining while it does not move (10 ms, and 8 measured intervals, of
+    /// arrivals, each gap counting at most 1 ms so a pause of the process is not mistaken for
+    /// it) counts as draining no faster than one call per that while: slots held by hung calls
+    /// stop the queue from filling with calls that would only time out.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = wait;
         self

@@ -69,11 +69,16 @@ struct WaitQueue {
 /// its first hand-over is the rest of a call already running, which says nothing of the rate
 /// (after a burst it is most of a call's length, and would read as a slot freed per call length).
 ///
-/// The estimate is also bounded below by how long the queue has not moved (since its last
-/// hand-over, or since it formed): a queue stuck for 100 ms drains no faster than a call per
-/// 100 ms for now. Without this a partition whose slots all hang (an upstream stalling its
-/// streams) kept admitting waiters up to `max_queued` on an old or missing measurement, each to
-/// wait its whole maximum wait before failing over; with it, a newcomer is turned away at once.
+/// A queue that stops moving overrides the estimate: a partition whose slots all hang (an
+/// upstream stalling its streams) would otherwise keep admitting waiters up to `max_queued` on an
+/// old or missing measurement, each to wait its whole maximum wait before failing over. The
+/// standstill is counted in arrival time, not wall time: each gap between two calls joining
+/// (or between a hand-over and the next call) adds at most [`STILL_STEP`], so a pause of the
+/// process or the machine, after which the piled-up arrivals and hand-overs all run at once,
+/// reads as one step rather than as a stuck queue (soak run G: calls turned away after an 8 s
+/// steal storm). And it counts only once it is both longer than [`STILL_FLOOR`] and, when the
+/// drain is measured, [`STILL_OVER_ESTIMATE`] times the estimate: hand-overs come in clumps, and
+/// the time since the last one says little about the next until it is far longer than usual.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Drain {
     /// Smoothed nanoseconds between hand-overs; 0 until measured.
@@ -82,8 +87,10 @@ pub(crate) struct Drain {
     mark: Option<u64>,
     /// When the last hand-over happened (ns).
     last: u64,
-    /// When the current queue episode formed (ns).
-    formed: u64,
+    /// How long the queue has not moved, in arrival time (ns): see [`Drain::arrived`].
+    still: u64,
+    /// The last arrival or hand-over (ns), where the next gap is counted from.
+    seen: u64,
 }
 
 /// The weight of a new sample in the smoothed drain interval, as a shift (1/16: hand-overs come
@@ -93,6 +100,15 @@ const DRAIN_SMOOTHING_SHIFT: u32 = 4;
 /// The longest sample taken, in multiples of the current estimate.
 const DRAIN_MAX_STEP: u64 = 4;
 
+/// The most one gap between arrivals adds to a queue's standstill (see [`Drain`]).
+const STILL_STEP: u64 = 1_000_000;
+
+/// The shortest standstill taken into account (ns): shorter ones are scheduling noise.
+const STILL_FLOOR: u64 = 10_000_000;
+
+/// How many times the measured drain interval a standstill must last to override it.
+const STILL_OVER_ESTIMATE: u64 = 8;
+
 /// How long a drain measurement stays valid after the last hand-over: older, a queue that forms
 /// starts unmeasured (the load it was measured under may be gone).
 const DRAIN_MEMORY: Duration = Duration::from_secs(1);
@@ -101,7 +117,8 @@ impl Drain {
     /// The queue formed (its first waiter is joining) at `now`.
     pub(crate) fn formed(&mut self, now: u64) {
         self.mark = None;
-        self.formed = now;
+        self.still = 0;
+        self.seen = now;
         if now.saturating_sub(self.last) > saturating_nanos(DRAIN_MEMORY) {
             self.interval = 0;
         }
@@ -125,15 +142,27 @@ impl Drain {
         }
         self.mark = Some(now);
         self.last = now;
+        self.still = 0;
+        self.seen = now;
     }
 
-    /// The expected wait, in nanoseconds, of a call joining behind `ahead` waiters at `now`:
-    /// `ahead + 1` drain intervals, an interval being the measured one or, when longer, the time
-    /// the queue has not moved. `None` while neither is known (nothing measured, and the queue
-    /// formed this instant: a burst arriving at once).
-    pub(crate) fn expected_wait(&self, ahead: usize, now: u64) -> Option<u64> {
-        let still = now.saturating_sub(self.mark.unwrap_or(self.formed));
-        let interval = self.interval.max(still);
+    /// A call is joining the queue at `now` (after [`Drain::formed`] for the first one): the
+    /// standstill grows by the gap since the last arrival or hand-over, up to [`STILL_STEP`].
+    pub(crate) fn arrived(&mut self, now: u64) {
+        self.still = self
+            .still
+            .saturating_add(now.saturating_sub(self.seen).min(STILL_STEP));
+        self.seen = self.seen.max(now);
+    }
+
+    /// The expected wait, in nanoseconds, of a call joining behind `ahead` waiters: `ahead + 1`
+    /// drain intervals, an interval being the measured one or, when the queue has stood still
+    /// long enough to override it (see [`Drain`]), the standstill. `None` while neither is known
+    /// (nothing measured and no standstill yet: a burst arriving at once queues whole).
+    pub(crate) fn expected_wait(&self, ahead: usize) -> Option<u64> {
+        let overrides = self.still >= STILL_FLOOR
+            && self.still > self.interval.saturating_mul(STILL_OVER_ESTIMATE);
+        let interval = if overrides { self.still } else { self.interval };
         (interval != 0).then(|| interval.saturating_mul(ahead as u64 + 1))
     }
 }
@@ -267,8 +296,9 @@ impl Partition {
                 if queue.waiters.is_empty() {
                     queue.drain.formed(now);
                 }
+                queue.drain.arrived(now);
                 if let (Some(may_wait), Some(expected)) =
-                    (may_wait, queue.drain.expected_wait(waiting, now))
+                    (may_wait, queue.drain.expected_wait(waiting))
                 {
                     if expected > saturating_nanos(may_wait) {
                         return Enqueue::TooSlow;
@@ -862,19 +892,19 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{saturating_nanos, Drain, DRAIN_MEMORY};
+    use super::{saturating_nanos, Drain, DRAIN_MEMORY, STILL_FLOOR, STILL_STEP};
 
     #[test]
     fn the_first_hand_over_of_an_episode_is_not_a_sample() {
         let mut drain = Drain::default();
         drain.formed(0);
-        assert_eq!(drain.expected_wait(0, 0), None);
+        assert_eq!(drain.expected_wait(0), None);
         // 9 ms from forming to the first hand-over: the rest of a running call, not a rate.
         drain.handed_over(9_000_000);
-        assert_eq!(drain.expected_wait(0, 9_000_000), None);
+        assert_eq!(drain.expected_wait(0), None);
         drain.handed_over(9_200_000);
-        assert_eq!(drain.expected_wait(0, 9_200_000), Some(200_000));
-        assert_eq!(drain.expected_wait(9, 9_200_000), Some(2_000_000));
+        assert_eq!(drain.expected_wait(0), Some(200_000));
+        assert_eq!(drain.expected_wait(9), Some(2_000_000));
     }
 
     #[test]
@@ -885,17 +915,9 @@ mod tests {
         drain.handed_over(2_000);
         let memory = saturating_nanos(DRAIN_MEMORY);
         drain.formed(2_000 + memory);
-        assert_eq!(
-            drain.expected_wait(0, 2_000 + memory),
-            Some(1_000),
-            "within a second: kept"
-        );
+        assert_eq!(drain.expected_wait(0), Some(1_000), "within a second: kept");
         drain.formed(2_001 + memory);
-        assert_eq!(
-            drain.expected_wait(0, 2_001 + memory),
-            None,
-            "older: forgotten"
-        );
+        assert_eq!(drain.expected_wait(0), None, "older: forgotten");
     }
 
     #[test]
@@ -907,14 +929,20 @@ mod tests {
             now += 160_000;
             drain.handed_over(now);
         }
-        assert_eq!(drain.expected_wait(0, now), Some(160_000));
+        assert_eq!(drain.expected_wait(0), Some(160_000));
         // A 50 ms pause of the whole machine, then the next hand-over.
         now += 50_000_000;
         drain.handed_over(now);
-        assert_eq!(
-            drain.expected_wait(0, now),
-            Some(160_000 + 3 * 160_000 / 16)
-        );
+        assert_eq!(drain.expected_wait(0), Some(160_000 + 3 * 160_000 / 16));
+    }
+
+    /// `count` calls joining `gap` ns apart after `now`; returns the time of the last.
+    fn arrivals(drain: &mut Drain, mut now: u64, count: usize, gap: u64) -> u64 {
+        for _ in 0..count {
+            now += gap;
+            drain.arrived(now);
+        }
+        now
     }
 
     #[test]
@@ -922,14 +950,62 @@ mod tests {
         let mut drain = Drain::default();
         // Formed at 1 ms, unmeasured: a burst arriving in the same instant queues whole...
         drain.formed(1_000_000);
-        assert_eq!(drain.expected_wait(300, 1_000_000), None);
-        // ...but 10 ms later, with nothing handed over, 9 ahead read as 100 ms.
-        assert_eq!(drain.expected_wait(9, 11_000_000), Some(100_000_000));
-        // Measured at 200 us a hand-over; 5 ms without one reads as 5 ms a hand-over.
-        drain.handed_over(20_000_000);
-        drain.handed_over(20_200_000);
-        assert_eq!(drain.expected_wait(0, 20_300_000), Some(200_000));
-        assert_eq!(drain.expected_wait(1, 25_200_000), Some(10_000_000));
+        drain.arrived(1_000_000);
+        assert_eq!(drain.expected_wait(300), None);
+        // ...and so does what arrives in the next 9 ms, under the floor...
+        let now = arrivals(&mut drain, 1_000_000, 9, 1_000_000);
+        assert_eq!(drain.expected_wait(9), None);
+        // ...but 10 ms of calls joining with nothing handed over: 9 ahead read as 100 ms.
+        let now = arrivals(&mut drain, now, 1, 1_000_000);
+        assert_eq!(drain.expected_wait(9), Some(10 * STILL_FLOOR));
+        // Measured at 200 us a hand-over: 12 ms of calls joining without one is far more than
+        // 8 estimates, so it overrides them; the next hand-over clears it.
+        drain.handed_over(now + 20_000_000);
+        drain.handed_over(now + 20_200_000);
+        assert_eq!(drain.expected_wait(0), Some(200_000));
+        arrivals(&mut drain, now + 20_200_000, 12, 1_000_000);
+        assert_eq!(drain.expected_wait(1), Some(2 * 12_000_000));
+        drain.handed_over(now + 40_000_000);
+        assert!(drain.expected_wait(1).unwrap() < 1_000_000);
+    }
+
+    #[test]
+    fn a_standstill_shorter_than_eight_estimates_does_not_override_them() {
+        let mut drain = Drain::default();
+        drain.formed(0);
+        // Hand-overs 2 ms apart (a slow upstream); 14 ms without one is a clump, not a stop.
+        let mut now = 0;
+        for _ in 0..20 {
+            now += 2_000_000;
+            drain.handed_over(now);
+        }
+        arrivals(&mut drain, now, 14, 1_000_000);
+        assert_eq!(drain.expected_wait(0), Some(2_000_000));
+        arrivals(&mut drain, now + 14_000_000, 3, 1_000_000);
+        assert_eq!(drain.expected_wait(0), Some(17_000_000));
+    }
+
+    #[test]
+    fn a_pause_of_the_process_is_one_step_of_a_standstill() {
+        let mut drain = Drain::default();
+        drain.formed(0);
+        drain.arrived(0);
+        // 300 ms in which nothing ran, then 200 calls that piled up arrive 20 us apart.
+        let now = arrivals(&mut drain, 300_000_000, 1, 0);
+        arrivals(&mut drain, now, 200, 20_000);
+        assert_eq!(
+            drain.expected_wait(200),
+            None,
+            "1 ms + 4 ms: under the floor"
+        );
+        let mut drain = Drain::default();
+        drain.formed(0);
+        drain.arrived(0);
+        // Calls joining steadily 3 ms apart: each adds 1 ms, and past the floor it counts.
+        arrivals(&mut drain, 0, 4, 3_000_000);
+        assert_eq!(drain.expected_wait(0), None);
+        arrivals(&mut drain, 12_000_000, 6, 3_000_000);
+        assert_eq!(drain.expected_wait(0), Some(10 * STILL_STEP));
     }
 
     proptest! {
@@ -939,11 +1015,12 @@ mod tests {
         fn the_estimate_stays_within_the_samples(
             gaps in proptest::collection::vec(1u64..50_000_000, 2..200),
             ahead in 0usize..10_000,
-            later in 0u64..100_000_000,
+            later in 0u64..3_000_000,
         ) {
             let mut drain = Drain::default();
             let mut now = 1u64;
             drain.formed(now);
+            drain.arrived(now);
             for gap in &gaps {
                 now += gap;
                 drain.handed_over(now);
@@ -951,15 +1028,24 @@ mod tests {
             let samples = &gaps[1..];
             let lo = *samples.iter().min().unwrap();
             let hi = *samples.iter().max().unwrap();
-            let one = drain.expected_wait(0, now).unwrap();
+            let one = drain.expected_wait(0).unwrap();
             prop_assert!(one <= hi && one + 32 >= lo, "{one} outside {lo}..={hi}");
-            let wait = drain.expected_wait(ahead, now).unwrap();
-            prop_assert!(wait >= drain.expected_wait(ahead.saturating_sub(1), now).unwrap());
+            let wait = drain.expected_wait(ahead).unwrap();
+            prop_assert!(wait >= drain.expected_wait(ahead.saturating_sub(1)).unwrap());
             prop_assert_eq!(wait, one.saturating_mul(ahead as u64 + 1));
-            // Later, with no hand-over since: the longer of the estimate and the standstill.
+            // Calls joining `later` ns apart with no hand-over since: each gap counts up to
+            // 1 ms, and the standstill overrides the estimate past the floor and 8 estimates.
+            let count = 20;
+            let mut at = now;
+            for _ in 0..count {
+                at += later;
+                drain.arrived(at);
+            }
+            let still = later.min(STILL_STEP) * count;
+            let interval = if still >= STILL_FLOOR && still > one * 8 { still } else { one };
             prop_assert_eq!(
-                drain.expected_wait(ahead, now + later).unwrap(),
-                one.max(later).saturating_mul(ahead as u64 + 1)
+                drain.expected_wait(ahead).unwrap(),
+                interval.saturating_mul(ahead as u64 + 1)
             );
         }
     }

@@ -248,7 +248,8 @@ pub enum LimitKind {
     /// The wait queue is full.
     Queue,
     /// The calls already waiting would take longer to drain (at the rate the queue has been
-    /// draining, and no faster than one call per the time it has not moved) than this call may
+    /// draining, and no faster than one call per the time it has not moved while calls kept
+    /// joining it) than this call may
     /// wait: turned away at once rather than after its whole wait.
     ExpectedWait,
     /// The call waited for a permit as long as it may.
