@@ -1,5 +1,7 @@
 //! What the stream guard allocates, counted with a counting global allocator (this test binary
-//! holds a single test, so nothing else allocates while it counts).
+//! holds a single test; the harness's main thread still allocates once right after starting it,
+//! which under load can land in a count, so each figure asserted on is the fewest of three
+//! rounds: the guard's own count is the same every round, noise only ever adds).
 //!
 //! - a non-stream response: nothing more than without the guard;
 //! - a stream, once committed: nothing per chunk whose events are whole.
@@ -62,22 +64,29 @@ fn the_guard_allocates_nothing_for_json_and_nothing_per_chunk() {
             .await
             .unwrap();
     });
-    let (_, bare_allocs) = allocations_during(&rt, async {
-        bare.ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap()
+    let fewest = |count: &mut dyn FnMut() -> usize| (0..3).map(|_| count()).min().unwrap_or(0);
+    let bare_allocs = fewest(&mut || {
+        allocations_during(&rt, async {
+            bare.ready()
+                .await
+                .unwrap()
+                .call(Request::new(()))
+                .await
+                .unwrap()
+        })
+        .1
     });
-    let (_, guarded_allocs) = allocations_during(&rt, async {
-        guarded
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap()
+    let guarded_allocs = fewest(&mut || {
+        allocations_during(&rt, async {
+            guarded
+                .ready()
+                .await
+                .unwrap()
+                .call(Request::new(()))
+                .await
+                .unwrap()
+        })
+        .1
     });
     assert_eq!(
         guarded_allocs, bare_allocs,
@@ -112,14 +121,19 @@ fn the_guard_allocates_nothing_for_json_and_nothing_per_chunk() {
     let (first, _) = allocations_during(&rt, async { body.frame().await });
     assert_eq!(first.unwrap().unwrap().into_data().unwrap(), chunk(0));
 
-    let (frames, per_chunk_allocs) = allocations_during(&rt, async {
-        let mut frames = 0;
-        for _ in 1..CHUNKS {
-            body.frame().await.unwrap().unwrap();
-            frames += 1;
-        }
-        frames
-    });
+    // Three rounds of 21 chunks: an allocation per chunk shows in every round.
+    let mut frames = 0;
+    let mut per_chunk_allocs = usize::MAX;
+    for _ in 0..3 {
+        let (read, allocs) = allocations_during(&rt, async {
+            for _ in 0..(CHUNKS - 1) / 3 {
+                body.frame().await.unwrap().unwrap();
+            }
+            (CHUNKS - 1) / 3
+        });
+        frames += read;
+        per_chunk_allocs = per_chunk_allocs.min(allocs);
+    }
     assert_eq!(frames, CHUNKS - 1);
     assert_eq!(
         per_chunk_allocs, 0,

@@ -3,6 +3,9 @@
 //! global allocator in a test binary of its own.
 //!
 //! One test function: the counter is global, so nothing else may run in this binary meanwhile.
+//! Even so the test harness's main thread allocates once right after it starts the test's
+//! thread, which under load can land in a count: each figure is the fewest of three rounds (the
+//! key's own allocations are the same every round; noise only ever adds).
 
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tower_llm_fallback::cache::{request_key, CacheHashKey};
@@ -39,10 +42,16 @@ fn keying_a_one_megabyte_request_allocates_a_constant() {
 
     let mut seen = Vec::new();
     for body in [&small, &large] {
-        let region = Region::new(GLOBAL);
-        let digest = request_key(key, body.as_bytes(), Some(&scope));
-        let stats = region.change();
-        assert!(digest.is_some());
+        let stats = (0..3)
+            .map(|_| {
+                let region = Region::new(GLOBAL);
+                let digest = request_key(key, body.as_bytes(), Some(&scope));
+                let stats = region.change();
+                assert!(digest.is_some());
+                stats
+            })
+            .min_by_key(|stats| (stats.allocations, stats.bytes_allocated))
+            .expect("three rounds");
         // Constant: serde_json's validation keeps one byte per open bracket (its nesting
         // stack), and the key walk keeps one hasher per level on the stack; nothing per byte.
         assert!(

@@ -1,6 +1,7 @@
 //! What a committed, watched stream allocates per event (issue 18), counted with a counting
-//! global allocator (this test binary holds a single test, so nothing else allocates while it
-//! counts): nothing. The watch parses each OpenAI chunk once and borrows its strings; only the
+//! global allocator (this test binary holds a single test; the harness's main thread still
+//! allocates once right after starting it, which under load can land in a count, so the events
+//! are counted in three rounds and a per-event allocation must show in every one): nothing. The watch parses each OpenAI chunk once and borrows its strings; only the
 //! transcript's text grows (amortised reallocations of one `String`).
 
 use std::alloc::System;
@@ -96,22 +97,32 @@ fn a_watched_stream_allocates_nothing_per_event() {
         for _ in 0..4 {
             body.frame().await.unwrap().unwrap();
         }
-        let region = Region::new(GLOBAL);
+        let mut rounds = Vec::new();
         let mut read = 0;
-        for _ in 4..=EVENTS {
-            let frame = body.frame().await.unwrap().unwrap();
-            assert!(frame.data_ref().unwrap().starts_with(b"data: {"));
-            read += 1;
+        for round in 0..3 {
+            let region = Region::new(GLOBAL);
+            for _ in 0..(EVENTS - 3) / 3 {
+                let frame = body.frame().await.unwrap().unwrap();
+                assert!(frame.data_ref().unwrap().starts_with(b"data: {"));
+                read += 1;
+            }
+            rounds.push((round, region.change()));
         }
-        let stats = region.change();
         // Before (serde's `Cow<str>` behind an `Option` copies every string): 2 per event.
+        let fewest = rounds.iter().map(|(_, s)| s.allocations).min();
         assert_eq!(
-            stats.allocations, 0,
-            "{} allocations over {read} events",
-            stats.allocations
+            fewest,
+            Some(0),
+            "allocations over {read} events: {rounds:?}"
         );
-        // The transcript's text doubles its capacity as it grows: a handful over 197 events.
-        assert!(stats.reallocations <= 8, "{stats:?}");
+        // The transcript's text doubles its capacity as it grows: a handful over 197 events
+        // (counted in the rounds the harness left alone).
+        let reallocations: usize = rounds
+            .iter()
+            .filter(|(_, s)| s.allocations == 0)
+            .map(|(_, s)| s.reallocations)
+            .sum();
+        assert!(reallocations <= 8, "{rounds:?}");
         let rest = body.collect().await.unwrap().to_bytes();
         assert!(rest.ends_with(b"data: [DONE]\n\n"));
     });
