@@ -75,6 +75,16 @@ impl<S> Svc for S where
 {
 }
 
+/// A bulkhead of `concurrent` slots and `queued` places whose calls wait at most `wait`.
+fn limits(concurrent: usize, queued: usize, wait: Duration) -> BulkheadLayer {
+    BulkheadLayer::builder()
+        .max_concurrent(concurrent)
+        .max_queued(queued)
+        .max_wait(wait)
+        .build()
+        .unwrap()
+}
+
 /// A bulkhead built by `layer` in front of an upstream taking `upstream`.
 fn bulkhead(layer: BulkheadLayer, upstream: Duration) -> impl Svc {
     ServiceBuilder::new()
@@ -138,13 +148,7 @@ async fn a_burst_the_queue_drains_in_time_is_absorbed_by_the_defaults() {
 /// clumped hand-overs do not reach).
 #[tokio::test(start_paused = true)]
 async fn sustained_overload_is_shed_at_once_not_after_the_maximum_wait() {
-    let layer = BulkheadLayer::builder()
-        .max_concurrent(4)
-        .max_queued(1000)
-        .max_wait(ms(200))
-        .build()
-        .unwrap();
-    let svc = bulkhead(layer, ms(20));
+    let svc = bulkhead(limits(4, 1000, ms(200)), ms(20));
     let outcomes = run(&svc, ms(20), 800, Duration::from_micros(2500)).await;
     assert!(outcomes.other.is_empty(), "{outcomes:?}");
     // 2 s of arrivals plus the drain: the 4 slots serve about 200 a second.
@@ -170,13 +174,7 @@ async fn sustained_overload_is_shed_at_once_not_after_the_maximum_wait() {
 /// while one with time enough queues and is served.
 #[tokio::test(start_paused = true)]
 async fn the_attempt_deadline_bounds_the_expected_wait() {
-    let layer = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .max_queued(100)
-        .max_wait(ms(1_000))
-        .build()
-        .unwrap();
-    let svc = bulkhead(layer, ms(10));
+    let svc = bulkhead(limits(1, 100, ms(1_000)), ms(10));
     // One call in flight and 5 waiting; at 10 and 20 ms two hand-overs 10 ms apart are measured.
     let start = Instant::now();
     let warm: Vec<_> = (0..6).map(|_| spawn_call(&svc, start, None)).collect();
@@ -209,13 +207,7 @@ async fn the_attempt_deadline_bounds_the_expected_wait() {
 /// without a measured rate does) while the first three are served.
 #[tokio::test(start_paused = true)]
 async fn an_old_drain_rate_is_forgotten() {
-    let layer = BulkheadLayer::builder()
-        .max_concurrent(1)
-        .max_queued(100)
-        .max_wait(ms(250))
-        .build()
-        .unwrap();
-    let svc = bulkhead(layer, ms(100));
+    let svc = bulkhead(limits(1, 100, ms(250)), ms(100));
     let first = run(&svc, ms(100), 3, Duration::ZERO).await;
     assert_eq!(first.served, 3, "{first:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;

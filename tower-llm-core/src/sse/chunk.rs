@@ -13,6 +13,8 @@
 //!
 //! [`inspect_event`]: super::inspect_event
 
+use super::cursor::{json_scanner, JsonCursor};
+
 /// The fields of a plain OpenAI chat completion chunk that the stream guard and the resume watch
 /// read. Strings are borrowed from the event's data (the scan takes none with escapes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,7 +90,7 @@ const MAX_DEPTH: usize = 16;
 pub fn scan_plain_chunk(data: &[u8]) -> Option<PlainChunk<'_>> {
     // Every string the scan reads is then a slice of this `str`.
     let text = std::str::from_utf8(data).ok()?;
-    let mut s = Scanner { text, data, pos: 0 };
+    let mut s = Scanner(JsonCursor::new(text));
     let chunk = s.chunk()?;
     s.ws();
     (s.pos == data.len()).then_some(chunk)
@@ -100,34 +102,12 @@ enum StrOrNull<'a> {
     Str(&'a str),
 }
 
-struct Scanner<'a> {
-    text: &'a str,
-    data: &'a [u8],
-    pos: usize,
-}
+json_scanner!(
+    /// The scan of one chunk.
+    Scanner
+);
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.data.get(self.pos).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    /// Skip whitespace, then consume `byte` if it is next.
-    fn eat(&mut self, byte: u8) -> bool {
-        self.ws();
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
     /// A string without escapes or control characters, after whitespace; `None` otherwise.
     fn string(&mut self) -> Option<&'a str> {
         if !self.eat(b'"') {
@@ -148,16 +128,6 @@ impl<'a> Scanner<'a> {
             Some(StrOrNull::Null)
         } else {
             self.string().map(StrOrNull::Str)
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let end = self.pos.checked_add(word.len())?;
-        if self.data.get(self.pos..end)? == word {
-            self.pos = end;
-            Some(())
-        } else {
-            None
         }
     }
 
@@ -234,12 +204,6 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'e' | b'E' | b'0'..=b'9') => None,
             _ => Some(()),
-        }
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
         }
     }
 

@@ -41,6 +41,7 @@
 mod chunk;
 #[cfg(test)]
 mod chunk_strategy;
+pub(crate) mod cursor;
 mod decode;
 mod event;
 mod inspect;

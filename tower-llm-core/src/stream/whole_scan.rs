@@ -12,6 +12,7 @@
 //! takes the serde path, so the outcome is the same either way; an invalid document always goes
 //! there (its error message comes from `serde_json`).
 
+use crate::sse::cursor::{json_scanner, JsonCursor};
 use crate::sse::string_stop;
 
 use super::usage::Usage;
@@ -35,7 +36,7 @@ const MAX_DEPTH: usize = 64;
 pub(crate) fn scan_whole(data: &[u8]) -> Option<WholeScan<'_>> {
     // Every string the scan returns is a slice of this `str`.
     let text = std::str::from_utf8(data).ok()?;
-    let mut s = Scanner { text, data, pos: 0 };
+    let mut s = Scanner(JsonCursor::new(text));
     let scan = s.top()?;
     s.ws();
     (s.pos == data.len()).then_some(scan)
@@ -56,44 +57,12 @@ enum CountKey {
     Other,
 }
 
-struct Scanner<'a> {
-    text: &'a str,
-    data: &'a [u8],
-    pos: usize,
-}
+json_scanner!(
+    /// The scan of a whole answer.
+    Scanner
+);
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.data.get(self.pos).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
-    }
-
-    /// Skip whitespace, then consume `byte` if it is next.
-    fn eat(&mut self, byte: u8) -> bool {
-        self.ws();
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let end = self.pos.checked_add(word.len())?;
-        if self.data.get(self.pos..end)? == word {
-            self.pos = end;
-            Some(())
-        } else {
-            None
-        }
-    }
-
     /// A string (after whitespace), its escapes checked: `(its raw body, whether it had
     /// escapes)`. `None` on a `\u` escape (left to serde_json), a bad escape or a control
     /// character.
@@ -164,12 +133,6 @@ impl<'a> Scanner<'a> {
         }
         // Digits only: parsing fails on overflow alone (serde_json then reads an `f64`).
         Some(self.text.get(start..end)?.parse::<u64>().ok())
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
     }
 
     /// Any JSON value, validated and skipped.

@@ -1,0 +1,90 @@
+//! The byte cursor shared by the crate's hand-written JSON scans ([`super::scan_plain_chunk`]
+//! and the whole-answer scan): each scan wraps it and adds the readings of its own shape.
+
+/// A position in a JSON document that is valid UTF-8 (`text` and `data` are the same bytes).
+pub(crate) struct JsonCursor<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> JsonCursor<'a> {
+    /// A cursor at the start of `text`.
+    pub(crate) fn new(text: &'a str) -> Self {
+        JsonCursor {
+            text,
+            data: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    /// Skip JSON whitespace.
+    #[inline]
+    pub(crate) fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skip whitespace, then consume `byte` if it is next.
+    #[inline]
+    pub(crate) fn eat(&mut self, byte: u8) -> bool {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Consume `word` if it is next (no whitespace skipped).
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(word.len())?;
+        if self.data.get(self.pos..end)? == word {
+            self.pos = end;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// Skip ASCII digits.
+    #[inline]
+    pub(crate) fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+    }
+}
+
+/// A scan wrapping a [`JsonCursor`]: its own readings in its own `impl`, the cursor's through
+/// `Deref`.
+macro_rules! json_scanner {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        struct $name<'a>($crate::sse::cursor::JsonCursor<'a>);
+
+        impl<'a> ::std::ops::Deref for $name<'a> {
+            type Target = $crate::sse::cursor::JsonCursor<'a>;
+
+            #[inline]
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $name<'_> {
+            #[inline]
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
+            }
+        }
+    };
+}
+pub(crate) use json_scanner;
