@@ -100,10 +100,10 @@ const DRAIN_SMOOTHING_SHIFT: u32 = 4;
 /// The longest sample taken, in multiples of the current estimate.
 const DRAIN_MAX_STEP: u64 = 4;
 
-/// The most one gap between arrivals adds to a queue's standstill (see [`Drain`]).
+/// The most one gap between arrivals adds to a queue's standstill, in ns (1 ms; see [`Drain`]).
 const STILL_STEP: u64 = 1_000_000;
 
-/// The shortest standstill taken into account (ns): shorter ones are scheduling noise.
+/// The shortest standstill taken into account, in ns (10 ms): shorter ones are scheduling noise.
 const STILL_FLOOR: u64 = 10_000_000;
 
 /// How many times the measured drain interval a standstill must last to override it.
