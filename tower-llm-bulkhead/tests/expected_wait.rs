@@ -113,6 +113,18 @@ fn spawn_call(
     })
 }
 
+/// How the spawned `calls` ended, in front of an upstream taking `upstream`.
+async fn outcomes(
+    calls: Vec<tokio::task::JoinHandle<Result<Duration, BoxError>>>,
+    upstream: Duration,
+) -> Outcomes {
+    let mut outcomes = Outcomes::default();
+    for call in calls {
+        outcomes.record(call.await.unwrap(), upstream);
+    }
+    outcomes
+}
+
 /// `calls` calls, one every `every` (all at once when zero), to `svc` in front of an upstream
 /// taking `upstream`.
 async fn run(svc: &impl Svc, upstream: Duration, calls: usize, every: Duration) -> Outcomes {
@@ -120,11 +132,7 @@ async fn run(svc: &impl Svc, upstream: Duration, calls: usize, every: Duration) 
     let tasks: Vec<_> = (0..calls)
         .map(|i| spawn_call(svc, start + every * u32::try_from(i).unwrap(), None))
         .collect();
-    let mut outcomes = Outcomes::default();
-    for task in tasks {
-        outcomes.record(task.await.unwrap(), upstream);
-    }
-    outcomes
+    outcomes(tasks, upstream).await
 }
 
 /// The soak's shape: a burst larger than the old default queue (128) into 64 slots in front of a
@@ -233,10 +241,7 @@ async fn a_queue_behind_hung_slots_stops_admitting() {
     let calls: Vec<_> = (0..1_000)
         .map(|i| spawn_call(&svc, start + ms(1 + i), None))
         .collect();
-    let mut outcomes = Outcomes::default();
-    for call in calls {
-        outcomes.record(call.await.unwrap(), ms(3_000));
-    }
+    let outcomes = outcomes(calls, ms(3_000)).await;
     assert!(
         outcomes.other.is_empty(),
         "none turned away as Full: {outcomes:?}"
@@ -276,10 +281,7 @@ async fn a_pause_is_not_a_standstill() {
     let after: Vec<_> = (0..50)
         .map(|_| spawn_call(&svc, start + ms(300), None))
         .collect();
-    let mut outcomes = Outcomes::default();
-    for call in after {
-        outcomes.record(call.await.unwrap(), ms(400));
-    }
+    let outcomes = outcomes(after, ms(400)).await;
     // 64 of the first 100 waiting start at 400 ms, the other 36 and 28 of these at 800 ms, and
     // the last 22 at 1.2 s, 900 ms after they joined.
     assert_eq!(outcomes.served, 50, "{outcomes:?}");

@@ -249,8 +249,8 @@ pub enum LimitKind {
     Queue,
     /// The calls already waiting would take longer to drain (at the rate the queue has been
     /// draining, and no faster than one call per the time it has not moved while calls kept
-    /// joining it) than this call may
-    /// wait: turned away at once rather than after its whole wait.
+    /// joining it) than this call may wait: turned away at once rather than after its whole
+    /// wait.
     ExpectedWait,
     /// The call waited for a permit as long as it may.
     MaxWait,
