@@ -5,7 +5,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{scan_plain_chunk, SseEvent};
+use super::notes::scan_and_note;
+use super::{scan_plain_chunk, ScanNotes, SseEvent};
 use crate::openai::DONE;
 use crate::provider::{parse_error_slice, MAX_MESSAGE_LEN};
 use crate::{ErrorKind, ProviderError};
@@ -41,6 +42,13 @@ pub enum EventKind {
 /// What `event` means in a streamed completion. Allocation-free for ordinary chunks: the JSON is
 /// scanned for the few fields that matter, not built into a tree.
 pub fn inspect_event(event: &SseEvent) -> EventKind {
+    inspect_and_note(event, None)
+}
+
+/// [`inspect_event`], noting in `notes` what the plain-chunk scan found, for a layer above that
+/// reads the same event (only when the scan read the event's data whole, without whitespace
+/// trimmed off: the reader above looks up the data as it is).
+pub(crate) fn inspect_and_note(event: &SseEvent, notes: Option<&ScanNotes>) -> EventKind {
     if event.event.as_deref() == Some(&b"error"[..]) {
         return EventKind::Error;
     }
@@ -52,7 +60,11 @@ pub fn inspect_event(event: &SseEvent) -> EventKind {
         return EventKind::Other;
     }
     // Nearly every event: read by a hand-written scan, without serde_json.
-    if let Some(chunk) = scan_plain_chunk(data) {
+    let scanned = match notes {
+        Some(notes) if data.len() == event.data.len() => scan_and_note(&event.data, Some(notes)),
+        _ => scan_plain_chunk(data),
+    };
+    if let Some(chunk) = scanned {
         let usage = chunk.usage;
         return if chunk.finished {
             EventKind::Finish { usage }

@@ -1,6 +1,6 @@
 //! Server-sent events framing for streamed completions.
 //!
-//! Three pieces, for the layers that watch a stream (a streaming timeout, a fallback that commits
+//! The pieces, for the layers that watch a stream (a streaming timeout, a fallback that commits
 //! to a target after the first event, a gateway that must never pass a cut stream off as whole):
 //!
 //! - [`SseDecoder`]: incremental WHATWG event-stream parsing of body chunks split anywhere (inside
@@ -11,6 +11,8 @@
 //!   stream so far is complete or would be cut if it ended now. Anthropic (`message_stop`,
 //!   `stop_reason`), Gemini (`finishReason`) and OpenAI Responses (`response.completed`) streams
 //!   are recognised too.
+//! - [`ScanNotes`]: what the stream guard's scan found in recent events, so that a layer above
+//!   reading the same events (a fallback's resume watch) does not scan them again.
 //! - Writers: [`SseEvent::encode`] (any event: `event:`, `id:`, multi-line data) and
 //!   [`json_frame`] (`data: <json>` and a blank line, the frame of every OpenAI chunk). The
 //!   OpenAI frames themselves, `[DONE]` and the in-band error event, are in
@@ -45,11 +47,14 @@ pub(crate) mod cursor;
 mod decode;
 mod event;
 mod inspect;
+mod notes;
 mod tracker;
 
 pub(crate) use chunk::string_stop;
 pub use chunk::{scan_plain_chunk, PlainChoice, PlainChunk, PlainDelta};
 pub use decode::{Decode, SseDecoder, SseError, DEFAULT_MAX_EVENT_SIZE};
 pub use event::{json_frame, SseEvent};
+pub(crate) use inspect::inspect_and_note;
 pub use inspect::{inspect_event, parse_error_event, EventKind};
+pub use notes::ScanNotes;
 pub use tracker::{StreamStatus, StreamTracker};

@@ -8,8 +8,9 @@
 //! registers a listener with [`on_end`](StreamOutcome::on_end) when the response passes by.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use crate::sse::ScanNotes;
 use crate::{ErrorKind, Failure};
 
 /// How a streamed body ended.
@@ -111,7 +112,13 @@ enum State {
 /// ```
 #[derive(Clone)]
 pub struct StreamOutcome {
-    state: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Set when a layer above asks the watcher to share its scans ([`StreamOutcome::watch_scans`]).
+    notes: OnceLock<Box<ScanNotes>>,
 }
 
 impl Default for StreamOutcome {
@@ -124,14 +131,20 @@ impl StreamOutcome {
     /// An outcome that has not ended.
     pub fn new() -> Self {
         StreamOutcome {
-            state: Arc::new(Mutex::new(State::Open(Vec::new()))),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::Open(Vec::new())),
+                notes: OnceLock::new(),
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Listeners run outside the lock, so a poisoned lock only means a panic while pushing a
         // listener; the state itself is always consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Run `listener` with the end of the stream: now, if it has ended, else when it ends.
@@ -181,7 +194,29 @@ impl StreamOutcome {
 
     /// Whether `self` and `other` are the same outcome (clones of one another).
     pub fn ptr_eq(&self, other: &StreamOutcome) -> bool {
-        Arc::ptr_eq(&self.state, &other.state)
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Ask the stream's watcher to note what it reads in each event, for a layer above that reads
+    /// the same events (a fallback's resume watch), and return the notes to read them from. The
+    /// watcher notes nothing until some layer asks; the notes live as long as the outcome.
+    ///
+    /// ```
+    /// use tower_llm_core::StreamOutcome;
+    ///
+    /// let outcome = StreamOutcome::new();
+    /// assert!(outcome.scan_notes().is_none());
+    /// let notes = outcome.watch_scans();
+    /// assert!(std::ptr::eq(notes, outcome.scan_notes().unwrap()));
+    /// ```
+    pub fn watch_scans(&self) -> &ScanNotes {
+        self.shared.notes.get_or_init(Default::default)
+    }
+
+    /// The notes a layer above asked for with [`watch_scans`](Self::watch_scans), `None` when none
+    /// did: the stream's watcher notes its scans here.
+    pub fn scan_notes(&self) -> Option<&ScanNotes> {
+        self.shared.notes.get().map(|notes| &**notes)
     }
 }
 

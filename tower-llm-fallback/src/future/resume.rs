@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tokio::time::Instant;
-use tower_llm_core::{BoxError, Classify, ReplayBody, ReplayableBody};
+use tower_llm_core::{BoxError, Classify, ReplayBody, ReplayableBody, StreamOutcome};
 use tower_service::Service;
 
 use super::{Ctx, Next, Phase, ResponseFuture};
@@ -109,6 +109,8 @@ fn attach<ResB>(
     res: Response<crate::FallbackBody<ResB>>,
     watch: Watch<ResB>,
 ) -> Response<crate::FallbackBody<ResB>> {
+    // The stream guard below, if any, notes its scans for the watch to read.
+    let watch = watch.with_scans_of(res.extensions().get::<StreamOutcome>());
     res.map(|body| {
         let (inner, _, span) = body.into_parts();
         crate::FallbackBody::watched(inner, watch, span)

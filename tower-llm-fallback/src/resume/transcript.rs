@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
-use tower_llm_core::sse::{scan_plain_chunk, PlainChunk, SseEvent};
+use tower_llm_core::sse::{scan_plain_chunk, PlainChunk, ScanNotes, SseEvent};
 
 /// Why a stream cannot be resumed (said in the error event that ends it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,11 +334,21 @@ impl Transcript {
     /// observes as before ([`inspect_event`](tower_llm_core::sse::inspect_event), then
     /// [`observe`](Self::observe)). Such a chunk is what `inspect_event` calls a delta or a
     /// finish, so the outcome is the same with one JSON pass per event instead of two.
-    pub(crate) fn observe_event(&mut self, event: &SseEvent) -> bool {
+    ///
+    /// With `notes` (the stream guard's below, [`ScanNotes`]), the guard's scan of these very
+    /// bytes is read instead of scanning them again: no JSON pass here at all for a plain chunk.
+    pub(crate) fn observe_event(&mut self, event: &SseEvent, notes: Option<&ScanNotes>) -> bool {
         if event.event().is_some_and(|name| name == "error") {
             return false;
         }
-        let Some(chunk) = ChunkView::parse(event.data()) else {
+        let data = event.data();
+        let parsed = match notes.and_then(|notes| notes.get(data)) {
+            Some(Some(chunk)) => Some(ChunkView::from_plain(&chunk)),
+            // The guard's scan gave up on it: what `parse` would do next.
+            Some(None) => ChunkView::parse_json(data),
+            None => ChunkView::parse(data),
+        };
+        let Some(chunk) = parsed else {
             return false;
         };
         let plain = chunk.error.is_none()

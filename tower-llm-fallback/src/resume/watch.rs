@@ -12,7 +12,7 @@ use tower_llm_core::openai::error_event;
 use tower_llm_core::sse::{
     inspect_event, json_frame, parse_error_event, EventKind, SseDecoder, SseEvent,
 };
-use tower_llm_core::{classify_error, BoxError, ErrorKind, ReplayBody};
+use tower_llm_core::{classify_error, BoxError, ErrorKind, ReplayBody, StreamOutcome};
 
 use super::splice::{Splice, Spliced};
 use super::transcript::{Transcript, Unresumable};
@@ -41,6 +41,8 @@ pub(crate) struct Watch<B> {
     /// The target the current stream comes from, and how it was obtained (for a continuation).
     target: Arc<str>,
     how: Option<How>,
+    /// The outcome of the stream guard below, whose notes spare scanning each event again.
+    outcome: Option<StreamOutcome>,
     done: bool,
     ended: bool,
 }
@@ -68,9 +70,20 @@ impl<B> Watch<B> {
             queue: VecDeque::new(),
             target,
             how,
+            outcome: None,
             done: false,
             ended: false,
         }
+    }
+
+    /// Read the scans of the stream guard that reported through `outcome` (the response's
+    /// [`StreamOutcome`], when a guard is below) instead of scanning each event again.
+    pub(crate) fn with_scans_of(mut self, outcome: Option<&StreamOutcome>) -> Self {
+        if let Some(outcome) = outcome {
+            outcome.watch_scans();
+            self.outcome = Some(outcome.clone());
+        }
+        self
     }
 
     /// A continuation's hand-off: what resumes it in turn, and how it was obtained.
@@ -200,7 +213,8 @@ where
         let mut first = true;
         while let Ok(Some(event)) = self.decoder.next_event() {
             // A plain OpenAI chunk (nearly every event): one JSON pass, the transcript's.
-            if self.transcript.observe_event(&event) {
+            let notes = self.outcome.as_ref().and_then(StreamOutcome::scan_notes);
+            if self.transcript.observe_event(&event, notes) {
                 first = false;
                 continue;
             }
@@ -282,6 +296,8 @@ where
             .push_back(Bytes::from(format!(": resumed on {target}\n\n")));
         self.splice = Some(Splice::new(how, &self.transcript));
         self.decoder = SseDecoder::new();
+        // The continuation comes through another guard; its events are read here in full.
+        self.outcome = None;
         self.resumer = next;
         self.target = target;
         self.how = Some(how);

@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::end::Stop;
 use super::{after, Core, Phase};
-use crate::sse::{parse_error_event, EventKind};
+use crate::sse::{inspect_and_note, parse_error_event, EventKind};
 use crate::stream::frame::RawFrame;
 use crate::stream::usage::{self, Usage};
 use crate::stream::{MalformedPolicy, StreamEnd};
@@ -157,7 +157,14 @@ impl<B> Core<B> {
                 return Verdict::Stop(Stop::new(ErrorKind::InvalidResponse, err.to_string()))
             }
         };
-        let kind = self.tracker.observe(&event);
+        // A layer above that reads the same events (a fallback's resume watch) may have asked
+        // for what the scan finds, so that it does not scan each event again.
+        let notes = self
+            .outcome
+            .as_ref()
+            .and_then(|outcome| outcome.scan_notes());
+        let kind = inspect_and_note(&event, notes);
+        self.tracker.record(kind);
         match kind {
             EventKind::Delta { usage: true } | EventKind::Finish { usage: true } => {
                 self.last_answer = self.chunk_at;
