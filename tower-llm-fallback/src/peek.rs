@@ -15,6 +15,11 @@
 //! | the end of the body, or an event over the size limit | `InvalidResponse` |
 //! | a body error | the error's kind (`Transport` for a reset connection) |
 //! | nothing before the attempt timeout | `Timeout` (enforced by the chain) |
+//!
+//! With core's stream guard below the chain, a streamed response that reaches the chain carries
+//! the guard's [`StreamOutcome`](tower_llm_core::StreamOutcome): the guard returns a stream only
+//! once its first answer event arrived, by the same reading of events, so the chain commits to it
+//! without reading the first event a second time.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

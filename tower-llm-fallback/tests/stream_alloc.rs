@@ -4,7 +4,8 @@
 //! are counted in three rounds and a per-event allocation must show in every one): nothing. The
 //! watch parses each OpenAI chunk once and borrows its strings; only the transcript's text grows
 //! (amortised reallocations of one `String`). With core's stream guard below, the watch reads
-//! every event from the guard's scan notes instead of scanning it again.
+//! every event from the guard's scan notes instead of scanning it again, and commits to the
+//! stream without reading its first event a second time.
 
 use std::alloc::System;
 use std::collections::VecDeque;
@@ -77,7 +78,7 @@ fn frames() -> VecDeque<Bytes> {
 /// What the spy between the fallback and the guard saw.
 #[derive(Default)]
 struct Seen {
-    /// Frames handed up by the guard.
+    /// Frames handed up (by the guard, when there is one).
     frames: AtomicUsize,
     /// Of them, events the guard had noted, with what the scan of their data gives.
     noted: AtomicUsize,
@@ -101,9 +102,9 @@ impl Body for Spy {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = self.inner.as_mut().poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
+            self.seen.frames.fetch_add(1, Ordering::Relaxed);
             let notes = self.outcome.as_ref().and_then(StreamOutcome::scan_notes);
             if let (Some(data), Some(notes)) = (frame.data_ref(), notes) {
-                self.seen.frames.fetch_add(1, Ordering::Relaxed);
                 // `data: <json>\n\n`: the event's data, at the address the decoders cut it.
                 let json = data.slice(6..data.len() - 2);
                 if let Some(noted) = notes.get(&json) {
@@ -197,6 +198,13 @@ fn count_per_event(guarded: bool) {
         assert_eq!(res.status(), 200);
         let outcome = res.extensions().get::<StreamOutcome>().cloned();
         assert_eq!(outcome.is_some(), guarded);
+        // Without a guard the fallback read the first event to commit to the stream; with one,
+        // the guard had (its outcome says so) and the fallback read nothing yet.
+        assert_eq!(
+            seen.frames.load(Ordering::Relaxed),
+            usize::from(!guarded),
+            "guarded: {guarded}"
+        );
         let mut body = res.into_body();
         // The first events: commit, the transcript's id, its text's first growth.
         for _ in 0..4 {
@@ -222,7 +230,7 @@ fn count_per_event(guarded: bool) {
             // Every event read was answered by the guard's notes.
             assert_eq!(seen.noted.load(Ordering::Relaxed) - noted_before, read);
         } else {
-            assert_eq!(seen.frames.load(Ordering::Relaxed), 0);
+            assert_eq!(seen.noted.load(Ordering::Relaxed), 0);
         }
         // Before (serde's `Cow<str>` behind an `Option` copies every string): 2 per event.
         let fewest = rounds.iter().map(|(_, s)| s.allocations).min();

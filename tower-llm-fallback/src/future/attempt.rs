@@ -6,7 +6,7 @@ use http_body::Body;
 use tokio::time::Instant;
 use tower_llm_core::{
     classify_error, AttemptBudget, AttemptRecord, AttemptTimeout, BoxError, Classification,
-    ClassifiedError, Classify, ErrorKind, Failure, ReplayBody, ReplayableBody,
+    ClassifiedError, Classify, ErrorKind, Failure, ReplayBody, ReplayableBody, StreamOutcome,
 };
 
 use super::{Ctx, Current, Next, Started};
@@ -263,6 +263,13 @@ where
             }
             Classification::Success => {
                 if is_event_stream(res.headers()) {
+                    if res.extensions().get::<StreamOutcome>().is_some() {
+                        // A stream guard below committed to this stream at its first answer
+                        // event (it returns no stream before one, and fails on an error or
+                        // `[DONE]` first): peeking again would read the same event to the same
+                        // verdict.
+                        return Next::Committed(res.map(ReplayBody::streaming));
+                    }
                     let (parts, body) = res.into_parts();
                     return Next::Peek(Box::new(Peek::new(body)), parts);
                 }

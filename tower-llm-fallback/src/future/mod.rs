@@ -98,6 +98,8 @@ enum Next<ResB> {
     Select,
     Return(Output<ResB>),
     Peek(Box<Peek<ResB>>, http::response::Parts),
+    /// A stream a guard below already committed to: commit to it without peeking.
+    Committed(Response<ReplayBody<ResB>>),
     Buffer(BufferFuture<ResB>, http::response::Parts),
 }
 
@@ -239,7 +241,10 @@ where
                     let span = this.ctx.attempt_span();
                     let _entered = span.enter();
                     fut.poll(cx).map(|result| match result {
-                        Ok(res) => this.ctx.on_response(res),
+                        Ok(res) => match this.ctx.on_response(res) {
+                            Next::Committed(res) => this.ctx.commit_stream(res),
+                            next => next,
+                        },
                         Err(err) => this.ctx.on_error(err.into()),
                     })
                 }
@@ -303,6 +308,15 @@ fn advance<S, B, F, ResB>(
             peek,
             parts: Some(parts),
         }),
+        // Turned into `commit_stream`'s step where it is made (that needs the context); kept
+        // total without a panic.
+        Next::Committed(_) => {
+            phase.set(Phase::Done);
+            return Some(Err(Box::new(ClassifiedError::new(
+                ErrorKind::Unknown,
+                "fallback: a committed stream was not handed to the resume watch",
+            ))));
+        }
         Next::Buffer(fut, parts) => phase.set(Phase::Buffering {
             fut,
             parts: Some(parts),
