@@ -34,6 +34,9 @@ async fn request_ids_are_set_forwarded_and_returned() {
         .to_owned();
     assert_eq!(id.len(), 36, "{id}");
     assert_eq!(id.matches('-').count(), 4, "{id}");
+    // A random (version 4, RFC 9562 variant) UUID.
+    assert_eq!(&id[14..15], "4", "{id}");
+    assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
     let upstream = gw.mock("primary").unwrap().attempts();
     assert_eq!(upstream[0].headers["x-request-id"], id.as_str());
 
@@ -47,7 +50,8 @@ async fn request_ids_are_set_forwarded_and_returned() {
     );
     let reply = get(&gw, "/v1/nothing-here").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert!(reply.header("x-request-id").is_some());
+    let other = reply.header("x-request-id").expect("a request id");
+    assert_ne!(other, id, "every request gets its own id");
     gw.shutdown().await.unwrap();
 }
 
