@@ -9,7 +9,7 @@
 //! cargo bench -p tower-llm-benches --bench gateway_load -- [--sections LIST] [--runs 3]
 //!     [--secs 5] [--connections 32] [--client-threads 2] [--bodies json,sse]
 //!     [--rates 1000,5000] [--shed-rate 3000] [--events 500] [--pace-ms 20]
-//!     [--paced-tokens 30] [--paced-streams 20] [--json-requests 2000] [--streams 1000]
+//!     [--paced-tokens 10] [--paced-streams 100] [--json-requests 2000] [--streams 1000]
 //!     [--gateway-bin PATH] [--mock-bin PATH]
 //! ```
 //!
@@ -141,8 +141,8 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         client_threads: 2,
         events: 500,
         pace_ms: 20,
-        paced_tokens: 30,
-        paced_streams: 20,
+        paced_tokens: 10,
+        paced_streams: 100,
         json_requests: 2000,
         streams: 1000,
         gateway_bin: target_dir().join("release/examples/gateway"),
