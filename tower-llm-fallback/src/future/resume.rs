@@ -54,6 +54,8 @@ where
         if let Some(walk) = self.resume.take() {
             // A continuation: its watch hands the rest of the walk to the stream it resumes.
             let next = self.resumer();
+            // (Its events are read by the first stream's watch, in splice mode, which reads
+            // each one in full: no notes to ask the guard below for.)
             let watch = Watch::new(name, config.max_text_bytes, next, Some(walk.how), None);
             return Next::Return(Ok(attach(res, watch)));
         }
@@ -67,7 +69,9 @@ where
         }
         match self.resumer() {
             Some(resumer) => {
-                let watch = Watch::new(name, config.max_text_bytes, Some(resumer), None, None);
+                // The stream guard below, if any, notes its scans for the watch to read.
+                let watch = Watch::new(name, config.max_text_bytes, Some(resumer), None, None)
+                    .with_scans_of(res.extensions().get::<StreamOutcome>());
                 Next::Return(Ok(attach(res, watch)))
             }
             // No target left to resume on: the stream is handed on untouched.
@@ -109,8 +113,6 @@ fn attach<ResB>(
     res: Response<crate::FallbackBody<ResB>>,
     watch: Watch<ResB>,
 ) -> Response<crate::FallbackBody<ResB>> {
-    // The stream guard below, if any, notes its scans for the watch to read.
-    let watch = watch.with_scans_of(res.extensions().get::<StreamOutcome>());
     res.map(|body| {
         let (inner, _, span) = body.into_parts();
         crate::FallbackBody::watched(inner, watch, span)
