@@ -36,7 +36,24 @@ use super::{scan_plain_chunk, PlainChoice, PlainChunk, PlainDelta};
 const KEPT: usize = 8;
 
 /// The scans of the last few events a layer read, so that a layer above reading the same events
-/// need not scan them again. See the [module docs](self).
+/// need not scan them again.
+///
+/// Notes are keyed by the event data's address and length: the two layers decode slices of the
+/// same received bytes, and a note holds its `Bytes`, so the address cannot be reused for other
+/// data while it is kept. Equal bytes elsewhere in memory are another event and find no note.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_core::sse::{scan_plain_chunk, ScanNotes};
+///
+/// let notes = ScanNotes::new();
+/// let data = Bytes::from_static(br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#);
+/// notes.note(&data, scan_plain_chunk(&data).as_ref());
+/// assert_eq!(notes.len(), 1);
+/// assert!(notes.get(&data).expect("noted").expect("a plain chunk").finished);
+/// // A note is read once.
+/// assert!(notes.is_empty());
+/// ```
 ///
 /// [`StreamOutcome::watch_scans`](crate::StreamOutcome::watch_scans) asks the stream guard that
 /// returned a response to keep them. Reading a note gives exactly what [`scan_plain_chunk`]
