@@ -61,7 +61,7 @@ pub(crate) fn inspect_and_note(event: &SseEvent, notes: Option<&ScanNotes>) -> E
     }
     // Nearly every event: read by a hand-written scan, without serde_json.
     let scanned = match notes {
-        Some(notes) if data.len() == event.data.len() => scan_and_note(&event.data, Some(notes)),
+        Some(notes) if data.len() == event.data.len() => scan_and_note(&event.data, notes),
         _ => scan_plain_chunk(data),
     };
     if let Some(chunk) = scanned {

@@ -282,15 +282,10 @@ impl ChunkSpans {
     }
 }
 
-/// [`scan_plain_chunk`] of `data`, noted in `notes` when there are notes to keep.
-pub(crate) fn scan_and_note<'a>(
-    data: &'a Bytes,
-    notes: Option<&ScanNotes>,
-) -> Option<PlainChunk<'a>> {
+/// [`scan_plain_chunk`] of `data`, noted in `notes`.
+pub(crate) fn scan_and_note<'a>(data: &'a Bytes, notes: &ScanNotes) -> Option<PlainChunk<'a>> {
     let chunk = scan_plain_chunk(data);
-    if let Some(notes) = notes {
-        notes.note(data, chunk.as_ref());
-    }
+    notes.note(data, chunk.as_ref());
     chunk
 }
 
@@ -360,7 +355,7 @@ mod tests {
         fn notes_agree_with_the_scan(data in chunk_data()) {
             let notes = ScanNotes::new();
             let data = Bytes::from(data);
-            let scanned = scan_and_note(&data, Some(&notes));
+            let scanned = scan_and_note(&data, &notes);
             prop_assert_eq!(notes.get(&data), Some(scanned));
         }
     }
