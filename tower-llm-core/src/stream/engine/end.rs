@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::judge::Scan;
-use super::{after, Core, Phase};
+use super::{Core, Phase};
 use crate::openai::{done_frame, error_event};
 use crate::stream::metrics as names;
 use crate::stream::StreamEnd;
@@ -94,8 +94,7 @@ impl<B> Core<B> {
     /// A limit ran out.
     pub(super) fn expire(&mut self) -> Option<ClassifiedError> {
         let limits = self.config.limits;
-        let total_over = Instant::now() >= after(self.started, limits.total)
-            || self.chunk_at >= after(self.started, limits.total);
+        let total_over = Instant::now() >= self.total_due || self.chunk_at >= self.total_due;
         match self.phase {
             Phase::FirstEvent => {
                 let message = if total_over && limits.total <= limits.ttft {

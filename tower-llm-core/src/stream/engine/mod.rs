@@ -104,6 +104,10 @@ struct Core<B> {
     config: GuardConfig,
     /// When the call was made.
     started: Instant,
+    /// When the stream's total limit runs out, and when its first event is due (the earlier of
+    /// that and the time-to-first-token limit): fixed at the start, read on every poll.
+    total_due: Instant,
+    first_due: Instant,
     /// When the last chunk arrived.
     chunk_at: Instant,
     /// When the last complete frame arrived (comments included: they are keep-alives).
@@ -149,6 +153,8 @@ where
             last_frame: None,
             config,
             started,
+            total_due: after(started, config.limits.total),
+            first_due: after(started, config.limits.total).min(after(started, config.limits.ttft)),
             // No chunk yet: the call's start, so that bytes already there when late headers arrive
             // are read before any deadline is checked.
             chunk_at: started,
@@ -327,13 +333,11 @@ impl<B> Core<B> {
 
     /// When the next limit runs out.
     fn deadline(&self) -> Instant {
-        let limits = &self.config.limits;
-        let total = after(self.started, limits.total);
         match self.phase {
-            Phase::FirstEvent => total.min(after(self.started, limits.ttft)),
+            Phase::FirstEvent => self.first_due,
             Phase::Streaming => {
-                let idle = after(self.last_event, limits.idle);
-                let mut due = total.min(idle);
+                let idle = after(self.last_event, self.config.limits.idle);
+                let mut due = self.total_due.min(idle);
                 if self.tracker.is_complete() {
                     due = due.min(after(self.last_answer, self.config.finish_grace));
                 }
