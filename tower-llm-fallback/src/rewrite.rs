@@ -99,7 +99,13 @@ pub(crate) enum AuthSource {
 
 /// Headers that carry provider credentials: removed before another target's credential is set,
 /// so one provider's key never reaches another.
-const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+/// Parsed once (a `&str` name is parsed on every lookup).
+const CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
 
 /// A compiled per-target rewrite.
 #[derive(Clone, Default)]
@@ -143,6 +149,10 @@ struct BaseUrl {
     authority: Authority,
     /// The base path without a trailing `/`; empty when the base URL has no path.
     path: Arc<str>,
+    /// For a plain `http` base URL, the `Host` header its requests carry, built once here; for
+    /// `https`, `None`: the connection may turn out to be HTTP/2, which sends `:authority`
+    /// instead, so the client derives the header only when it speaks HTTP/1.
+    host: Option<HeaderValue>,
 }
 
 /// The request parts a rewrite may touch.
@@ -219,8 +229,18 @@ impl RequestRewrite {
                 *parts.uri = uri;
             }
             if authority_changed {
-                // The client derives `Host` from the URI; a forwarded one names the wrong host.
-                parts.headers.remove(HOST);
+                // A forwarded `Host` names the wrong host. Over plain HTTP the request speaks
+                // HTTP/1, so the header is set here, as hyper-util would set it from the URI
+                // (saving it a `format!` and a header parse per request); otherwise the client
+                // derives it.
+                match &base.host {
+                    Some(host) => {
+                        parts.headers.insert(HOST, host.clone());
+                    }
+                    None => {
+                        parts.headers.remove(HOST);
+                    }
+                }
             }
         }
         if let Some((name, secret)) = &self.auth {
@@ -317,7 +337,7 @@ impl RequestRewrite {
 }
 
 fn strip_credentials(headers: &mut HeaderMap) {
-    for name in CREDENTIAL_HEADERS {
+    for name in &CREDENTIAL_HEADERS {
         headers.remove(name);
     }
 }
@@ -339,11 +359,35 @@ fn parse_base_url(url: &str) -> Result<BaseUrl, ConfigError> {
         ));
     }
     let path = uri.path().trim_end_matches('/');
+    let host = http_host(&scheme, &authority).map_err(|_| {
+        ConfigError::new(
+            "base_url",
+            format!("`{url}` has a host that is not a header value"),
+        )
+    })?;
     Ok(BaseUrl {
         scheme,
         authority,
         path: path.into(),
+        host,
     })
+}
+
+/// The `Host` header of requests to `authority` over plain `http` (`None` for other schemes):
+/// the host, and the port unless it is 80; userinfo is never part of it. The same value
+/// hyper-util's client derives from the URI.
+fn http_host(
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Result<Option<HeaderValue>, http::header::InvalidHeaderValue> {
+    if *scheme != Scheme::HTTP {
+        return Ok(None);
+    }
+    let value = match authority.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{}:{port}", authority.host())),
+        _ => HeaderValue::from_str(authority.host()),
+    };
+    value.map(Some)
 }
 
 /// `uri` moved onto `base`: scheme and authority replaced; when the base URL has a path, it
@@ -504,6 +548,56 @@ mod tests {
     }
 
     #[test]
+    fn host_follows_the_base_url_and_is_left_to_the_client_over_https() {
+        let host_after = |base: &str, forwarded: Option<&'static str>| {
+            let rw = RequestRewrite::compile(None, None, None, Some(base), None, &[]).unwrap();
+            let mut uri: Uri = "http://gateway:8080/v1/chat/completions".parse().unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(host) = forwarded {
+                headers.insert(HOST, HeaderValue::from_static(host));
+            }
+            rw.apply_parts(
+                Parts {
+                    uri: &mut uri,
+                    headers: &mut headers,
+                },
+                "/v1",
+            )
+            .unwrap();
+            headers.get(HOST).map(|v| v.to_str().unwrap().to_owned())
+        };
+        // What hyper-util derives from the URI: the port unless it is the scheme's default,
+        // never the userinfo.
+        assert_eq!(
+            host_after("http://127.0.0.1:9/v1", None).as_deref(),
+            Some("127.0.0.1:9")
+        );
+        assert_eq!(
+            host_after("http://up:80/v1", Some("gateway:8080")).as_deref(),
+            Some("up")
+        );
+        assert_eq!(host_after("http://up", None).as_deref(), Some("up"));
+        assert_eq!(
+            host_after("http://u:p@up:81", None).as_deref(),
+            Some("up:81")
+        );
+        assert_eq!(
+            host_after("http://[::1]:7/v1", None).as_deref(),
+            Some("[::1]:7")
+        );
+        // Over https the connection may be HTTP/2 (`:authority`, no `Host`): the client decides.
+        assert_eq!(
+            host_after("https://api.openai.com/v1", Some("gateway:8080")),
+            None
+        );
+        // The same origin: the request's own `Host` is kept.
+        assert_eq!(
+            host_after("http://gateway:8080/v1", Some("gateway:8080")).as_deref(),
+            Some("gateway:8080")
+        );
+    }
+
+    #[test]
     fn credentials_never_travel_to_another_host() {
         let rw = RequestRewrite::compile(
             None,
@@ -531,7 +625,7 @@ mod tests {
         .unwrap();
         assert_eq!(uri.to_string(), "http://other:1/v1/chat/completions");
         assert!(headers.get(AUTHORIZATION).is_none());
-        assert!(headers.get(HOST).is_none());
+        assert_eq!(headers.get(HOST).unwrap(), "other:1", "the new host's");
         assert_eq!(headers.get("x-api-key").unwrap(), "k2");
         assert!(headers.get("x-api-key").unwrap().is_sensitive());
         assert_eq!(headers.get("anthropic-version").unwrap(), "2023-06-01");
