@@ -42,6 +42,7 @@
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::body::Body;
@@ -51,6 +52,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
 
 use crate::errors;
+use crate::metrics::AnsweredCounter;
 
 /// The prefix of a key given by its digest: `sha256:` and 64 hex digits.
 pub const SHA256_PREFIX: &str = "sha256:";
@@ -60,19 +62,57 @@ pub const MAX_NAME_LEN: usize = 64;
 
 /// The name of an authenticated client: a request extension set by [`ClientAuth`], used for the
 /// log span, the metric label and the cache tier's client identity. Never a key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClientName(Arc<str>);
+#[derive(Clone)]
+pub struct ClientName(Arc<ClientInner>);
+
+struct ClientInner {
+    name: Box<str>,
+    /// This client's most frequent `requests_total` series, held once registered.
+    answered: AnsweredCounter,
+}
 
 impl ClientName {
+    fn new(name: &str) -> Self {
+        ClientName(Arc::new(ClientInner {
+            name: name.into(),
+            answered: AnsweredCounter::default(),
+        }))
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.name
+    }
+
+    /// This client's `requests_total{outcome="success",fallback="none",status="200"}`.
+    pub(crate) fn answered(&self) -> &AnsweredCounter {
+        &self.0.answered
+    }
+}
+
+impl PartialEq for ClientName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ClientName {}
+
+impl Hash for ClientName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for ClientName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClientName").field(&self.as_str()).finish()
     }
 }
 
 impl fmt::Display for ClientName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -246,7 +286,7 @@ impl ClientKeys {
             return Err(KeyError(format!("{at}: the name `{name}` is used twice")));
         }
         self.keys.push(KeyEntry {
-            name: ClientName(Arc::from(name)),
+            name: ClientName::new(&name),
             digest,
         });
         Ok(())

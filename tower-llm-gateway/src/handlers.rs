@@ -30,7 +30,7 @@ use crate::auth::{ClientName, KeyStore};
 use crate::body_limit::BodyTooLarge;
 use crate::errors;
 use crate::headers::HeaderPolicy;
-use crate::metrics::{Telemetry, TimedBody, REQUESTS_TOTAL};
+use crate::metrics::{answered_counter, AnsweredCounter, Telemetry, TimedBody};
 use crate::server::GatewayStack;
 use crate::status::Counters;
 use crate::telemetry::{self, TracedBody};
@@ -57,6 +57,8 @@ pub(crate) struct AppState {
     pub(crate) admin: Arc<KeyStore>,
     /// When the gateway started (Unix seconds): the `created` of `/v1/models` entries.
     pub(crate) started_unix: u64,
+    /// The usual answer's `requests_total` series when client keys are off.
+    pub(crate) anonymous_answered: Arc<AnsweredCounter>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -64,13 +66,11 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Re
     let started = tokio::time::Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     // The key's name (never the key), or `anonymous` when client keys are off.
-    let client = req
-        .extensions()
-        .get::<ClientName>()
-        .map_or_else(|| ANONYMOUS.to_owned(), |name| name.as_str().to_owned());
+    let client = req.extensions().get::<ClientName>().cloned();
+    let client_label = client.as_ref().map_or(ANONYMOUS, ClientName::as_str);
     // Open until the answer's body ends (or the client goes away); the chain's attempt spans
     // are its children.
-    let span = telemetry::request_span(req.headers(), &client);
+    let span = telemetry::request_span(req.headers(), client_label);
     let res = answer(&state, req, started, &span)
         .instrument(span.clone())
         .await;
@@ -93,14 +93,20 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Re
     if status.is_client_error() || status.is_server_error() {
         state.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
-    metrics::counter!(
-        REQUESTS_TOTAL,
-        "outcome" => if status.is_success() { "success" } else { "failure" },
-        "fallback" => fallback.to_owned(),
-        "status" => status.as_str().to_owned(),
-        "client" => client
-    )
-    .increment(1);
+    if status == StatusCode::OK && fallback == "none" {
+        // The usual answer: a held counter (see `AnsweredCounter`).
+        let answered = client
+            .as_ref()
+            .map_or(&*state.anonymous_answered, ClientName::answered);
+        answered.increment(client_label);
+    } else {
+        let outcome = if status.is_success() {
+            "success"
+        } else {
+            "failure"
+        };
+        answered_counter(client_label, outcome, fallback, status.as_str()).increment(1);
+    }
     res
 }
 

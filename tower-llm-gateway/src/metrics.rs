@@ -68,7 +68,9 @@
 //! its state gauge only on transitions, so a healthy breaker's `tower_llm_breaker_state` would
 //! vanish after the timeout even under traffic. Turn it on when untrusted clients can send
 //! many distinct model names to a pass-through route, and alert on counters rather than on
-//! the breaker's gauges then.
+//! the breaker's gauges then. (The gateway's own `requests_total` holds a handle for each
+//! client's usual answer only while no idle timeout is set; with one, it looks its series up
+//! on every request, so it never counts into a dropped series.)
 //!
 //! The recorder is process-global (the `metrics` facade has one global recorder): every
 //! gateway in a process renders the same registry, with the idle timeout of the first. When another recorder was installed first,
@@ -83,7 +85,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
-use metrics::Histogram;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use pin_project::{pin_project, pinned_drop};
@@ -130,6 +132,7 @@ pub fn prometheus_handle_with_idle_timeout(idle_timeout: Option<Duration>) -> Pr
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            let keeps = idle_timeout.is_none();
             let base = || PrometheusBuilder::new().idle_timeout(MetricKindMask::ALL, idle_timeout);
             let recorder = match with_buckets(base()) {
                 Ok(builder) => builder,
@@ -142,10 +145,58 @@ pub fn prometheus_handle_with_idle_timeout(idle_timeout: Option<Duration>) -> Pr
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            } else {
+                let _ = KEEPS_EVERY_SERIES.set(keeps);
             }
             handle
         })
         .clone()
+}
+
+/// Set when this module installs the global recorder: whether it keeps every series (no idle
+/// timeout), so that a handle held across idle periods keeps counting into `/metrics`.
+static KEEPS_EVERY_SERIES: OnceLock<bool> = OnceLock::new();
+
+/// One client's `requests_total{outcome="success",fallback="none",status="200",client}`, the
+/// series nearly every request counts into: registered on its first use, then held, so the usual
+/// answer costs an atomic add instead of building the series' key and looking it up in the
+/// registry. Held only when this module's recorder keeps every series: with an idle timeout a
+/// held handle would go on counting into a series dropped from `/metrics`, so then every request
+/// looks its series up as the other outcomes do.
+#[derive(Default)]
+pub(crate) struct AnsweredCounter(OnceLock<Option<Counter>>);
+
+impl AnsweredCounter {
+    /// Count one plain success of `client` (whose counter this is).
+    pub(crate) fn increment(&self, client: &str) {
+        let held = self.0.get_or_init(|| {
+            KEEPS_EVERY_SERIES
+                .get()
+                .copied()
+                .unwrap_or(false)
+                .then(|| answered_counter(client, "success", "none", "200"))
+        });
+        match held {
+            Some(counter) => counter.increment(1),
+            None => answered_counter(client, "success", "none", "200").increment(1),
+        }
+    }
+}
+
+/// The `requests_total` series of one outcome (looked up in the registry on each call).
+pub(crate) fn answered_counter(
+    client: &str,
+    outcome: &'static str,
+    fallback: &str,
+    status: &str,
+) -> Counter {
+    metrics::counter!(
+        REQUESTS_TOTAL,
+        "outcome" => outcome,
+        "fallback" => fallback.to_owned(),
+        "status" => status.to_owned(),
+        "client" => client.to_owned()
+    )
 }
 
 /// Buckets for every histogram of [`HISTOGRAMS`] (without them the exporter renders summaries,

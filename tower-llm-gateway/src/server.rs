@@ -185,6 +185,7 @@ impl Gateway {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            anonymous_answered: Arc::default(),
         };
         let app = router(state, Arc::clone(&client), limits);
 

@@ -49,15 +49,28 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
         "api_keys_env = \"TOWER_LLM_TEST_NAMED_KEYS\"",
     );
     let gw = start(&toml).await;
-    for key in ["billing-key-123", "search-key-456"] {
+    // Three answers for one client, two for the other: the usual answer's series is a held
+    // handle (the recorder keeps every series here), and must count each.
+    for (key, times) in [("billing-key-123", 3), ("search-key-456", 2)] {
         let auth = format!("Bearer {key}");
-        let reply = send(
-            &gw,
-            chat_request(&gw, "gpt-4o", false, &[("authorization", &auth)]),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::OK);
+        for _ in 0..times {
+            let reply = send(
+                &gw,
+                chat_request(&gw, "gpt-4o", false, &[("authorization", &auth)]),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK);
+        }
     }
+    // Another outcome of the same client: its own series, looked up per request.
+    let mut no_model = chat_request(
+        &gw,
+        "gpt-4o",
+        false,
+        &[("authorization", "Bearer billing-key-123")],
+    );
+    *no_model.body_mut() = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+    assert_eq!(send(&gw, no_model).await.status, StatusCode::BAD_REQUEST);
     let wrong = [("authorization", "Bearer wrong-key-789")];
     assert_eq!(
         send(&gw, chat_request(&gw, "gpt-4o", false, &wrong))
@@ -70,10 +83,11 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
     gw.shutdown().await.unwrap();
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
 
-    for name in ["billing-svc", "search-svc"] {
-        assert!(
-            metrics.contains(&format!("client=\"{name}\"")),
-            "no `client` label {name} in:\n{metrics}"
+    for (name, answered) in [("billing-svc", 3.0), ("search-svc", 2.0)] {
+        assert_eq!(
+            requests_total(&metrics, name, "success", "200"),
+            Some(answered),
+            "{name}'s answers:\n{metrics}"
         );
         assert!(
             logs.contains(&format!("client=\"{name}\""))
@@ -81,6 +95,15 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
             "{name} not in the logs:\n{logs}"
         );
     }
+    assert_eq!(
+        requests_total(&metrics, "billing-svc", "failure", "400"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        requests_total(&metrics, "search-svc", "failure", "400"),
+        None
+    );
     for secret in [
         "billing-key-123",
         "search-key-456",
@@ -90,4 +113,21 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
         assert!(!metrics.contains(secret), "a key in /metrics");
         assert!(!logs.contains(secret), "a key in the logs");
     }
+}
+
+/// The value of `tower_llm_gateway_requests_total` for `client` with `outcome`, `status` and
+/// `fallback="none"`, if `/metrics` has that series.
+fn requests_total(metrics: &str, client: &str, outcome: &str, status: &str) -> Option<f64> {
+    let labels = [
+        format!("client=\"{client}\""),
+        format!("outcome=\"{outcome}\""),
+        format!("status=\"{status}\""),
+        "fallback=\"none\"".to_owned(),
+    ];
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tower_llm_gateway_requests_total{"))
+        .find(|l| labels.iter().all(|label| l.contains(label.as_str())))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
