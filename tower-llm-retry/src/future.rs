@@ -180,10 +180,6 @@ impl fmt::Display for TargetLabel<'_> {
     }
 }
 
-fn target_label(target: &Option<Target>) -> String {
-    TargetLabel(target).to_string()
-}
-
 impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
@@ -308,14 +304,12 @@ where
         if hedge {
             self.hedges_sent += 1;
             self.shared.counters.hedge();
-            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "target" => target_label(&self.target), "attempt" => "hedge").increment(1);
-            ::metrics::counter!(crate::metrics::HEDGES_TOTAL, "target" => target_label(&self.target))
-                .increment(1);
+            self.shared.counters_for(&self.target).hedge();
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending a hedge");
         } else {
             self.state.sequential = self.state.sequential.saturating_add(1);
             self.shared.counters.retry();
-            ::metrics::counter!(crate::metrics::ATTEMPTS_TOTAL, "target" => target_label(&self.target), "attempt" => "retry").increment(1);
+            self.shared.counters_for(&self.target).retry_attempt();
             tracing::debug!(attempt, target = %TargetLabel(&self.target), "retry: sending attempt");
         }
         let fut = match self.service.as_mut() {
@@ -336,8 +330,7 @@ where
         if let Some(budget) = &self.budget {
             if !budget.withdraw() {
                 self.shared.counters.budget_exhausted();
-                ::metrics::counter!(crate::metrics::BUDGET_EXHAUSTED_TOTAL, "target" => target_label(&self.target))
-                    .increment(1);
+                self.shared.counters_for(&self.target).budget_exhausted();
                 tracing::debug!(target = %TargetLabel(&self.target), "retry: budget exhausted, no hedge");
                 return false;
             }
@@ -476,12 +469,7 @@ where
         };
         match decision {
             Decision::Retry(delay) => {
-                ::metrics::counter!(
-                    crate::metrics::RETRIES_TOTAL,
-                    "kind" => failure.kind.as_str(),
-                    "target" => target_label(&self.target)
-                )
-                .increment(1);
+                shared.counters_for(&self.target).retry(failure.kind);
                 tracing::debug!(
                     kind = failure.kind.as_str(),
                     delay_ms = delay.as_millis() as u64,
@@ -523,18 +511,13 @@ where
         let pass_through = reason.is_pass_through() && self.records.len() <= 1;
         if !pass_through {
             self.shared.counters.gave_up();
-            ::metrics::counter!(
-                crate::metrics::STOPPED_TOTAL,
-                "reason" => reason.as_str(),
-                "kind" => kind,
-                "target" => target_label(&self.target)
-            )
-            .increment(1);
+            self.shared
+                .counters_for(&self.target)
+                .stopped(reason.as_str(), kind);
         }
         if reason == StopReason::BudgetExhausted {
             self.shared.counters.budget_exhausted();
-            ::metrics::counter!(crate::metrics::BUDGET_EXHAUSTED_TOTAL, "target" => target_label(&self.target))
-                .increment(1);
+            self.shared.counters_for(&self.target).budget_exhausted();
         }
         tracing::debug!(
             attempts = self.records.len(),

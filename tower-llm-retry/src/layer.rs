@@ -41,6 +41,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
@@ -52,9 +53,9 @@ use tower_llm_core::{HttpClassifier, Target};
 
 use crate::budget::{Budgets, RetryBudget};
 use crate::config::{RetryConfig, RetryLayerBuilder};
-use crate::future::TargetLabel;
 use crate::handle::{Counters, RetryHandle};
 use crate::hedge::LatencyTracker;
+use crate::metrics::TargetCounters;
 use crate::policy::Rules;
 use crate::replay::HttpReplay;
 use crate::service::Retry;
@@ -72,10 +73,9 @@ pub(crate) struct Shared<C, R> {
     pub(crate) counters: Arc<Counters>,
     seed: u64,
     calls: AtomicU64,
-    /// `tower_llm_retry_attempts_total{target, attempt="first"}` of the first target the layer
-    /// saw (one layer per target, as in the facade's stack), registered on the first call so the
-    /// hot path never builds a metric key.
-    first_attempts: OnceLock<(Option<Target>, metrics::Counter)>,
+    /// The counters of the first target the layer saw (one layer per target, as in the facade's
+    /// stack), registered on the first call so the hot path never builds a metric key.
+    first_target: OnceLock<(Option<Target>, TargetCounters)>,
 }
 
 impl<C, R> Shared<C, R> {
@@ -87,33 +87,25 @@ impl<C, R> Shared<C, R> {
         }
     }
 
-    /// A seed for one call's RNG: the layer's seed mixed with a call counter, so a seeded layer
-    /// is reproducible and concurrent calls still jitter apart.
-    pub(crate) fn count_first_attempt(&self, target: &Option<Target>) {
-        let (first, counter) = self
-            .first_attempts
-            .get_or_init(|| (target.clone(), first_attempts(target)));
+    /// The counters of `target`: held ones for the layer's first target, registered on the spot
+    /// for another (a layer shared by several targets).
+    pub(crate) fn counters_for(&self, target: &Option<Target>) -> Cow<'_, TargetCounters> {
+        let (first, counters) = self
+            .first_target
+            .get_or_init(|| (target.clone(), TargetCounters::register(target)));
         if first == target {
-            counter.increment(1);
+            Cow::Borrowed(counters)
         } else {
-            // A layer shared by several targets: registered on the spot for the others.
-            first_attempts(target).increment(1);
+            Cow::Owned(TargetCounters::register(target))
         }
     }
 
+    /// A seed for one call's RNG: the layer's seed mixed with a call counter, so a seeded layer
+    /// is reproducible and concurrent calls still jitter apart.
     pub(crate) fn call_seed(&self) -> u64 {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         splitmix64(self.seed ^ splitmix64(n))
     }
-}
-
-#[cold]
-fn first_attempts(target: &Option<Target>) -> metrics::Counter {
-    metrics::counter!(
-        crate::metrics::ATTEMPTS_TOTAL,
-        "target" => TargetLabel(target).to_string(),
-        "attempt" => "first"
-    )
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -180,7 +172,7 @@ impl<C, R> RetryLayer<C, R> {
                 counters: Arc::default(),
                 seed,
                 calls: AtomicU64::new(0),
-                first_attempts: OnceLock::new(),
+                first_target: OnceLock::new(),
             }),
         }
     }

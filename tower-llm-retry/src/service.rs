@@ -127,7 +127,7 @@ where
         let copy = (shared.keeps_copy && !single).then(|| shared.replay.replay(&req));
         shared.replay.tag(&mut req, Attempt(1));
         shared.counters.call();
-        shared.count_first_attempt(&target);
+        shared.counters_for(&target).first_attempt();
         tracing::trace!(attempt = 1, target = %TargetLabel(&target), "retry: sending attempt");
         // `self.inner` was driven to readiness by `poll_ready`: it takes the first attempt, a
         // clone (readied before each use) takes the others; without a copy there are none.

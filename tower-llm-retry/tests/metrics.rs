@@ -88,7 +88,8 @@ async fn every_metric_is_named_by_a_constant() {
     ));
 
     // Hedged once (slow); a failure retried once, then refused a second retry by the budget; a
-    // failure that is not retried at all (passed through, not counted as a stop).
+    // failure that is not retried at all (passed through, not counted as a stop). Every count
+    // below is exact: the layer holds its first target's counters after their first use.
     client.clone().oneshot(request(200, 150)).await.unwrap();
     client.clone().oneshot(request(503, 0)).await.unwrap();
     client.clone().oneshot(request(401, 0)).await.unwrap();
@@ -97,6 +98,13 @@ async fn every_metric_is_named_by_a_constant() {
     let mut other = request(200, 0);
     other.extensions_mut().insert(Target::new("q", "n"));
     client.clone().oneshot(other).await.unwrap();
+    // And a failure of the second target, retried: counted under its own label, not under the
+    // first target's held counters.
+    let mut other = request(503, 0);
+    other.extensions_mut().insert(Target::new("q", "n"));
+    client.clone().oneshot(other).await.unwrap();
+    // The first target again: its held counters keep counting.
+    client.clone().oneshot(request(200, 150)).await.unwrap();
 
     let attempts = |kind: &str, target: &str| {
         recorder.counter(&format!(
@@ -110,13 +118,20 @@ async fn every_metric_is_named_by_a_constant() {
             attempts("retry", "p/m"),
             attempts("hedge", "p/m")
         ),
-        (3, 1, 1)
+        (4, 1, 2)
     );
-    assert_eq!(attempts("first", "q/n"), 1);
+    assert_eq!((attempts("first", "q/n"), attempts("retry", "q/n")), (2, 2));
+    assert_eq!(
+        recorder.counter(&format!(
+            "{}{{kind=overloaded,target=q/n}}",
+            names::RETRIES_TOTAL
+        )),
+        2
+    );
     let t = "target=p/m";
     assert_eq!(
         recorder.counter(&format!("{}{{{t}}}", names::HEDGES_TOTAL)),
-        1
+        2
     );
     assert_eq!(
         recorder.counter(&format!("{}{{kind=overloaded,{t}}}", names::RETRIES_TOTAL)),
@@ -133,6 +148,13 @@ async fn every_metric_is_named_by_a_constant() {
         )),
         1
     );
+    assert_eq!(
+        recorder.counter(&format!(
+            "{}{{kind=overloaded,reason=attempts_exhausted,target=q/n}}",
+            names::STOPPED_TOTAL
+        )),
+        1
+    );
     let stops: u64 = recorder
         .counters
         .lock()
@@ -141,7 +163,7 @@ async fn every_metric_is_named_by_a_constant() {
         .filter(|(k, _)| k.starts_with(names::STOPPED_TOTAL))
         .map(|(_, c)| c.load(Ordering::SeqCst))
         .sum();
-    assert_eq!(stops, 1, "the 401 is passed through");
+    assert_eq!(stops, 2, "the 401 is passed through");
     for key in recorder.counters.lock().unwrap().keys() {
         let name = key.split('{').next().unwrap();
         assert!(names::ALL.contains(&name), "{name} has no constant");
