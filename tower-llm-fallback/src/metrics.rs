@@ -19,7 +19,8 @@
 //! | [`tower_llm_fallback_fallbacks_total`](FALLBACKS_TOTAL) | counter | `target` (who answered), `reason` (the [`ErrorKind`] of the first failed attempt) | requests a fallback target answered, by why the chain left its first choice |
 //! | [`tower_llm_fallback_cooldown`](COOLDOWN) | gauge | `target`, `kind` (the kind that benched it) | 1 while the target is benched, 2 once its cooldown lifted and a probe decides, 0 back in service; set from health snapshots by [`CooldownGauges`] (the gateway does it at each scrape of `/metrics`) |
 //!
-//! The attempt histogram's handles are registered once per target, on first use; give it
+//! The handles the request path records to (the attempt histogram, the attempt, response and
+//! fallback counters of each target) are registered once per target, on first use; give the histogram
 //! [`LATENCY_BUCKETS`](tower_llm_core::stream::metrics::LATENCY_BUCKETS) in the exporter (see
 //! [`HISTOGRAMS`]). Cooldowns lift lazily (a target is probed by the next request), so no event
 //! marks their end: [`CooldownGauges`] reads them from a [`HealthSnapshot`] when asked.
@@ -113,6 +114,11 @@ pub(crate) struct TargetMetrics {
     attempt: OnceLock<[Histogram; 3]>,
     /// By the kind of the first failed attempt ([`ErrorKind::ALL`] order).
     fallbacks: [OnceLock<Counter>; ErrorKind::ALL.len()],
+    /// [`ATTEMPTS_TOTAL`] of failed (`[0]`) and rejected (`[1]`) attempts, by kind.
+    unsuccessful: [[OnceLock<Counter>; ErrorKind::ALL.len()]; 2],
+    /// [`RESPONSES_TOTAL`] `outcome="target"`: requests this target answered after another
+    /// failed.
+    answered_after_fallback: OnceLock<Counter>,
 }
 
 impl TargetMetrics {
@@ -135,13 +141,38 @@ impl TargetMetrics {
         histogram.record(took.as_secs_f64());
     }
 
+    /// An attempt of target `name` failed (or was `rejected` below the chain) with `kind`.
+    pub(crate) fn unsuccessful(&self, name: &Arc<str>, rejected: bool, kind: ErrorKind) {
+        let register = || {
+            metrics::counter!(
+                ATTEMPTS_TOTAL,
+                TARGET => Arc::clone(name),
+                OUTCOME => if rejected { "rejected" } else { "failure" },
+                KIND => kind.as_str()
+            )
+        };
+        match self.unsuccessful[usize::from(rejected)].get(kind_index(kind)) {
+            Some(slot) => slot.get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
+    }
+
+    /// Target `name` answered a request another target failed first.
+    pub(crate) fn answered_after_fallback(&self, name: &Arc<str>) {
+        self.answered_after_fallback
+            .get_or_init(|| {
+                metrics::counter!(
+                    RESPONSES_TOTAL,
+                    TARGET => Arc::clone(name),
+                    OUTCOME => crate::FallbackKind::Target.as_str()
+                )
+            })
+            .increment(1);
+    }
+
     /// Target `name` answered a request whose first attempt failed with `reason`.
     pub(crate) fn fell_back(&self, name: &Arc<str>, reason: ErrorKind) {
-        let index = ErrorKind::ALL
-            .iter()
-            .position(|k| *k == reason)
-            .unwrap_or(0);
-        if let Some(slot) = self.fallbacks.get(index) {
+        if let Some(slot) = self.fallbacks.get(kind_index(reason)) {
             slot.get_or_init(|| {
                 metrics::counter!(
                     FALLBACKS_TOTAL,
@@ -152,6 +183,14 @@ impl TargetMetrics {
             .increment(1);
         }
     }
+}
+
+/// `kind`'s place in [`ErrorKind::ALL`] (past the end for none: never, the list is complete).
+fn kind_index(kind: ErrorKind) -> usize {
+    ErrorKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(usize::MAX)
 }
 
 /// How an attempt ended, for [`ATTEMPT_DURATION_SECONDS`].

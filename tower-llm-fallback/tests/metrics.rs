@@ -86,11 +86,15 @@ async fn attempts_skips_and_answers_are_counted_per_target() {
     assert_eq!(svc.clone().oneshot(request()).await.unwrap().status(), 200);
     // The primary is skipped without a call; the secondary answers again.
     assert_eq!(svc.clone().oneshot(request()).await.unwrap().status(), 200);
+    // Once its cooldown lifted the primary is tried again and fails again: the same series
+    // counts on (the target's handles are held after their first use).
+    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    assert_eq!(svc.clone().oneshot(request()).await.unwrap().status(), 200);
 
     let failed = format!("{ATTEMPTS_TOTAL}{{kind=overloaded,outcome=failure,target=primary/big}}");
     let answered = format!("{ATTEMPTS_TOTAL}{{kind=none,outcome=success,target=secondary/small}}");
-    assert_eq!(recorder.get(&failed), 1);
-    assert_eq!(recorder.get(&answered), 2);
+    assert_eq!(recorder.get(&failed), 2);
+    assert_eq!(recorder.get(&answered), 3);
     assert_eq!(
         recorder.get(&format!(
             "{SKIPPED_TOTAL}{{kind=overloaded,target=primary/big}}"
@@ -101,6 +105,6 @@ async fn attempts_skips_and_answers_are_counted_per_target() {
         recorder.get(&format!(
             "{RESPONSES_TOTAL}{{outcome=target,target=secondary/small}}"
         )),
-        2
+        3
     );
 }

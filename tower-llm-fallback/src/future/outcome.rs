@@ -103,12 +103,7 @@ where
             target.count_served_first();
             FallbackKind::None
         } else {
-            metrics::counter!(
-                crate::metrics::RESPONSES_TOTAL,
-                crate::metrics::TARGET => target.name.clone(),
-                crate::metrics::OUTCOME => FallbackKind::Target.as_str()
-            )
-            .increment(1);
+            target.metrics.answered_after_fallback(&target.name);
             if let Some(first) = self.attempts.first() {
                 target.metrics.fell_back(&target.name, first.kind);
             }
@@ -155,13 +150,7 @@ where
         let kind = failure.kind;
         let status = status.map(|s| s.as_u16());
         let local = failure.origin == Origin::Local;
-        metrics::counter!(
-            crate::metrics::ATTEMPTS_TOTAL,
-            crate::metrics::TARGET => target.name.clone(),
-            crate::metrics::OUTCOME => if local { "rejected" } else { "failure" },
-            crate::metrics::KIND => kind.as_str()
-        )
-        .increment(1);
+        target.metrics.unsuccessful(&target.name, local, kind);
         let outcome = if local {
             AttemptOutcome::Rejected
         } else {
