@@ -368,7 +368,9 @@ where
             }
         }
         let Some(mut failure) = failure else {
-            return Some(self.succeeded(result, attempt, started));
+            // In place: the response is not moved through a closure on its way out.
+            self.succeeded(&mut result, attempt, started);
+            return Some(result);
         };
         self.record_failure(&result, failure, attempt, started);
         if let Some(answered) = reported {
@@ -382,17 +384,17 @@ where
         None
     }
 
-    /// An attempt succeeded: the call's output, with the failed attempts before it attached.
+    /// An attempt succeeded: the failed attempts before it are attached to its response.
     fn succeeded(
         &mut self,
-        result: Result<S::Response, BoxError>,
+        result: &mut Result<S::Response, BoxError>,
         attempt: u32,
         started: Instant,
-    ) -> Result<S::Response, BoxError> {
+    ) {
         if let Some(latency) = &self.shared.latency {
             latency.record(started.elapsed());
         }
-        result.map(|mut res| {
+        if let Ok(res) = result {
             if !self.records.is_empty() {
                 self.shared.counters.recovered();
                 tracing::debug!(
@@ -404,10 +406,9 @@ where
                 let records = mem::take(&mut self.records);
                 self.shared
                     .replay
-                    .attach(&mut res, RetryAttempts::new(records, None));
+                    .attach(res, RetryAttempts::new(records, None));
             }
-            res
-        })
+        }
     }
 
     /// Log a failed attempt and add it to the call's records.
