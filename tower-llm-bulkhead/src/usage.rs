@@ -20,6 +20,7 @@
 
 use bytes::Buf;
 use serde::Deserialize;
+use tower_llm_core::content_type::{is_json, is_media_type};
 
 /// Token counts a response reported (each part when it was given).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,21 +135,14 @@ impl UsageScanner {
     /// A scanner for a body of this content type, or `None` when the content type carries no
     /// usage this crate can read.
     pub(crate) fn for_content_type(content_type: Option<&http::HeaderValue>) -> Option<Self> {
-        let essence = content_type.and_then(|v| v.to_str().ok()).map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-        match essence.as_deref() {
+        match content_type {
             None => Some(Self::json()),
-            Some("text/event-stream") => Some(UsageScanner::Sse {
+            Some(value) if is_media_type(value, "text/event-stream") => Some(UsageScanner::Sse {
                 line: Vec::new(),
                 overlong: false,
                 seen: None,
             }),
-            Some(ct) if ct == "application/json" || ct.ends_with("+json") => Some(Self::json()),
+            Some(value) if is_json(value) => Some(Self::json()),
             Some(_) => None,
         }
     }

@@ -8,6 +8,7 @@
 //! - parsing of every server-delay signal ([`delay`]) and of provider error bodies ([`provider`]);
 //! - [`InspectErrorBodyLayer`], which reads error bodies so the classifier sees provider codes;
 //! - replayable bodies ([`ReplayBody`], [`ReplayableBody`], [`BufferRequestBodyLayer`]);
+//! - the media type of a `Content-Type` header ([`content_type`]: stream or JSON);
 //! - SSE framing helpers ([`sse`]) and the OpenAI chat-completions wire format ([`openai`]:
 //!   completions, chunks, usage, error bodies, `[DONE]`);
 //! - streaming integrity ([`stream`]): [`StreamGuardLayer`] commits to a stream at its first event
@@ -50,6 +51,7 @@ pub mod body;
 pub mod budget;
 pub mod buffer;
 pub mod classify;
+pub mod content_type;
 pub mod delay;
 pub mod error;
 pub mod inspect;

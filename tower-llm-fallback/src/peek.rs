@@ -25,7 +25,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http_body::Body;
 use tower_llm_core::sse::{
     inspect_event, parse_error_event, EventKind, SseDecoder, DEFAULT_MAX_EVENT_SIZE,
@@ -34,18 +33,6 @@ use tower_llm_core::{classify_error, BoxError, ClassifiedError, ErrorKind, Failu
 
 /// The most bytes read while waiting for the first answer event.
 pub(crate) const MAX_PEEK_BYTES: usize = DEFAULT_MAX_EVENT_SIZE;
-
-/// Whether a response is a server-sent event stream.
-pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .get(..17)
-                .is_some_and(|t| t.eq_ignore_ascii_case("text/event-stream"))
-        })
-}
 
 /// How a peek ended.
 pub(crate) enum PeekOutcome<B> {
@@ -275,21 +262,5 @@ mod tests {
             "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n",
         ]);
         assert!(matches!(out, PeekOutcome::Commit { .. }));
-    }
-
-    #[test]
-    fn content_type_detection() {
-        let mut h = HeaderMap::new();
-        assert!(!is_event_stream(&h));
-        h.insert(
-            http::header::CONTENT_TYPE,
-            "Text/Event-Stream; charset=utf-8".parse().unwrap(),
-        );
-        assert!(is_event_stream(&h));
-        h.insert(
-            http::header::CONTENT_TYPE,
-            "application/json".parse().unwrap(),
-        );
-        assert!(!is_event_stream(&h));
     }
 }

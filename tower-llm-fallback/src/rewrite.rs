@@ -462,6 +462,11 @@ mod tests {
         RequestRewrite::compile(model, max_tokens, temp, None, None, &[]).unwrap()
     }
 
+    /// `rw` applied to a request under the gateway's `/v1` prefix.
+    fn apply_v1(rw: &RequestRewrite, uri: &mut Uri, headers: &mut HeaderMap) {
+        rw.apply_parts(Parts { uri, headers }, "/v1").unwrap();
+    }
+
     fn body(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
@@ -556,14 +561,7 @@ mod tests {
             if let Some(host) = forwarded {
                 headers.insert(HOST, HeaderValue::from_static(host));
             }
-            rw.apply_parts(
-                Parts {
-                    uri: &mut uri,
-                    headers: &mut headers,
-                },
-                "/v1",
-            )
-            .unwrap();
+            apply_v1(&rw, &mut uri, &mut headers);
             headers.get(HOST).map(|v| v.to_str().unwrap().to_owned())
         };
         // What hyper-util derives from the URI: the port unless it is the scheme's default,
@@ -615,14 +613,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k1"));
         headers.insert(HOST, HeaderValue::from_static("first"));
-        rw.apply_parts(
-            Parts {
-                uri: &mut uri,
-                headers: &mut headers,
-            },
-            "/v1",
-        )
-        .unwrap();
+        apply_v1(&rw, &mut uri, &mut headers);
         assert_eq!(uri.to_string(), "http://other:1/v1/chat/completions");
         assert!(headers.get(AUTHORIZATION).is_none());
         assert_eq!(headers.get(HOST).unwrap(), "other:1", "the new host's");
@@ -636,14 +627,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k1"));
         let mut uri: Uri = "http://first/v1/x".parse().unwrap();
-        bare.apply_parts(
-            Parts {
-                uri: &mut uri,
-                headers: &mut headers,
-            },
-            "/v1",
-        )
-        .unwrap();
+        apply_v1(&bare, &mut uri, &mut headers);
         assert!(headers.get(AUTHORIZATION).is_none());
     }
 
@@ -662,14 +646,7 @@ mod tests {
         assert!(!format!("{rw:?}").contains("sk-env"));
         let mut uri: Uri = "http://h/v1/x".parse().unwrap();
         let mut headers = HeaderMap::new();
-        rw.apply_parts(
-            Parts {
-                uri: &mut uri,
-                headers: &mut headers,
-            },
-            "/v1",
-        )
-        .unwrap();
+        apply_v1(&rw, &mut uri, &mut headers);
         assert_eq!(headers.get(AUTHORIZATION).unwrap(), "Bearer sk-env");
         let missing = AuthSource::BearerEnv("TOWER_LLM_FALLBACK_SURELY_UNSET".into());
         let err = RequestRewrite::compile(None, None, None, None, Some(&missing), &[]).unwrap_err();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::response::Parts;
 use http::Response;
 use http_body::Body;
@@ -75,14 +75,7 @@ impl<F, B> StreamGuardFuture<F, B> {
 
 /// Whether a response is a successful server-sent event stream.
 pub(crate) fn is_event_stream(status: http::StatusCode, headers: &HeaderMap) -> bool {
-    status.is_success()
-        && headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                let essence = v.split(';').next().unwrap_or_default().trim();
-                essence.eq_ignore_ascii_case("text/event-stream")
-            })
+    status.is_success() && crate::content_type::is_event_stream(headers)
 }
 
 impl<F, B, E> Future for StreamGuardFuture<F, B>

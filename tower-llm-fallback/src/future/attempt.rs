@@ -14,10 +14,11 @@ use crate::cache::{is_json, CacheScope, Insert};
 use crate::chain::Step;
 use crate::error::RewriteError;
 use crate::health::{after, ProbeSlot};
-use crate::peek::{is_event_stream, Peek, PeekOutcome};
+use crate::peek::{Peek, PeekOutcome};
 use crate::resume::prefill::prefill_body;
 use crate::resume::{How, ResumeMode};
 use crate::rewrite::Parts;
+use tower_llm_core::content_type::is_event_stream;
 
 /// `original`'s method, URI, version, headers and extensions (the head is built in place: the
 /// request is taken apart right after anyway).

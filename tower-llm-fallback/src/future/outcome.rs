@@ -17,10 +17,10 @@ use crate::body::FallbackBody;
 use crate::chain::Shared;
 use crate::health::{Failed, FailedCall, ProbeSlot};
 use crate::metrics::AttemptOutcome;
-use crate::peek::is_event_stream;
 use crate::report::{FallbackKind, FallbackReport, X_LLM_FALLBACK, X_LLM_TARGET};
 use crate::target::TargetRuntime;
 use crate::trace;
+use tower_llm_core::content_type::is_event_stream;
 
 impl<S, B, C> Ctx<S, B, C>
 where
