@@ -8,7 +8,7 @@
 //! | [`BUDGET_EXHAUSTED_TOTAL`] `tower_llm_retry_budget_exhausted_total` | counter | `target` | retries and hedges the retry budget refused |
 //! | [`STOPPED_TOTAL`] `tower_llm_retry_stopped_total` | counter | `target`, `reason`, `kind` | calls the layer gave up on, by [`StopReason`](crate::StopReason) (`reason` is [`StopReason::as_str`](crate::StopReason::as_str)) and the last failure's kind |
 //!
-//! `target` is the request's [`Target`](tower_llm_core::Target) (`provider/model`), `-` for a
+//! `target` is the request's [`Target`] (`provider/model`), `-` for a
 //! request without one. No count builds a metric key on the way (label strings, a registry
 //! lookup): the layer holds the counters of the first target it sees (the facade builds one
 //! retry layer per target), each registered on its first use, and registers on the spot only
@@ -32,7 +32,7 @@
 /// service; `attempt` is `first`, `retry` or `hedge`.
 pub const ATTEMPTS_TOTAL: &str = "tower_llm_retry_attempts_total";
 /// Counter `tower_llm_retry_retries_total{target, kind}`: retries decided, by the
-/// [`ErrorKind`](tower_llm_core::ErrorKind) of the failure retried.
+/// [`ErrorKind`] of the failure retried.
 pub const RETRIES_TOTAL: &str = "tower_llm_retry_retries_total";
 /// Counter `tower_llm_retry_hedges_total{target}`: hedges sent.
 pub const HEDGES_TOTAL: &str = "tower_llm_retry_hedges_total";
