@@ -18,13 +18,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::middleware::{map_response, map_response_with_state};
+use std::convert::Infallible;
+use std::future::Future;
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::BoxError;
 use axum::Router;
 use http::{Request, StatusCode};
-use tower::ServiceBuilder;
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -49,8 +53,26 @@ pub(crate) struct Limits {
 #[derive(Clone, Copy, Debug)]
 struct Routed;
 
-/// The whole application: routes, client auth on `/v1/*`, and the tower-http layers.
-pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Router {
+/// The whole application: routes, client auth on `/v1/*`, and the tower-http layers around
+/// the router.
+///
+/// The layers wrap the router as one service rather than through [`Router::layer`], which
+/// wraps every route (and the fallbacks) in a boxed, cloned-per-request service of its own:
+/// the same layers in the same order for every request, without the per-request clones and
+/// boxed futures of each wrapped route.
+pub(crate) fn router(
+    state: AppState,
+    keys: Arc<KeyStore>,
+    limits: Limits,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<impl HttpBody<Data = Bytes, Error = impl Into<BoxError>> + Send + 'static>,
+    Error = Infallible,
+    Future = impl Future + Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
@@ -58,43 +80,44 @@ pub(crate) fn router(state: AppState, keys: Arc<KeyStore>, limits: Limits) -> Ro
     let operators = Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics));
-    api.merge(operators)
+    let routes = api
+        .merge(operators)
         .fallback(handlers::unknown_path)
         .method_not_allowed_fallback(handlers::wrong_method)
-        .with_state(Arc::new(state))
-        .layer(map_response(mark_routed))
+        .with_state(Arc::new(state));
+    ServiceBuilder::new()
+        .map_request(|req: Request<Incoming>| req.map(Body::new))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        // The gateway's own 5xx are counted (status line, metrics) and the
-                        // stack logs upstream failures: no error log per failed request.
-                        .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(map_response_with_state(limits, openai_shaped))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    limits.request_timeout,
-                ))
-                .layer(BodyLimitLayer::new(
-                    limits.max_body_bytes,
-                    limits.body_timeout,
-                ))
-                .layer(RequestBodyTimeoutLayer::new(limits.body_timeout)),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // The gateway's own 5xx are counted (status line, metrics) and the stack logs
+                // upstream failures: no error log per failed request.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .map_response(move |res| openai_shaped(limits, res))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(BodyLimitLayer::new(
+            limits.max_body_bytes,
+            limits.body_timeout,
+        ))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .map_response(mark_routed)
+        .service(routes)
 }
 
-async fn mark_routed(mut res: Response) -> Response {
+fn mark_routed(mut res: Response) -> Response {
     res.extensions_mut().insert(Routed);
     res
 }
 
 /// The 504 of [`TimeoutLayer`] as an OpenAI-shaped error; every other response as it is (the
 /// body limit's 413 is OpenAI-shaped already, and keeps its `connection: close`).
-async fn openai_shaped(State(limits): State<Limits>, res: Response) -> Response {
+fn openai_shaped(limits: Limits, res: Response) -> Response {
     if res.extensions().get::<Routed>().is_some() {
         return res;
     }

@@ -14,17 +14,20 @@
 //! Every accepted socket gets `TCP_NODELAY`: streamed events are small writes that Nagle's
 //! algorithm would otherwise hold back until the client's delayed ACK.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::body::{Bytes, HttpBody as Body};
+use axum::BoxError;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// The limits the accept loop applies.
 #[derive(Clone, Copy, Debug)]
@@ -34,13 +37,22 @@ pub(crate) struct ServeLimits {
 }
 
 /// Serve `app` on `listener` until `stop` turns true, then drain within the grace period.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S, B>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: ServeLimits,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let mut connections = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
     loop {
