@@ -182,3 +182,63 @@ async fn a_full_route_of_busy_models_refuses_a_new_one_and_says_why() {
         call.abort();
     }
 }
+
+/// A request whose body carries `body`.
+fn request(body: &'static str) -> http::Request<Full<Bytes>> {
+    http::Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
+}
+
+fn reason(err: &tower_llm::core::BoxError) -> &InvalidReason {
+    err.downcast_ref::<InvalidRequest>()
+        .unwrap_or_else(|| panic!("{err}"))
+        .reason()
+}
+
+#[tokio::test]
+async fn a_model_read_by_the_caller_routes_without_a_second_parse_and_is_checked_the_same() {
+    let upstream = healthy_mock().await;
+    let stack = stack(&upstream);
+    // The body has no model: `call` reads it and refuses.
+    const NO_MODEL: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let err = stack.clone().oneshot(request(NO_MODEL)).await.unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::NoModel), "{err}");
+    // `call_with_model` routes by the model given and does not parse the body for it (a caller
+    // must pass the body's own; a different one here shows which is used).
+    const BODY_MODEL: &str =
+        r#"{"model":"body-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let res = stack
+        .call_with_model("given-model", request(BODY_MODEL))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    assert_eq!(upstream.attempt_count(), 1);
+    assert!(
+        stack.breaker("p/given-model").is_some(),
+        "routed by the given model"
+    );
+    assert!(stack.breaker("p/body-model").is_none());
+
+    // The same checks as `call`: an empty model, an invalid name, a body over the limit.
+    let err = stack
+        .call_with_model("", request(NO_MODEL))
+        .await
+        .unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::NoModel), "{err}");
+    let err = stack
+        .call_with_model("bad\nname", request(NO_MODEL))
+        .await
+        .unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::ModelName(_)), "{err}");
+    let big = "x".repeat(tower_llm::core::buffer::DEFAULT_REQUEST_BODY_LIMIT + 1);
+    let req = http::Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::from(big)))
+        .unwrap();
+    let err = stack.call_with_model("m", req).await.unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::TooLarge(_)), "{err}");
+    // Nothing of those reached the upstream.
+    assert_eq!(upstream.attempt_count(), 1);
+}

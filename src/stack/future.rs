@@ -67,10 +67,16 @@ where
     ResB: Body<Data = Bytes> + Unpin + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
-    pub(super) fn new(inner: Arc<Inner<ReqB, ResB>>, req: Request<ReqB>) -> Self {
+    /// Routes by `model` when the caller has read it from the body already, by the body's
+    /// `model` otherwise.
+    pub(super) fn new(
+        inner: Arc<Inner<ReqB, ResB>>,
+        req: Request<ReqB>,
+        model: Option<String>,
+    ) -> Self {
         StackFuture {
             state: StackState::Preparing {
-                prepare: Box::pin(prepare(inner, req)),
+                prepare: Box::pin(prepare(inner, req, model)),
             },
         }
     }
@@ -114,10 +120,12 @@ where
     }
 }
 
-/// Buffer the body, read its `model`, and find the chain of the first matching route.
+/// Buffer the body, read its `model` (unless the caller did), and find the chain of the first
+/// matching route.
 async fn prepare<ReqB, ResB>(
     inner: Arc<Inner<ReqB, ResB>>,
     req: Request<ReqB>,
+    read: Option<String>,
 ) -> Result<Routed<ReqB, ResB>, BoxError>
 where
     ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
@@ -126,9 +134,13 @@ where
     let (parts, body) = req.into_parts();
     let limit = inner.body_limit;
     let body = ReplayBody::buffer(body, limit).await?;
-    let model = match body.bytes() {
-        Some(bytes) => requested_model(bytes)?,
-        None => return Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into()),
+    let model = match (body.bytes(), read) {
+        (None, _) => return Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into()),
+        (Some(_), Some(model)) if model.is_empty() => {
+            return Err(InvalidRequest::new(InvalidReason::NoModel).into())
+        }
+        (Some(_), Some(model)) => model,
+        (Some(bytes), None) => requested_model(bytes)?,
     };
     let (chain, in_use) = inner.chains.service_for(&model)?;
     Ok((chain, in_use, Request::from_parts(parts, body)))

@@ -472,7 +472,57 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        StackFuture::new(Arc::clone(&self.inner), req)
+        StackFuture::new(Arc::clone(&self.inner), req, None)
+    }
+}
+
+impl<ReqB, ResB> Stack<ReqB, ResB>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+    ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    /// Call the stack with a request whose body's `model` the caller has read already (a proxy
+    /// that labels or checks requests by model before calling): the request is routed by
+    /// `model` and its body is not parsed a second time. Everything else is as for
+    /// [`call`](Service::call): the body is buffered up to the limit, and an empty or invalid
+    /// model name, a model no route serves or a full route is the same error.
+    ///
+    /// `model` must be the body's own: pass-through targets forward the body as it is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use tower_llm::{StackBuilder, StackConfig};
+    ///
+    /// let config = StackConfig::from_toml_str(r#"
+    ///     [[providers]]
+    ///     name = "p"
+    ///     base_url = "http://127.0.0.1:9/v1"
+    ///     [[routes]]
+    ///     match = "gpt-*"
+    ///     targets = [{ provider = "p" }]
+    /// "#).unwrap();
+    /// let stack = StackBuilder::new(&config).build_http::<Full<Bytes>>().unwrap();
+    ///
+    /// let body = r#"{"model":"llama","messages":[]}"#;
+    /// let req = http::Request::post("/v1/chat/completions")
+    ///     .body(Full::new(Bytes::from(body)))
+    ///     .unwrap();
+    /// // "llama" matches no route: refused before anything is sent.
+    /// let err = stack.call_with_model("llama", req).await.unwrap_err();
+    /// assert!(err.downcast_ref::<tower_llm::NoRoute>().is_some());
+    /// # }
+    /// ```
+    pub fn call_with_model(
+        &self,
+        model: impl Into<String>,
+        req: Request<ReqB>,
+    ) -> StackFuture<ReqB, ResB> {
+        StackFuture::new(Arc::clone(&self.inner), req, Some(model.into()))
     }
 }
 

@@ -9,6 +9,7 @@
 //! | a known path with another method | OpenAI-shaped 405 `method_not_allowed`, with `allow` |
 //! | anything else | OpenAI-shaped 404 `unknown_url` |
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use crate::auth::{ClientName, KeyStore};
 use crate::body_limit::BodyTooLarge;
 use crate::errors;
 use crate::headers::HeaderPolicy;
-use crate::metrics::{answered_counter, AnsweredCounter, Telemetry, TimedBody};
+use crate::metrics::{answered_counter, requested_model, AnsweredCounter, Telemetry, TimedBody};
 use crate::server::GatewayStack;
 use crate::status::Counters;
 use crate::telemetry::{self, TracedBody};
@@ -138,8 +139,10 @@ async fn answer(
             return res;
         }
     };
-    let route = routes.for_body(&bytes).clone();
-    telemetry::record_request(span, &bytes, route.name());
+    // Read once: the route metrics, the span and the stack's routing all take it from here.
+    let model = requested_model(&bytes).map(Cow::into_owned);
+    let route = routes.for_model(model.as_deref()).clone();
+    telemetry::record_request(span, model.as_deref(), route.name());
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
@@ -151,7 +154,13 @@ async fn answer(
             .extensions_mut()
             .insert(CacheScope::new(client.as_str()));
     }
-    match state.stack.clone().oneshot(upstream).await {
+    // A body without a readable model goes to the stack as it is, which reads it and says why
+    // it cannot be routed.
+    let answered = match model {
+        Some(model) => state.stack.call_with_model(model, upstream).await,
+        None => state.stack.clone().oneshot(upstream).await,
+    };
+    match answered {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             state.headers.client_response_headers(&mut parts.headers);

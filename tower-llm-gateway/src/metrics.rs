@@ -314,6 +314,16 @@ struct ModelOnly<'a> {
     model: Option<Cow<'a, str>>,
 }
 
+/// The `model` of a chat request `body` (one serde pass that skips the rest; escapes decoded):
+/// `None` when the body is not a JSON object with a string `model`. Read once per request: the
+/// route metrics, the request span and the stack
+/// ([`call_with_model`](tower_llm::Stack::call_with_model)) all use it.
+pub(crate) fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
+    serde_json::from_slice::<ModelOnly<'_>>(body)
+        .ok()
+        .and_then(|m| m.model)
+}
+
 impl RouteMetrics {
     fn new(patterns: &[String]) -> Self {
         RouteMetrics {
@@ -326,17 +336,14 @@ impl RouteMetrics {
         }
     }
 
-    /// The histograms of the route that serves the request `body` (the first whose pattern
-    /// matches its `model`, as the stack routes).
-    pub(crate) fn for_body(&self, body: &[u8]) -> &RouteHistograms {
-        let model = serde_json::from_slice::<ModelOnly<'_>>(body)
-            .ok()
-            .and_then(|m| m.model);
+    /// The histograms of the route that serves `model` (the first whose pattern matches it, as
+    /// the stack routes), or of requests no route serves.
+    pub(crate) fn for_model(&self, model: Option<&str>) -> &RouteHistograms {
         model
             .and_then(|model| {
                 self.routes
                     .iter()
-                    .find(|(pattern, _)| pattern.matches(&model))
+                    .find(|(pattern, _)| pattern.matches(model))
             })
             .map_or(&self.none, |(_, histograms)| histograms)
     }
@@ -415,7 +422,9 @@ mod tests {
         let first: *const RouteHistograms = &routes.routes[0].1;
         let catch_all: *const RouteHistograms = &routes.routes[1].1;
         let none: *const RouteHistograms = routes.none();
-        let of = |body: &[u8]| routes.for_body(body) as *const RouteHistograms;
+        let of = |body: &[u8]| {
+            routes.for_model(requested_model(body).as_deref()) as *const RouteHistograms
+        };
         assert_eq!(of(br#"{"messages":[],"model":"gpt-4o-mini"}"#), first);
         assert_eq!(of(br#"{"model":"gpt-4\u006f"}"#), first, "escaped");
         assert_eq!(of(br#"{"model":"llama"}"#), catch_all);

@@ -59,7 +59,6 @@
 //! builds an [`OtlpTraces`] and adds [`OtlpTraces::layer`] to its own subscriber. Unset (the
 //! default), there is no exporter, and the spans cost nothing (no subscriber wants them).
 
-use std::borrow::Cow;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -200,24 +199,14 @@ pub(crate) fn request_span(headers: &HeaderMap, client: &str) -> Span {
     span
 }
 
-/// Only the `model` of a chat request.
-#[derive(Deserialize)]
-struct ModelOnly<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-}
-
 /// Record what the request asks for: its model and the route that serves it.
-pub(crate) fn record_request(span: &Span, body: &[u8], route: &str) {
+pub(crate) fn record_request(span: &Span, model: Option<&str>, route: &str) {
     if span.is_disabled() {
         return;
     }
     span.record("llm.route", route);
-    if let Some(model) = serde_json::from_slice::<ModelOnly<'_>>(body)
-        .ok()
-        .and_then(|m| m.model)
-    {
-        span.record("gen_ai.request.model", &*model);
+    if let Some(model) = model {
+        span.record("gen_ai.request.model", model);
     }
 }
 
