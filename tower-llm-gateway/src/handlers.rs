@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -61,6 +61,11 @@ pub(crate) struct AppState {
     /// The usual answer's `requests_total` series when client keys are off.
     pub(crate) anonymous_answered: Arc<AnsweredCounter>,
 }
+
+/// The upstream request's path before the fallback rewrites it per target: parsed once (a
+/// clone shares its static bytes).
+static CHAT_COMPLETIONS: LazyLock<http::Uri> =
+    LazyLock::new(|| http::Uri::from_static("/v1/chat/completions"));
 
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -145,7 +150,7 @@ async fn answer(
     telemetry::record_request(span, model.as_deref(), route.name());
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
-    *upstream.uri_mut() = http::Uri::from_static("/v1/chat/completions");
+    *upstream.uri_mut() = CHAT_COMPLETIONS.clone();
     *upstream.headers_mut() = state.headers.upstream_request_headers(&parts.headers);
     // The cache tier keys answers per client: the key's name (unique within the key set; never
     // the key). Without client keys every client shares one scope.
