@@ -127,7 +127,7 @@ async fn answer(
     started: tokio::time::Instant,
     span: &tracing::Span,
 ) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let routes = state.metrics.routes();
     let bytes: Bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -151,7 +151,10 @@ async fn answer(
     let mut upstream = http::Request::new(Full::new(bytes));
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = CHAT_COMPLETIONS.clone();
-    *upstream.headers_mut() = state.headers.upstream_request_headers(&parts.headers);
+    // The client's header map itself, less what does not go upstream (no copy of the rest).
+    let mut headers = std::mem::take(&mut parts.headers);
+    state.headers.retain_upstream_request_headers(&mut headers);
+    *upstream.headers_mut() = headers;
     // The cache tier keys answers per client: the key's name (unique within the key set; never
     // the key). Without client keys every client shares one scope.
     if let Some(client) = parts.extensions.get::<ClientName>() {

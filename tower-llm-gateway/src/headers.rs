@@ -191,25 +191,68 @@ impl HeaderPolicy {
         keep(client, &self.request)
     }
 
+    /// Drop from the client's `headers`, in place, every header that does not go upstream:
+    /// what is left is [`upstream_request_headers`](Self::upstream_request_headers) of them,
+    /// without copying the kept ones into a new map.
+    pub fn retain_upstream_request_headers(&self, headers: &mut HeaderMap) {
+        retain(headers, &self.request);
+    }
+
     /// The upstream's headers that go back to the client (the rest are dropped).
     pub fn client_response_headers(&self, upstream: &mut HeaderMap) {
-        *upstream = keep(upstream, &self.response);
+        retain(upstream, &self.response);
+    }
+}
+
+/// The names `map`'s `Connection` header lists (hop-by-hop for this message).
+fn connection_named(map: &HeaderMap) -> Vec<HeaderName> {
+    // Most messages have no `Connection` header: then no list is built.
+    if !map.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    map.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Drop from `map` every header not named in `allowed` or named by its `Connection` header:
+/// the same headers as [`keep`] leaves, each name's values in order.
+fn retain(map: &mut HeaderMap, allowed: &[HeaderName]) {
+    // A message usually drops a few names (`host`, `content-length`, a credential, `date`):
+    // removing those is cheaper than copying every kept header into a new map. Past `FEW` names
+    // to drop, the copy is (and removing them one by one is not worth it).
+    const FEW: usize = 8;
+    let connection_named = connection_named(map);
+    let mut dropped: [Option<HeaderName>; FEW] = Default::default();
+    let mut count = 0;
+    for name in map.keys() {
+        if allowed.contains(name) && !connection_named.contains(name) {
+            continue;
+        }
+        match dropped.get_mut(count) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => {
+                *map = kept(map, allowed, &connection_named);
+                return;
+            }
+        }
+        count += 1;
+    }
+    for name in dropped.iter().flatten() {
+        map.remove(name);
     }
 }
 
 /// The headers of `from` named in `allowed` and not named by its `Connection` header.
 fn keep(from: &HeaderMap, allowed: &[HeaderName]) -> HeaderMap {
-    // Most messages have no `Connection` header: then no list is built.
-    let connection_named: Vec<HeaderName> = if from.contains_key(header::CONNECTION) {
-        from.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    kept(from, allowed, &connection_named(from))
+}
+
+/// The headers of `from` named in `allowed` and not in `connection_named`, copied.
+fn kept(from: &HeaderMap, allowed: &[HeaderName], connection_named: &[HeaderName]) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(allowed.len());
     // One pass over the message's headers, each compared with the short allowed list: cheaper
     // than a hash lookup per allowed name, most of which a message does not carry.
@@ -268,6 +311,29 @@ mod tests {
     }
 
     #[test]
+    fn in_place_takes_the_same_headers_whatever_the_number_dropped() {
+        let allowed = [header::CONTENT_TYPE, header::USER_AGENT];
+        for extra in [0, 1, 7, 8, 9, 40] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            h.append(header::USER_AGENT, "a".parse().unwrap());
+            h.append(header::USER_AGENT, "b".parse().unwrap());
+            for i in 0..extra {
+                h.append(
+                    HeaderName::from_bytes(format!("x-drop-{i}").as_bytes()).unwrap(),
+                    "1".parse().unwrap(),
+                );
+            }
+            let copied = keep(&h, &allowed);
+            retain(&mut h, &allowed);
+            assert_eq!(h, copied, "{extra} names dropped");
+            assert_eq!(h.len(), 3);
+            let agents: Vec<_> = h.get_all(header::USER_AGENT).iter().collect();
+            assert_eq!(agents, ["a", "b"]);
+        }
+    }
+
+    #[test]
     fn configured_names_are_checked() {
         for bad in [
             "authorization",
@@ -309,6 +375,8 @@ mod tests {
             let allowed: Vec<HeaderName> =
                 ["content-type", "user-agent", "x-a", "date"].map(HeaderName::from_static).into();
             let out = keep(&from, &allowed);
+            let mut retained = from.clone();
+            retain(&mut retained, &allowed);
             for name in NAMES.iter().chain([&"connection"]) {
                 let dropped = connection.as_ref().is_some_and(|n| n.iter().any(|i| NAMES[*i] == *name));
                 let want: Vec<&HeaderValue> = if allowed.iter().any(|a| a == name) && !dropped {
@@ -317,7 +385,9 @@ mod tests {
                     Vec::new()
                 };
                 let got: Vec<&HeaderValue> = out.get_all(*name).iter().collect();
-                proptest::prop_assert_eq!(got, want, "{}", name);
+                proptest::prop_assert_eq!(&got, &want, "{}", name);
+                let in_place: Vec<&HeaderValue> = retained.get_all(*name).iter().collect();
+                proptest::prop_assert_eq!(in_place, want, "in place: {}", name);
             }
         }
     }
