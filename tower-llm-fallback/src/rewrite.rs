@@ -337,8 +337,14 @@ impl RequestRewrite {
 }
 
 fn strip_credentials(headers: &mut HeaderMap) {
-    for name in &CREDENTIAL_HEADERS {
-        headers.remove(name);
+    // A request seldom carries one: a pass over its few names is cheaper than a hashed lookup
+    // per credential name. Each removal takes every value of its name, so this ends.
+    while let Some(name) = headers
+        .keys()
+        .find(|name| CREDENTIAL_HEADERS.contains(name))
+        .cloned()
+    {
+        headers.remove(&name);
     }
 }
 
@@ -626,9 +632,21 @@ mod tests {
             RequestRewrite::compile(None, None, None, Some("http://third:1"), None, &[]).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer k1"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer k2"));
+        headers.insert("x-api-key", HeaderValue::from_static("k3"));
+        headers.insert("api-key", HeaderValue::from_static("k4"));
+        headers.insert("x-goog-api-key", HeaderValue::from_static("k5"));
+        headers.insert("x-request-id", HeaderValue::from_static("r1"));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
         let mut uri: Uri = "http://first/v1/x".parse().unwrap();
         apply_v1(&bare, &mut uri, &mut headers);
-        assert!(headers.get(AUTHORIZATION).is_none());
+        for credential in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
+            assert!(headers.get(credential).is_none(), "{credential}");
+        }
+        // Everything else stays (and the new host's `Host` is set).
+        assert_eq!(headers.get("x-request-id").unwrap(), "r1");
+        assert_eq!(headers.get("content-type").unwrap(), "application/json");
+        assert_eq!(headers.len(), 3, "{headers:?}");
     }
 
     #[test]
