@@ -114,9 +114,9 @@
 //!
 //! # Layers
 //!
-//! From the outside in: `SetRequestIdLayer` (`x-request-id`, a UUID when the client sent none;
-//! forwarded upstream), `TraceLayer` (a `request` span with method, path and request id),
-//! `PropagateRequestIdLayer` (the id back on the response), `TimeoutLayer`
+//! From the outside in: [`RequestIdLayer`](request_id::RequestIdLayer) (`x-request-id`, a UUID
+//! when the client sent none; forwarded upstream, and the id back on the response), `TraceLayer`
+//! (a `request` span with method, path and request id), `TimeoutLayer`
 //! (`[gateway] request_timeout_ms`, 504), the body limit (`[request] max_body_bytes`, 413: the
 //! rest of an oversized body is read and discarded, up to 4 × the limit (at least 1 MiB) and
 //! within `body_timeout_ms`, before the 413 goes out with `connection: close`, so a client still
@@ -147,6 +147,7 @@ pub mod handlers;
 pub mod headers;
 pub mod metrics;
 mod reload;
+pub mod request_id;
 mod router;
 pub mod security;
 mod serve;

@@ -4,9 +4,8 @@
 //!
 //! | layer | what it does |
 //! |---|---|
-//! | [`SetRequestIdLayer`] | gives a request without `x-request-id` a fresh UUID; the id is forwarded upstream with the other end-to-end headers |
+//! | [`RequestIdLayer`] | gives a request without `x-request-id` a fresh UUID (the id is forwarded upstream with the other end-to-end headers), and puts the request's id on its answer |
 //! | [`TraceLayer`] | a `request` span per request (method, path, request id, the client key's name; no headers, no body) and `debug` events for the response |
-//! | [`PropagateRequestIdLayer`] | copies the request's `x-request-id` onto the response |
 //! | OpenAI-shaped errors | turns the plain 504 of the layer below into an OpenAI-shaped JSON error |
 //! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
 //! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it |
@@ -29,7 +28,6 @@ use axum::Router;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
@@ -38,6 +36,7 @@ use crate::auth::{ClientAuth, KeyStore};
 use crate::body_limit::BodyLimitLayer;
 use crate::errors;
 use crate::handlers::{self, AppState};
+use crate::request_id::RequestIdLayer;
 
 /// The limits the layers apply.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +86,7 @@ pub(crate) fn router(
         .with_state(Arc::new(state));
     ServiceBuilder::new()
         .map_request(|req: Request<Incoming>| req.map(Body::new))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(RequestIdLayer)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -95,7 +94,6 @@ pub(crate) fn router(
                 // upstream failures: no error log per failed request.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
         .map_response(move |res| openai_shaped(limits, res))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
