@@ -14,11 +14,10 @@
 //!
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
