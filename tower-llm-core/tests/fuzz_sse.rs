@@ -95,11 +95,22 @@ struct Decoded {
 }
 
 fn decode(limit: usize, chunks: &[Bytes]) -> Result<Decoded, TestCaseError> {
+    decode_with(limit, chunks, false)
+}
+
+/// [`decode`], taking each chunk that is one `data:` event through
+/// [`SseDecoder::single_data_event`] when `shortcut`.
+fn decode_with(limit: usize, chunks: &[Bytes], shortcut: bool) -> Result<Decoded, TestCaseError> {
     let mut decoder = SseDecoder::with_max_event_size(limit);
     let mut tracker = StreamTracker::new();
     let mut events = Vec::new();
     let mut failed = false;
     for chunk in chunks {
+        if let Some(event) = shortcut.then(|| decoder.single_data_event(chunk)).flatten() {
+            events.push(Ok(event));
+            prop_assert!(!decoder.is_mid_event() && decoder.buffered() == 0);
+            continue;
+        }
         decoder.push(chunk.clone());
         // Pushed but not drained: what was left (nothing, after draining) plus this chunk.
         prop_assert!(
@@ -179,6 +190,98 @@ fn fuzz_decoder_bounded_and_split_invariant() {
             Ok(())
         },
     );
+}
+
+/// A stream of mostly whole `data:` events (their data from the tokens, raw bytes included),
+/// with other tokens between them.
+fn framed_stream_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let event = proptest::collection::vec(token(), 0..3).prop_map(|data| {
+        let mut event = b"data: ".to_vec();
+        event.extend(data.concat());
+        event.extend(b"\n\n");
+        event
+    });
+    let part = prop_oneof![4 => event, 1 => token()];
+    proptest::collection::vec(part, 0..24).prop_map(|p| p.concat())
+}
+
+/// `input` cut after every blank line: one event per chunk, as providers send them.
+fn per_event(input: &[u8]) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut from = 0;
+    for at in 1..input.len() {
+        if &input[at - 1..=at] == b"\n\n" {
+            chunks.push(Bytes::copy_from_slice(&input[from..=at]));
+            from = at + 1;
+        }
+    }
+    chunks.push(Bytes::copy_from_slice(&input[from..]));
+    chunks
+}
+
+#[test]
+fn fuzz_decoder_single_data_event_decodes_as_push() {
+    fuzz(
+        "sse_single_data_event",
+        1024,
+        || {
+            (
+                prop_oneof![stream_bytes(), framed_stream_bytes()],
+                cuts(),
+                limit(),
+            )
+        },
+        |(input, cuts, limit)| {
+            let whole = decode(limit, &[Bytes::from(input.clone())])?;
+            prop_assert_eq!(&decode_with(limit, &per_event(&input), true)?, &whole);
+            prop_assert_eq!(&decode_with(limit, &split(&input, &cuts), true)?, &whole);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn single_data_event_takes_plain_events_only() {
+    let single = |decoder: &mut SseDecoder, chunk: &'static [u8]| {
+        decoder
+            .single_data_event(&Bytes::from_static(chunk))
+            .map(|e| e.data().clone())
+    };
+    let mut decoder = SseDecoder::new();
+    let event = &b"data: {\"a\":1}\n\n"[..];
+    assert_eq!(
+        single(&mut decoder, event).as_deref(),
+        Some(&b"{\"a\":1}"[..])
+    );
+    for other in [
+        &b"data:{}\n\n"[..],
+        b"data: {}\r\n\r\n",
+        b"data: a\rb\n\n",
+        b"data: a\ndata: b\n\n",
+        b"event: x\ndata: a\n\n",
+        b"data: a\n",
+        b": ping\n\n",
+    ] {
+        assert_eq!(single(&mut decoder, other), None, "{other:?}");
+    }
+    // The last id goes with the event, as `next_event` gives it.
+    decoder.push(Bytes::from_static(b"id: 9\n\n"));
+    assert!(decoder.next_event().unwrap().is_none());
+    let with_id = decoder
+        .single_data_event(&Bytes::from_static(event))
+        .unwrap();
+    assert_eq!(with_id.id(), Some("9"));
+    // Not between events: a line has begun.
+    decoder.push(Bytes::from_static(b"data: par"));
+    assert_eq!(decoder.next_event().unwrap(), None);
+    assert_eq!(single(&mut decoder, event), None);
+    // Over the limit.
+    let mut small = SseDecoder::with_max_event_size(8);
+    assert_eq!(
+        single(&mut small, b"data: 12\n\n").as_deref(),
+        Some(&b"12"[..])
+    );
+    assert_eq!(single(&mut small, b"data: 123\n\n"), None);
 }
 
 // ---------------------------------------------------------------------------------------------

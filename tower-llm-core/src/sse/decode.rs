@@ -166,6 +166,47 @@ impl SseDecoder {
         }
     }
 
+    /// The event `chunk` holds when it is exactly one event of a single `data: ` line ending in
+    /// a blank line (`data: …\n\n`, no other line break) and the decoder is between events with
+    /// nothing buffered: the event [`push`](Self::push) and [`next_event`](Self::next_event)
+    /// would give (its data a slice of `chunk`, no name, the last event id), with the decoder's
+    /// state moved on as decoding the chunk would move it, but without reading it line by line.
+    /// `None` for any other chunk or state, with the decoder untouched: push the chunk then.
+    ///
+    /// Providers send nearly every event as a chunk of its own, and a layer that hands on whole
+    /// events (the stream guard) makes every frame one.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use tower_llm_core::sse::SseDecoder;
+    ///
+    /// let mut decoder = SseDecoder::new();
+    /// let event = decoder.single_data_event(&Bytes::from_static(b"data: {\"a\":1}\n\n")).unwrap();
+    /// assert_eq!(event.data_str(), Some("{\"a\":1}"));
+    /// // Anything else is decoded as usual.
+    /// let chunk = Bytes::from_static(b"id: 7\ndata: x\n\n");
+    /// assert!(decoder.single_data_event(&chunk).is_none());
+    /// decoder.push(chunk);
+    /// assert_eq!(decoder.next_event().unwrap().unwrap().id(), Some("7"));
+    /// ```
+    pub fn single_data_event(&mut self, chunk: &Bytes) -> Option<SseEvent> {
+        if self.failed.is_some() || self.eof || self.skip_lf || self.is_mid_event() {
+            return None;
+        }
+        let data = chunk.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
+        // The line's length against the limit, as `next_event` checks it.
+        if chunk.len() - 2 > self.max_event_size || memchr2(b'\n', b'\r', data).is_some() {
+            return None;
+        }
+        // A first line starting `data: ` has no BOM to strip; later ones never do.
+        self.at_start = false;
+        Some(SseEvent {
+            event: None,
+            data: chunk.slice(6..chunk.len() - 2),
+            id: self.last_id.clone(),
+        })
+    }
+
     /// The next complete event, `Ok(None)` when more input is needed.
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
         if let Some(err) = &self.failed {

@@ -148,13 +148,22 @@ impl<B> Core<B> {
 
     fn judge(&mut self, frame: &RawFrame) -> Verdict {
         let bytes = self.frame_bytes(frame);
-        self.decoder.push(bytes);
-        let event = match self.decoder.next_event() {
-            Ok(Some(event)) => event,
-            // Comments, blank lines, `id:` or `retry:` alone: no event.
-            Ok(None) => return Verdict::Keep,
-            Err(err) => {
-                return Verdict::Stop(Stop::new(ErrorKind::InvalidResponse, err.to_string()))
+        // Nearly every frame is one `data:` line: no line-by-line decoding for it.
+        let event = match self.decoder.single_data_event(&bytes) {
+            Some(event) => event,
+            None => {
+                self.decoder.push(bytes);
+                match self.decoder.next_event() {
+                    Ok(Some(event)) => event,
+                    // Comments, blank lines, `id:` or `retry:` alone: no event.
+                    Ok(None) => return Verdict::Keep,
+                    Err(err) => {
+                        return Verdict::Stop(Stop::new(
+                            ErrorKind::InvalidResponse,
+                            err.to_string(),
+                        ))
+                    }
+                }
             }
         };
         // A layer above that reads the same events (a fallback's resume watch) may have asked
