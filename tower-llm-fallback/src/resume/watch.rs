@@ -168,10 +168,16 @@ where
     fn on_data(&mut self, data: Bytes) -> Option<Bytes> {
         // Whether the frame starts on an event boundary (the stream guard hands on whole events).
         let whole = !self.decoder.is_mid_event() && self.decoder.buffered() == 0;
-        self.decoder.push(data.clone());
         if self.splice.is_none() {
-            return self.observe(data, whole);
+            // Nearly every frame is one `data:` event (the guard hands on whole events): read
+            // it without decoding the frame line by line.
+            let single = self.decoder.single_data_event(&data);
+            if single.is_none() {
+                self.decoder.push(data.clone());
+            }
+            return self.observe(data, whole, single);
         }
+        self.decoder.push(data.clone());
         let mut out: Vec<Bytes> = Vec::new();
         while let Ok(Some(event)) = self.decoder.next_event() {
             let kind = inspect_event(&event);
@@ -207,11 +213,15 @@ where
         None
     }
 
-    /// A frame of the first stream: its events go into the transcript and the frame on as it
-    /// came, unless it is the error event that ends the stream and the stream is resumed.
-    fn observe(&mut self, data: Bytes, whole: bool) -> Option<Bytes> {
+    /// A frame of the first stream: its events (`single`, when the frame is that one event and
+    /// was not pushed to the decoder) go into the transcript and the frame on as it came, unless
+    /// it is the error event that ends the stream and the stream is resumed.
+    fn observe(&mut self, data: Bytes, whole: bool, mut single: Option<SseEvent>) -> Option<Bytes> {
         let mut first = true;
-        while let Ok(Some(event)) = self.decoder.next_event() {
+        while let Some(event) = single
+            .take()
+            .or_else(|| self.decoder.next_event().ok().flatten())
+        {
             // A plain OpenAI chunk (nearly every event): one JSON pass, the transcript's.
             let notes = self.outcome.as_ref().and_then(StreamOutcome::scan_notes);
             if self.transcript.observe_event(&event, notes) {
@@ -369,4 +379,96 @@ fn reframe(event: &SseEvent, frame: Bytes) -> Bytes {
         rebuilt = rebuilt.with_id(id.to_owned());
     }
     rebuilt.encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::chunk_strategy::chunk_data;
+    use super::*;
+    use http_body_util::Empty;
+    use proptest::prelude::*;
+    use tower_llm_core::sse::{scan_plain_chunk, ScanNotes};
+
+    fn watch(outcome: Option<&StreamOutcome>) -> Watch<Empty<Bytes>> {
+        Watch::new(Arc::from("primary"), 1 << 16, None, None, None).with_scans_of(outcome)
+    }
+
+    /// What the stream guard below does with a frame before handing it on: decode its events
+    /// and note the scan of each one's data.
+    fn guard_notes(guard: &mut SseDecoder, notes: &ScanNotes, frame: &Bytes) {
+        guard.push(frame.clone());
+        while let Ok(Some(event)) = guard.next_event() {
+            notes.note(event.data(), scan_plain_chunk(event.data()).as_ref());
+        }
+    }
+
+    /// Everything the watch's reading of the first stream decides.
+    fn state(w: &Watch<Empty<Bytes>>) -> (String, Option<&'static str>, bool, bool, bool, usize) {
+        (
+            w.transcript.text().to_owned(),
+            w.transcript.unresumable().map(Unresumable::as_str),
+            w.transcript.finished(),
+            w.done,
+            w.ended,
+            w.queue.len(),
+        )
+    }
+
+    const PLAIN: &str = r#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+
+    #[test]
+    fn a_noted_frame_is_read_from_its_note() {
+        let outcome = StreamOutcome::new();
+        let mut w = watch(Some(&outcome));
+        let notes = outcome.scan_notes().unwrap();
+        let frame = Bytes::from(format!("data: {PLAIN}\n\n"));
+        let data = frame.slice(6..frame.len() - 2);
+        notes.note(&data, scan_plain_chunk(&data).as_ref());
+
+        assert_eq!(w.on_data(frame.clone()), Some(frame));
+        assert!(notes.is_empty(), "the note was read");
+        assert_eq!(w.transcript.text(), "Hi");
+        assert_eq!(w.transcript.id(), Some("c1"));
+        assert!(!w.decoder.is_mid_event() && w.decoder.buffered() == 0);
+    }
+
+    /// A frame as a stream can send it: mostly one plain `data:` line, sometimes with an id or
+    /// a name, CRLF line ends, two events at once, a comment, or `[DONE]`.
+    fn frame() -> impl Strategy<Value = String> {
+        let line = chunk_data()
+            .prop_map(|data| String::from_utf8_lossy(&data).replace(['\n', '\r'], " "))
+            .boxed();
+        prop_oneof![
+            8 => line.clone().prop_map(|d| format!("data: {d}\n\n")),
+            1 => line.clone().prop_map(|d| format!("id: 3\ndata: {d}\n\n")),
+            1 => line.clone().prop_map(|d| format!("event: error\ndata: {d}\n\n")),
+            1 => line.clone().prop_map(|d| format!("data: {d}\r\n\r\n")),
+            1 => (line.clone(), line).prop_map(|(a, b)| format!("data: {a}\n\ndata: {b}\n\n")),
+            1 => Just(": keep-alive\n\n".to_owned()),
+            1 => Just("data: [DONE]\n\n".to_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Reading frames from the guard's notes decides exactly what scanning them again does.
+        #[test]
+        fn notes_read_the_stream_as_scanning_does(frames in prop::collection::vec(frame(), 1..12)) {
+            let outcome = StreamOutcome::new();
+            let mut noted = watch(Some(&outcome));
+            let notes = outcome.scan_notes().unwrap();
+            let mut guard = SseDecoder::new();
+            let mut decoded = watch(None);
+            for frame in frames {
+                let frame = Bytes::from(frame);
+                guard_notes(&mut guard, notes, &frame);
+                let a = noted.on_data(frame.clone());
+                let b = decoded.on_data(frame.clone());
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(state(&noted), state(&decoded));
+                if noted.ended {
+                    break;
+                }
+            }
+        }
+    }
 }
