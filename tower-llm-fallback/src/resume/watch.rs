@@ -222,6 +222,12 @@ where
             .take()
             .or_else(|| self.decoder.next_event().ok().flatten())
         {
+            // `[DONE]`: what `inspect_event` says of it, without a failed chunk parse first.
+            if event.is_done() && event.event() != Some("error") {
+                self.done = true;
+                first = false;
+                continue;
+            }
             // A plain OpenAI chunk (nearly every event): one JSON pass, the transcript's.
             let notes = self.outcome.as_ref().and_then(StreamOutcome::scan_notes);
             if self.transcript.observe_event(&event, notes) {
