@@ -9,7 +9,8 @@
 # one after the other (dump `sse`: OUT_PREFIX.<pid>.1), zeroes again, sends N_JSON JSON answers
 # (dump `json`: OUT_PREFIX.<pid>.2). Instructions per event = the `sse` dump's total divided by
 # N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
-# GATEWAY_BIN overrides the gateway binary. Read a dump with `callgrind_annotate --inclusive=yes`.
+# GATEWAY_BIN overrides the gateway binary; JSON_BODY_FILE sends the JSON answers' requests with
+# the body in that file. Read a dump with `callgrind_annotate --inclusive=yes`.
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
@@ -72,6 +73,8 @@ else
 fi
 SSE='{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
 JSON='{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+# JSON_BODY_FILE=<file>: the JSON answers' request body from a file instead (a long conversation).
+[ -n "${JSON_BODY_FILE:-}" ] && JSON="@$JSON_BODY_FILE"
 ask() { curl -s -X POST -H 'content-type: application/json' -d "$1" "$URL"; }
 for _ in $(seq 1 100); do ask "$JSON" > /dev/null && break; sleep 0.3; done
 for _ in 1 2 3; do ask "$SSE" > /dev/null; done

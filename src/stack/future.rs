@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project::pin_project;
-use serde::Deserialize;
 use tower::Service;
 use tower_llm_core::{BoxError, ReplayBody};
 
@@ -146,17 +145,11 @@ where
     Ok((chain, in_use, Request::from_parts(parts, body)))
 }
 
-#[derive(Deserialize)]
-struct ModelOnly<'a> {
-    #[serde(borrow)]
-    model: Option<std::borrow::Cow<'a, str>>,
-}
-
 /// The `model` of a JSON chat request.
 fn requested_model(body: &[u8]) -> Result<String, InvalidRequest> {
-    let parsed: ModelOnly<'_> =
-        serde_json::from_slice(body).map_err(|_| InvalidRequest::new(InvalidReason::NotJson))?;
-    match parsed.model {
+    let model = tower_llm_core::openai::request_model(body)
+        .map_err(|_| InvalidRequest::new(InvalidReason::NotJson))?;
+    match model {
         Some(model) if !model.is_empty() => Ok(model.into_owned()),
         _ => Err(InvalidRequest::new(InvalidReason::NoModel)),
     }

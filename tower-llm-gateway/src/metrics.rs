@@ -89,7 +89,6 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use pin_project::{pin_project, pinned_drop};
-use serde::Deserialize;
 use tokio::time::Instant;
 pub use tower_llm::core::stream::metrics::LATENCY_BUCKETS;
 use tower_llm::fallback::metrics::CooldownGauges;
@@ -307,21 +306,12 @@ impl RouteHistograms {
     }
 }
 
-/// Only the `model` of a chat request (everything else skipped).
-#[derive(Deserialize)]
-struct ModelOnly<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-}
-
-/// The `model` of a chat request `body` (one serde pass that skips the rest; escapes decoded):
-/// `None` when the body is not a JSON object with a string `model`. Read once per request: the
-/// route metrics, the request span and the stack
-/// ([`call_with_model`](tower_llm::Stack::call_with_model)) all use it.
+/// The `model` of a chat request `body` (escapes decoded; the rest skipped,
+/// [`request_model`](tower_llm::core::openai::request_model)): `None` when the body is not a
+/// JSON object with a string `model`. Read once per request: the route metrics, the request span
+/// and the stack ([`call_with_model`](tower_llm::Stack::call_with_model)) all use it.
 pub(crate) fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
-    serde_json::from_slice::<ModelOnly<'_>>(body)
-        .ok()
-        .and_then(|m| m.model)
+    tower_llm::core::openai::request_model(body).ok().flatten()
 }
 
 impl RouteMetrics {

@@ -144,6 +144,8 @@ mod usage;
 mod whole;
 mod whole_scan;
 
+pub(crate) use whole_scan::scan_request_model;
+
 pub use body::GuardedBody;
 pub use config::{
     MalformedPolicy, StreamGuardLayerBuilder, StreamLimits, DEFAULT_FINISH_GRACE, DEFAULT_IDLE,

@@ -436,6 +436,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::{scan_whole, Probe};
+        use crate::stream::whole_scan::scan_request_model;
 
         /// A JSON value as text, from a grammar that reaches the scan's corners: the keys the
         /// judge reads, escapes, numbers of every kind, nesting.
@@ -456,6 +457,11 @@ mod tests {
                 "[a-z ]{0,12}".prop_map(|s| format!("\"{s}\"")),
                 Just(r#""a\nb \"q\" \\ \/ \t""#.to_owned()),
                 Just(r#""\u00e9""#.to_owned()),
+                Just(r#""\ud83d\ude00 \u0000""#.to_owned()),
+                Just(r#""\ud800""#.to_owned()),
+                Just(r#""\udc00\ud800""#.to_owned()),
+                Just(r#""\ud83d\u0041""#.to_owned()),
+                Just(r#""\u12g4""#.to_owned()),
                 Just("\"é 😀\"".to_owned()),
             ];
             leaf.prop_recursive(4, 48, 6, |inner| {
@@ -567,7 +573,24 @@ mod tests {
                 }
             }
 
-            /// Undamaged documents without `\u` escapes, exponents or escaped keys are read by
+            /// Whatever the request scan reads, serde_json reads the same into an optional
+            /// string field (the gateway's and the stack's reading of a request's `model`).
+            #[test]
+            fn the_request_scan_reads_as_serde_json(doc in document()) {
+                #[derive(serde::Deserialize)]
+                struct ModelOnly<'a> {
+                    #[serde(borrow)]
+                    model: Option<std::borrow::Cow<'a, str>>,
+                }
+                if let Some(model) = scan_request_model(&doc) {
+                    let serde = serde_json::from_slice::<ModelOnly<'_>>(&doc);
+                    prop_assert!(serde.is_ok(), "{}: {:?}", String::from_utf8_lossy(&doc), serde.err());
+                    let read = serde.unwrap().model;
+                    prop_assert_eq!(model, read.as_deref(), "{}", String::from_utf8_lossy(&doc));
+                }
+            }
+
+            /// Undamaged documents without lone surrogates, exponents or escaped keys are read by
             /// the scan, not left to serde_json.
             #[test]
             fn the_scan_reads_the_plain_documents(members in proptest::collection::vec(
@@ -577,7 +600,7 @@ mod tests {
                 let doc = format!("{{{}}}", members.join(","));
                 // What the scan leaves to serde_json: `\u` escapes, exponents, an escaped key
                 // (where keys matter) or model name.
-                let unsure = ["\\u", "1e3", "E-7", "a\\nb\":", "model\":\"a\\n", "modelVersion\":\"a\\n"]
+                let unsure = ["us\\u0061ge", "\\ud800\"", "\\udc00", "\\ud83d\\u0041", "\\u12g4", "1e3", "E-7", "a\\nb\":", "model\":\"a\\n", "modelVersion\":\"a\\n", "model\":\"\\", "modelVersion\":\"\\"]
                     .iter()
                     .any(|s| doc.contains(s));
                 if !unsure {

@@ -1,5 +1,6 @@
 //! A hand-written pass over a JSON answer read whole: is it valid, does it carry an `error`
-//! object, what `usage` and `model` does it report. The same answers as the serde visitors of
+//! object, what `usage` and `model` does it report; and over a chat request's body, for its
+//! `model` ([`scan_request_model`]). The same answers as the serde visitors of
 //! [`whole`](super::whole) and [`usage`](super::usage), at a fraction of the cost, for the
 //! documents it is sure to read as they do.
 //!
@@ -7,8 +8,8 @@
 //! `error`, `usage` and `model`: about 5,600 instructions of the full stack's ~20,000 per call
 //! (BENCHMARKS.md, issue 18). This scan validates and reads the same things in one pass over the
 //! bytes, its strings skipped with SIMD (`memchr`), and gives up (`None`) on whatever it is not
-//! sure to read as `serde_json` would: a top level that is not an object, `\u` escapes, numbers
-//! with an exponent, escaped keys where keys matter, deep nesting, invalid UTF-8. The judge then
+//! sure to read as `serde_json` would: a top level that is not an object, `\u` escapes of lone
+//! surrogates, numbers with an exponent, escaped keys where keys matter, deep nesting, invalid UTF-8. The judge then
 //! takes the serde path, so the outcome is the same either way; an invalid document always goes
 //! there (its error message comes from `serde_json`).
 
@@ -42,6 +43,42 @@ pub(crate) fn scan_whole(data: &[u8]) -> Option<WholeScan<'_>> {
     (s.pos == data.len()).then_some(scan)
 }
 
+/// `data` read as a chat request's JSON body, for its `model`: `Some(Some(model))` for an object
+/// with one `model` member that is a string without escapes, `Some(None)` for an object with no
+/// `model` or `model: null`, both as `serde_json` reads the body into an optional string field;
+/// `None` when the scan is not sure (anything else, escapes in the model, `model` twice,
+/// invalid or deeply nested JSON): the caller then takes the serde path.
+pub(crate) fn scan_request_model(data: &[u8]) -> Option<Option<&str>> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut s = Scanner(JsonCursor::new(text));
+    let model = s.request_model()?;
+    s.ws();
+    (s.pos == data.len()).then_some(model)
+}
+
+/// The length of the `\u` escape (or surrogate pair of escapes) at the start of `escape`, as
+/// serde_json accepts it when it reads the string: four hex digits that are not a surrogate, or
+/// a high surrogate's followed by a low surrogate's. `None` otherwise.
+fn unicode_escape_len(escape: &[u8]) -> Option<usize> {
+    let unit = |at: usize| -> Option<u16> {
+        let hex = std::str::from_utf8(escape.get(at..at + 4)?).ok()?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u16::from_str_radix(hex, 16).ok()
+    };
+    match unit(2)? {
+        0xD800..=0xDBFF => {
+            if escape.get(6..8)? != b"\\u" {
+                return None;
+            }
+            matches!(unit(8)?, 0xDC00..=0xDFFF).then_some(12)
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some(6),
+    }
+}
+
 /// A top-level key the judge cares about.
 enum Key {
     Error,
@@ -64,8 +101,9 @@ json_scanner!(
 
 impl<'a> Scanner<'a> {
     /// A string (after whitespace), its escapes checked: `(its raw body, whether it had
-    /// escapes)`. `None` on a `\u` escape (left to serde_json), a bad escape or a control
-    /// character.
+    /// escapes)`. `None` on a bad escape, a `\u` escape of a lone surrogate (serde_json rejects
+    /// one where it reads the string, and the scan does not know which strings those are) or a
+    /// control character.
     fn string(&mut self) -> Option<(&'a str, bool)> {
         if !self.eat(b'"') {
             return None;
@@ -81,16 +119,48 @@ impl<'a> Scanner<'a> {
                     return Some((self.text.get(start..at)?, escaped));
                 }
                 b'\\' => {
-                    match self.data.get(at + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    self.pos = match self.data.get(at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
+                        b'u' => at + unicode_escape_len(&self.data[at..])?,
                         _ => return None,
-                    }
+                    };
                     escaped = true;
-                    self.pos = at + 2;
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// The top level of a request: `Some(model)` for an object whose one `model` member is a
+    /// string without escapes, `Some(None)` for an object without one or with `model: null`;
+    /// `None` (left to serde_json) for anything else, `model` twice included.
+    fn request_model(&mut self) -> Option<Option<&'a str>> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        let (mut model, mut seen) = (None, false);
+        self.members(
+            |s: &mut Self, is_model: bool| {
+                if !is_model {
+                    return s.skip(MAX_DEPTH);
+                }
+                if std::mem::replace(&mut seen, true) {
+                    return None;
+                }
+                s.ws();
+                if s.peek()? == b'n' {
+                    s.literal(b"null")
+                } else {
+                    model = Some(s.plain_string()?);
+                    Some(())
+                }
+            },
+            |s| match s.string()? {
+                (key, false) => Some(key == "model"),
+                (_, true) => None,
+            },
+        )?;
+        Some(model)
     }
 
     /// A string without escapes (a key or a value the judge reads).
@@ -362,7 +432,11 @@ mod tests {
             "{",
             "{}x",
             r#"{"a":1,}"#,
-            r#"{"a":"\u0041"}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"a":"\udc00"}"#,
+            r#"{"a":"\ud800\u0041"}"#,
+            r#"{"a":"\u12g4"}"#,
+            r#"{"a":"\u12"}"#,
             r#"{"a":"\x"}"#,
             "{\"a\":\"a\tb\"}",
             r#"{"a":1e5}"#,
