@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::whole_scan::scan_whole;
+
 /// Tokens an answer reports (either may be missing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Usage {
@@ -36,8 +38,22 @@ impl Usage {
     }
 }
 
-/// The usage in one stream chunk's JSON data (`None`: none, or not JSON).
+/// The usage in one stream chunk's JSON data (`None`: none, or not JSON); its top-level `model`
+/// is recorded on the current span.
 pub(crate) fn of_event(data: &[u8]) -> Option<Usage> {
+    // The common case: the hand-written scan reads it as the serde path would (Groq's
+    // `x_groq.usage` and anything the scan is unsure of go to serde_json).
+    if let Some(scan) = scan_whole(data).filter(|scan| !scan.x_groq) {
+        if let Some(model) = scan.model {
+            record_model(model);
+        }
+        return scan.usage.filter(|u| !u.is_empty());
+    }
+    of_event_serde(data)
+}
+
+/// [`of_event`] by `serde_json` alone.
+pub(crate) fn of_event_serde(data: &[u8]) -> Option<Usage> {
     let mut de = serde_json::Deserializer::from_slice(data);
     EventUsage
         .deserialize(&mut de)

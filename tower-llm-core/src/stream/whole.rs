@@ -436,6 +436,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::{scan_whole, Probe};
+        use crate::stream::usage::{of_event, of_event_serde};
         use crate::stream::whole_scan::scan_request_model;
 
         /// A JSON value as text, from a grammar that reaches the scan's corners: the keys the
@@ -493,6 +494,7 @@ mod tests {
                 Just("x"),
                 Just("us\\u0061ge"),
                 Just("a\\nb"),
+                Just("x_groq"),
             ]
             .prop_map(|k| format!("\"{k}\""))
         }
@@ -571,6 +573,12 @@ mod tests {
                     let LastModel(model) = serde_json::from_slice(&doc).unwrap();
                     prop_assert_eq!(scan.model.map(str::to_owned), model, "{}", String::from_utf8_lossy(&doc));
                 }
+            }
+
+            /// A stream chunk's usage: the same with the scan as with serde_json alone.
+            #[test]
+            fn a_chunk_s_usage_reads_as_serde_json(doc in document()) {
+                prop_assert_eq!(of_event(&doc), of_event_serde(&doc), "{}", String::from_utf8_lossy(&doc));
             }
 
             /// Whatever the request scan reads, serde_json reads the same into an optional

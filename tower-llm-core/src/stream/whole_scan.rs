@@ -27,6 +27,9 @@ pub(crate) struct WholeScan<'a> {
     pub(crate) usage: Option<Usage>,
     /// The last top-level `model` / `modelVersion` string.
     pub(crate) model: Option<&'a str>,
+    /// Whether the object has a top-level `x_groq` member (skipped here; a stream chunk's
+    /// reader looks for usage inside it).
+    pub(crate) x_groq: bool,
 }
 
 /// Deepest nesting the scan follows (`serde_json` allows 128; the scan gives up sooner).
@@ -84,6 +87,7 @@ enum Key {
     Error,
     Usage,
     Model,
+    XGroq,
     Other,
 }
 
@@ -287,6 +291,10 @@ impl<'a> Scanner<'a> {
                             s.skip(MAX_DEPTH)?;
                         }
                     }
+                    Key::XGroq => {
+                        scan.x_groq = true;
+                        s.skip(MAX_DEPTH)?;
+                    }
                     Key::Other => s.skip(MAX_DEPTH)?,
                 }
                 Some(())
@@ -298,6 +306,7 @@ impl<'a> Scanner<'a> {
                     "error" => Key::Error,
                     "usage" | "usageMetadata" => Key::Usage,
                     "model" | "modelVersion" => Key::Model,
+                    "x_groq" => Key::XGroq,
                     _ => Key::Other,
                 })
             },
@@ -375,6 +384,7 @@ mod tests {
                 error: false,
                 usage: usage(Some(12), Some(7)),
                 model: Some("gpt-4o-mini"),
+                x_groq: false,
             }
         );
     }
