@@ -73,7 +73,8 @@ else
 fi
 SSE='{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
 JSON='{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-# JSON_BODY_FILE=<file>: the JSON answers' request body from a file instead (a long conversation).
+# JSON_BODY_FILE=<file>: the JSON answers' request body from a file instead (a long conversation:
+# scripts/long_request_body.py).
 [ -n "${JSON_BODY_FILE:-}" ] && JSON="@$JSON_BODY_FILE"
 ask() { curl -s -X POST -H 'content-type: application/json' -d "$1" "$URL"; }
 for _ in $(seq 1 100); do ask "$JSON" > /dev/null && break; sleep 0.3; done
