@@ -117,7 +117,7 @@ impl<'a> Scanner<'a> {
         let end = start + plain_string_len(self.data.get(start..)?)?;
         self.pos = end + 1;
         // Both ends are next to an ASCII `"`: character boundaries.
-        self.text.get(start..end)
+        self.str_at(start, end)
     }
 
     /// `null` or a string.

@@ -1,20 +1,42 @@
 //! The byte cursor shared by the crate's hand-written JSON scans ([`super::scan_plain_chunk`]
 //! and the whole-answer scan): each scan wraps it and adds the readings of its own shape.
 
-/// A position in a JSON document that is valid UTF-8 (`text` and `data` are the same bytes).
+/// A position in a JSON document.
 pub(crate) struct JsonCursor<'a> {
-    pub(crate) text: &'a str,
+    /// The document as a `str` when it was checked whole (the same bytes as `data`).
+    text: Option<&'a str>,
     pub(crate) data: &'a [u8],
     pub(crate) pos: usize,
 }
 
 impl<'a> JsonCursor<'a> {
-    /// A cursor at the start of `text`.
+    /// A cursor at the start of `text`, a document checked whole as UTF-8.
     pub(crate) fn new(text: &'a str) -> Self {
         JsonCursor {
-            text,
+            text: Some(text),
             data: text.as_bytes(),
             pos: 0,
+        }
+    }
+
+    /// A cursor at the start of `data`, a document not checked as UTF-8: only the strings the
+    /// scan reads ([`str_at`](Self::str_at)) are, which is what `serde_json` does for a body it
+    /// reads into a struct (the strings it skips are not checked).
+    pub(crate) fn from_bytes(data: &'a [u8]) -> Self {
+        JsonCursor {
+            text: None,
+            data,
+            pos: 0,
+        }
+    }
+
+    /// The bytes `start..end` as a `str`; `None` when they are not valid UTF-8 (or not on
+    /// character boundaries of a document checked whole).
+    #[inline]
+    pub(crate) fn str_at(&self, start: usize, end: usize) -> Option<&'a str> {
+        match self.text {
+            Some(text) => text.get(start..end),
+            None => std::str::from_utf8(self.data.get(start..end)?).ok(),
         }
     }
 

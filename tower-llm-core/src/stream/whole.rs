@@ -598,6 +598,34 @@ mod tests {
                 }
             }
 
+            /// The same with a byte of a non-ASCII character (only ever in a string) replaced by
+            /// any byte from 0x80: invalid UTF-8 in skipped strings, keys and models, which the
+            /// request scan reads as serde_json does (it checks only the top-level keys and the
+            /// model).
+            #[test]
+            fn the_request_scan_reads_invalid_utf8_as_serde_json(
+                doc in document(),
+                pick in any::<usize>(),
+                byte in 0x80u8..=0xff,
+            ) {
+                #[derive(serde::Deserialize)]
+                struct ModelOnly<'a> {
+                    #[serde(borrow)]
+                    model: Option<std::borrow::Cow<'a, str>>,
+                }
+                let mut doc = doc;
+                let high: Vec<usize> = (0..doc.len()).filter(|&i| doc[i] >= 0x80).collect();
+                if !high.is_empty() {
+                    doc[high[pick % high.len()]] = byte;
+                }
+                if let Some(model) = scan_request_model(&doc) {
+                    let serde = serde_json::from_slice::<ModelOnly<'_>>(&doc);
+                    prop_assert!(serde.is_ok(), "{}: {:?}", String::from_utf8_lossy(&doc), serde.err());
+                    let read = serde.unwrap().model;
+                    prop_assert_eq!(model, read.as_deref(), "{}", String::from_utf8_lossy(&doc));
+                }
+            }
+
             /// Undamaged documents without lone surrogates, exponents or escaped keys are read by
             /// the scan, not left to serde_json.
             #[test]

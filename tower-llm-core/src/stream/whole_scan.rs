@@ -9,9 +9,10 @@
 //! (BENCHMARKS.md, issue 18). This scan validates and reads the same things in one pass over the
 //! bytes, its strings skipped with SIMD (`memchr`), and gives up (`None`) on whatever it is not
 //! sure to read as `serde_json` would: a top level that is not an object, `\u` escapes of lone
-//! surrogates, numbers with an exponent, escaped keys where keys matter, deep nesting, invalid UTF-8. The judge then
-//! takes the serde path, so the outcome is the same either way; an invalid document always goes
-//! there (its error message comes from `serde_json`).
+//! surrogates, numbers with an exponent, escaped keys where keys matter, deep nesting, invalid
+//! UTF-8 (anywhere in an answer; in a request, where serde_json checks it: a top-level key or the
+//! model). The judge then takes the serde path, so the outcome is the same either way; an invalid
+//! document always goes there (its error message comes from `serde_json`).
 
 use crate::sse::cursor::{json_scanner, JsonCursor};
 use crate::sse::string_stop;
@@ -52,8 +53,9 @@ pub(crate) fn scan_whole(data: &[u8]) -> Option<WholeScan<'_>> {
 /// `None` when the scan is not sure (anything else, escapes in the model, `model` twice,
 /// invalid or deeply nested JSON): the caller then takes the serde path.
 pub(crate) fn scan_request_model(data: &[u8]) -> Option<Option<&str>> {
-    let text = std::str::from_utf8(data).ok()?;
-    let mut s = Scanner(JsonCursor::new(text));
+    // Not checked whole as UTF-8: serde_json checks the top-level keys and the model, which the
+    // scan reads as `str`s, and not the strings it skips (the conversation, nearly all of it).
+    let mut s = Scanner(JsonCursor::from_bytes(data));
     let model = s.request_model()?;
     s.ws();
     (s.pos == data.len()).then_some(model)
@@ -105,10 +107,19 @@ json_scanner!(
 
 impl<'a> Scanner<'a> {
     /// A string (after whitespace), its escapes checked: `(its raw body, whether it had
-    /// escapes)`. `None` on a bad escape, a `\u` escape of a lone surrogate (serde_json rejects
-    /// one where it reads the string, and the scan does not know which strings those are) or a
-    /// control character.
+    /// escapes)`. `None` where [`string_span`](Self::string_span) gives up, or when the body is
+    /// not valid UTF-8.
     fn string(&mut self) -> Option<(&'a str, bool)> {
+        let (start, end, escaped) = self.string_span()?;
+        // Both ends are next to an ASCII `"`: character boundaries.
+        Some((self.str_at(start, end)?, escaped))
+    }
+
+    /// A string (after whitespace), its escapes checked but its bytes not read as UTF-8 (as
+    /// `serde_json` skips a string): the bounds of its body and whether it had escapes. `None`
+    /// on a bad escape, a `\u` escape of a lone surrogate (serde_json rejects one where it reads
+    /// the string, and the scan does not know which strings those are) or a control character.
+    fn string_span(&mut self) -> Option<(usize, usize, bool)> {
         if !self.eat(b'"') {
             return None;
         }
@@ -119,8 +130,7 @@ impl<'a> Scanner<'a> {
             match self.data[at] {
                 b'"' => {
                     self.pos = at + 1;
-                    // Both ends are next to an ASCII `"`: character boundaries.
-                    return Some((self.text.get(start..at)?, escaped));
+                    return Some((start, at, escaped));
                 }
                 b'\\' => {
                     self.pos = match self.data.get(at + 1)? {
@@ -159,9 +169,13 @@ impl<'a> Scanner<'a> {
                     Some(())
                 }
             },
-            |s| match s.string()? {
-                (key, false) => Some(key == "model"),
-                (_, true) => None,
+            |s| {
+                let (start, end, escaped) = s.string_span()?;
+                let key = &s.data[start..end];
+                // serde_json reads every top-level key as a `str`: one that is not UTF-8 is its
+                // error to report. Keys are short and nearly always ASCII.
+                let utf8 = key.is_ascii() || std::str::from_utf8(key).is_ok();
+                (!escaped && utf8).then_some(key == b"model")
             },
         )?;
         Some(model)
@@ -206,7 +220,7 @@ impl<'a> Scanner<'a> {
             return Some(None);
         }
         // Digits only: parsing fails on overflow alone (serde_json then reads an `f64`).
-        Some(self.text.get(start..end)?.parse::<u64>().ok())
+        Some(self.str_at(start, end)?.parse::<u64>().ok())
     }
 
     /// Any JSON value, validated and skipped.
@@ -216,7 +230,7 @@ impl<'a> Scanner<'a> {
             b'n' => self.literal(b"null"),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
-            b'"' => self.string().map(drop),
+            b'"' => self.string_span().map(drop),
             b'-' | b'0'..=b'9' => self.number().map(drop),
             b'[' => {
                 let depth = depth.checked_sub(1)?;
@@ -237,7 +251,7 @@ impl<'a> Scanner<'a> {
             b'{' => {
                 let depth = depth.checked_sub(1)?;
                 self.pos += 1;
-                self.members(|s, _| s.skip(depth), |s| s.string().map(drop))
+                self.members(|s, _| s.skip(depth), |s| s.string_span().map(drop))
             }
             _ => None,
         }
@@ -429,6 +443,22 @@ mod tests {
                 String::from_utf8_lossy(data)
             );
         }
+    }
+
+    #[test]
+    fn a_request_s_skipped_strings_are_not_read_as_utf8() {
+        // serde_json checks only what it reads as a `str` (the top-level keys, the model): the
+        // scan does the same, so a conversation is not checked a second time.
+        assert_eq!(
+            scan_request_model(b"{\"model\":\"m\",\"messages\":[{\"content\":\"a\xff\"}]}"),
+            Some(Some("m"))
+        );
+        assert_eq!(
+            scan_request_model(b"{\"messages\":{\"\xc3\":\"\xe9\"},\"model\":\"m\"}"),
+            Some(Some("m"))
+        );
+        assert_eq!(scan_request_model(b"{\"model\":\"\xff\"}"), None);
+        assert_eq!(scan_request_model(b"{\"\xff\":1,\"model\":\"m\"}"), None);
     }
 
     #[test]
