@@ -637,6 +637,64 @@ async fn a_stall_after_the_first_event_ends_with_a_timeout_event_at_the_idle_lim
     assert!(feed.is_closed());
 }
 
+/// Counts its wakes.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_limit_wakes_whoever_polled_last() {
+    // The guard does not register its timer again when polled again by the same waker; a poll
+    // by another waker must still move the timer's wake-up to it.
+    let (feed, body) = channel();
+    feed.send(Ok(Bytes::from_static(DELTA_A.as_bytes())))
+        .unwrap();
+    let layer = StreamGuardLayer::builder()
+        .idle(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let res = call(layer, sse_response(body)).await.unwrap();
+    let mut body = Box::pin(res.into_body());
+    assert_eq!(
+        body.frame().await.unwrap().unwrap().into_data().unwrap(),
+        DELTA_A.as_bytes()
+    );
+    let (first, second) = (
+        Arc::new(CountingWaker::default()),
+        Arc::new(CountingWaker::default()),
+    );
+    let (first_waker, second_waker) = (
+        std::task::Waker::from(first.clone()),
+        std::task::Waker::from(second.clone()),
+    );
+    for _ in 0..2 {
+        let mut cx = Context::from_waker(&first_waker);
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    }
+    let mut cx = Context::from_waker(&second_waker);
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let woken = |w: &CountingWaker| w.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        woken(&second) > 0,
+        "the last poll's waker is woken at the limit"
+    );
+    let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) else {
+        panic!("the timeout event is ready");
+    };
+    assert!(is_error_event(
+        std::str::from_utf8(frame.data_ref().unwrap()).unwrap(),
+        "timeout"
+    ));
+    drop(feed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_total_limit_ends_a_stream_that_never_pauses() {
     let (feed, body) = channel();

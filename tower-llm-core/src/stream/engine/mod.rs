@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -82,6 +82,9 @@ pub(crate) struct Engine<B> {
     /// The deadline `sleep` is set to. It may be earlier than the real one (moved on lazily, when
     /// it fires, so an event costs a clock read rather than a timer update).
     armed: Instant,
+    /// The waker `sleep` was polled with since it was last set: while it has not fired, polling
+    /// it again with the same waker would only register that waker again.
+    sleep_waker: Option<Waker>,
     core: Core<B>,
 }
 
@@ -173,6 +176,7 @@ where
         Engine {
             sleep: tokio::time::sleep_until(armed),
             armed,
+            sleep_waker: None,
             core,
         }
     }
@@ -192,6 +196,8 @@ where
         let mut this = self.project();
         let core = this.core;
         loop {
+            // The deadline as read before polling the body, while nothing has changed since.
+            let mut due_before = None;
             if core.phase != Phase::FirstEvent {
                 if let Some(bytes) = core.take_output() {
                     return Poll::Ready(Next::Data(bytes));
@@ -210,12 +216,14 @@ where
                     Scan::NeedInput => {
                         // Data that kept arriving until past a deadline: the limit is over even
                         // though the timer never got a turn.
-                        if core.chunk_at >= core.deadline() {
+                        let due = core.deadline();
+                        if core.chunk_at >= due {
                             if let Some(rejected) = core.expire() {
                                 return Poll::Ready(Next::Rejected(rejected));
                             }
                             continue;
                         }
+                        due_before = Some(due);
                     }
                     Scan::Output | Scan::Closed => continue,
                     Scan::Commit => return Poll::Ready(Next::Committed),
@@ -253,12 +261,24 @@ where
                 Poll::Pending => {}
             }
 
-            let due = core.deadline();
+            // The body is pending: nothing changed since `due_before` was read.
+            let due = due_before.unwrap_or_else(|| core.deadline());
             if due < *this.armed {
                 this.sleep.as_mut().reset(due);
                 *this.armed = due;
+                *this.sleep_waker = None;
+            }
+            let registered = this
+                .sleep_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()));
+            if registered && !this.sleep.is_elapsed() {
+                return Poll::Pending;
             }
             if this.sleep.as_mut().poll(cx).is_pending() {
+                if !registered {
+                    *this.sleep_waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             let due = core.deadline();
@@ -266,6 +286,7 @@ where
                 // An event moved the deadline on since the timer was set.
                 this.sleep.as_mut().reset(due);
                 *this.armed = due;
+                *this.sleep_waker = None;
                 continue;
             }
             if let Some(rejected) = core.expire() {
