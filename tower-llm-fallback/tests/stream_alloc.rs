@@ -210,6 +210,14 @@ fn count_per_event(guarded: bool) {
         for _ in 0..4 {
             body.frame().await.unwrap().unwrap();
         }
+        if guarded {
+            // The first answer event too: the guard judged it before anyone could ask for
+            // notes, kept its note, and handed it over with the event.
+            assert_eq!(
+                seen.noted.load(Ordering::Relaxed),
+                seen.frames.load(Ordering::Relaxed)
+            );
+        }
         let noted_before = seen.noted.load(Ordering::Relaxed);
         let mut rounds = Vec::new();
         let mut read = 0;

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::notes::scan_and_note;
+use super::notes::{scan_and_keep, scan_and_note, Note};
 use super::{scan_plain_chunk, ScanNotes, SseEvent};
 use crate::openai::DONE;
 use crate::provider::{parse_error_slice, MAX_MESSAGE_LEN};
@@ -42,13 +42,24 @@ pub enum EventKind {
 /// What `event` means in a streamed completion. Allocation-free for ordinary chunks: the JSON is
 /// scanned for the few fields that matter, not built into a tree.
 pub fn inspect_event(event: &SseEvent) -> EventKind {
-    inspect_and_note(event, None)
+    inspect_and_note(event, NoteTo::Nowhere)
+}
+
+/// Where [`inspect_and_note`] notes what its scan found.
+pub(crate) enum NoteTo<'n> {
+    /// Nowhere: no layer above reads the event.
+    Nowhere,
+    /// In the notes a layer above asked for.
+    Notes(&'n ScanNotes),
+    /// In a note kept for a layer that may ask later (the first answer event: the layer above
+    /// sees the stream only once it is committed to).
+    Keep(&'n mut Option<Note>),
 }
 
 /// [`inspect_event`], noting in `notes` what the plain-chunk scan found, for a layer above that
 /// reads the same event (only when the scan read the event's data whole, without whitespace
 /// trimmed off: the reader above looks up the data as it is).
-pub(crate) fn inspect_and_note(event: &SseEvent, notes: Option<&ScanNotes>) -> EventKind {
+pub(crate) fn inspect_and_note(event: &SseEvent, notes: NoteTo<'_>) -> EventKind {
     if event.event.as_deref() == Some(&b"error"[..]) {
         return EventKind::Error;
     }
@@ -61,8 +72,10 @@ pub(crate) fn inspect_and_note(event: &SseEvent, notes: Option<&ScanNotes>) -> E
     }
     // Nearly every event: read by a hand-written scan, without serde_json.
     let scanned = match notes {
-        Some(notes) if data.len() == event.data.len() => scan_and_note(&event.data, notes),
-        _ => scan_plain_chunk(data),
+        _ if data.len() != event.data.len() => scan_plain_chunk(data),
+        NoteTo::Nowhere => scan_plain_chunk(data),
+        NoteTo::Notes(notes) => scan_and_note(&event.data, notes),
+        NoteTo::Keep(kept) => scan_and_keep(&event.data, kept),
     };
     if let Some(chunk) = scanned {
         let usage = chunk.usage;

@@ -69,10 +69,26 @@ struct Ring {
     next: usize,
 }
 
-/// One event's data and what the scan found in it (`None`: not a plain chunk).
-struct Note {
+/// One event's data and what the scan found in it (`None`: not a plain chunk): made when the
+/// event is read, put in [`ScanNotes`] when a layer above asks for them.
+pub(crate) struct Note {
     data: Bytes,
     scan: Option<ChunkSpans>,
+}
+
+impl Note {
+    /// The note of `data` read as `scan` ([`scan_plain_chunk`] of `data`); `None` when the
+    /// scan's strings are not slices of `data`.
+    fn of(data: &Bytes, scan: Option<&PlainChunk<'_>>) -> Option<Note> {
+        let scan = match scan {
+            None => None,
+            Some(chunk) => Some(ChunkSpans::of(data, chunk)?),
+        };
+        Some(Note {
+            data: data.clone(),
+            scan,
+        })
+    }
 }
 
 /// A byte range of the noted data.
@@ -129,19 +145,16 @@ impl ScanNotes {
     /// Note that `data` is read as `scan` ([`scan_plain_chunk`] of `data`; `None` when it is not
     /// a plain chunk). A `scan` whose strings are not slices of `data` is not noted.
     pub fn note(&self, data: &Bytes, scan: Option<&PlainChunk<'_>>) {
-        let spans = match scan {
-            None => None,
-            Some(chunk) => match ChunkSpans::of(data, chunk) {
-                Some(spans) => Some(spans),
-                None => return,
-            },
-        };
+        if let Some(note) = Note::of(data, scan) {
+            self.put(note);
+        }
+    }
+
+    /// Keep `note` (made before any layer asked for notes).
+    pub(crate) fn put(&self, note: Note) {
         let mut ring = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
         let at = ring.next;
-        ring.notes[at] = Some(Note {
-            data: data.clone(),
-            scan: spans,
-        });
+        ring.notes[at] = Some(note);
         ring.next = (at + 1) % KEPT;
     }
 
@@ -286,6 +299,16 @@ impl ChunkSpans {
 pub(crate) fn scan_and_note<'a>(data: &'a Bytes, notes: &ScanNotes) -> Option<PlainChunk<'a>> {
     let chunk = scan_plain_chunk(data);
     notes.note(data, chunk.as_ref());
+    chunk
+}
+
+/// [`scan_plain_chunk`] of `data`, its note kept in `kept` (for notes no layer asked for yet).
+pub(crate) fn scan_and_keep<'a>(
+    data: &'a Bytes,
+    kept: &mut Option<Note>,
+) -> Option<PlainChunk<'a>> {
+    let chunk = scan_plain_chunk(data);
+    *kept = Note::of(data, chunk.as_ref());
     chunk
 }
 

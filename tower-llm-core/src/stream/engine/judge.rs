@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::end::Stop;
 use super::{after, Core, Phase};
-use crate::sse::{inspect_and_note, parse_error_event, EventKind};
+use crate::sse::{inspect_and_note, parse_error_event, EventKind, NoteTo};
 use crate::stream::frame::RawFrame;
 use crate::stream::usage::{self, Usage};
 use crate::stream::{MalformedPolicy, StreamEnd};
@@ -168,11 +168,19 @@ impl<B> Core<B> {
         };
         // A layer above that reads the same events (a fallback's resume watch) may have asked
         // for what the scan finds, so that it does not scan each event again.
-        let notes = self
+        // Before the first answer event nobody above can have asked: its note is kept, and put
+        // in the notes if a layer asks for them once the stream is committed to.
+        let kind = match self
             .outcome
             .as_ref()
-            .and_then(|outcome| outcome.scan_notes());
-        let kind = inspect_and_note(&event, notes);
+            .and_then(|outcome| outcome.scan_notes())
+        {
+            Some(notes) => inspect_and_note(&event, NoteTo::Notes(notes)),
+            None if self.phase == Phase::FirstEvent => {
+                inspect_and_note(&event, NoteTo::Keep(&mut self.first_note))
+            }
+            None => inspect_and_note(&event, NoteTo::Nowhere),
+        };
         self.tracker.record(kind);
         match kind {
             EventKind::Delta { usage: true } | EventKind::Finish { usage: true } => {

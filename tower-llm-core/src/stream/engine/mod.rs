@@ -25,7 +25,7 @@ use super::frame::Framer;
 use super::metrics::TargetMetrics;
 use super::usage::Usage;
 use super::StreamOutcome;
-use crate::sse::{SseDecoder, StreamTracker};
+use crate::sse::{Note, SseDecoder, StreamTracker};
 use crate::{BoxError, ClassifiedError, Target};
 
 mod end;
@@ -128,6 +128,9 @@ struct Core<B> {
     usage: Option<Usage>,
     /// Content chunks without usage: the output estimate of a stream that reports none.
     content_chunks: u64,
+    /// The scan of the last event judged before the stream was committed to (the first answer
+    /// event), for a layer above that asks for notes once it sees the stream.
+    first_note: Option<Note>,
 }
 
 impl<B> Engine<B>
@@ -171,6 +174,7 @@ where
             metrics,
             usage: None,
             content_chunks: 0,
+            first_note: None,
         };
         let armed = core.deadline();
         Engine {
@@ -200,6 +204,7 @@ where
             let mut due_before = None;
             if core.phase != Phase::FirstEvent {
                 if let Some(bytes) = core.take_output() {
+                    core.hand_over_first_note();
                     return Poll::Ready(Next::Data(bytes));
                 }
             }
@@ -349,6 +354,16 @@ impl<B> Core<B> {
         if self.ready > 0 {
             let ready = std::mem::take(&mut self.ready).min(self.input.len());
             self.held.extend_from_slice(&self.input.split_to(ready));
+        }
+    }
+
+    /// The first answer event's note, into the notes a layer above asked for since (before it
+    /// reads the event); dropped when none did.
+    fn hand_over_first_note(&mut self) {
+        if let Some(note) = self.first_note.take() {
+            if let Some(notes) = self.outcome.as_ref().and_then(|o| o.scan_notes()) {
+                notes.put(note);
+            }
         }
     }
 
