@@ -78,7 +78,7 @@ impl<B> Core<B> {
                     }
                 }
             };
-            self.last_event = self.chunk_at;
+            self.idle_due = after(self.chunk_at, self.config.limits.idle);
             match verdict {
                 Verdict::Keep => self.keep(frame, used),
                 Verdict::Commit => {

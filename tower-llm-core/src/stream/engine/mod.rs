@@ -113,8 +113,9 @@ struct Core<B> {
     first_due: Instant,
     /// When the last chunk arrived.
     chunk_at: Instant,
-    /// When the last complete frame arrived (comments included: they are keep-alives).
-    last_event: Instant,
+    /// When the idle limit runs out: its length after the last complete frame arrived (comments
+    /// included: they are keep-alives). Moved on once per frame, read on every poll.
+    idle_due: Instant,
     /// When the last answer chunk (a delta, a `finish_reason`, usage) arrived: the grace for a
     /// missing `[DONE]` counts from it, so pings after the end do not hold the stream open.
     last_answer: Instant,
@@ -164,7 +165,7 @@ where
             // No chunk yet: the call's start, so that bytes already there when late headers arrive
             // are read before any deadline is checked.
             chunk_at: started,
-            last_event: started,
+            idle_due: after(started, config.limits.idle),
             last_answer: started,
             drain_until: started,
             drained: 0,
@@ -372,8 +373,7 @@ impl<B> Core<B> {
         match self.phase {
             Phase::FirstEvent => self.first_due,
             Phase::Streaming => {
-                let idle = after(self.last_event, self.config.limits.idle);
-                let mut due = self.total_due.min(idle);
+                let mut due = self.total_due.min(self.idle_due);
                 if self.tracker.is_complete() {
                     due = due.min(after(self.last_answer, self.config.finish_grace));
                 }
