@@ -110,29 +110,14 @@ json_scanner!(
 impl<'a> Scanner<'a> {
     /// A string without escapes or control characters, after whitespace; `None` otherwise.
     fn string(&mut self) -> Option<&'a str> {
-        let (start, end) = self.string_span()?;
-        // Both ends are next to an ASCII `"`: character boundaries.
-        self.str_at(start, end)
-    }
-
-    /// The bytes of such a string: a key, compared with the names the scan reads, or a value it
-    /// skips (no `str` to make of either).
-    #[inline]
-    fn string_bytes(&mut self) -> Option<&'a [u8]> {
-        let (start, end) = self.string_span()?;
-        Some(&self.data[start..end])
-    }
-
-    /// The bounds of such a string's body.
-    #[inline]
-    fn string_span(&mut self) -> Option<(usize, usize)> {
         if !self.eat(b'"') {
             return None;
         }
         let start = self.pos;
         let end = start + plain_string_len(self.data.get(start..)?)?;
         self.pos = end + 1;
-        Some((start, end))
+        // Both ends are next to an ASCII `"`: character boundaries.
+        self.str_at(start, end)
     }
 
     /// `null` or a string.
@@ -157,7 +142,7 @@ impl<'a> Scanner<'a> {
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'"' => {
-                self.string_bytes()?;
+                self.string()?;
             }
             b'-' | b'0'..=b'9' => self.number()?,
             b'[' => {
@@ -180,7 +165,7 @@ impl<'a> Scanner<'a> {
                 self.pos += 1;
                 if !self.eat(b'}') {
                     loop {
-                        self.string_bytes()?;
+                        self.string()?;
                         if !self.eat(b':') {
                             return None;
                         }
@@ -254,12 +239,12 @@ impl<'a> Scanner<'a> {
 
     /// The members of an object, after its `{`: calls `member` with each key (the scanner is
     /// then before the value, which `member` must consume). Stops at the closing `}`.
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         if self.eat(b'}') {
             return Some(());
         }
         loop {
-            let key = self.string_bytes()?;
+            let key = self.string()?;
             if !self.eat(b':') {
                 return None;
             }
@@ -281,20 +266,20 @@ impl<'a> Scanner<'a> {
         let (mut seen_id, mut seen_choices, mut seen_usage) = (false, false, false);
         self.members(|s, key| {
             match key {
-                b"id" => {
+                "id" => {
                     once(&mut seen_id)?;
                     chunk.id = s.str_or_null()?.into_option();
                 }
-                b"choices" => {
+                "choices" => {
                     once(&mut seen_choices)?;
                     s.choices(&mut chunk)?;
                 }
-                b"usage" => {
+                "usage" => {
                     once(&mut seen_usage)?;
                     chunk.usage = s.skip(MAX_DEPTH)?;
                 }
                 // Fields another wire format (or an error) has: serde_json's path decides.
-                b"type" | b"error" | b"delta" | b"candidates" | b"usageMetadata" | b"x_groq" => {
+                "type" | "error" | "delta" | "candidates" | "usageMetadata" | "x_groq" => {
                     return None
                 }
                 _ => {
@@ -338,24 +323,24 @@ impl<'a> Scanner<'a> {
         let mut seen = [false; 4];
         self.members(|s, key| {
             match key {
-                b"index" => {
+                "index" => {
                     once(&mut seen[0])?;
                     choice.index = s.index()?;
                 }
-                b"delta" => {
+                "delta" => {
                     once(&mut seen[1])?;
                     choice.delta = s.delta()?;
                 }
-                b"logprobs" => {
+                "logprobs" => {
                     once(&mut seen[2])?;
                     choice.logprobs = s.skip(MAX_DEPTH)?;
                 }
-                b"finish_reason" => {
+                "finish_reason" => {
                     once(&mut seen[3])?;
                     choice.finish_reason = s.str_or_null()?.into_option();
                 }
                 // An alias serde_json's guard path reads and the watch's does not.
-                b"finishReason" => return None,
+                "finishReason" => return None,
                 _ => {
                     s.skip(MAX_DEPTH)?;
                 }
@@ -379,35 +364,35 @@ impl<'a> Scanner<'a> {
         let mut seen = [false; 8];
         self.members(|s, key| {
             match key {
-                b"role" => {
+                "role" => {
                     once(&mut seen[0])?;
                     delta.role = s.skip(MAX_DEPTH)?;
                 }
-                b"content" => {
+                "content" => {
                     once(&mut seen[1])?;
                     delta.content = s.str_or_null()?.into_option();
                 }
-                b"tool_calls" => {
+                "tool_calls" => {
                     once(&mut seen[2])?;
                     delta.tool_calls = s.skip(MAX_DEPTH)?;
                 }
-                b"function_call" => {
+                "function_call" => {
                     once(&mut seen[3])?;
                     delta.function_call = s.skip(MAX_DEPTH)?;
                 }
-                b"audio" => {
+                "audio" => {
                     once(&mut seen[4])?;
                     delta.audio = s.skip(MAX_DEPTH)?;
                 }
-                b"refusal" => {
+                "refusal" => {
                     once(&mut seen[5])?;
                     delta.refusal = s.str_or_null()?.into_option();
                 }
-                b"reasoning_content" => {
+                "reasoning_content" => {
                     once(&mut seen[6])?;
                     delta.reasoning_content = s.str_or_null()?.into_option();
                 }
-                b"reasoning" => {
+                "reasoning" => {
                     once(&mut seen[7])?;
                     delta.reasoning = s.str_or_null()?.into_option();
                 }

@@ -3,8 +3,9 @@
 
 /// A position in a JSON document.
 pub(crate) struct JsonCursor<'a> {
-    /// The document as a `str` when it was checked whole (the same bytes as `data`).
-    text: Option<&'a str>,
+    /// The document as a `str` when it was checked whole (the same bytes as `data`); empty for
+    /// a cursor over bytes not checked.
+    text: &'a str,
     pub(crate) data: &'a [u8],
     pub(crate) pos: usize,
 }
@@ -13,31 +14,32 @@ impl<'a> JsonCursor<'a> {
     /// A cursor at the start of `text`, a document checked whole as UTF-8.
     pub(crate) fn new(text: &'a str) -> Self {
         JsonCursor {
-            text: Some(text),
+            text,
             data: text.as_bytes(),
             pos: 0,
         }
     }
 
-    /// A cursor at the start of `data`, a document not checked as UTF-8: only the strings the
-    /// scan reads ([`str_at`](Self::str_at)) are, which is what `serde_json` does for a body it
-    /// reads into a struct (the strings it skips are not checked).
+    /// A cursor at the start of `data`, a document not checked as UTF-8 (what `serde_json` does
+    /// for a body it reads into a struct: it checks only the strings it reads as `str`). A scan
+    /// over it makes its own `str`s; [`str_at`](Self::str_at) has none to give.
     pub(crate) fn from_bytes(data: &'a [u8]) -> Self {
         JsonCursor {
-            text: None,
+            text: "",
             data,
             pos: 0,
         }
     }
 
-    /// The bytes `start..end` as a `str`; `None` when they are not valid UTF-8 (or not on
-    /// character boundaries of a document checked whole).
+    /// The bytes `start..end` of a document checked whole, as a `str` (`None` off its character
+    /// boundaries).
     #[inline]
     pub(crate) fn str_at(&self, start: usize, end: usize) -> Option<&'a str> {
-        match self.text {
-            Some(text) => text.get(start..end),
-            None => std::str::from_utf8(self.data.get(start..end)?).ok(),
-        }
+        debug_assert!(
+            self.text.len() == self.data.len(),
+            "str_at on a cursor over bytes not checked as UTF-8"
+        );
+        self.text.get(start..end)
     }
 
     #[inline]

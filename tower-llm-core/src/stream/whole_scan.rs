@@ -165,8 +165,10 @@ impl<'a> Scanner<'a> {
                 if s.peek()? == b'n' {
                     s.literal(b"null")
                 } else {
-                    model = Some(s.plain_string()?);
-                    Some(())
+                    // The one string serde_json reads as a `str` besides the keys: checked here.
+                    let (start, end, escaped) = s.string_span()?;
+                    model = Some(std::str::from_utf8(&s.data[start..end]).ok()?);
+                    (!escaped).then_some(())
                 }
             },
             |s| {
@@ -219,8 +221,10 @@ impl<'a> Scanner<'a> {
         if negative || !integer {
             return Some(None);
         }
-        // Digits only: parsing fails on overflow alone (serde_json then reads an `f64`).
-        Some(self.str_at(start, end)?.parse::<u64>().ok())
+        // Digits only: the value fails on overflow alone (serde_json then reads an `f64`).
+        Some(self.data[start..end].iter().try_fold(0u64, |n, &digit| {
+            n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        }))
     }
 
     /// Any JSON value, validated and skipped.
