@@ -87,8 +87,11 @@ fn long_body() -> Vec<u8> {
     }
 }
 
+/// One call of a variant (what it returns keeps the result alive).
+type Call<'a> = Box<dyn Fn() -> usize + 'a>;
+
 /// The variants: a name and one call.
-fn variants(long: &[u8]) -> Vec<(&'static str, Box<dyn Fn() -> usize + '_>)> {
+fn variants(long: &[u8]) -> Vec<(&'static str, Call<'_>)> {
     vec![
         (
             "request_model/long",
