@@ -595,8 +595,9 @@ async fn an_event_already_there_when_late_headers_arrive_is_taken() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stall_after_the_first_event_ends_with_a_timeout_event_at_the_idle_limit() {
+/// A stream under a guard with a 5 s idle limit, fed through a channel, its first event
+/// (`DELTA_A`) read: the feed, the outcome and the rest of the body.
+async fn committed_with_idle_5s() -> (Feed, StreamOutcome, Pin<Box<GuardedBody<ChannelBody>>>) {
     let (feed, body) = channel();
     feed.send(Ok(Bytes::from_static(DELTA_A.as_bytes())))
         .unwrap();
@@ -611,6 +612,12 @@ async fn a_stall_after_the_first_event_ends_with_a_timeout_event_at_the_idle_lim
         body.frame().await.unwrap().unwrap().into_data().unwrap(),
         DELTA_A.as_bytes()
     );
+    (feed, outcome, body)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_after_the_first_event_ends_with_a_timeout_event_at_the_idle_limit() {
+    let (feed, outcome, mut body) = committed_with_idle_5s().await;
     // Events keep the stream alive; each moves the idle deadline on.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -651,19 +658,7 @@ impl std::task::Wake for CountingWaker {
 async fn the_idle_limit_wakes_whoever_polled_last() {
     // The guard does not register its timer again when polled again by the same waker; a poll
     // by another waker must still move the timer's wake-up to it.
-    let (feed, body) = channel();
-    feed.send(Ok(Bytes::from_static(DELTA_A.as_bytes())))
-        .unwrap();
-    let layer = StreamGuardLayer::builder()
-        .idle(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let res = call(layer, sse_response(body)).await.unwrap();
-    let mut body = Box::pin(res.into_body());
-    assert_eq!(
-        body.frame().await.unwrap().unwrap().into_data().unwrap(),
-        DELTA_A.as_bytes()
-    );
+    let (feed, _outcome, mut body) = committed_with_idle_5s().await;
     let (first, second) = (
         Arc::new(CountingWaker::default()),
         Arc::new(CountingWaker::default()),
