@@ -216,6 +216,9 @@ fn load(args: &Args) -> Result<GatewayConfig, ExitCode> {
 /// Start the gateway for `config`, wait for SIGINT or SIGTERM, shut down.
 async fn serve(args: Args, config: GatewayConfig) -> ExitCode {
     let source = args.config.display().to_string();
+    // Listened for before the gateway serves: once the banner says it is up, SIGTERM means a
+    // clean shutdown, not the default action (the process killed mid-request).
+    let signals = ShutdownSignals::install();
     let mut options = GatewayOptions::new().quiet(args.quiet);
     if let Some(addr) = args.listen {
         options = options.listen(addr);
@@ -229,7 +232,7 @@ async fn serve(args: Args, config: GatewayConfig) -> ExitCode {
     };
     print_banner(&gateway, &config, &source);
 
-    wait_for_signal().await;
+    signals.recv().await;
     let totals = gateway.totals();
     eprintln!(
         "shutting down ({} requests, {} fallbacks, {} errors; {}): finishing in-flight requests",
@@ -280,26 +283,57 @@ fn print_banner(gateway: &Gateway, config: &GatewayConfig, source: &str) {
     );
 }
 
-/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn wait_for_signal() {
+/// SIGINT (Ctrl-C) and, on Unix, SIGTERM, listened for from [`install`](Self::install) on.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Take over SIGINT and SIGTERM now (a handler that cannot be installed is left out: then
+    /// that signal keeps its default action).
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Wait for the first of them.
+    async fn recv(self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.interrupt.is_none() && self.terminate.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = next(self.interrupt) => {}
+                () = next(self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

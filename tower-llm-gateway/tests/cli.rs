@@ -70,12 +70,15 @@ mod serve {
 
     use super::{temp_config, BIN};
 
-    #[test]
-    fn serves_from_a_file_and_stops_on_sigterm() {
-        let file = temp_config(
-            "serve",
-            "[[providers]]\nname = \"only\"\nmock = \"healthy\"\n\n[[routes]]\nmatch = \"*\"\ntargets = [{ provider = \"only\" }]\n",
-        );
+    /// The gateway started on `file` with `--quiet`, once its banner (its first line on stderr,
+    /// written when it serves) is read: the process, the rest of its stderr, the banner.
+    fn start(
+        file: &std::path::Path,
+    ) -> (
+        std::process::Child,
+        BufReader<std::process::ChildStderr>,
+        String,
+    ) {
         let mut child = Command::new(BIN)
             .args(["--config".as_ref(), file.as_os_str()])
             .args(["--listen", "127.0.0.1:0", "--quiet"])
@@ -86,6 +89,16 @@ mod serve {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut banner = String::new();
         stderr.read_line(&mut banner).unwrap();
+        (child, stderr, banner)
+    }
+
+    #[test]
+    fn serves_from_a_file_and_stops_on_sigterm() {
+        let file = temp_config(
+            "serve",
+            "[[providers]]\nname = \"only\"\nmock = \"healthy\"\n\n[[routes]]\nmatch = \"*\"\ntargets = [{ provider = \"only\" }]\n",
+        );
+        let (mut child, mut stderr, banner) = start(&file);
         let addr = banner
             .strip_prefix("tower-llm gateway on http://")
             .and_then(|rest| rest.split("/v1").next())
@@ -118,6 +131,36 @@ mod serve {
         let mut rest = String::new();
         stderr.read_to_string(&mut rest).unwrap();
         assert!(rest.contains("shutting down (1 requests"), "{rest}");
+        let _ = std::fs::remove_file(file);
+    }
+
+    /// SIGTERM or SIGINT the moment the banner is out (what a supervisor that waits for it and
+    /// then stops the gateway does): a clean shutdown, never the signal's default action. The
+    /// handlers used to be installed after the banner, so a signal in between killed the
+    /// process (exit without a code); ten rounds of each signal make that window show.
+    #[test]
+    fn a_signal_right_after_the_banner_is_a_clean_shutdown() {
+        let file = temp_config(
+            "signal",
+            "[[providers]]\nname = \"only\"\nmock = \"healthy\"\n\n[[routes]]\nmatch = \"*\"\ntargets = [{ provider = \"only\" }]\n",
+        );
+        for (round, signal) in ["-TERM", "-INT"].iter().cycle().take(20).enumerate() {
+            let (mut child, mut stderr, banner) = start(&file);
+            assert!(
+                banner.starts_with("tower-llm gateway on http://"),
+                "{banner}"
+            );
+            let status = Command::new("kill")
+                .args([*signal, child.id().to_string().as_str()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let exit = child.wait().unwrap();
+            let mut rest = String::new();
+            stderr.read_to_string(&mut rest).unwrap();
+            assert_eq!(exit.code(), Some(0), "round {round}, {signal}: {rest}");
+            assert!(rest.contains("shutting down (0 requests"), "{rest}");
+        }
         let _ = std::fs::remove_file(file);
     }
 
