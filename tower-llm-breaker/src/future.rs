@@ -16,40 +16,48 @@ use crate::state::{CallPermit, Outcome};
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker).
 #[pin_project]
 pub struct ResponseFuture<F, C> {
+    /// The inner call; `None` when the breaker rejected it. A plain field rather than an enum
+    /// variant's: the inner future (most of this one's size in a stack) is then written where it
+    /// lives instead of being built aside and copied in.
     #[pin]
-    kind: Kind<F, C>,
+    future: Option<F>,
+    verdict: Verdict<C>,
 }
 
-#[pin_project(project = KindProj)]
-enum Kind<F, C> {
-    Called {
-        #[pin]
-        future: F,
+/// What the breaker does with the call's outcome, or the rejection to return.
+enum Verdict<C> {
+    Record {
         permit: Option<CallPermit>,
         classifier: C,
         failures: KindSet,
     },
-    Rejected {
-        error: Option<BreakerOpen>,
-    },
+    Rejected(Option<BreakerOpen>),
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    #[inline]
-    pub(crate) fn called(future: F, permit: CallPermit, classifier: C, failures: KindSet) -> Self {
+    /// A call admitted: `call` makes the inner future (called here, so that it is built in
+    /// place).
+    #[inline(always)]
+    pub(crate) fn called(
+        permit: CallPermit,
+        classifier: C,
+        failures: KindSet,
+        call: impl FnOnce() -> F,
+    ) -> Self {
         ResponseFuture {
-            kind: Kind::Called {
-                future,
+            verdict: Verdict::Record {
                 permit: Some(permit),
                 classifier,
                 failures,
             },
+            future: Some(call()),
         }
     }
 
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            future: None,
+            verdict: Verdict::Rejected(Some(error)),
         }
     }
 }
@@ -63,66 +71,72 @@ where
     type Output = Result<Res, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Called {
-                future,
+        let this = self.project();
+        let (permit, classifier, failures) = match this.verdict {
+            Verdict::Record {
                 permit,
                 classifier,
                 failures,
-            } => {
-                let result = ready!(future.poll(cx));
-                let (result, classification) = match result {
-                    Ok(res) => {
-                        let c = classifier.classify_response(&res);
-                        if c.is_success() {
-                            if let Some(stream) = classifier.stream_outcome(&res) {
-                                // A committed stream can still be cut: the verdict waits for
-                                // its end. A body dropped by the client says nothing about the
-                                // target, so `Abandoned` drops the permit unrecorded.
-                                if let Some(mut permit) = permit.take() {
-                                    permit.freeze_latency();
-                                    let failures = *failures;
-                                    stream.on_end(move |end| match end {
-                                        StreamEnd::Complete => permit.record(Outcome::Success),
-                                        StreamEnd::Failed(f) => permit.record(Outcome::classify(
-                                            &Classification::Failure(f),
-                                            failures,
-                                        )),
-                                        StreamEnd::Abandoned => drop(permit),
-                                    });
-                                }
-                                return Poll::Ready(Ok(res));
-                            }
-                        }
-                        (Ok(res), c)
-                    }
-                    Err(e) => {
-                        let e: BoxError = e.into();
-                        let failure = classifier.classify_error(&*e);
-                        (Err(e), Classification::Failure(failure))
-                    }
-                };
-                if let Some(permit) = permit.take() {
-                    permit.record(Outcome::classify(&classification, *failures));
-                }
-                Poll::Ready(result)
+            } => (permit, classifier, failures),
+            Verdict::Rejected(error) => {
+                return Poll::Ready(Err(match error.take() {
+                    Some(open) => Box::new(open),
+                    None => "circuit-breaker future polled after completion".into(),
+                }))
             }
-            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(open) => Box::new(open),
-                None => "circuit-breaker future polled after completion".into(),
-            })),
+        };
+        let Some(future) = this.future.as_pin_mut() else {
+            return Poll::Ready(Err(
+                "circuit-breaker future polled without an inner call".into()
+            ));
+        };
+        let result = ready!(future.poll(cx));
+        let (result, classification) = match result {
+            Ok(res) => {
+                let c = classifier.classify_response(&res);
+                if c.is_success() {
+                    if let Some(stream) = classifier.stream_outcome(&res) {
+                        // A committed stream can still be cut: the verdict waits for its end. A
+                        // body dropped by the client says nothing about the target, so
+                        // `Abandoned` drops the permit unrecorded.
+                        if let Some(mut permit) = permit.take() {
+                            permit.freeze_latency();
+                            let failures = *failures;
+                            stream.on_end(move |end| match end {
+                                StreamEnd::Complete => permit.record(Outcome::Success),
+                                StreamEnd::Failed(f) => permit.record(Outcome::classify(
+                                    &Classification::Failure(f),
+                                    failures,
+                                )),
+                                StreamEnd::Abandoned => drop(permit),
+                            });
+                        }
+                        return Poll::Ready(Ok(res));
+                    }
+                }
+                (Ok(res), c)
+            }
+            Err(e) => {
+                let e: BoxError = e.into();
+                let failure = classifier.classify_error(&*e);
+                (Err(e), Classification::Failure(failure))
+            }
+        };
+        if let Some(permit) = permit.take() {
+            permit.record(Outcome::classify(&classification, *failures));
         }
+        Poll::Ready(result)
     }
 }
 
 impl<F, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            Kind::Called { permit, .. } => f
+        match &self.verdict {
+            Verdict::Record { permit, .. } => f
                 .debug_struct("ResponseFuture::Called")
                 .field("permit", permit)
                 .finish(),
-            Kind::Rejected { error } => f
+            Verdict::Rejected(error) => f
                 .debug_struct("ResponseFuture::Rejected")
                 .field("error", error)
                 .finish(),

@@ -496,12 +496,10 @@ where
         let breaker = self.registry.breaker(self.key_fn.key(&req));
         let reader = &self.reader;
         match breaker.acquire(|| reader.budget(&req).is_some_and(|b| b.is_probe())) {
-            Ok(permit) => ResponseFuture::called(
-                self.inner.call(req),
-                permit,
-                self.classifier.clone(),
-                self.failures,
-            ),
+            Ok(permit) => {
+                let (classifier, failures) = (self.classifier.clone(), self.failures);
+                ResponseFuture::called(permit, classifier, failures, || self.inner.call(req))
+            }
             Err(open) => ResponseFuture::rejected(open),
         }
     }

@@ -195,12 +195,10 @@ where
             None => self.breaker.acquire(is_probe),
         };
         match admitted {
-            Ok(permit) => ResponseFuture::called(
-                self.inner.call(req),
-                permit,
-                self.classifier.clone(),
-                self.failures,
-            ),
+            Ok(permit) => {
+                let (classifier, failures) = (self.classifier.clone(), self.failures);
+                ResponseFuture::called(permit, classifier, failures, || self.inner.call(req))
+            }
             Err(open) => ResponseFuture::rejected(open),
         }
     }

@@ -24,8 +24,12 @@ pub struct ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
 {
+    /// The inner call, once sent. A field of its own rather than a field of `State::Calling`:
+    /// the inner future (most of this one's size in a stack) is then written where it lives
+    /// instead of being built aside and copied in. Declared first: dropped before the permit.
     #[pin]
-    state: State<S, Req, S::Future>,
+    future: Option<S::Future>,
+    state: State<S, Req>,
     classifier: Option<C>,
     hold: R,
 }
@@ -38,16 +42,13 @@ struct Waiting<S, Req> {
     request: Req,
 }
 
-#[pin_project(project = StateProj)]
-enum State<S, Req, F> {
+enum State<S, Req> {
     /// Waiting for admission.
     Admitting {
         waiting: Option<Box<Waiting<S, Req>>>,
     },
-    /// The inner service was called.
+    /// The inner service was called (its future is `ResponseFuture::future`).
     Calling {
-        #[pin]
-        future: F,
         permit: Option<Permit>,
         started: Option<Instant>,
     },
@@ -61,9 +62,11 @@ impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
 {
-    #[inline]
+    /// A call admitted at once: `call` sends it (called here, last, so that its future is
+    /// written in place).
+    #[inline(always)]
     pub(crate) fn called(
-        future: S::Future,
+        call: impl FnOnce() -> S::Future,
         permit: Permit,
         classifier: Option<C>,
         hold: R,
@@ -71,12 +74,12 @@ where
         let started = classifier.as_ref().map(|_| Instant::now());
         ResponseFuture {
             state: State::Calling {
-                future,
                 permit: Some(permit),
                 started,
             },
             classifier,
             hold,
+            future: Some(call()),
         }
     }
 
@@ -88,6 +91,7 @@ where
         hold: R,
     ) -> Self {
         ResponseFuture {
+            future: None,
             state: State::Admitting {
                 waiting: Some(Box::new(Waiting {
                     admission,
@@ -102,6 +106,7 @@ where
 
     pub(crate) fn rejected(error: BulkheadFull, hold: R) -> Self {
         ResponseFuture {
+            future: None,
             state: State::Rejected { error: Some(error) },
             classifier: None,
             hold,
@@ -125,21 +130,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Admitting { waiting } => {
+            match this.state {
+                State::Admitting { waiting } => {
                     let Some(admission) = waiting.as_mut().map(|w| w.admission.as_mut()) else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let permit = match ready!(admission.poll(cx)) {
                         Ok(permit) => permit,
                         Err(full) => {
-                            this.state.set(State::Done);
+                            *this.state = State::Done;
                             return Poll::Ready(Err(Box::new(full)));
                         }
                     };
                     let Some(w) = waiting.take() else {
-                        this.state.set(State::Done);
+                        *this.state = State::Done;
                         return Poll::Ready(Err(polled_after_completion()));
                     };
                     let Waiting {
@@ -149,22 +154,23 @@ where
                     } = *w;
                     let started = this.classifier.as_ref().map(|_| Instant::now());
                     // `service` was driven to readiness before `call` moved it here.
-                    let future = service.call(request);
-                    this.state.set(State::Calling {
-                        future,
+                    this.future.set(Some(service.call(request)));
+                    *this.state = State::Calling {
                         permit: Some(permit),
                         started,
-                    });
+                    };
                 }
-                StateProj::Calling {
-                    future,
-                    permit,
-                    started,
-                } => {
+                State::Calling { permit, started } => {
+                    let Some(future) = this.future.as_mut().as_pin_mut() else {
+                        *this.state = State::Done;
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
                     let result = ready!(future.poll(cx));
+                    // The inner future goes first, then (below) the permit.
+                    this.future.set(None);
                     let permit = permit.take();
                     let started = *started;
-                    this.state.set(State::Done);
+                    *this.state = State::Done;
                     let Some(permit) = permit else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
@@ -189,15 +195,15 @@ where
                         }
                     });
                 }
-                StateProj::Rejected { error } => {
+                State::Rejected { error } => {
                     let error = error.take();
-                    this.state.set(State::Done);
+                    *this.state = State::Done;
                     return Poll::Ready(match error {
                         Some(full) => Err(Box::new(full)),
                         None => Err(polled_after_completion()),
                     });
                 }
-                StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+                State::Done => return Poll::Ready(Err(polled_after_completion())),
             }
         }
     }

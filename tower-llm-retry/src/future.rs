@@ -187,6 +187,9 @@ where
     C: Classify<S::Response>,
     R: ReplayRequest<Req> + RecordResponse<S::Response>,
 {
+    /// The future of a call whose first attempt is `first`. Built as one literal, the attempt
+    /// and the call's state written in place rather than assembled aside and moved in (every
+    /// layer above moves this future).
     #[inline]
     pub(crate) fn start(
         first: S::Future,
@@ -207,35 +210,93 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let call = Call {
-            phase: Phase::Waiting,
-            service,
-            shared,
-            request,
-            state: CallState {
-                sequential: 1,
-                ..CallState::default()
-            },
-            attempts: 1,
-            hedges_sent: 0,
-            hedge_due: false,
-            records: Vec::new(),
-            last: None,
-            target,
-            budget,
-            deadline,
-            single_call: attempt_budget.is_some_and(|b| !b.allows_retries()),
-            answered_failure: None,
-        };
-        let primary = call.timed(first, 1, now);
-        let hedge_timer = call.next_hedge_at(now).map(sleep_until);
+        let limit = AttemptLimit::new(&shared, deadline, now);
+        let hedge_timer = hedge_at(&shared, 0, &request, now).map(sleep_until);
         ResponseFuture {
-            primary: Some(primary),
             timer: hedge_timer,
             hedges: Vec::new(),
-            call,
+            call: Call {
+                phase: Phase::Waiting,
+                service,
+                shared,
+                request,
+                state: CallState {
+                    sequential: 1,
+                    ..CallState::default()
+                },
+                attempts: 1,
+                hedges_sent: 0,
+                hedge_due: false,
+                records: Vec::new(),
+                last: None,
+                target,
+                budget,
+                deadline,
+                single_call: attempt_budget.is_some_and(|b| !b.allows_retries()),
+                answered_failure: None,
+            },
+            primary: Some(limit.timed(first, 1, now)),
         }
     }
+}
+
+/// When an attempt started at a given time times out.
+struct AttemptLimit {
+    expires: Option<Instant>,
+    limit: Duration,
+    by_deadline: bool,
+}
+
+impl AttemptLimit {
+    /// The attempt timeout, or what is left before the deadline, whichever ends first.
+    #[inline]
+    fn new<C, R>(shared: &Shared<C, R>, deadline: Option<Instant>, now: Instant) -> Self {
+        let by_timeout = shared
+            .config
+            .attempt_timeout()
+            .and_then(|t| Some((now.checked_add(t)?, t)));
+        let by_deadline = deadline.map(|d| (d, d.saturating_duration_since(now)));
+        let (limit, by_deadline) = match (by_timeout, by_deadline) {
+            (Some(a), Some(b)) if b.0 < a.0 => (Some(b), true),
+            (Some(a), _) => (Some(a), false),
+            (None, b) => (b, b.is_some()),
+        };
+        AttemptLimit {
+            expires: limit.map(|(at, _)| at),
+            limit: limit.map_or(Duration::ZERO, |(_, d)| d),
+            by_deadline,
+        }
+    }
+
+    /// `fut` with this limit.
+    #[inline]
+    fn timed<F>(self, fut: F, attempt: u32, now: Instant) -> TimedCall<F> {
+        TimedCall {
+            timer: None,
+            expires: self.expires,
+            limit: self.limit,
+            by_deadline: self.by_deadline,
+            attempt,
+            started: now,
+            fut,
+        }
+    }
+}
+
+/// When the next hedge should be sent, `sent` hedges in, if hedging is on, one may still be
+/// sent and the request can be replayed.
+fn hedge_at<C, R, Req>(
+    shared: &Shared<C, R>,
+    sent: u32,
+    request: &Option<Result<Req, NotReplayable>>,
+    now: Instant,
+) -> Option<Instant> {
+    let hedging = shared.config.hedging()?;
+    if sent >= hedging.max_hedges() || !matches!(request, Some(Ok(_))) {
+        return None;
+    }
+    let delay = shared.latency.as_ref()?.hedge_delay(&hedging);
+    now.checked_add(delay)
 }
 
 impl<S, Req, C, R> Call<S, Req, C, R>
@@ -249,36 +310,12 @@ where
     /// the deadline, whichever ends first.
     #[inline]
     fn timed(&self, fut: S::Future, attempt: u32, now: Instant) -> TimedCall<S::Future> {
-        let by_timeout = self
-            .shared
-            .config
-            .attempt_timeout()
-            .and_then(|t| Some((now.checked_add(t)?, t)));
-        let by_deadline = self.deadline.map(|d| (d, d.saturating_duration_since(now)));
-        let (limit, cut_by_deadline) = match (by_timeout, by_deadline) {
-            (Some(a), Some(b)) if b.0 < a.0 => (Some(b), true),
-            (Some(a), _) => (Some(a), false),
-            (None, b) => (b, b.is_some()),
-        };
-        TimedCall {
-            fut,
-            timer: None,
-            expires: limit.map(|(at, _)| at),
-            limit: limit.map_or(Duration::ZERO, |(_, d)| d),
-            by_deadline: cut_by_deadline,
-            attempt,
-            started: now,
-        }
+        AttemptLimit::new(&self.shared, self.deadline, now).timed(fut, attempt, now)
     }
 
     /// When the next hedge should be sent, if hedging is on and one may still be sent.
     fn next_hedge_at(&self, now: Instant) -> Option<Instant> {
-        let hedging = self.shared.config.hedging()?;
-        if self.hedges_sent >= hedging.max_hedges() || !matches!(self.request, Some(Ok(_))) {
-            return None;
-        }
-        let delay = self.shared.latency.as_ref()?.hedge_delay(&hedging);
-        now.checked_add(delay)
+        hedge_at(&self.shared, self.hedges_sent, &self.request, now)
     }
 
     fn replayable(&self) -> Result<(), NotReplayable> {

@@ -125,23 +125,25 @@ impl<S, B, ResB, C> ResponseFuture<S, B, ResB, C>
 where
     S: Service<Request<B>>,
 {
+    #[inline]
     pub(crate) fn new(inner: Arc<Inner<S, C>>, req: Request<B>) -> Self {
+        let ctx = Ctx {
+            inner,
+            original: Some(req),
+            current: None,
+            deadline: None,
+            walk: Walk::default(),
+            attempts: Vec::new(),
+            calls: 0,
+            last_error: None,
+            started: None,
+            resume: None,
+            parent: Span::current(),
+        };
         ResponseFuture {
             phase: Phase::Select,
             timer: None,
-            ctx: Ctx {
-                inner,
-                original: Some(req),
-                current: None,
-                deadline: None,
-                walk: Walk::default(),
-                attempts: Vec::new(),
-                calls: 0,
-                last_error: None,
-                started: None,
-                resume: None,
-                parent: Span::current(),
-            },
+            ctx,
         }
     }
 }
