@@ -90,12 +90,13 @@ where
                 "circuit-breaker future polled without an inner call".into()
             ));
         };
-        let result = ready!(future.poll(cx));
-        let (result, classification) = match result {
+        let result = ready!(future.poll(cx)).map_err(Into::into);
+        // Judged by reference: the answer goes out as it came, not moved through the verdict.
+        let classification = match &result {
             Ok(res) => {
-                let c = classifier.classify_response(&res);
+                let c = classifier.classify_response(res);
                 if c.is_success() {
-                    if let Some(stream) = classifier.stream_outcome(&res) {
+                    if let Some(stream) = classifier.stream_outcome(res) {
                         // A committed stream can still be cut: the verdict waits for its end. A
                         // body dropped by the client says nothing about the target, so
                         // `Abandoned` drops the permit unrecorded.
@@ -111,16 +112,12 @@ where
                                 StreamEnd::Abandoned => drop(permit),
                             });
                         }
-                        return Poll::Ready(Ok(res));
+                        return Poll::Ready(result);
                     }
                 }
-                (Ok(res), c)
+                c
             }
-            Err(e) => {
-                let e: BoxError = e.into();
-                let failure = classifier.classify_error(&*e);
-                (Err(e), Classification::Failure(failure))
-            }
+            Err(e) => Classification::Failure(classifier.classify_error(&**e)),
         };
         if let Some(permit) = permit.take() {
             permit.record(Outcome::classify(&classification, *failures));

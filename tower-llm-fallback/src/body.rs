@@ -72,10 +72,10 @@ impl<B> FallbackBody<B> {
         }
     }
 
-    /// The same body, read within `span` (the attempt that answered).
-    pub(crate) fn with_span(mut self, span: Span) -> Self {
+    /// Read this body within `span` (the attempt that answered). In place: the response
+    /// around it is not moved for it.
+    pub(crate) fn set_span(&mut self, span: Span) {
         self.span = span;
-        self
     }
 
     /// The body, its watch and its span, taken apart (a continuation handed to the stream it

@@ -242,13 +242,20 @@ where
                 PhaseProj::Calling { fut } => {
                     let span = this.ctx.attempt_span();
                     let _entered = span.enter();
-                    fut.poll(cx).map(|result| match result {
-                        Ok(res) => match this.ctx.on_response(res) {
-                            Next::Committed(res) => this.ctx.commit_stream(res),
-                            next => next,
+                    match fut.poll(cx) {
+                        Poll::Ready(Ok(res)) => match this.ctx.on_response(res) {
+                            // The common end, returned from here: the answer is not moved
+                            // through the steps below.
+                            Next::Return(out) => {
+                                this.phase.set(Phase::Done);
+                                return Poll::Ready(out);
+                            }
+                            Next::Committed(res) => Poll::Ready(this.ctx.commit_stream(res)),
+                            next => Poll::Ready(next),
                         },
-                        Err(err) => this.ctx.on_error(err.into()),
-                    })
+                        Poll::Ready(Err(err)) => Poll::Ready(this.ctx.on_error(err.into())),
+                        Poll::Pending => Poll::Pending,
+                    }
                 }
                 PhaseProj::Peeking { peek, parts } => {
                     let span = this.ctx.attempt_span();

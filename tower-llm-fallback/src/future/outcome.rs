@@ -56,9 +56,9 @@ where
                 }
                 record_stream_end(&shared, idx, probe, started, end)
             });
-            return self
-                .answered_by(current.idx, res)
-                .map(|b| b.with_span(span));
+            let mut res = self.answered_by(current.idx, res);
+            res.body_mut().set_span(span);
+            return res;
         }
         let probe = current.probe.is_some_and(ProbeSlot::settle);
         target.state.on_success(probe, current.started);
@@ -66,8 +66,9 @@ where
         if probe {
             tracing::info!(target_name = %target.name, "probe succeeded: target back in service");
         }
-        self.answered_by(current.idx, res)
-            .map(|b| b.with_span(span))
+        let mut res = self.answered_by(current.idx, res);
+        res.body_mut().set_span(span);
+        res
     }
 
     /// Record the answering attempt on its span: outcome, status, why the chain got here, and
