@@ -430,6 +430,7 @@ fn plain_string_len(bytes: &[u8]) -> Option<usize> {
 /// token's text) are read eight bytes at a time in a register (SWAR); past `SHORT` bytes,
 /// `memchr2` finds the first `"` or `\\` with SIMD and one pass that compiles to vector `min`s
 /// checks the run before it for a control character.
+#[inline(always)]
 pub(crate) fn string_stop(bytes: &[u8]) -> Option<usize> {
     /// Bytes read by words before the SIMD search takes over (its call and setup cost more
     /// than a few words).

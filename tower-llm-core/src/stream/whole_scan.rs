@@ -119,6 +119,7 @@ impl<'a> Scanner<'a> {
     /// `serde_json` skips a string): the bounds of its body and whether it had escapes. `None`
     /// on a bad escape, a `\u` escape of a lone surrogate (serde_json rejects one where it reads
     /// the string, and the scan does not know which strings those are) or a control character.
+    #[inline(always)]
     fn string_span(&mut self) -> Option<(usize, usize, bool)> {
         if !self.eat(b'"') {
             return None;
