@@ -74,8 +74,14 @@ impl Buf {
 /// `idle`, the whole read against `total` (all from the call). Dropping it drops the body.
 #[pin_project]
 pub(crate) struct WholeRead<B> {
+    /// The timer for `deadline`, created the first time the body has to be waited for: a body
+    /// that is there at once (and each chunk that moves the deadline) never touches the
+    /// runtime's timer.
     #[pin]
-    sleep: Sleep,
+    sleep: Option<Sleep>,
+    /// When the read times out: the first byte's limit, then the idle limit after each chunk,
+    /// within the total.
+    deadline: Instant,
     body: Option<B>,
     buf: Buf,
     len: usize,
@@ -99,9 +105,9 @@ where
         started: Instant,
         check: Check,
     ) -> Self {
-        let deadline = after(started, limits.ttft.min(limits.total));
         WholeRead {
-            sleep: tokio::time::sleep_until(deadline),
+            sleep: None,
+            deadline: after(started, limits.ttft.min(limits.total)),
             body: Some(body),
             buf: Buf::Empty,
             len: 0,
@@ -146,9 +152,8 @@ where
                         *this.first_byte = true;
                         // Silence is now measured from this chunk, still within the total.
                         let now = Instant::now();
-                        let deadline = after(now, this.limits.idle)
+                        *this.deadline = after(now, this.limits.idle)
                             .min(after(*this.started, this.limits.total));
-                        this.sleep.as_mut().reset(deadline);
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
@@ -185,7 +190,7 @@ where
                     }));
                 }
                 Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_pending() {
+                    if expiry(this.sleep.as_mut(), *this.deadline, cx).is_pending() {
                         return Poll::Pending;
                     }
                     // Close the connection now rather than when the future is dropped.
@@ -208,6 +213,25 @@ where
                     };
                     return Poll::Ready(Err(ClassifiedError::new(ErrorKind::Timeout, message)));
                 }
+            }
+        }
+    }
+}
+
+/// Poll a timer for `deadline`, armed on first use and moved when the deadline moved.
+fn expiry(mut sleep: Pin<&mut Option<Sleep>>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    match sleep.as_mut().as_pin_mut() {
+        Some(mut timer) => {
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            timer.poll(cx)
+        }
+        None => {
+            sleep.set(Some(tokio::time::sleep_until(deadline)));
+            match sleep.as_pin_mut() {
+                Some(timer) => timer.poll(cx),
+                None => Poll::Pending,
             }
         }
     }
