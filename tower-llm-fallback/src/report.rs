@@ -75,8 +75,19 @@ impl FallbackKind {
         }
     }
 
-    pub(crate) const fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(self.as_str())
+    pub(crate) fn header_value(self) -> HeaderValue {
+        // Checked at compile time: `from_static` on a value known only at run time checks its
+        // bytes on every answer.
+        const NONE: HeaderValue = HeaderValue::from_static(FallbackKind::None.as_str());
+        const TARGET: HeaderValue = HeaderValue::from_static(FallbackKind::Target.as_str());
+        const CACHE: HeaderValue = HeaderValue::from_static(FallbackKind::Cache.as_str());
+        const STATIC: HeaderValue = HeaderValue::from_static(FallbackKind::Static.as_str());
+        match self {
+            FallbackKind::None => NONE,
+            FallbackKind::Target => TARGET,
+            FallbackKind::Cache => CACHE,
+            FallbackKind::Static => STATIC,
+        }
     }
 }
 

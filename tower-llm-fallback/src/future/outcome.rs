@@ -4,7 +4,7 @@ use std::mem;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::time::Instant;
 use tower_llm_core::{
     AttemptRecord, BoxError, BreakerOpen, ClassifiedError, ErrorKind, Failure, Origin, ReplayBody,
@@ -44,7 +44,7 @@ where
             .attempt(&target.name, AttemptOutcome::Success, took);
         // The attempt's span goes with the answer's body: usage and the end arrive with it.
         let span = mem::replace(&mut current.span, Span::none());
-        self.answering(&span, res.status(), took, is_event_stream(res.headers()));
+        self.answering(&span, res.status(), res.headers(), took);
         if let Some(stream) = res.extensions().get::<StreamOutcome>().cloned() {
             // A committed stream can still be cut: the target's health waits for its end.
             let shared = Arc::clone(&self.inner.shared);
@@ -73,10 +73,12 @@ where
 
     /// Record the answering attempt on its span: outcome, status, why the chain got here, and
     /// for a stream the time to its first answer event.
-    fn answering(&self, span: &Span, status: StatusCode, took: Duration, stream: bool) {
+    fn answering(&self, span: &Span, status: StatusCode, headers: &HeaderMap, took: Duration) {
         if span.is_disabled() {
             return;
         }
+        // Read here, past the check: most answers have no span to record it on.
+        let stream = is_event_stream(headers);
         span.record("llm.outcome", "success");
         span.record("http.response.status_code", i64::from(status.as_u16()));
         if let Some(first) = self.attempts.first() {
