@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 
 use pin_project::pin_project;
 use tower_llm_core::{BoxError, BreakerOpen, Classification, Classify, KindSet, StreamEnd};
+use tower_service::Service;
 
 use crate::state::{CallPermit, Outcome};
 
@@ -35,22 +36,26 @@ enum Verdict<C> {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    /// A call admitted: `call` makes the inner future (called here, so that it is built in
-    /// place).
+    /// A call admitted: `req` is sent on `inner` here, last, so that the inner future is
+    /// written in place.
     #[inline(always)]
-    pub(crate) fn called(
+    pub(crate) fn called<S, Req>(
+        inner: &mut S,
+        req: Req,
         permit: CallPermit,
         classifier: C,
         failures: KindSet,
-        call: impl FnOnce() -> F,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Service<Req, Future = F>,
+    {
         ResponseFuture {
             verdict: Verdict::Record {
                 permit: Some(permit),
                 classifier,
                 failures,
             },
-            future: Some(call()),
+            future: Some(inner.call(req)),
         }
     }
 

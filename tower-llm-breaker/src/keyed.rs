@@ -498,7 +498,7 @@ where
         match breaker.acquire(|| reader.budget(&req).is_some_and(|b| b.is_probe())) {
             Ok(permit) => {
                 let (classifier, failures) = (self.classifier.clone(), self.failures);
-                ResponseFuture::called(permit, classifier, failures, || self.inner.call(req))
+                ResponseFuture::called(&mut self.inner, req, permit, classifier, failures)
             }
             Err(open) => ResponseFuture::rejected(open),
         }

@@ -197,7 +197,7 @@ where
         match admitted {
             Ok(permit) => {
                 let (classifier, failures) = (self.classifier.clone(), self.failures);
-                ResponseFuture::called(permit, classifier, failures, || self.inner.call(req))
+                ResponseFuture::called(&mut self.inner, req, permit, classifier, failures)
             }
             Err(open) => ResponseFuture::rejected(open),
         }

@@ -62,11 +62,12 @@ impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
 {
-    /// A call admitted at once: `call` sends it (called here, last, so that its future is
-    /// written in place).
+    /// A call admitted at once: `request` is sent on `inner` here, last, so that the inner
+    /// future is written in place.
     #[inline(always)]
     pub(crate) fn called(
-        call: impl FnOnce() -> S::Future,
+        inner: &mut S,
+        request: Req,
         permit: Permit,
         classifier: Option<C>,
         hold: R,
@@ -79,7 +80,7 @@ where
             },
             classifier,
             hold,
-            future: Some(call()),
+            future: Some(inner.call(request)),
         }
     }
 

@@ -159,8 +159,8 @@ where
         let deadline = || budget.budget(&request).map(|b| b.deadline());
         match try_admit(partition, tokens, deadline) {
             Admit::Now(permit) => {
-                let (inner, hold) = (&mut self.inner, self.hold.clone());
-                ResponseFuture::called(|| inner.call(request), permit, classifier, hold)
+                let hold = self.hold.clone();
+                ResponseFuture::called(&mut self.inner, request, permit, classifier, hold)
             }
             Admit::Rejected(full) => ResponseFuture::rejected(full, self.hold.clone()),
             Admit::Wait(pending) => {
