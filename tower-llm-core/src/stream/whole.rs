@@ -11,7 +11,7 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Body;
 use pin_project::pin_project;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -21,6 +21,7 @@ use super::config::StreamLimits;
 use super::engine::after;
 use super::usage::{record_model, Member, MemberKey, ModelValue, Usage, UsageValue};
 use super::whole_scan::scan_whole;
+use crate::content_type::media_type;
 use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
@@ -237,6 +238,26 @@ fn expiry(mut sleep: Pin<&mut Option<Sleep>>, deadline: Instant, cx: &mut Contex
     }
 }
 
+/// Whether a `Content-Type` value names a JSON subtype: `json` (`application/json`,
+/// `text/json`) or a `+json` suffix, any case, any parameters. Read from the bytes: a value that
+/// is not visible ASCII (what `HeaderValue::to_str` takes) names none.
+fn is_json_subtype(value: &HeaderValue) -> bool {
+    // A `HeaderValue` holds no control byte but tab (its constructors check): visible ASCII
+    // is ASCII.
+    if !value.as_bytes().is_ascii() {
+        return false;
+    }
+    let media = media_type(value);
+    let subtype = media
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(&[][..], |at| &media[at + 1..]);
+    const SUFFIX: &[u8] = b"+json";
+    subtype.eq_ignore_ascii_case(b"json")
+        || subtype.len() >= SUFFIX.len()
+            && subtype[subtype.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}
+
 /// What a body read whole must be, decided from the response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -260,20 +281,7 @@ impl Check {
         let Some(value) = headers.get(CONTENT_TYPE) else {
             return Check::Json { declared: false };
         };
-        let essence = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split(';').next())
-            .unwrap_or_default()
-            .trim();
-        let subtype = essence.split_once('/').map_or("", |(_, sub)| sub);
-        let json = subtype.eq_ignore_ascii_case("json")
-            || subtype
-                .len()
-                .checked_sub(5)
-                .and_then(|at| subtype.get(at..))
-                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
-        if json {
+        if is_json_subtype(value) {
             Check::Json { declared: true }
         } else {
             Check::None
@@ -455,6 +463,101 @@ impl<'de> Visitor<'de> for ErrorValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod content_type_reading {
+        use http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+        use http::StatusCode;
+        use proptest::prelude::*;
+
+        use super::super::Check;
+
+        /// The reading `Check::for_response` had before it read bytes: the value as text, the
+        /// part before `;`, trimmed, the subtype `json` or `+json`.
+        fn check_as_text(value: &HeaderValue) -> Check {
+            let essence = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .unwrap_or_default()
+                .trim();
+            let subtype = essence.split_once('/').map_or("", |(_, sub)| sub);
+            let json = subtype.eq_ignore_ascii_case("json")
+                || subtype
+                    .len()
+                    .checked_sub(5)
+                    .and_then(|at| subtype.get(at..))
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"));
+            if json {
+                Check::Json { declared: true }
+            } else {
+                Check::None
+            }
+        }
+
+        /// Content types near JSON's, in any case, with whitespace, parameters and bytes that
+        /// are not visible ASCII around them.
+        fn value() -> impl Strategy<Value = Vec<u8>> {
+            let parts = prop::sample::select(vec![
+                "application/json",
+                "text/json",
+                "application/problem+json",
+                "application/x+jsonx",
+                "json",
+                "/json",
+                "+json",
+                "application/",
+                "text/event-stream",
+                "",
+            ]);
+            let fill = prop::sample::select(vec![
+                &b""[..],
+                b" ",
+                b"\t",
+                b";",
+                b"; charset=utf-8",
+                b"/",
+                b"\xe9",
+                b"\x7f",
+                b"\x80",
+                b"JSON",
+                b"+",
+            ]);
+            (fill.clone(), parts, fill.clone(), fill, any::<u32>()).prop_map(
+                |(before, part, after, tail, case)| {
+                    let mut bytes = before.to_vec();
+                    bytes.extend(part.bytes().enumerate().map(|(i, b)| {
+                        if case >> (i % 32) & 1 == 1 {
+                            b.to_ascii_uppercase()
+                        } else {
+                            b
+                        }
+                    }));
+                    bytes.extend_from_slice(after);
+                    bytes.extend_from_slice(tail);
+                    bytes
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn the_content_type_is_read_as_the_text_reading_did(bytes in value()) {
+                let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                    return Ok(());
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(CONTENT_TYPE, value.clone());
+                prop_assert_eq!(
+                    Check::for_response(StatusCode::OK, &headers),
+                    check_as_text(&value),
+                    "{:?}",
+                    value
+                );
+            }
+        }
+    }
 
     mod scan_equivalence {
         use proptest::prelude::*;
