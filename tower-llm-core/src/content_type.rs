@@ -49,10 +49,31 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 /// structured syntax suffix (`application/problem+json`).
 pub fn is_json(value: &HeaderValue) -> bool {
     let media = media_type(value);
+    media.eq_ignore_ascii_case(b"application/json") || has_json_suffix(media)
+}
+
+/// Whether `name` ends with the `+json` structured syntax suffix, in any case.
+fn has_json_suffix(name: &[u8]) -> bool {
     const SUFFIX: &[u8] = b"+json";
-    media.eq_ignore_ascii_case(b"application/json")
-        || media.len() >= SUFFIX.len()
-            && media[media.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+    name.len() >= SUFFIX.len() && name[name.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
+}
+
+/// Whether a `Content-Type` value names a JSON subtype, of any type: `json`
+/// (`application/json`, `text/json`) or a `+json` suffix, any case, any parameters (the stream
+/// guard's rule for a body it judges as JSON; [`is_json`] takes `application/json` only). Read from the bytes: a value that
+/// is not visible ASCII (what `HeaderValue::to_str` takes) names none.
+pub(crate) fn has_json_subtype(value: &HeaderValue) -> bool {
+    // A `HeaderValue` holds no control byte but tab (its constructors check): visible ASCII
+    // is ASCII.
+    if !value.as_bytes().is_ascii() {
+        return false;
+    }
+    let media = media_type(value);
+    let subtype = media
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(&[][..], |at| &media[at + 1..]);
+    subtype.eq_ignore_ascii_case(b"json") || has_json_suffix(subtype)
 }
 
 #[cfg(test)]

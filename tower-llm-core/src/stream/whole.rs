@@ -11,7 +11,7 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use http_body::Body;
 use pin_project::pin_project;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -21,7 +21,7 @@ use super::config::StreamLimits;
 use super::engine::after;
 use super::usage::{record_model, Member, MemberKey, ModelValue, Usage, UsageValue};
 use super::whole_scan::scan_whole;
-use crate::content_type::media_type;
+use crate::content_type::has_json_subtype;
 use crate::provider::parse_error_slice;
 use crate::{classify_error, BoxError, ClassifiedError, ErrorKind};
 
@@ -238,26 +238,6 @@ fn expiry(mut sleep: Pin<&mut Option<Sleep>>, deadline: Instant, cx: &mut Contex
     }
 }
 
-/// Whether a `Content-Type` value names a JSON subtype: `json` (`application/json`,
-/// `text/json`) or a `+json` suffix, any case, any parameters. Read from the bytes: a value that
-/// is not visible ASCII (what `HeaderValue::to_str` takes) names none.
-fn is_json_subtype(value: &HeaderValue) -> bool {
-    // A `HeaderValue` holds no control byte but tab (its constructors check): visible ASCII
-    // is ASCII.
-    if !value.as_bytes().is_ascii() {
-        return false;
-    }
-    let media = media_type(value);
-    let subtype = media
-        .iter()
-        .position(|&b| b == b'/')
-        .map_or(&[][..], |at| &media[at + 1..]);
-    const SUFFIX: &[u8] = b"+json";
-    subtype.eq_ignore_ascii_case(b"json")
-        || subtype.len() >= SUFFIX.len()
-            && subtype[subtype.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX)
-}
-
 /// What a body read whole must be, decided from the response head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -281,7 +261,7 @@ impl Check {
         let Some(value) = headers.get(CONTENT_TYPE) else {
             return Check::Json { declared: false };
         };
-        if is_json_subtype(value) {
+        if has_json_subtype(value) {
             Check::Json { declared: true }
         } else {
             Check::None
