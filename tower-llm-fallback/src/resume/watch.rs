@@ -218,10 +218,14 @@ where
     /// it is the error event that ends the stream and the stream is resumed.
     fn observe(&mut self, data: Bytes, whole: bool, mut single: Option<SseEvent>) -> Option<Bytes> {
         let mut first = true;
-        while let Some(event) = single
-            .take()
-            .or_else(|| self.decoder.next_event().ok().flatten())
-        {
+        // A frame read as one event was not pushed to the decoder, which was empty then: it has
+        // no further event to give, and asking it would cost a search of its empty input.
+        let pushed = single.is_none();
+        while let Some(event) = single.take().or_else(|| {
+            pushed
+                .then(|| self.decoder.next_event().ok().flatten())
+                .flatten()
+        }) {
             // `[DONE]`: what `inspect_event` says of it, without a failed chunk parse first.
             if event.is_done() && event.event() != Some("error") {
                 self.done = true;
