@@ -91,9 +91,13 @@ pub fn scan_plain_chunk(data: &[u8]) -> Option<PlainChunk<'_>> {
     // Every string the scan reads is then a slice of this `str`.
     let text = std::str::from_utf8(data).ok()?;
     let mut s = Scanner(JsonCursor::new(text));
-    let chunk = s.chunk()?;
+    // Returned as it came: unwrapping and wrapping the ~170-byte answer again copied it twice.
+    let chunk = s.chunk();
     s.ws();
-    (s.pos == data.len()).then_some(chunk)
+    if s.pos != data.len() {
+        return None;
+    }
+    chunk
 }
 
 /// A value that is either absent/`null` or a string.
@@ -110,14 +114,29 @@ json_scanner!(
 impl<'a> Scanner<'a> {
     /// A string without escapes or control characters, after whitespace; `None` otherwise.
     fn string(&mut self) -> Option<&'a str> {
+        let (start, end) = self.string_span()?;
+        // Both ends are next to an ASCII `"`: character boundaries.
+        self.str_at(start, end)
+    }
+
+    /// Where the body of a string without escapes or control characters lies, after whitespace
+    /// (the scanner then past its closing `"`); `None` otherwise.
+    #[inline(always)]
+    fn string_span(&mut self) -> Option<(usize, usize)> {
         if !self.eat(b'"') {
             return None;
         }
         let start = self.pos;
         let end = start + plain_string_len(self.data.get(start..)?)?;
         self.pos = end + 1;
-        // Both ends are next to an ASCII `"`: character boundaries.
-        self.str_at(start, end)
+        Some((start, end))
+    }
+
+    /// A member's key, as the bytes of its string: the keys are compared with ASCII names only,
+    /// and the document was checked as UTF-8 whole, so no `str` is needed.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let (start, end) = self.string_span()?;
+        self.data.get(start..end)
     }
 
     /// `null` or a string.
@@ -142,7 +161,7 @@ impl<'a> Scanner<'a> {
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'"' => {
-                self.string()?;
+                self.string_span()?;
             }
             b'-' | b'0'..=b'9' => self.number()?,
             b'[' => {
@@ -165,7 +184,7 @@ impl<'a> Scanner<'a> {
                 self.pos += 1;
                 if !self.eat(b'}') {
                     loop {
-                        self.string()?;
+                        self.string_span()?;
                         if !self.eat(b':') {
                             return None;
                         }
@@ -239,12 +258,12 @@ impl<'a> Scanner<'a> {
 
     /// The members of an object, after its `{`: calls `member` with each key (the scanner is
     /// then before the value, which `member` must consume). Stops at the closing `}`.
-    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         if self.eat(b'}') {
             return Some(());
         }
         loop {
-            let key = self.string()?;
+            let key = self.key()?;
             if !self.eat(b':') {
                 return None;
             }
@@ -266,20 +285,20 @@ impl<'a> Scanner<'a> {
         let (mut seen_id, mut seen_choices, mut seen_usage) = (false, false, false);
         self.members(|s, key| {
             match key {
-                "id" => {
+                b"id" => {
                     once(&mut seen_id)?;
                     chunk.id = s.str_or_null()?.into_option();
                 }
-                "choices" => {
+                b"choices" => {
                     once(&mut seen_choices)?;
                     s.choices(&mut chunk)?;
                 }
-                "usage" => {
+                b"usage" => {
                     once(&mut seen_usage)?;
                     chunk.usage = s.skip(MAX_DEPTH)?;
                 }
                 // Fields another wire format (or an error) has: serde_json's path decides.
-                "type" | "error" | "delta" | "candidates" | "usageMetadata" | "x_groq" => {
+                b"type" | b"error" | b"delta" | b"candidates" | b"usageMetadata" | b"x_groq" => {
                     return None
                 }
                 _ => {
@@ -323,24 +342,24 @@ impl<'a> Scanner<'a> {
         let mut seen = [false; 4];
         self.members(|s, key| {
             match key {
-                "index" => {
+                b"index" => {
                     once(&mut seen[0])?;
                     choice.index = s.index()?;
                 }
-                "delta" => {
+                b"delta" => {
                     once(&mut seen[1])?;
                     choice.delta = s.delta()?;
                 }
-                "logprobs" => {
+                b"logprobs" => {
                     once(&mut seen[2])?;
                     choice.logprobs = s.skip(MAX_DEPTH)?;
                 }
-                "finish_reason" => {
+                b"finish_reason" => {
                     once(&mut seen[3])?;
                     choice.finish_reason = s.str_or_null()?.into_option();
                 }
                 // An alias serde_json's guard path reads and the watch's does not.
-                "finishReason" => return None,
+                b"finishReason" => return None,
                 _ => {
                     s.skip(MAX_DEPTH)?;
                 }
@@ -364,35 +383,35 @@ impl<'a> Scanner<'a> {
         let mut seen = [false; 8];
         self.members(|s, key| {
             match key {
-                "role" => {
+                b"role" => {
                     once(&mut seen[0])?;
                     delta.role = s.skip(MAX_DEPTH)?;
                 }
-                "content" => {
+                b"content" => {
                     once(&mut seen[1])?;
                     delta.content = s.str_or_null()?.into_option();
                 }
-                "tool_calls" => {
+                b"tool_calls" => {
                     once(&mut seen[2])?;
                     delta.tool_calls = s.skip(MAX_DEPTH)?;
                 }
-                "function_call" => {
+                b"function_call" => {
                     once(&mut seen[3])?;
                     delta.function_call = s.skip(MAX_DEPTH)?;
                 }
-                "audio" => {
+                b"audio" => {
                     once(&mut seen[4])?;
                     delta.audio = s.skip(MAX_DEPTH)?;
                 }
-                "refusal" => {
+                b"refusal" => {
                     once(&mut seen[5])?;
                     delta.refusal = s.str_or_null()?.into_option();
                 }
-                "reasoning_content" => {
+                b"reasoning_content" => {
                     once(&mut seen[6])?;
                     delta.reasoning_content = s.str_or_null()?.into_option();
                 }
-                "reasoning" => {
+                b"reasoning" => {
                     once(&mut seen[7])?;
                     delta.reasoning = s.str_or_null()?.into_option();
                 }
