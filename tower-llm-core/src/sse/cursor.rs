@@ -55,16 +55,19 @@ impl<'a> JsonCursor<'a> {
         }
     }
 
-    /// Skip whitespace, then consume `byte` if it is next.
+    /// Skip whitespace, then consume `byte` (a structural byte, never whitespace) if it is next.
     #[inline]
     pub(crate) fn eat(&mut self, byte: u8) -> bool {
-        self.ws();
-        if self.peek() == Some(byte) {
-            self.pos += 1;
-            true
-        } else {
-            false
+        debug_assert!(!matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+        // Providers send compact JSON: the byte is usually next, with no whitespace to skip.
+        if self.peek() != Some(byte) {
+            self.ws();
+            if self.peek() != Some(byte) {
+                return false;
+            }
         }
+        self.pos += 1;
+        true
     }
 
     /// Consume `word` if it is next (no whitespace skipped).
