@@ -170,10 +170,11 @@ impl<'a> Scanner<'a> {
                 if !self.eat(b']') {
                     loop {
                         self.skip(depth)?;
-                        if self.eat(b']') {
-                            break;
-                        }
+                        // A `,` is the usual next byte.
                         if !self.eat(b',') {
+                            if self.eat(b']') {
+                                break;
+                            }
                             return None;
                         }
                     }
@@ -189,10 +190,11 @@ impl<'a> Scanner<'a> {
                             return None;
                         }
                         self.skip(depth)?;
-                        if self.eat(b'}') {
-                            break;
-                        }
+                        // A `,` is the usual next byte.
                         if !self.eat(b',') {
+                            if self.eat(b'}') {
+                                break;
+                            }
                             return None;
                         }
                     }
@@ -268,10 +270,11 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             member(self, key)?;
-            if self.eat(b'}') {
-                return Some(());
-            }
+            // A `,` is the usual next byte.
             if !self.eat(b',') {
+                if self.eat(b'}') {
+                    return Some(());
+                }
                 return None;
             }
         }
@@ -325,10 +328,11 @@ impl<'a> Scanner<'a> {
                 chunk.first = Some(choice);
             }
             chunk.choices += 1;
-            if self.eat(b']') {
-                return Some(());
-            }
+            // A `,` is the usual next byte.
             if !self.eat(b',') {
+                if self.eat(b']') {
+                    return Some(());
+                }
                 return None;
             }
         }

@@ -245,10 +245,11 @@ impl<'a> Scanner<'a> {
                 }
                 loop {
                     self.skip(depth)?;
-                    if self.eat(b']') {
-                        return Some(());
-                    }
+                    // A `,` is the usual next byte.
                     if !self.eat(b',') {
+                        if self.eat(b']') {
+                            return Some(());
+                        }
                         return None;
                     }
                 }
@@ -278,10 +279,11 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             value(self, k)?;
-            if self.eat(b'}') {
-                return Some(());
-            }
+            // A `,` is the usual next byte.
             if !self.eat(b',') {
+                if self.eat(b'}') {
+                    return Some(());
+                }
                 return None;
             }
         }
