@@ -190,12 +190,26 @@ impl SseDecoder {
     /// assert_eq!(decoder.next_event().unwrap().unwrap().id(), Some("7"));
     /// ```
     pub fn single_data_event(&mut self, chunk: &Bytes) -> Option<SseEvent> {
+        self.single_data(chunk, true)
+    }
+
+    /// [`single_data_event`](Self::single_data_event) of a chunk known to have no `\n` or `\r`
+    /// before its final `\n\n` (the stream guard's framer found its line breaks already).
+    pub(crate) fn single_data_line_event(&mut self, chunk: &Bytes) -> Option<SseEvent> {
+        debug_assert!(memchr2(b'\n', b'\r', &chunk[..chunk.len().saturating_sub(2)]).is_none());
+        self.single_data(chunk, false)
+    }
+
+    #[inline(always)]
+    fn single_data(&mut self, chunk: &Bytes, find_breaks: bool) -> Option<SseEvent> {
         if self.failed.is_some() || self.eof || self.skip_lf || self.is_mid_event() {
             return None;
         }
         let data = chunk.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
         // The line's length against the limit, as `next_event` checks it.
-        if chunk.len() - 2 > self.max_event_size || memchr2(b'\n', b'\r', data).is_some() {
+        if chunk.len() - 2 > self.max_event_size
+            || (find_breaks && memchr2(b'\n', b'\r', data).is_some())
+        {
             return None;
         }
         // A first line starting `data: ` has no BOM to strip; later ones never do.

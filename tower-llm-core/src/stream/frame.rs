@@ -33,6 +33,9 @@ pub(crate) struct Framer {
     at_line_start: bool,
     /// The last byte scanned was a `\r` ending a line: a `\n` right after it belongs to it.
     after_cr: bool,
+    /// The last frame found lies in its chunk and is one line ended by a `\n`, then the blank
+    /// `\n` line: no other line break in it (see [`one_line`](Self::one_line)).
+    one_line: bool,
     max_frame: usize,
 }
 
@@ -43,8 +46,17 @@ impl Framer {
             pending: BytesMut::new(),
             at_line_start: true,
             after_cr: false,
+            one_line: false,
             max_frame,
         }
+    }
+
+    /// Whether the frame [`next_frame`](Self::next_frame) returned last is one line ended by a
+    /// `\n`, then the blank `\n` line that ends the frame, with no other `\n` or `\r` in it: the
+    /// shape of nearly every event (`data: {…}\n\n`). Its line breaks were found while framing,
+    /// so a reader of the frame need not look for them again.
+    pub(crate) fn one_line(&self) -> bool {
+        self.one_line
     }
 
     /// Whether the start of an unfinished frame is held.
@@ -99,9 +111,15 @@ impl Framer {
     /// The length of the prefix of `buf` that ends the current frame (through its blank line),
     /// or `None` when `buf` ends first. Updates the line state either way.
     fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
+        self.one_line = false;
         if buf.is_empty() {
             return None;
         }
+        // A frame starting here, at a line start with nothing carried over, can be one line.
+        let fresh = self.at_line_start && !self.after_cr && self.pending.is_empty();
+        // The line breaks found in this call, and whether the first was a `\n`.
+        let mut breaks = 0u32;
+        let mut first_lf = false;
         let mut i = 0;
         if self.after_cr {
             self.after_cr = false;
@@ -119,7 +137,10 @@ impl Framer {
             if self.at_line_start {
                 match buf.get(i) {
                     None => return None,
-                    Some(b'\n') => return Some(i + 1),
+                    Some(b'\n') => {
+                        self.one_line = fresh && breaks == 1 && first_lf;
+                        return Some(i + 1);
+                    }
                     Some(b'\r') => return Some(self.past_cr(buf, i)),
                     Some(_) => {}
                 }
@@ -132,6 +153,8 @@ impl Framer {
                 }
                 Some(pos) => {
                     let at = i + pos;
+                    breaks += 1;
+                    first_lf |= breaks == 1 && buf.get(at) == Some(&b'\n');
                     i = if buf.get(at) == Some(&b'\r') {
                         self.past_cr(buf, at)
                     } else {
@@ -164,8 +187,15 @@ mod tests {
 
     /// Split `input` at `cuts`, frame it, and return the frames' bytes and what is left pending.
     fn frames(input: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
+        let (out, _, pending) = framed(input, cuts);
+        (out, pending)
+    }
+
+    /// [`frames`], with whether the framer said each frame is [`one_line`](Framer::one_line).
+    fn framed(input: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, Vec<bool>, usize) {
         let mut framer = Framer::new(usize::MAX);
         let mut out = Vec::new();
+        let mut one_line = Vec::new();
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
         bounds.push(0);
         bounds.push(input.len());
@@ -179,11 +209,13 @@ mod tests {
                     Some((RawFrame::InChunk(len), used)) => {
                         assert_eq!(len, used);
                         out.push(chunk[from..from + len].to_vec());
+                        one_line.push(framer.one_line());
                         from += len;
                     }
                     Some((RawFrame::Joined(bytes), used)) => {
                         assert_eq!(from, 0);
                         out.push(bytes.to_vec());
+                        one_line.push(framer.one_line());
                         let _ = chunk.split_to(used);
                     }
                     None => {
@@ -193,7 +225,27 @@ mod tests {
                 }
             }
         }
-        (out, framer.pending.len())
+        (out, one_line, framer.pending.len())
+    }
+
+    #[test]
+    fn a_frame_of_one_data_line_is_seen_as_one_line() {
+        let input = b"data: a\n\ndata: b\r\n\n: c\n\n\ndata: d\ndata: e\n\ndata: f\n\n";
+        let (out, one_line, _) = framed(input, &[]);
+        let want: [&[u8]; 6] = [
+            b"data: a\n\n",
+            b"data: b\r\n\n",
+            b": c\n\n",
+            b"\n",
+            b"data: d\ndata: e\n\n",
+            b"data: f\n\n",
+        ];
+        assert_eq!(out, want);
+        assert_eq!(one_line, [true, false, true, false, false, true]);
+        // Cut inside the second event: its frame is joined, and not said to be one line.
+        let (out, one_line, _) = framed(b"data: a\n\ndata: b\n\n", &[12]);
+        assert_eq!(out, [&b"data: a\n\n"[..], b"data: b\n\n"]);
+        assert_eq!(one_line, [true, false]);
     }
 
     #[test]
@@ -274,6 +326,26 @@ mod tests {
                 prop_assert!(events.next().is_none());
             }
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        // Frames of two lines whose first ends in `\n` are a small share of the generated ones:
+        // enough cases that a wrong flag on them is found.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// A frame said to be one line is exactly that: a line ended by `\n`, then `\n`, with
+        /// no other line break (what lets the guard skip looking for one again).
+        #[test]
+        fn a_frame_said_to_be_one_line_is_one(input in sse_text(), cuts in proptest::collection::vec(0usize..400, 0..6)) {
+            let (out, one_line, _) = framed(&input, &cuts);
+            for (frame, one_line) in out.iter().zip(one_line) {
+                if one_line {
+                    let body = frame.strip_suffix(b"\n\n");
+                    prop_assert!(body.is_some(), "{frame:?}");
+                    prop_assert!(!body.unwrap_or_default().iter().any(|&b| b == b'\n' || b == b'\r'), "{frame:?}");
+                }
+            }
         }
     }
 }

@@ -148,8 +148,14 @@ impl<B> Core<B> {
 
     fn judge(&mut self, frame: &RawFrame) -> Verdict {
         let bytes = self.frame_bytes(frame);
-        // Nearly every frame is one `data:` line: no line-by-line decoding for it.
-        let event = match self.decoder.single_data_event(&bytes) {
+        // Nearly every frame is one `data:` line: no line-by-line decoding for it, and no second
+        // search for line breaks when the framer saw that it is one line.
+        let single = if matches!(frame, RawFrame::InChunk(_)) && self.framer.one_line() {
+            self.decoder.single_data_line_event(&bytes)
+        } else {
+            self.decoder.single_data_event(&bytes)
+        };
+        let event = match single {
             Some(event) => event,
             None => {
                 self.decoder.push(bytes);
