@@ -170,12 +170,8 @@ impl<'a> Scanner<'a> {
                 if !self.eat(b']') {
                     loop {
                         self.skip(depth)?;
-                        // A `,` is the usual next byte.
-                        if !self.eat(b',') {
-                            if self.eat(b']') {
-                                break;
-                            }
-                            return None;
+                        if !self.comma_or(b']')? {
+                            break;
                         }
                     }
                 }
@@ -190,12 +186,8 @@ impl<'a> Scanner<'a> {
                             return None;
                         }
                         self.skip(depth)?;
-                        // A `,` is the usual next byte.
-                        if !self.eat(b',') {
-                            if self.eat(b'}') {
-                                break;
-                            }
-                            return None;
+                        if !self.comma_or(b'}')? {
+                            break;
                         }
                     }
                 }
@@ -270,12 +262,8 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             member(self, key)?;
-            // A `,` is the usual next byte.
-            if !self.eat(b',') {
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                return None;
+            if !self.comma_or(b'}')? {
+                return Some(());
             }
         }
     }
@@ -328,12 +316,8 @@ impl<'a> Scanner<'a> {
                 chunk.first = Some(choice);
             }
             chunk.choices += 1;
-            // A `,` is the usual next byte.
-            if !self.eat(b',') {
-                if self.eat(b']') {
-                    return Some(());
-                }
-                return None;
+            if !self.comma_or(b']')? {
+                return Some(());
             }
         }
     }

@@ -70,6 +70,17 @@ impl<'a> JsonCursor<'a> {
         true
     }
 
+    /// After a member or an element, what comes next: `Some(true)` past a `,` (another one
+    /// follows), `Some(false)` past `close` (the object or array ends), `None` for anything
+    /// else. The `,` is the usual next byte, so it is looked for first.
+    #[inline]
+    pub(crate) fn comma_or(&mut self, close: u8) -> Option<bool> {
+        if self.eat(b',') {
+            return Some(true);
+        }
+        self.eat(close).then_some(false)
+    }
+
     /// Consume `word` if it is next (no whitespace skipped).
     pub(crate) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.pos.checked_add(word.len())?;

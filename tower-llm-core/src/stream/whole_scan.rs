@@ -245,12 +245,8 @@ impl<'a> Scanner<'a> {
                 }
                 loop {
                     self.skip(depth)?;
-                    // A `,` is the usual next byte.
-                    if !self.eat(b',') {
-                        if self.eat(b']') {
-                            return Some(());
-                        }
-                        return None;
+                    if !self.comma_or(b']')? {
+                        return Some(());
                     }
                 }
             }
@@ -279,12 +275,8 @@ impl<'a> Scanner<'a> {
                 return None;
             }
             value(self, k)?;
-            // A `,` is the usual next byte.
-            if !self.eat(b',') {
-                if self.eat(b'}') {
-                    return Some(());
-                }
-                return None;
+            if !self.comma_or(b'}')? {
+                return Some(());
             }
         }
     }
