@@ -142,6 +142,7 @@ mod body_limit;
 pub mod cli;
 pub mod config;
 mod demo;
+mod drain;
 pub mod errors;
 pub mod handlers;
 pub mod headers;

@@ -29,6 +29,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
+use crate::drain::{Ended, UntilDrained};
+
 /// The limits the accept loop applies.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServeLimits {
@@ -90,11 +92,8 @@ pub(crate) async fn serve<S, B>(
                 .header_read_timeout(limits.header_read_timeout);
             let conn = builder.serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
-            let draining = tokio::select! {
-                _ = conn.as_mut() => false,
-                _ = drain.wait_for(|drain| *drain) => true,
-            };
-            if !draining {
+            let signal = std::pin::pin!(drain.wait_for(|drain| *drain));
+            if let Ended::Finished(_) = UntilDrained::new(conn.as_mut(), signal).await {
                 return;
             }
             conn.as_mut().graceful_shutdown();

@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_llm_gateway::GatewayConfig;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 use gateway_support::*;
 
 /// Read until the peer closes (or resets) the connection; what was read.
@@ -160,6 +162,74 @@ async fn shutdown_stops_waiting_after_the_grace_period_and_saves_health() {
         "the hanging request's connection was closed: {cut:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Graceful shutdown over loopback: an idle keep-alive connection is closed at once, a busy one
+/// gets its answer, and the shutdown ends when that answer is sent, well inside the grace period.
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_idle_connections_at_once_and_lets_busy_ones_answer() {
+    let toml = with_gateway(
+        &config("latency:2s", "healthy", "[retry]\nenabled = false\n"),
+        "shutdown_grace_ms = 10000\nheader_read_timeout_ms = 60000",
+    );
+    let gw = start(&toml).await;
+
+    // An idle keep-alive connection, after one answer.
+    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut idle_sender, idle_conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let idle_conn = tokio::spawn(idle_conn);
+    let req = http::Request::get("/health")
+        .header("host", "gateway")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = idle_sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+
+    // A busy connection: its answer comes 2 s after the request.
+    let req = chat_request(&gw, "gpt-4o", false, &[]);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let busy = tokio::spawn(async move {
+        let res = client.request(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok::<_, BoxError>((status, body, Instant::now()))
+    });
+    while gw.mock("primary").unwrap().attempt_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let started = Instant::now();
+    let shutdown = tokio::spawn(gw.shutdown());
+    tokio::time::timeout(Duration::from_secs(600), idle_conn)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "closed at once: {:?}",
+        started.elapsed()
+    );
+
+    let (status, body, answered) = busy.await.unwrap().expect("the busy request is answered");
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        json["choices"][0]["message"]["content"].is_string(),
+        "{json}"
+    );
+    shutdown.await.unwrap().unwrap();
+    let took = started.elapsed();
+    assert!(answered.duration_since(started) < Duration::from_secs(3));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
+        "ended with the busy answer, not the 10 s grace: {took:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
