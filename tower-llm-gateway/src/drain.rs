@@ -2,26 +2,27 @@
 //! [`UntilDrained`].
 //!
 //! `tokio::select!` over the connection and `watch::Receiver::wait_for` polled both on every
-//! wake-up of the connection's task, several per streamed event. Polling a
-//! waiting `wait_for` locks the mutex of the watch channel's waiter list, and every connection
-//! waits on the same channel, so each streamed event took a lock contended by all connections.
-//! Here the signal's future is polled with a waker of its own, and only after that waker fired
-//! (and once at the start, to register it).
+//! wake-up of the connection's task, several per streamed event. Polling a waiting `wait_for`
+//! locks the mutex of the watch channel's waiter list, and every connection waits on the same
+//! channel, so each streamed event took a lock contended by all connections. Here the signal's
+//! future is polled with a waker of its own ([`WakeFlag`]), and only after that waker fired (and
+//! once at the start, to register it).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
-use futures_util::task::AtomicWaker;
+use crate::wake::WakeFlag;
 
 /// Polls `conn` until it ends or `drain` completes, whichever comes first. `drain` is polled
 /// only when its own waker fired since it was last polled (and on the first poll).
 pub(crate) struct UntilDrained<C, D> {
     conn: C,
     drain: D,
-    signal: Arc<DrainWaker>,
+    signal: Arc<WakeFlag>,
+    /// `signal` as a waker, made once.
+    waker: Waker,
 }
 
 /// How an [`UntilDrained`] ended.
@@ -33,23 +34,6 @@ pub(crate) enum Ended<T> {
     Draining,
 }
 
-/// The waker handed to the drain signal: notes that it fired and wakes the task.
-struct DrainWaker {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for DrainWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
 impl<C, D> UntilDrained<C, D>
 where
     C: Future + Unpin,
@@ -57,14 +41,13 @@ where
 {
     /// Race `conn` against `drain`.
     pub(crate) fn new(conn: C, drain: D) -> Self {
+        // Fired: the first poll registers the signal's waker.
+        let signal = WakeFlag::new(true);
         UntilDrained {
             conn,
             drain,
-            // Fired: the first poll registers the signal's waker.
-            signal: Arc::new(DrainWaker {
-                fired: AtomicBool::new(true),
-                task: AtomicWaker::new(),
-            }),
+            waker: Waker::from(Arc::clone(&signal)),
+            signal,
         }
     }
 }
@@ -82,24 +65,23 @@ where
             return Poll::Ready(Ended::Finished(out));
         }
         // Registered before the flag is read: a signal firing in between still wakes this task.
-        this.signal.task.register(cx.waker());
-        if this.signal.fired.swap(false, Ordering::AcqRel) {
-            let waker = Waker::from(Arc::clone(&this.signal));
-            if Pin::new(&mut this.drain)
-                .poll(&mut Context::from_waker(&waker))
-                .is_ready()
-            {
-                return Poll::Ready(Ended::Draining);
-            }
+        this.signal.register(cx.waker());
+        let drained = this.signal.take_fired()
+            && Pin::new(&mut this.drain)
+                .poll(&mut Context::from_waker(&this.waker))
+                .is_ready();
+        if drained {
+            Poll::Ready(Ended::Draining)
+        } else {
+            Poll::Pending
         }
-        Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::{oneshot, watch};
 
     /// A future that counts its polls.

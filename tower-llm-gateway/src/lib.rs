@@ -144,6 +144,7 @@ pub mod config;
 mod demo;
 mod drain;
 pub mod errors;
+mod gated_body;
 pub mod handlers;
 pub mod headers;
 pub mod metrics;
@@ -155,6 +156,7 @@ mod serve;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+mod wake;
 
 pub use config::{GatewayConfig, GatewaySection};
 pub use reload::KeyReload;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody as Body};
 use axum::BoxError;
+use futures_util::TryFutureExt;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -30,6 +31,7 @@ use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 
 use crate::drain::{Ended, UntilDrained};
+use crate::gated_body::GatedBody;
 
 /// The limits the accept loop applies.
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +86,11 @@ pub(crate) async fn serve<S, B>(
         connections.spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                app.clone().oneshot(req)
+                // hyper polls the body on every wake-up of this task; the gate lets through
+                // only those that were the body's (`gated_body.rs`).
+                app.clone()
+                    .oneshot(req)
+                    .map_ok(|res| res.map(GatedBody::new))
             });
             let mut builder = http1::Builder::new();
             builder
