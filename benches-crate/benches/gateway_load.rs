@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! export CARGO_TARGET_DIR=/work/targets/benches
-//! cargo build --release --example gateway -p tower-llm
+//! cargo build --release -p tower-llm-gateway
 //! cargo build --release --bin mock-upstream -p tower-llm-chaos
 //! cargo bench -p tower-llm-benches --bench gateway_load -- [--sections LIST] [--runs 3]
 //!     [--secs 5] [--connections 32] [--client-threads 2] [--bodies json,sse]
@@ -145,7 +145,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         paced_streams: 100,
         json_requests: 2000,
         streams: 1000,
-        gateway_bin: target_dir().join("release/examples/gateway"),
+        gateway_bin: target_dir().join("release/tower-llm-gateway"),
         mock_bin: target_dir().join("release/mock-upstream"),
         answers: vec![Answer::Json, Answer::Sse],
     };

@@ -1,7 +1,7 @@
 //! Outage scenarios through the real gateway binary, over loopback, in real time.
 //!
 //! ```text
-//! cargo build --release --example gateway -p tower-llm
+//! cargo build --release -p tower-llm-gateway
 //! cargo bench -p tower-llm-benches --bench gateway_scenarios -- [--only SUBSTRING]
 //!     [--variants defaults,shipped] [--gateway-bin PATH] [--jitter-ms N]
 //! ```
@@ -529,7 +529,7 @@ fn main() {
     };
     if !args.gateway_bin.exists() {
         eprintln!(
-            "gateway_scenarios: no gateway binary at {} (build it: cargo build --release --example gateway -p tower-llm, or pass --gateway-bin PATH)",
+            "gateway_scenarios: no gateway binary at {} (build it: cargo build --release -p tower-llm-gateway, or pass --gateway-bin PATH)",
             args.gateway_bin.display()
         );
         std::process::exit(2);

@@ -3,7 +3,7 @@
 //! descriptors and client-visible errors sampled as it goes.
 //!
 //! ```text
-//! cargo build --release --example gateway -p tower-llm
+//! cargo build --release -p tower-llm-gateway
 //! cargo bench -p tower-llm-benches --bench soak -- [--secs 1800] [--rps 1000] [--sse-share 0.5]
 //!     [--sample-secs 10] [--cycle-secs 60] [--random-models 0] [--resume prefill|replay|off]
 //!     [--extra-toml TOML] [--gateway-bin PATH]
@@ -517,7 +517,7 @@ fn main() {
     };
     if !args.gateway_bin.exists() {
         eprintln!(
-            "soak: no gateway binary at {} (build it: cargo build --release --example gateway -p tower-llm, or pass --gateway-bin PATH)",
+            "soak: no gateway binary at {} (build it: cargo build --release -p tower-llm-gateway, or pass --gateway-bin PATH)",
             args.gateway_bin.display()
         );
         std::process::exit(2);

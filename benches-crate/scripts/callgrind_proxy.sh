@@ -60,7 +60,7 @@ max_wait_ms = 1000
 [cache]
 enabled = false
 TOML
-  valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "${GATEWAY_BIN:-$T/examples/gateway}" \
+  valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" "${GATEWAY_BIN:-$T/tower-llm-gateway}" \
     --config "$WORK/gateway.toml" --listen "127.0.0.1:$PORT" --quiet > /dev/null 2> "$WORK/valgrind.err" &
   PID=$!
   URL=http://127.0.0.1:$PORT/v1/chat/completions

@@ -12,7 +12,9 @@
 //!
 //! The gateway is the `tower-llm-gateway` crate (also a binary of that name:
 //! `cargo run --release -p tower-llm-gateway`); this example is its command line, and a program
-//! of yours can start one with `tower_llm_gateway::Gateway::start`.
+//! of yours can start one with `tower_llm_gateway::Gateway::start`. Built as an example of the
+//! workspace root, it gets the root's test dependencies (tokio's `test-util`, whose clock takes a
+//! lock on every timer operation): the binary is the one to measure or deploy.
 
 use std::process::ExitCode;
 

@@ -8,8 +8,8 @@
 //! demos and tests, providers served by embedded mock upstreams: `mock = "<fault profile>"`).
 //!
 //! Run it as a program (`cargo run --release -p tower-llm-gateway -- --config workspace.toml`,
-//! or from the workspace root `cargo run --release --example gateway`), or start it from your
-//! own: here with one provider that fails and one that answers, on a free port.
+//! from the workspace root `cargo run --release -p tower-llm-gateway` reads `workspace.toml`), or
+//! start it from your own: here with one provider that fails and one that answers, on a free port.
 //!
 //! ```
 //! use bytes::Bytes;

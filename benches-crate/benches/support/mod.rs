@@ -33,9 +33,10 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// The gateway example's release binary.
+/// The gateway's release binary (`cargo build --release -p tower-llm-gateway`; not the example,
+/// whose tokio carries the workspace's test-only `test-util` clock).
 pub fn default_gateway_bin() -> PathBuf {
-    target_dir().join("release/examples/gateway")
+    target_dir().join("release/tower-llm-gateway")
 }
 
 /// Stop `child`: SIGTERM first (the gateway shuts down gracefully, a profiler wrapping it writes
@@ -208,7 +209,7 @@ pub fn spawn_gateway(
         Err(e) => {
             let _ = std::fs::remove_file(&config);
             return Err(format!(
-                "cannot start {}: {e} (build it first: cargo build --release --example gateway -p tower-llm)",
+                "cannot start {}: {e} (build it first: cargo build --release -p tower-llm-gateway)",
                 bin.display()
             ));
         }
