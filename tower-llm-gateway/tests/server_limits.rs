@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tower_llm_gateway::GatewayConfig;
+use tower_llm_gateway::{Gateway, GatewayConfig};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -54,13 +54,15 @@ async fn half_a_request_head_is_disconnected_after_the_header_read_timeout() {
     gw.shutdown().await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_idle_keep_alive_connection_is_closed() {
-    let toml = with_gateway(
-        &config("healthy", "healthy", ""),
-        "header_read_timeout_ms = 5000",
-    );
-    let gw = start(&toml).await;
+/// A connection to `gw` kept alive after one answer (`GET /health`): its request sender (the
+/// connection closes when it is dropped) and the task driving it, which ends when the gateway
+/// closes the connection.
+async fn kept_alive_after_one_answer(
+    gw: &Gateway,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let tcp = TcpStream::connect(gw.addr()).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -74,6 +76,17 @@ async fn an_idle_keep_alive_connection_is_closed() {
     let res = sender.send_request(req).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     res.into_body().collect().await.unwrap();
+    (sender, conn)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let toml = with_gateway(
+        &config("healthy", "healthy", ""),
+        "header_read_timeout_ms = 5000",
+    );
+    let gw = start(&toml).await;
+    let (_sender, conn) = kept_alive_after_one_answer(&gw).await;
     let idle_since = Instant::now();
     // The connection is kept alive, then closed by the gateway when idle for 5 s.
     tokio::time::timeout(Duration::from_secs(600), conn)
@@ -174,20 +187,7 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_busy_ones_answer() {
     );
     let gw = start(&toml).await;
 
-    // An idle keep-alive connection, after one answer.
-    let tcp = TcpStream::connect(gw.addr()).await.unwrap();
-    let (mut idle_sender, idle_conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    let idle_conn = tokio::spawn(idle_conn);
-    let req = http::Request::get("/health")
-        .header("host", "gateway")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let res = idle_sender.send_request(req).await.unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    res.into_body().collect().await.unwrap();
+    let (_idle_sender, idle_conn) = kept_alive_after_one_answer(&gw).await;
 
     // A busy connection: its answer comes 2 s after the request.
     let req = chat_request(&gw, "gpt-4o", false, &[]);
