@@ -12,8 +12,8 @@
 //! That is sound for bodies that keep the `poll_frame` contract: a body that answers `Pending`
 //! has arranged for the waker of that call to be woken when it can make progress, so a wake-up
 //! that did not come through the flag cannot be one it waits for. The first `Pending` is answered
-//! with the task's own waker; the next poll always goes through (with the flag), so everything
-//! that registered the task's waker registers the flag.
+//! with the task's own waker; the next poll always goes through, with the flag, so from then on
+//! what the body waits for wakes the flag.
 
 use std::pin::Pin;
 use std::sync::Arc;
