@@ -35,7 +35,7 @@ pub(crate) struct GatedBody<B> {
 
 /// Where the body is in its polls.
 enum Gate {
-    /// Not polled yet, or its last poll was answered: poll it with the task's waker.
+    /// Not `Pending` yet: poll it with the task's waker.
     Open,
     /// Its last poll, with the task's waker, was `Pending`: poll it again (with a flag from now on,
     /// made here: a body that never waits costs no allocation).
