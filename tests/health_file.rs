@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tower_llm::{Stack, StackBuilder, StackConfig};
 
-type TestStack = Stack<Full<Bytes>, hyper::body::Incoming>;
+type TestStack = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tower-llm-health-{name}-{}", std::process::id()));

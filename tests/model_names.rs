@@ -13,7 +13,7 @@ use tower_llm::{
 };
 use tower_llm_chaos::{Fault, MockUpstream};
 
-type TestStack = Stack<Full<Bytes>, hyper::body::Incoming>;
+type TestStack = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 /// One provider over `upstream`, one `*` route passing the requested model through.
 fn stack(upstream: &MockUpstream) -> TestStack {

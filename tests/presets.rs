@@ -167,7 +167,7 @@ const HOSTS: [(&str, &str); 9] = [
 struct World {
     _ca: TestCa,
     mocks: BTreeMap<&'static str, MockUpstream>,
-    stack: tower_llm::Stack<Full<Bytes>, hyper::body::Incoming>,
+    stack: tower_llm::Stack<Full<Bytes>, tower_llm::client::UpstreamBody>,
 }
 
 /// A mock per provider (TLS with a certificate for its host, or plain for the local ones, both

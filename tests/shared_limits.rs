@@ -19,7 +19,7 @@ use tower_llm_core::{classify_error, ErrorKind};
 use tower_llm_redis::testing::RedisServer;
 use tower_llm_redis::SharedStateStatus;
 
-type Replica = Stack<Full<Bytes>, hyper::body::Incoming>;
+type Replica = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 /// Three stacks limited to 30 requests a minute each (the burst is the whole minute's quota);
 /// `shared_state`: the `[shared_state]` section, or nothing.

@@ -24,7 +24,7 @@ use tower_llm_chaos::{Fault, FaultProfile, MockUpstream};
 use tower_llm_redis::testing::RedisServer;
 use tower_llm_redis::SharedStateStatus;
 
-type Replica = Stack<Full<Bytes>, hyper::body::Incoming>;
+type Replica = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 const PRIMARY: &str = "primary/m";
 

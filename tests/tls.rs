@@ -163,7 +163,7 @@ async fn failure(
 ) -> (
     ErrorKind,
     String,
-    tower_llm::Stack<Full<Bytes>, hyper::body::Incoming>,
+    tower_llm::Stack<Full<Bytes>, tower_llm::client::UpstreamBody>,
 ) {
     let stack = StackBuilder::new(config)
         .build_http::<Full<Bytes>>()

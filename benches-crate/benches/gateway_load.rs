@@ -1341,7 +1341,11 @@ fn serve_bare_proxy(upstream: &str) -> ! {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("bare proxy listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
-        tower_llm_benches::bare_proxy::serve(listener, upstream).await
+        if std::env::var_os("BARE_PROXY_INLINE").is_some() {
+            tower_llm_benches::inline_proxy::serve(listener, upstream).await
+        } else {
+            tower_llm_benches::bare_proxy::serve(listener, upstream).await
+        }
     });
     eprintln!("bare proxy: {result:?}");
     std::process::exit(1);

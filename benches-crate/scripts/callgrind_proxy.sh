@@ -10,7 +10,9 @@
 # (dump `json`: OUT_PREFIX.<pid>.2). Instructions per event = the `sse` dump's total divided by
 # N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
 # GATEWAY_BIN overrides the gateway binary; JSON_BODY_FILE sends the JSON answers' requests with
-# the body in that file. Read a dump with `callgrind_annotate --inclusive=yes`.
+# the body in that file; BARE_PROXY_INLINE=1 counts the bare proxy with its upstream connections
+# driven inline (`tower_llm_benches::inline_proxy`) instead. Read a dump with
+# `callgrind_annotate --inclusive=yes`.
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release

@@ -6,7 +6,9 @@
 //!   measured and every variant pays the same driving cost;
 //! - [`latency`]: latency percentiles of the gateway load generator;
 //! - [`bare_proxy`]: the bare pass-through proxy the gateway load bench measures the gateway
-//!   against (hyper server, hyper-util client, streaming bodies, no layers).
+//!   against (hyper server, hyper-util client, streaming bodies, no layers);
+//! - [`inline_proxy`]: the same proxy with its upstream connections driven by the answer's
+//!   reader, as the gateway's client drives HTTP/1.1 ones (`BARE_PROXY_INLINE`).
 //!
 //! The benches themselves: `benches/layers.rs` (per-layer cost, allocations per call, every
 //! layer and peer in one run); `benches/breaker.rs`, `benches/bulkhead.rs`, `benches/fallback.rs`
@@ -30,4 +32,5 @@
 pub mod bare_proxy;
 pub mod drive;
 pub mod fixtures;
+pub mod inline_proxy;
 pub mod latency;

@@ -7,15 +7,28 @@
 //! false` to stay on HTTP/1.1), which streams work over as over HTTP/1.1. Each provider's
 //! connection settings (`connect_timeout_ms`, `pool_idle_timeout_ms`, `pool_max_idle_per_host`,
 //! `tcp_keepalive_ms`, see [`config`](crate::config) and its
-//! [defaults](crate::config::DEFAULT_CONNECT_TIMEOUT_MS)) apply: hyper's legacy client pools per
+//! [defaults](crate::config::DEFAULT_CONNECT_TIMEOUT_MS)) apply: connections are pooled per
 //! client, so there is one client per distinct set of settings, and each request goes to the
 //! client of its target's provider (the chain's [`Target`] request extension).
 //!
-//! A failed TLS handshake is a [`TlsError`] inside hyper-util's connect error: a `transport`
-//! failure, which benches the target like a refused connection, and whose message says why
-//! (unknown issuer, name mismatch, …). Without the `tls` feature a provider with an `https` URL
-//! stops [`build`](UpstreamClientBuilder::build) with the key and the reason: bring your own
-//! client to [`StackBuilder::build_with_client`](crate::stack::StackBuilder::build_with_client).
+//! **HTTP/1.1 connections are driven by the answer's reader.** For `http` upstreams, and `https`
+//! ones with `http2 = false`, a connection is not run in a task of its own: the request's
+//! response future, then the answer's [`UpstreamBody`], poll it whenever they have nothing at
+//! hand. A streamed answer's events then never cross tasks (no wake-up of a connection task per
+//! event, and back), and every event already read from the socket is handed on in the same poll,
+//! so a server writing the answer on (the gateway's) sends them together. Idle connections wait
+//! in the client's pool, are checked before reuse, and are closed after `pool_idle_timeout_ms` or
+//! when the peer closes them; a request that a reused connection could not send goes out once
+//! more on a new one. `https` upstreams that may negotiate HTTP/2 keep hyper-util's client, whose
+//! connection tasks multiplex the answers of many readers.
+//!
+//! A connection that cannot be made fails the request with an I/O error: `TimedOut` after
+//! `connect_timeout_ms` (a `timeout` failure, a silent target), otherwise a `transport` failure,
+//! which benches the target like a refused connection; its message says why. A failed TLS
+//! handshake is a [`TlsError`] (unknown issuer, name mismatch, …) in the error's sources. Without
+//! the `tls` feature a provider with an `https` URL stops [`build`](UpstreamClientBuilder::build)
+//! with the key and the reason: bring your own client to
+//! [`StackBuilder::build_with_client`](crate::stack::StackBuilder::build_with_client).
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -58,27 +71,32 @@
 //! ```
 
 mod connect;
+mod driven;
 pub(crate) mod shape;
 #[cfg(feature = "tls")]
 mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Request;
+use http::uri::Scheme;
+use http::{Request, Response};
 use http_body::Body;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 use tower_llm_core::{BoxError, Target};
 
 pub use connect::{Connection, Connector};
+pub use driven::UpstreamBody;
 #[cfg(feature = "tls")]
 pub use tls::TlsError;
 
@@ -88,26 +106,46 @@ use crate::config::{
 };
 use crate::ConfigFileError;
 
-/// hyper-util's legacy client over a [`Connector`]: one of [`UpstreamClient`]'s clients.
+/// hyper-util's legacy client over a [`Connector`]: what [`UpstreamClient`] sends `https`
+/// requests that may negotiate HTTP/2 with.
 pub type ProviderHttpClient<B> = Client<Connector, B>;
 
-/// The default upstream client: one hyper client per distinct set of providers' connection
-/// settings, each request sent by its target provider's (see the [module docs](self)). Clones
-/// share the clients and their connection pools.
-pub struct UpstreamClient<B> {
+/// The default upstream client: one client per distinct set of providers' connection settings,
+/// each request sent by its target provider's (see the [module docs](self)). Clones share the
+/// clients and their connection pools.
+pub struct UpstreamClient<B: Body + 'static> {
     inner: Arc<Clients<B>>,
 }
 
-struct Clients<B> {
-    /// Each provider's client (clones of a hyper client share its pool).
-    by_provider: HashMap<String, ProviderHttpClient<B>>,
+/// The client of one set of connection settings: HTTP/1.1 connections driven by their answers'
+/// readers (`http`, and `https` without HTTP/2), hyper-util's client for `https` that may
+/// negotiate HTTP/2.
+struct SettingsClient<B: Body + 'static> {
+    driven: Arc<driven::Pool<B>>,
+    spawned: ProviderHttpClient<B>,
+    http2: bool,
+}
+
+impl<B: Body + 'static> Clone for SettingsClient<B> {
+    fn clone(&self) -> Self {
+        SettingsClient {
+            driven: Arc::clone(&self.driven),
+            spawned: self.spawned.clone(),
+            http2: self.http2,
+        }
+    }
+}
+
+struct Clients<B: Body + 'static> {
+    /// Each provider's client (clones share their pools).
+    by_provider: HashMap<String, SettingsClient<B>>,
     /// The default settings' client: for requests without a known provider.
-    default: ProviderHttpClient<B>,
+    default: SettingsClient<B>,
     /// Distinct clients, the default one included.
     count: usize,
 }
 
-impl<B> Clone for UpstreamClient<B> {
+impl<B: Body + 'static> Clone for UpstreamClient<B> {
     fn clone(&self) -> Self {
         UpstreamClient {
             inner: Arc::clone(&self.inner),
@@ -115,7 +153,7 @@ impl<B> Clone for UpstreamClient<B> {
     }
 }
 
-impl<B> fmt::Debug for UpstreamClient<B> {
+impl<B: Body + 'static> fmt::Debug for UpstreamClient<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamClient")
             .field("providers", &self.inner.by_provider.len())
@@ -124,24 +162,28 @@ impl<B> fmt::Debug for UpstreamClient<B> {
     }
 }
 
-impl<B> UpstreamClient<B> {
-    /// How many hyper clients (distinct connection settings, the default one included) it holds.
+impl<B: Body + 'static> UpstreamClient<B> {
+    /// How many clients (distinct connection settings, the default one included) it holds.
     pub fn client_count(&self) -> usize {
         self.inner.count
     }
 }
+
+/// The response future of [`UpstreamClient`].
+pub type UpstreamFuture =
+    Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send>>;
 
 impl<B> Service<Request<B>> for UpstreamClient<B>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
+    type Response = Response<UpstreamBody>;
+    type Error = BoxError;
+    type Future = UpstreamFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // hyper-util's client is always ready: connections are made per request.
+        // Always ready: connections are made per request.
         Poll::Ready(Ok(()))
     }
 
@@ -151,7 +193,11 @@ where
             .get::<Target>()
             .and_then(|t| self.inner.by_provider.get(t.provider()))
             .unwrap_or(&self.inner.default);
-        client.request(req)
+        if client.http2 && req.uri().scheme() == Some(&Scheme::HTTPS) {
+            let answer = client.spawned.request(req);
+            return Box::pin(async move { Ok(answer.await?.map(UpstreamBody::spawned)) });
+        }
+        Box::pin(Arc::clone(&client.driven).send(req))
     }
 }
 
@@ -196,7 +242,7 @@ impl<'a> UpstreamClientBuilder<'a> {
         self
     }
 
-    /// Validate the configuration and build one hyper client per distinct set of connection
+    /// Validate the configuration and build one client per distinct set of connection
     /// settings. Errors name the key: an `https` provider without the `tls` feature, a
     /// `ca_file` that cannot be read or holds no certificate, an empty platform trust store.
     pub fn build<B>(self) -> Result<UpstreamClient<B>, ConfigFileError>
@@ -207,7 +253,7 @@ impl<'a> UpstreamClientBuilder<'a> {
         let config = self.config;
         config.validate()?;
         let overrides = Arc::new(self.connect_to);
-        let mut built: HashMap<Settings, ProviderHttpClient<B>> = HashMap::new();
+        let mut built: HashMap<Settings, SettingsClient<B>> = HashMap::new();
         let mut by_provider = HashMap::new();
         let defaults = Settings::default();
         // The defaults use no file and the bundled roots: nothing that can fail.
@@ -309,11 +355,11 @@ impl Settings {
     }
 }
 
-/// The hyper client of one set of settings; the error is `(key, message)`.
+/// The client of one set of settings; the error is `(key, message)`.
 fn client<B>(
     settings: &Settings,
     overrides: &Arc<HashMap<String, SocketAddr>>,
-) -> Result<ProviderHttpClient<B>, (&'static str, String)>
+) -> Result<SettingsClient<B>, (&'static str, String)>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -330,13 +376,23 @@ where
     );
     #[cfg(not(feature = "tls"))]
     let connector = Connector::new(tcp);
-    Ok(Client::builder(TokioExecutor::new())
+    let driven = driven::Pool::new(
+        connector.clone(),
+        settings.pool_max_idle_per_host,
+        settings.pool_idle_timeout,
+    );
+    let spawned = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(settings.pool_idle_timeout)
         .pool_max_idle_per_host(settings.pool_max_idle_per_host)
         // The idle timeout needs a timer to take effect.
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector))
+        .build(connector);
+    Ok(SettingsClient {
+        driven,
+        spawned,
+        http2: settings.http2,
+    })
 }
 
 #[cfg(test)]

@@ -65,9 +65,10 @@
 //! [`DEFAULT_TCP_KEEPALIVE_MS`]; 0 turns it off), `http2` (offer HTTP/2 by ALPN on https, default
 //! `true`; plain `http` is always HTTP/1.1), `tls_roots` (`"webpki"`, Mozilla's roots bundled in
 //! the binary, the default; or `"native"`, the platform's store) and `ca_file` (a PEM file of
-//! extra trusted CAs, for private gateways and tests). hyper's client pools per client, not per
-//! host: [`StackBuilder::build_http`](crate::stack::StackBuilder::build_http) builds one client
-//! for each distinct set of these settings, shared by the providers that have it.
+//! extra trusted CAs, for private gateways and tests). Connections are pooled per client:
+//! [`StackBuilder::build_http`](crate::stack::StackBuilder::build_http) builds one client for
+//! each distinct set of these settings, shared by the providers that have it (see
+//! [`client`](crate::client)).
 
 use serde::Deserialize;
 
@@ -75,7 +76,7 @@ use super::schema::ProviderConfig;
 
 /// Default `connect_timeout_ms`: TCP connect plus TLS handshake.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
-/// Default `pool_idle_timeout_ms` (hyper-util's own default, 90 s).
+/// Default `pool_idle_timeout_ms` (hyper-util's default, 90 s).
 pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 /// Default `pool_max_idle_per_host`.
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 32;

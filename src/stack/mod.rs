@@ -14,7 +14,8 @@
 //!             └─ StreamGuard   `[stream]` first-token, idle and total limits; no truncated stream;
 //!                              a non-stream answer read whole under them (stall/cut = failed attempt)
 //!                └─ InspectErrorBody  provider error codes for the classifiers above
-//!                   └─ client  hyper-util's legacy client, or any service you supply
+//!                   └─ client  UpstreamClient (HTTP/1.1 connections driven by the answer's
+//!                              reader), or any service you supply
 //! ```
 //!
 //! **Time and health across the layers.** The chain sets each attempt's
@@ -153,7 +154,8 @@ pub type TargetService<ReqB, ResB> =
 pub type RouteService<ReqB, ResB> = Fallback<TargetService<ReqB, ResB>>;
 
 /// hyper-util's legacy client over the default [`Connector`](crate::client::Connector) (https
-/// with the `tls` feature): one provider's client in [`StackBuilder::build_http`].
+/// with the `tls` feature): what [`UpstreamClient`](crate::client::UpstreamClient) sends the
+/// requests that may negotiate HTTP/2 with.
 pub type HttpClient<ReqB> = Client<crate::client::Connector, ReplayBody<ReqB>>;
 
 /// Builds a [`Stack`] from a [`StackConfig`].
@@ -204,7 +206,9 @@ impl<'a> StackBuilder<'a> {
     /// `https` with the `tls` feature (HTTP/2 by ALPN), each provider's connection settings, and
     /// `TCP_NODELAY` set (without it, small SSE writes wait for the peer's delayed ACK: ~40 ms
     /// per stream on Linux).
-    pub fn build_http<ReqB>(self) -> Result<Stack<ReqB, hyper::body::Incoming>, ConfigFileError>
+    pub fn build_http<ReqB>(
+        self,
+    ) -> Result<Stack<ReqB, crate::client::UpstreamBody>, ConfigFileError>
     where
         ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
         ReqB::Error: Into<BoxError>,

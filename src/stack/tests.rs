@@ -5,7 +5,7 @@ use super::*;
 
 fn build(
     config: &StackConfig,
-) -> Result<Stack<Full<Bytes>, hyper::body::Incoming>, ConfigFileError> {
+) -> Result<Stack<Full<Bytes>, crate::client::UpstreamBody>, ConfigFileError> {
     StackBuilder::new(config).build_http::<Full<Bytes>>()
 }
 
@@ -81,7 +81,7 @@ fn a_failed_chain_build_leaves_nothing_behind() {
     let inner = Arc::get_mut(&mut stack.inner).expect("the only handle");
     let layers = inner.chains.plan.layers.clone();
     let client = tower::service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
-        Err::<Response<hyper::body::Incoming>, BoxError>("never called".into())
+        Err::<Response<crate::client::UpstreamBody>, BoxError>("never called".into())
     });
     inner.chains.targets = Targets::new(Arc::new(move |target: &Target| {
         if target.provider() == "b" {

@@ -75,7 +75,7 @@ pub fn chat(model: &str, stream: bool) -> http::Request<Full<Bytes>> {
 
 /// Send `req` through `stack`: status, headers and the whole body as text.
 pub async fn send(
-    stack: &Stack<Full<Bytes>, hyper::body::Incoming>,
+    stack: &Stack<Full<Bytes>, tower_llm::client::UpstreamBody>,
     req: http::Request<Full<Bytes>>,
 ) -> (u16, http::HeaderMap, String) {
     let res = stack.clone().oneshot(req).await.expect("answer");

@@ -9,7 +9,7 @@ use tower_llm::{Stack, StackBuilder, StackConfig};
 use tower_llm_chaos::{FaultProfile, MockUpstream};
 
 /// The stack the tests drive.
-pub type TestStack = Stack<Full<Bytes>, hyper::body::Incoming>;
+pub type TestStack = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 /// Two providers (their URLs are the mocks', given to the builder) and one route `*` over them,
 /// `attempt_timeout_ms = 2000` each (the requested model passes through), then `extra` sections.

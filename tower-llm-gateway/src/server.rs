@@ -31,8 +31,9 @@ use crate::serve::{serve, ServeLimits};
 use crate::status::{status_task, Counters, Totals};
 use crate::telemetry::InjectTraceContext;
 
-/// The gateway's stack: requests arrive as buffered bytes, upstream answers are hyper bodies.
-pub type GatewayStack = Stack<Full<Bytes>, hyper::body::Incoming>;
+/// The gateway's stack: requests arrive as buffered bytes, upstream answers are the default
+/// client's bodies (hyper's, their HTTP/1.1 connection driven by whoever reads them).
+pub type GatewayStack = Stack<Full<Bytes>, tower_llm::client::UpstreamBody>;
 
 /// How to run the gateway, beyond its configuration file.
 ///
