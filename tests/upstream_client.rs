@@ -51,6 +51,13 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
     panic!("{what}: never");
 }
 
+/// The answer to one request through `client`, read whole (it must be a 200).
+async fn answer(client: &UpstreamClient<Full<Bytes>>, url: &str, stream: bool) -> Bytes {
+    let res = client.clone().oneshot(chat(url, stream)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap().to_bytes()
+}
+
 #[tokio::test]
 async fn streamed_and_json_answers_arrive_whole() {
     let mock = MockUpstream::builder()
@@ -61,13 +68,7 @@ async fn streamed_and_json_answers_arrive_whole() {
     let client = client("");
     for i in 0..6 {
         let stream = i % 2 == 0;
-        let res = client
-            .clone()
-            .oneshot(chat(&mock.completions_url(), stream))
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = answer(&client, &mock.completions_url(), stream).await;
         let text = std::str::from_utf8(&body).unwrap();
         if stream {
             // 200 tokens, the finish chunk and `[DONE]`.
@@ -129,22 +130,15 @@ async fn sequential_requests_reuse_one_connection() {
     let client = client("");
     let url = format!("http://{addr}/v1/chat/completions");
     for _ in 0..5 {
-        let res = client.clone().oneshot(chat(&url, false)).await.unwrap();
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(answer(&client, &url, false).await, "ok");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     // Two at once need two connections; both are kept, and serve what follows.
-    let (a, b) = tokio::join!(
-        client.clone().oneshot(chat(&url, false)),
-        client.clone().oneshot(chat(&url, false))
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    a.into_body().collect().await.unwrap();
-    b.into_body().collect().await.unwrap();
+    let (a, b) = tokio::join!(answer(&client, &url, false), answer(&client, &url, false));
+    assert_eq!((a, b), (Bytes::from("ok"), Bytes::from("ok")));
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     for _ in 0..3 {
-        let res = client.clone().oneshot(chat(&url, false)).await.unwrap();
-        res.into_body().collect().await.unwrap();
+        answer(&client, &url, false).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -173,12 +167,7 @@ async fn a_body_dropped_mid_stream_closes_its_connection() {
     .await;
     // The next request gets a new connection and its answer.
     mock.set_default_fault(Fault::Healthy);
-    let res = client
-        .oneshot(chat(&mock.completions_url(), false))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.into_body().collect().await.unwrap();
+    answer(&client, &mock.completions_url(), false).await;
 }
 
 #[tokio::test]
@@ -202,12 +191,7 @@ async fn a_response_future_dropped_before_the_head_closes_its_connection() {
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let mock = MockUpstream::builder().start().await.unwrap();
     let client = client("pool_idle_timeout_ms = 200");
-    let res = client
-        .clone()
-        .oneshot(chat(&mock.completions_url(), false))
-        .await
-        .unwrap();
-    res.into_body().collect().await.unwrap();
+    answer(&client, &mock.completions_url(), false).await;
     assert_eq!(mock.open_connections(), 1);
     // The reaper runs every 100 ms (half the timeout, at least 100 ms).
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -222,12 +206,7 @@ async fn no_idle_connection_is_kept_with_a_pool_of_zero() {
     let mock = MockUpstream::builder().start().await.unwrap();
     let client = client("pool_max_idle_per_host = 0");
     for _ in 0..2 {
-        let res = client
-            .clone()
-            .oneshot(chat(&mock.completions_url(), false))
-            .await
-            .unwrap();
-        res.into_body().collect().await.unwrap();
+        answer(&client, &mock.completions_url(), false).await;
         eventually("the answered connection closes", || {
             mock.open_connections() == 0
         })
@@ -271,9 +250,7 @@ async fn a_pooled_connection_closed_by_the_peer_is_not_reused() {
     let client = client("");
     let url = format!("http://{addr}/v1/chat/completions");
     for _ in 0..3 {
-        let res = client.clone().oneshot(chat(&url, false)).await.unwrap();
-        assert_eq!(res.status(), 200);
-        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(answer(&client, &url, false).await, "ok");
         // Let the peer's close arrive before the next request.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

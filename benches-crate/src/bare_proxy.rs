@@ -108,25 +108,70 @@ fn status(code: StatusCode) -> Response<ProxyBody> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
+    use std::future::Future;
     use tower_llm_chaos::{Fault, MockUpstream};
 
-    async fn proxy_to(upstream: SocketAddr) -> SocketAddr {
+    /// A proxy served by `serve` on a fresh loopback port, in front of `upstream`.
+    pub(crate) async fn listening<F, Fut>(serve: F, upstream: SocketAddr) -> SocketAddr
+    where
+        F: FnOnce(TcpListener, SocketAddr) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(serve(listener, upstream));
         addr
     }
 
-    fn chat(addr: SocketAddr, stream: bool) -> Request<Full<Bytes>> {
+    async fn proxy_to(upstream: SocketAddr) -> SocketAddr {
+        listening(serve, upstream).await
+    }
+
+    pub(crate) fn chat(addr: SocketAddr, stream: bool) -> Request<Full<Bytes>> {
         Request::post(format!("http://{addr}/v1/chat/completions"))
             .header("content-type", "application/json")
             .body(Full::from(format!(
                 r#"{{"model":"m","messages":[],"stream":{stream}}}"#
             )))
             .unwrap()
+    }
+
+    /// Through a proxy served by `serve`: a client that reads one event of a stalled stream and
+    /// goes away closes the proxy's upstream connection.
+    pub(crate) async fn a_client_going_away_mid_stream_closes_the_upstream_connection<F, Fut>(
+        serve: F,
+    ) where
+        F: FnOnce(TcpListener, SocketAddr) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        let mock = MockUpstream::builder()
+            .default_fault(Fault::Stall { after: 2 })
+            .start()
+            .await
+            .unwrap();
+        let proxy = listening(serve, mock.addr()).await;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http::<Full<Bytes>>();
+        let res = client.request(chat(proxy, true)).await.unwrap();
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().unwrap().starts_with(b"data: "));
+        assert_eq!(mock.open_connections(), 1);
+        drop(body);
+        drop(client);
+        // The proxy's server connection ends, its upstream body is dropped, the mock sees the
+        // connection close (bounded wait on real loopback IO).
+        for _ in 0..500 {
+            if mock.open_connections() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        panic!("the upstream connection stayed open");
     }
 
     #[tokio::test]
@@ -184,30 +229,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_goes_away_mid_stream_releases_the_upstream_connection() {
-        let mock = MockUpstream::builder()
-            .default_fault(Fault::Stall { after: 2 })
-            .start()
-            .await
-            .unwrap();
-        let proxy = proxy_to(mock.addr()).await;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build_http::<Full<Bytes>>();
-        let res = client.request(chat(proxy, true)).await.unwrap();
-        let mut body = res.into_body();
-        let first = body.frame().await.unwrap().unwrap();
-        assert!(first.data_ref().unwrap().starts_with(b"data: "));
-        assert_eq!(mock.open_connections(), 1);
-        drop(body);
-        drop(client);
-        // The proxy's server connection ends, its upstream body is dropped, the mock sees the
-        // connection close (bounded wait on real loopback IO).
-        for _ in 0..500 {
-            if mock.open_connections() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        panic!("the upstream connection stayed open");
+        a_client_going_away_mid_stream_closes_the_upstream_connection(serve).await;
     }
 }

@@ -218,26 +218,13 @@ impl Body for InlineBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Full};
+    use crate::bare_proxy::tests::{
+        a_client_going_away_mid_stream_closes_the_upstream_connection, chat, listening,
+    };
+    use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use tower_llm_chaos::{Fault, MockUpstream};
-
-    async fn proxy_to(upstream: SocketAddr) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, upstream));
-        addr
-    }
-
-    fn chat(addr: SocketAddr, stream: bool) -> Request<Full<Bytes>> {
-        Request::post(format!("http://{addr}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(Full::from(format!(
-                r#"{{"model":"m","messages":[],"stream":{stream}}}"#
-            )))
-            .unwrap()
-    }
+    use tower_llm_chaos::MockUpstream;
 
     #[tokio::test]
     async fn answers_arrive_whole_over_one_upstream_connection() {
@@ -246,8 +233,9 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let proxy = proxy_to(mock.addr()).await;
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let proxy = listening(serve, mock.addr()).await;
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
         for stream in [true, false, true] {
             let res = client.request(chat(proxy, stream)).await.unwrap();
             assert_eq!(res.status(), 200);
@@ -265,27 +253,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_goes_away_mid_stream_closes_the_upstream_connection() {
-        let mock = MockUpstream::builder()
-            .default_fault(Fault::Stall { after: 2 })
-            .start()
-            .await
-            .unwrap();
-        let proxy = proxy_to(mock.addr()).await;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build_http::<Full<Bytes>>();
-        let mut body = client.request(chat(proxy, true)).await.unwrap().into_body();
-        let first = body.frame().await.unwrap().unwrap();
-        assert!(first.data_ref().unwrap().starts_with(b"data: "));
-        assert_eq!(mock.open_connections(), 1);
-        drop(body);
-        drop(client);
-        for _ in 0..500 {
-            if mock.open_connections() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        panic!("the upstream connection stayed open");
+        a_client_going_away_mid_stream_closes_the_upstream_connection(serve).await;
     }
 }
