@@ -381,7 +381,8 @@ where
 
 /// The body of an upstream answer from [`UpstreamClient`](super::UpstreamClient): hyper's, and
 /// for an HTTP/1.1 connection the connection itself, polled whenever the body has nothing at hand
-/// (see the [module docs](self)). Dropped before its end, it closes the connection.
+/// (see the [`client`](crate::client) module docs). Dropped before its end, it closes the
+/// connection.
 pub struct UpstreamBody {
     body: Incoming,
     driver: Option<Box<dyn Drive>>,
