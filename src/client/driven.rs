@@ -85,15 +85,6 @@ pub(super) struct Pool<B: Body + 'static> {
     reaper: AtomicBool,
 }
 
-impl<B: Body + 'static> fmt::Debug for Pool<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("max_idle_per_host", &self.max_idle_per_host)
-            .field("idle_timeout", &self.idle_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Whether an idle connection can take a request: not closed by the peer meanwhile (polled once,
 /// with a no-op waker: whoever reuses it polls it with a real one) and ready for a request.
 fn usable<B>(sender: &SendRequest<B>, conn: &mut Conn<B>) -> bool
