@@ -274,7 +274,8 @@ async fn each_preset_sends_its_url_path_query_and_credentials() {
         ("/v1/chat/completions", None)
     );
     only_credential(&a, Some(("authorization", "Bearer sk-openai-test")));
-    assert_eq!(a.version, Version::HTTP_2);
+    // The default, `http2 = false`: HTTP/1.1 although the mock offers h2.
+    assert_eq!(a.version, Version::HTTP_11);
 
     let a = one(&world, "anthropic", "anthropic-x").await;
     assert_eq!(a.path, "/v1/chat/completions");

@@ -1,10 +1,12 @@
 //! https upstreams through `StackBuilder::build_http` (issue 16): the chaos mock served over TLS
 //! with a certificate from a CA made in the test, trusted through the provider's `ca_file`.
-//! JSON and SSE answers, HTTP/2 when offered and HTTP/1.1 when not (asserted on the mock's
-//! side), failover between https and http targets, and TLS failures that are `transport`
+//! JSON and SSE answers, HTTP/1.1 by default and HTTP/2 when a provider opts in and the server
+//! offers it (asserted on the mock's side), streams past the server's HTTP/2 stream limit, failover between https and http targets, and TLS failures that are `transport`
 //! failures naming TLS and bench the target. All on loopback.
 
 mod tls_support;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Version;
@@ -43,11 +45,11 @@ async fn mock(tls: MockTls) -> MockUpstream {
 }
 
 #[tokio::test]
-async fn json_and_sse_over_https_negotiate_http2() {
+async fn json_and_sse_over_https_negotiate_http2_when_the_provider_opts_in() {
     let ca = TestCa::new("tower-llm test CA");
     let upstream = mock(ca.server(&["127.0.0.1"])).await;
     assert!(upstream.base_url().starts_with("https://"));
-    let config = one_provider(&upstream.base_url(), &ca, "");
+    let config = one_provider(&upstream.base_url(), &ca, "http2 = true");
     let stack = StackBuilder::new(&config)
         .build_http::<Full<Bytes>>()
         .expect("stack");
@@ -75,11 +77,11 @@ async fn json_and_sse_over_https_negotiate_http2() {
 }
 
 #[tokio::test]
-async fn http1_when_the_server_does_not_offer_h2_or_the_provider_opts_out() {
+async fn http1_by_default_or_when_the_server_does_not_offer_h2() {
     let ca = TestCa::new("tower-llm test CA");
-    // The server offers only http/1.1.
+    // The server offers only http/1.1, and the provider opts in to h2.
     let h1_only = mock(ca.server(&["127.0.0.1"]).http2(false)).await;
-    let config = one_provider(&h1_only.base_url(), &ca, "");
+    let config = one_provider(&h1_only.base_url(), &ca, "http2 = true");
     let stack = StackBuilder::new(&config)
         .build_http::<Full<Bytes>>()
         .expect("stack");
@@ -93,15 +95,110 @@ async fn http1_when_the_server_does_not_offer_h2_or_the_provider_opts_out() {
         .iter()
         .all(|a| a.version == Version::HTTP_11));
 
-    // The server offers h2, the provider says `http2 = false`.
-    let offers_h2 = mock(ca.server(&["127.0.0.1"])).await;
-    let config = one_provider(&offers_h2.base_url(), &ca, "http2 = false");
-    let stack = StackBuilder::new(&config)
-        .build_http::<Full<Bytes>>()
-        .expect("stack");
-    let (status, _, _) = send(&stack, chat("gpt-4o", true)).await;
-    assert_eq!(status, 200);
-    assert_eq!(offers_h2.attempts()[0].version, Version::HTTP_11);
+    // The server offers h2; the provider keeps the default (`http2 = false`), or says so.
+    for extra in ["", "http2 = false"] {
+        let offers_h2 = mock(ca.server(&["127.0.0.1"])).await;
+        let config = one_provider(&offers_h2.base_url(), &ca, extra);
+        let stack = StackBuilder::new(&config)
+            .build_http::<Full<Bytes>>()
+            .expect("stack");
+        for stream in [false, true] {
+            let (status, _, body) = send(&stack, chat("gpt-4o", stream)).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains(if stream { "[DONE]" } else { CANONICAL_ANSWER }));
+        }
+        let attempts = offers_h2.attempts();
+        assert_eq!(attempts.len(), 2);
+        assert!(
+            attempts.iter().all(|a| a.version == Version::HTTP_11),
+            "{extra:?}"
+        );
+    }
+}
+
+/// Long streams past the server's HTTP/2 stream limit (hyper's server allows 200 per connection,
+/// as providers' edges allow 100 to 250). With `http2 = true` every request to the host shares one
+/// connection, and the 201st waits for one of the 200 open streams to end: with minute-long
+/// answers, a stall. With the default (HTTP/1.1, a connection per answer in flight) it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_servers_stream_limit_http2_waits_and_the_default_does_not() {
+    const LIMIT: usize = 200;
+    let ca = TestCa::new("tower-llm test CA");
+    for (extra, waits) in [("http2 = true", true), ("", false)] {
+        let upstream = mock(ca.server(&["127.0.0.1"])).await;
+        let config = StackConfig::from_toml_str(&format!(
+            r#"
+[[providers]]
+name = "tls"
+base_url = "{url}"
+ca_file = "{ca}"
+{extra}
+
+[[routes]]
+match = "*"
+targets = [{{ provider = "tls", model = "m" }}]
+
+[bulkhead]
+enabled = false
+
+[stream]
+idle_ms = 600000
+total_ms = 600000
+"#,
+            url = upstream.base_url(),
+            ca = ca.ca_file_toml()
+        ))
+        .expect("config");
+        let stack = StackBuilder::new(&config)
+            .build_http::<Full<Bytes>>()
+            .expect("stack");
+        // One answer first: its connection is in the pool before the streams start (200 requests
+        // on a cold client may each start a connection, HTTP/2 ones included).
+        let (status, _, _) = send(&stack, chat("m", false)).await;
+        assert_eq!(status, 200);
+        // One content event, then silence with the stream open.
+        upstream.set_default_fault(Fault::Stall { after: 1 });
+        let mut opening = tokio::task::JoinSet::new();
+        for _ in 0..LIMIT {
+            opening.spawn(stack.clone().oneshot(chat("m", true)));
+        }
+        // Each answer is kept, unread: its stream stays open.
+        let mut open = Vec::new();
+        while let Some(answer) = opening.join_next().await {
+            let answer = answer.expect("task").expect("an answer");
+            assert_eq!(answer.status(), 200, "{extra:?}");
+            open.push(answer);
+        }
+        // HTTP/2: one connection for all; HTTP/1.1: one per open stream (and the first answer's,
+        // reused by one of them).
+        assert_eq!(upstream.open_connections(), if waits { 1 } else { LIMIT });
+        let mut next = tokio::spawn(stack.clone().oneshot(chat("m", true)));
+        if waits {
+            let early = tokio::time::timeout(Duration::from_millis(500), &mut next).await;
+            assert!(
+                early.is_err(),
+                "over one HTTP/2 connection the next stream waits"
+            );
+            // One stream ends: its slot goes to the waiting request.
+            drop(open.pop());
+        }
+        // Over HTTP/1.1 it answers with all 200 streams still open.
+        let answer = tokio::time::timeout(Duration::from_secs(30), next)
+            .await
+            .expect("answered")
+            .expect("task")
+            .expect("an answer");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(open.len(), if waits { LIMIT - 1 } else { LIMIT });
+        let versions: Vec<_> = upstream.attempts().iter().map(|a| a.version).collect();
+        assert_eq!(versions.len(), LIMIT + 2);
+        let expected = if waits {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        assert!(versions.iter().all(|v| *v == expected), "{extra:?}");
+    }
 }
 
 #[tokio::test]
@@ -145,7 +242,7 @@ targets = [{{ provider = "plain", model = "p2" }}, {{ provider = "secure", model
     assert_eq!(headers["x-llm-fallback"], "target");
     assert_eq!(secure.attempts()[0].status, Some(503));
 
-    // http down: the https target answers, streaming over h2.
+    // http down: the https target answers, streaming (over HTTP/1.1, the default).
     secure.set_default_fault(Fault::Healthy);
     plain.set_default_fault(Fault::status(503));
     let (status, headers, body) = send(&stack, chat("b-1", true)).await;
@@ -153,7 +250,10 @@ targets = [{{ provider = "plain", model = "p2" }}, {{ provider = "secure", model
     assert_eq!(headers["x-llm-target"], "secure/s2");
     assert!(body.contains("[DONE]"));
     let last = secure.attempts().pop().expect("an https attempt");
-    assert_eq!((last.model.as_str(), last.version), ("s2", Version::HTTP_2));
+    assert_eq!(
+        (last.model.as_str(), last.version),
+        ("s2", Version::HTTP_11)
+    );
 }
 
 /// The stack's error for one request, the kind `classify_error` gives it, and the text of its

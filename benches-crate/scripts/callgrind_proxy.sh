@@ -11,14 +11,42 @@
 # N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
 # GATEWAY_BIN overrides the gateway binary; JSON_BODY_FILE sends the JSON answers' requests with
 # the body in that file; BARE_PROXY_INLINE=1 counts the bare proxy with its upstream connections
-# driven inline (`tower_llm_benches::inline_proxy`) instead. Read a dump with
-# `callgrind_annotate --inclusive=yes`.
+# driven inline (`tower_llm_benches::inline_proxy`) instead; UPSTREAM_TLS=h2|h1 serves the mock
+# over https (a CA and certificate made with openssl, trusted through the providers' `ca_file`)
+# with HTTP/2 offered by ALPN (h2: the providers' default `http2 = true`) or not (h1: the
+# providers set `http2 = false`), the gateway only; the mock must be built with
+# `--features tls`; PROVIDER_EXTRA adds its lines to both providers (`pool_max_idle_per_host = 0`:
+# a new connection per answer). Read a dump with `callgrind_annotate --inclusive=yes`.
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
 BENCH=$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)
 WORK=$(mktemp -d)
-"$T/mock-upstream" --listen 127.0.0.1:0 --quiet --tokens "$TOKENS" > "$WORK/mock.out" &
+MOCK_TLS=(); SCHEME=http; PROVIDER_TLS=""
+case "${UPSTREAM_TLS:-}" in
+  "") ;;
+  h2|h1)
+    [ "$WHAT" = gateway ] || { echo "UPSTREAM_TLS: the gateway only" >&2; exit 2; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -subj /CN=bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2> /dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+      -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" 2> /dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$WORK/leaf.ext"
+    openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+      -CAcreateserial -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" 2> /dev/null
+    MOCK_TLS=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+    SCHEME=https
+    PROVIDER_TLS="ca_file = \"$WORK/ca.pem\""
+    if [ "$UPSTREAM_TLS" = h1 ]; then
+      MOCK_TLS+=(--no-http2)
+      PROVIDER_TLS="$PROVIDER_TLS
+http2 = false"
+    fi
+    ;;
+  *) echo "UPSTREAM_TLS: h2 or h1" >&2; exit 2 ;;
+esac
+"$T/mock-upstream" --listen 127.0.0.1:0 --quiet --tokens "$TOKENS" "${MOCK_TLS[@]}" > "$WORK/mock.out" &
 MOCK=$!
 trap 'kill $MOCK 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 50); do grep -q listening "$WORK/mock.out" && break; sleep 0.1; done
@@ -35,10 +63,14 @@ allow_unauthenticated = true
 max_body_bytes = 1048576
 [[providers]]
 name = "primary"
-base_url = "http://$UPSTREAM/v1"
+base_url = "$SCHEME://$UPSTREAM/v1"
+$PROVIDER_TLS
+${PROVIDER_EXTRA:-}
 [[providers]]
 name = "secondary"
-base_url = "http://$UPSTREAM/v1"
+base_url = "$SCHEME://$UPSTREAM/v1"
+$PROVIDER_TLS
+${PROVIDER_EXTRA:-}
 [[routes]]
 match = "*"
 targets = [ { provider = "primary" }, { provider = "secondary", model = "backup-model", attempt_timeout_ms = 5000 } ]

@@ -31,7 +31,7 @@ pub type Connection = TokioIo<TcpStream>;
 /// The connector of [`UpstreamClient`](super::UpstreamClient): resolves the host (or takes the
 /// address given to [`connect_to`](super::UpstreamClientBuilder::connect_to)), connects with
 /// `TCP_NODELAY` and keep-alive, and for `https` performs the TLS handshake with the provider's
-/// roots, offering `h2` by ALPN unless `http2 = false`. TCP connect and handshake together must
+/// roots, offering `h2` by ALPN when `http2 = true`. TCP connect and handshake together must
 /// finish within `connect_timeout_ms` (a `TimedOut` I/O error otherwise: a `timeout` failure).
 /// A failed handshake is a [`TlsError`](super::TlsError) that says why.
 #[derive(Clone)]

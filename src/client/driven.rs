@@ -13,7 +13,7 @@
 //! idle connection, so one is checked (polled once, with a no-op waker) before it is reused,
 //! and a reaper task drops those past the idle timeout or closed by the peer. A request that a
 //! reused connection could not send (closed meanwhile) is sent once more on a new connection.
-//! Used for `http` upstreams and for `https` ones with `http2 = false`; HTTP/2 multiplexes
+//! Used for `http` upstreams and for `https` ones without `http2 = true`; HTTP/2 multiplexes
 //! answers on one connection, which a single answer's reader cannot drive, and stays with
 //! hyper-util's client.
 

@@ -3,8 +3,9 @@
 //!
 //! It speaks `http` and, with the `tls` feature (default on), `https` through rustls (`ring`
 //! provider): Mozilla's roots bundled by default (`tls_roots = "native"` for the platform's
-//! store), plus each provider's `ca_file`; HTTP/2 when the upstream offers it by ALPN (`http2 =
-//! false` to stay on HTTP/1.1), which streams work over as over HTTP/1.1. Each provider's
+//! store), plus each provider's `ca_file`; HTTP/1.1 unless a provider sets `http2 = true` (then
+//! HTTP/2 when the upstream offers it by ALPN; why it is not the default:
+//! [`DEFAULT_HTTP2`]), streams working over either. Each provider's
 //! connection settings (`connect_timeout_ms`, `pool_idle_timeout_ms`, `pool_max_idle_per_host`,
 //! `tcp_keepalive_ms`, see [`config`](crate::config) and its
 //! [defaults](crate::config::DEFAULT_CONNECT_TIMEOUT_MS)) apply: connections are pooled per
@@ -12,15 +13,15 @@
 //! client of its target's provider (the chain's [`Target`] request extension).
 //!
 //! **HTTP/1.1 connections are driven by the answer's reader.** For `http` upstreams, and `https`
-//! ones with `http2 = false`, a connection is not run in a task of its own: the request's
+//! ones without `http2 = true`, a connection is not run in a task of its own: the request's
 //! response future, then the answer's [`UpstreamBody`], poll it whenever they have nothing at
 //! hand. A streamed answer's events then never cross tasks (no wake-up of a connection task per
 //! event, and back), and every event already read from the socket is handed on in the same poll,
 //! so a server writing the answer on (the gateway's) sends them together. Idle connections wait
 //! in the client's pool, are checked before reuse, and are closed after `pool_idle_timeout_ms` or
 //! when the peer closes them; a request that a reused connection could not send goes out once
-//! more on a new one. `https` upstreams that may negotiate HTTP/2 keep hyper-util's client, whose
-//! connection tasks multiplex the answers of many readers.
+//! more on a new one. `https` upstreams with `http2 = true` (which may negotiate HTTP/2) go
+//! through hyper-util's client, whose connection tasks multiplex the answers of many readers.
 //!
 //! A connection that cannot be made fails the request with an I/O error: `TimedOut` after
 //! `connect_timeout_ms` (a `timeout` failure, a silent target), otherwise a `transport` failure,
@@ -101,7 +102,7 @@ pub use driven::UpstreamBody;
 pub use tls::TlsError;
 
 use crate::config::{
-    ProviderConfig, StackConfig, TlsRoots, DEFAULT_CONNECT_TIMEOUT_MS,
+    ProviderConfig, StackConfig, TlsRoots, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_HTTP2,
     DEFAULT_POOL_IDLE_TIMEOUT_MS, DEFAULT_POOL_MAX_IDLE_PER_HOST, DEFAULT_TCP_KEEPALIVE_MS,
 };
 use crate::ConfigFileError;
@@ -348,7 +349,7 @@ impl Settings {
                 .pool_max_idle_per_host
                 .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
             tcp_keepalive: (keepalive > 0).then(|| Duration::from_millis(keepalive)),
-            http2: p.http2.unwrap_or(true),
+            http2: p.http2.unwrap_or(DEFAULT_HTTP2),
             roots: p.tls_roots.unwrap_or_default(),
             ca_file: p.ca_file.as_ref().map(PathBuf::from),
         }

@@ -63,7 +63,8 @@ pub use document::ConfigDocument;
 pub use error::ConfigFileError;
 pub use provider::{
     ProviderKind, TlsRoots, ANTHROPIC_VERSION, AZURE_API_VERSION, DEFAULT_CONNECT_TIMEOUT_MS,
-    DEFAULT_POOL_IDLE_TIMEOUT_MS, DEFAULT_POOL_MAX_IDLE_PER_HOST, DEFAULT_TCP_KEEPALIVE_MS,
+    DEFAULT_HTTP2, DEFAULT_POOL_IDLE_TIMEOUT_MS, DEFAULT_POOL_MAX_IDLE_PER_HOST,
+    DEFAULT_TCP_KEEPALIVE_MS,
 };
 pub use schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,

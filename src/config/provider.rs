@@ -36,7 +36,7 @@
 //! name = "claude"
 //! kind = "anthropic"
 //! api_key_env = "MY_CLAUDE_KEY"   # explicit keys win over the preset
-//! http2 = false
+//! http2 = true
 //! connect_timeout_ms = 3000
 //!
 //! [[routes]]
@@ -63,7 +63,7 @@
 //! `pool_max_idle_per_host` (default [`DEFAULT_POOL_MAX_IDLE_PER_HOST`]; 0 keeps no idle
 //! connection), `tcp_keepalive_ms` (TCP keep-alive idle time, default
 //! [`DEFAULT_TCP_KEEPALIVE_MS`]; 0 turns it off), `http2` (offer HTTP/2 by ALPN on https, default
-//! `true`; plain `http` is always HTTP/1.1), `tls_roots` (`"webpki"`, Mozilla's roots bundled in
+//! [`DEFAULT_HTTP2`], `false`: see there why; plain `http` is always HTTP/1.1), `tls_roots` (`"webpki"`, Mozilla's roots bundled in
 //! the binary, the default; or `"native"`, the platform's store) and `ca_file` (a PEM file of
 //! extra trusted CAs, for private gateways and tests). Connections are pooled per client:
 //! [`StackBuilder::build_http`](crate::stack::StackBuilder::build_http) builds one client for
@@ -82,6 +82,13 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 32;
 /// Default `tcp_keepalive_ms`: a dead peer under a long stream is noticed by the kernel.
 pub const DEFAULT_TCP_KEEPALIVE_MS: u64 = 60_000;
+/// Default `http2`: HTTP/1.1 to https upstreams, one connection per answer in flight, as the
+/// providers' official SDKs connect. HTTP/2 (`http2 = true`) puts every answer to a host on one
+/// connection: one reset or `GOAWAY` ends them all, and past the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (often 100–250) further requests wait for a stream to end,
+/// which with minute-long streams is a stall (hyper-util's client opens no second connection).
+/// It also costs more per request (measured in BENCHMARKS.md, "https upstreams").
+pub const DEFAULT_HTTP2: bool = false;
 /// The `api-version` an Azure provider sends unless `api_version` says otherwise: the latest GA
 /// version of Azure OpenAI's data-plane inference API.
 pub const AZURE_API_VERSION: &str = "2024-10-21";

@@ -86,7 +86,8 @@ pub struct ProviderConfig {
     /// [`AZURE_API_VERSION`](super::AZURE_API_VERSION)).
     #[serde(default)]
     pub api_version: Option<String>,
-    /// Offer HTTP/2 by ALPN on https (default `true`).
+    /// Offer HTTP/2 by ALPN on https (default
+    /// [`DEFAULT_HTTP2`](super::DEFAULT_HTTP2), `false`).
     #[serde(default)]
     pub http2: Option<bool>,
     /// Trusted roots for https: `"webpki"` (bundled, the default) or `"native"` (the platform's).

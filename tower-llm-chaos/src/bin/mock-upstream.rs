@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT]
-//!               [--tokens N] [--token-interval-ms MS] [--quiet]
+//!               [--tokens N] [--token-interval-ms MS] [--tls-cert PEM --tls-key PEM]
+//!               [--no-http2] [--quiet]
 //! ```
 //!
 //! Prints `mock-upstream listening on ADDR` once bound, then one line per request on stderr
@@ -19,7 +20,8 @@ use std::time::Duration;
 use tower_llm_chaos::{Answer, FaultProfile, MockUpstream, Prefill};
 
 const USAGE: &str = "usage: mock-upstream [--listen ADDR] [--profile PROFILE] [--prefill MODE] [--answer TEXT]
-                     [--tokens N] [--token-interval-ms MS] [--quiet]
+                     [--tokens N] [--token-interval-ms MS] [--tls-cert PEM --tls-key PEM]
+                     [--no-http2] [--quiet]
 
 Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scripted faults.
 
@@ -35,6 +37,10 @@ Serves POST /v1/chat/completions (JSON, and SSE for \"stream\": true) with scrip
   --token-interval-ms MS
                      streamed events MS milliseconds apart, as a model generating tokens
                      (default 0: back to back)
+  --tls-cert PEM     serve https with this certificate chain (PEM file, leaf first); needs
+                     --tls-key and a build with the `tls` feature
+  --tls-key PEM      the certificate's private key (PEM file)
+  --no-http2         with --tls-cert: offer only HTTP/1.1 by ALPN (default: h2, then http/1.1)
   --quiet            do not print a line per request
   --help             this text";
 
@@ -46,6 +52,10 @@ struct Args {
     answer: Answer,
     tokens: Option<usize>,
     token_interval: Duration,
+    /// `--tls-cert` and `--tls-key`: PEM files.
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    http2: bool,
     quiet: bool,
 }
 
@@ -57,6 +67,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         answer: Answer::default(),
         tokens: None,
         token_interval: Duration::ZERO,
+        tls_cert: None,
+        tls_key: None,
+        http2: true,
         quiet: false,
     };
     while let Some(arg) = args.next() {
@@ -121,10 +134,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                 })?;
                 parsed.token_interval = Duration::from_millis(ms);
             }
+            "--tls-cert" => parsed.tls_cert = Some(value("--tls-cert")?),
+            "--tls-key" => parsed.tls_key = Some(value("--tls-key")?),
+            "--no-http2" => parsed.http2 = false,
             "--quiet" => parsed.quiet = true,
             "--help" | "-h" => return Ok(None),
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    match (&parsed.tls_cert, &parsed.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        (None, None) if !parsed.http2 => return Err("--no-http2 needs --tls-cert".into()),
+        _ => {}
     }
     Ok(Some(parsed))
 }
@@ -166,6 +188,15 @@ async fn run(args: Args) -> ExitCode {
         .max_logged_attempts(0);
     if let Some(tokens) = args.tokens {
         builder = builder.answer_tokens(tokens);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = match with_tls(builder, cert, key, args.http2) {
+            Ok(builder) => builder,
+            Err(message) => {
+                eprintln!("mock-upstream: {message}");
+                return ExitCode::from(2);
+            }
+        };
     }
     if !args.quiet {
         builder = builder.on_attempt(|attempt| {
@@ -219,6 +250,34 @@ async fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `builder` serving https with the certificate and key in these PEM files.
+#[cfg(feature = "tls")]
+fn with_tls(
+    builder: tower_llm_chaos::MockUpstreamBuilder,
+    cert: &str,
+    key: &str,
+    http2: bool,
+) -> Result<tower_llm_chaos::MockUpstreamBuilder, String> {
+    let read = |path: &str, flag: &str| {
+        std::fs::read_to_string(path).map_err(|e| format!("{flag}: cannot read `{path}`: {e}"))
+    };
+    let tls =
+        tower_llm_chaos::MockTls::from_pem(&read(cert, "--tls-cert")?, &read(key, "--tls-key")?)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    Ok(builder.tls(tls.http2(http2)))
+}
+
+/// Without the `tls` feature the mock cannot serve https.
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _builder: tower_llm_chaos::MockUpstreamBuilder,
+    _cert: &str,
+    _key: &str,
+    _http2: bool,
+) -> Result<tower_llm_chaos::MockUpstreamBuilder, String> {
+    Err("--tls-cert: this build has no TLS (build with `--features tls`)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +316,23 @@ mod tests {
         assert!(args(&["--token-interval-ms", "1.5"])
             .unwrap_err()
             .contains("milliseconds"));
+        let parsed = args(&["--tls-cert", "c.pem", "--tls-key=k.pem", "--no-http2"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (parsed.tls_cert.as_deref(), parsed.tls_key.as_deref()),
+            (Some("c.pem"), Some("k.pem"))
+        );
+        assert!(!parsed.http2);
+        assert!(args(&["--tls-cert", "c.pem"])
+            .unwrap_err()
+            .contains("needs --tls-key"));
+        assert!(args(&["--tls-key", "k.pem"])
+            .unwrap_err()
+            .contains("needs --tls-cert"));
+        assert!(args(&["--no-http2"])
+            .unwrap_err()
+            .contains("needs --tls-cert"));
         let parsed = args(&["--prefill=reject"]).unwrap().unwrap();
         assert_eq!(parsed.prefill, Prefill::Reject);
         assert!(args(&["--help"]).unwrap().is_none());
