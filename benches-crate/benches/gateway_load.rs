@@ -31,7 +31,11 @@
 //!   with `--streams` slow streams held open (bulkhead and pool sized for them), and per idle
 //!   pooled connection (after `--streams` concurrent JSON requests: one kept-alive client
 //!   connection and one pooled upstream connection each);
-//! - **rates** (not in the default set): open loop at each of `--rates`, all three paths.
+//! - **rates** (not in the default set): open loop at each of `--rates`, all three paths;
+//! - **https** (not in the default set): the mock served over TLS (needs a mock built with
+//!   `--features tls`; a CA and certificate made here with rcgen) behind two gateways, one whose
+//!   providers set `http2 = true` (the mock offers h2) and one with the default (HTTP/1.1),
+//!   closed loop as in **throughput**, interleaved: each gateway's CPU per answer and throughput.
 //!
 //! Open loop (**shed**, **rates**): a pacer thread starts request `i` at `t0 + i / rate` whatever
 //! earlier requests are doing; latency runs from that *intended* start to the end of the body (no
@@ -103,6 +107,7 @@ enum Section {
     Latency,
     Memory,
     Rates,
+    Https,
 }
 
 struct Args {
@@ -165,6 +170,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                         "latency" => Ok(Section::Latency),
                         "memory" => Ok(Section::Memory),
                         "rates" => Ok(Section::Rates),
+                        "https" => Ok(Section::Https),
                         other => Err(format!(
                         "bad section `{other}` (throughput, shed, events, latency, memory, rates)"
                     )),
@@ -357,10 +363,25 @@ const SHIPPED: GatewayShape = GatewayShape {
     pool: None,
 };
 
-fn gateway_config(mock: SocketAddr, shape: GatewayShape) -> String {
-    let pool = shape
+/// An upstream served over TLS: the CA that signed its certificate, and whether the gateway's
+/// providers offer HTTP/2.
+struct UpstreamTls {
+    ca_file: PathBuf,
+    http2: bool,
+}
+
+fn gateway_config(mock: SocketAddr, shape: GatewayShape, tls: Option<&UpstreamTls>) -> String {
+    let mut pool = shape
         .pool
         .map_or(String::new(), |n| format!("pool_max_idle_per_host = {n}\n"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = tls {
+        pool.push_str(&format!(
+            "ca_file = {:?}\nhttp2 = {}\n",
+            tls.ca_file.display().to_string(),
+            tls.http2
+        ));
+    }
     format!(
         r#"# Written by benches/gateway_load.rs.
 [gateway]
@@ -374,11 +395,11 @@ max_body_bytes = 1048576
 
 [[providers]]
 name = "primary"
-base_url = "http://{mock}/v1"
+base_url = "{scheme}://{mock}/v1"
 {pool}
 [[providers]]
 name = "secondary"
-base_url = "http://{mock}/v1"
+base_url = "{scheme}://{mock}/v1"
 {pool}
 [[routes]]
 match = "*"
@@ -433,6 +454,7 @@ fn start_gateway(
     bin: &PathBuf,
     mock: SocketAddr,
     shape: GatewayShape,
+    tls: Option<&UpstreamTls>,
 ) -> Result<(Process, String), String> {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let path = std::env::temp_dir().join(format!(
@@ -441,7 +463,7 @@ fn start_gateway(
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(gateway_config(mock, shape).as_bytes()))
+        .and_then(|mut f| f.write_all(gateway_config(mock, shape, tls).as_bytes()))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let mut child = Command::new(bin)
         .arg("--config")
@@ -499,7 +521,7 @@ impl Paths {
     fn start(args: &Args, mock_args: &[String], shape: GatewayShape) -> Result<Paths, String> {
         let (mock, mock_addr) = start_mock(&args.mock_bin, mock_args)?;
         let (bare, bare_base) = start_bare(mock_addr)?;
-        let (gateway, gateway_base) = start_gateway(&args.gateway_bin, mock_addr, shape)?;
+        let (gateway, gateway_base) = start_gateway(&args.gateway_bin, mock_addr, shape, None)?;
         Ok(Paths {
             mock,
             bare,
@@ -1351,6 +1373,136 @@ fn serve_bare_proxy(upstream: &str) -> ! {
     std::process::exit(1);
 }
 
+/// A CA and a certificate it signs for 127.0.0.1, written as PEM files under `dir`: the CA's
+/// (`ca.pem`, for the gateways' `ca_file`), the server's chain and key (for the mock).
+fn test_certificates(dir: &std::path::Path) -> Result<[PathBuf; 3], String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let err = |e: rcgen::Error| e.to_string();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "gateway_load CA");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let ca = ca_params.self_signed(&ca_key).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .map_err(err)?
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(err)?;
+    let files = [
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ];
+    for (file, pem) in files
+        .iter()
+        .zip([ca.pem(), cert.pem(), key.serialize_pem()])
+    {
+        std::fs::write(file, pem).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(files)
+}
+
+fn section_https(
+    rt: &tokio::runtime::Runtime,
+    client: &HttpClient,
+    args: &Args,
+) -> Result<(), String> {
+    let dir =
+        std::env::temp_dir().join(format!("tower-llm-gateway-load-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let [ca, cert, key] = test_certificates(&dir)?;
+    let mock_args = [
+        "--tls-cert".to_owned(),
+        cert.display().to_string(),
+        "--tls-key".to_owned(),
+        key.display().to_string(),
+    ];
+    let (mock, mock_addr) = start_mock(&args.mock_bin, &mock_args)
+        .map_err(|e| format!("{e} (the https section needs a mock built with --features tls)"))?;
+    let tls = |http2| UpstreamTls {
+        ca_file: ca.clone(),
+        http2,
+    };
+    let (h2, h2_base) = start_gateway(&args.gateway_bin, mock_addr, SHIPPED, Some(&tls(true)))?;
+    let (h1, h1_base) = start_gateway(&args.gateway_bin, mock_addr, SHIPPED, Some(&tls(false)))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    // Process slots: generator, mock, the h2 gateway, the h1 gateway.
+    let pids = ["self".to_owned(), mock.pid(), h2.pid(), h1.pid()];
+    let paths = [
+        ("http2 = true", format!("{h2_base}/chat/completions"), 2),
+        (
+            "default (HTTP/1.1)",
+            format!("{h1_base}/chat/completions"),
+            3,
+        ),
+    ];
+    for (to, url, _) in &paths {
+        for &answer in &args.answers {
+            let warm = max_throughput(rt, client, url, answer, args.connections, 1);
+            if warm.errors > 0 || warm.sent == 0 {
+                return Err(format!(
+                    "warm-up through the {to} gateway ({}): {} errors of {}",
+                    answer.name(),
+                    warm.errors,
+                    warm.sent
+                ));
+            }
+        }
+    }
+    println!(
+        "\n### https upstream: the gateway with `http2 = true` and with the default (HTTP/1.1), closed loop, {} connections, {} s per measurement, {} runs (interleaved)\n",
+        args.connections, args.secs, args.runs
+    );
+    println!("| body | run | gateway | answers/s | errors | p50 µs | p99 µs | gateway CPU µs/answer | mock CPU µs/answer |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    let mut summary = Vec::new();
+    for &answer in &args.answers {
+        let (mut cpu, mut rps) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        for run_no in 1..=args.runs {
+            for (i, (to, url, slot)) in paths.iter().enumerate() {
+                let mut run = measured_max(rt, client, &pids, url, answer, args);
+                println!(
+                    "| {} | {run_no} | {to} | {:.0} | {} | {:.0} | {:.0} | {:.1} | {:.1} |",
+                    answer.name(),
+                    run.rps(),
+                    run.errors,
+                    us(run.latencies.quantile(0.5)),
+                    us(run.latencies.quantile(0.99)),
+                    run.cpu_per_answer(*slot),
+                    run.cpu_per_answer(1),
+                );
+                cpu[i].push(run.cpu_per_answer(*slot));
+                rps[i].push(run.rps());
+            }
+        }
+        summary.push((answer, cpu, rps));
+    }
+    println!(
+        "\n### https upstream: HTTP/2 ÷ HTTP/1.1 (median of {} runs)\n",
+        args.runs
+    );
+    println!("| body | `http2 = true` CPU µs/answer | default CPU µs/answer | CPU h2 ÷ h1 | `http2 = true` answers/s | default answers/s | throughput h2 ÷ h1 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (answer, [mut c2, mut c1], [mut r2, mut r1]) in summary {
+        let (c2, c1, r2, r1) = (
+            median(&mut c2),
+            median(&mut c1),
+            median(&mut r2),
+            median(&mut r1),
+        );
+        println!(
+            "| {} | {c2:.1} | {c1:.1} | **{:.2}** | {r2:.0} | {r1:.0} | **{:.2}** |",
+            answer.name(),
+            c2 / c1,
+            r2 / r1,
+        );
+    }
+    drop((mock, h2, h1));
+    Ok(())
+}
+
 fn main() {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("--serve-bare-proxy") {
@@ -1382,6 +1534,7 @@ fn main() {
             Section::Latency => section_latency(&rt, &client, &args),
             Section::Memory => section_memory(&rt, &args),
             Section::Rates => section_rates(&rt, &client, &args),
+            Section::Https => section_https(&rt, &client, &args),
         };
         if let Err(e) = result {
             eprintln!("gateway_load: {section:?}: {e}");

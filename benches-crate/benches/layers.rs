@@ -22,7 +22,7 @@
 //! threads those shared counters are contended: take timings without it too, with
 //! `--no-default-features` (feature `count-allocs`, on by default), which skips the counts.
 //!
-//! Environment: `LAYERS_ONLY=<substring>` restricts every section to matching variants (for
+//! Environment: `LAYERS_ONLY=<substring>` (`=<name>` exact, several joined by `|`) restricts every section to matching variants (for
 //! profiling one variant with callgrind); `LAYERS_ROUNDS` sets the interleaved rounds (11);
 //! `LAYERS_ALLOCS_ONLY=1` stops after the allocation counts (each row also gives the size of
 //! the variant's response future: what every caller moves and pins).
@@ -116,11 +116,14 @@ fn only() -> Option<String> {
     std::env::var("LAYERS_ONLY").ok()
 }
 
-/// `LAYERS_ONLY=<substring>` picks variants by substring, `LAYERS_ONLY==<name>` by exact name.
+/// `LAYERS_ONLY=<substring>` picks variants by substring, `LAYERS_ONLY==<name>` by exact name;
+/// several patterns are separated by `|` (`LAYERS_ONLY="=bare service|etry"`).
 fn selected(name: &str) -> bool {
-    only().is_none_or(|o| match o.strip_prefix('=') {
-        Some(exact) => name == exact,
-        None => name.contains(&o),
+    only().is_none_or(|o| {
+        o.split('|').any(|o| match o.strip_prefix('=') {
+            Some(exact) => name == exact,
+            None => name.contains(o),
+        })
     })
 }
 
@@ -149,13 +152,52 @@ impl tower::retry::Policy<Req, Res, Infallible> for TowerPolicy {
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        let mut copy = http::Request::new(req.body().clone());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = req.uri().clone();
-        *copy.version_mut() = req.version();
-        *copy.headers_mut() = req.headers().clone();
-        *copy.extensions_mut() = req.extensions().clone();
-        Some(copy)
+        Some(copy_request(req))
+    }
+}
+
+/// What the tower policies copy of a request: method, URI, version, headers, extensions, body.
+fn copy_request(req: &Req) -> Req {
+    let mut copy = http::Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
+/// [`TowerPolicy`] with what our retry's defaults do besides: a retry budget (tower's
+/// `TpsBudget` with our defaults: 10 s window, 5 retries a second, 20 % of calls; a deposit per
+/// answer, a withdrawal per retry, as tower's docs do it) and, from a `Timeout` below it, a 30 s
+/// timeout per attempt. Like for like with `tower-llm retry (defaults)`, not counting what only
+/// ours does (failure classification, `Retry-After`, the per-target counters).
+#[derive(Clone)]
+struct TowerBudgetPolicy {
+    retries: u32,
+    budget: std::sync::Arc<tower::retry::budget::TpsBudget>,
+}
+
+impl<E> tower::retry::Policy<Req, Res, E> for TowerBudgetPolicy {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Ready<()>> {
+        use tower::retry::budget::Budget as _;
+        match result {
+            Ok(res) if !res.status().is_server_error() => {
+                self.budget.deposit();
+                None
+            }
+            _ if self.retries > 0 && self.budget.withdraw() => {
+                self.retries -= 1;
+                Some(ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(copy_request(req))
     }
 }
 
@@ -324,6 +366,21 @@ fn happy_variants() -> Vec<Variant> {
             "tower Retry",
             OK,
             tower::retry::RetryLayer::new(TowerPolicy { retries: 2 }).layer(up()),
+        ),
+        variant(
+            "tower Retry + TpsBudget + Timeout",
+            OK,
+            ServiceBuilder::new()
+                .layer(tower::retry::RetryLayer::new(TowerBudgetPolicy {
+                    retries: 2,
+                    budget: std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+                        Duration::from_secs(10),
+                        5,
+                        0.2,
+                    )),
+                }))
+                .timeout(Duration::from_secs(30))
+                .service(up()),
         ),
         variant(
             "tower ConcurrencyLimit",
