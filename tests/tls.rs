@@ -126,29 +126,12 @@ async fn past_the_servers_stream_limit_http2_waits_and_the_default_does_not() {
     let ca = TestCa::new("tower-llm test CA");
     for (extra, waits) in [("http2 = true", true), ("", false)] {
         let upstream = mock(ca.server(&["127.0.0.1"])).await;
-        let config = StackConfig::from_toml_str(&format!(
-            r#"
-[[providers]]
-name = "tls"
-base_url = "{url}"
-ca_file = "{ca}"
-{extra}
-
-[[routes]]
-match = "*"
-targets = [{{ provider = "tls", model = "m" }}]
-
-[bulkhead]
-enabled = false
-
-[stream]
-idle_ms = 600000
-total_ms = 600000
-"#,
-            url = upstream.base_url(),
-            ca = ca.ca_file_toml()
-        ))
-        .expect("config");
+        // Tables after the provider's keys: no bulkhead, streams that may idle (TOML takes
+        // `[[routes]]` after them).
+        let keys = format!(
+            "{extra}\n[bulkhead]\nenabled = false\n[stream]\nidle_ms = 600000\ntotal_ms = 600000\n"
+        );
+        let config = one_provider(&upstream.base_url(), &ca, &keys);
         let stack = StackBuilder::new(&config)
             .build_http::<Full<Bytes>>()
             .expect("stack");

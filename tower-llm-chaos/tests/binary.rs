@@ -8,25 +8,23 @@ use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, ChildStdout, Command};
 
-#[tokio::test]
-async fn the_binary_serves_a_profile_from_the_command_line() {
+/// Run the binary with `args` (stdout and stderr piped) until it prints its address: the child,
+/// the address, and the rest of its stdout.
+async fn start<I, A>(args: I) -> (Child, SocketAddr, tokio::io::Lines<BufReader<ChildStdout>>)
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--profile",
-            "model gpt-bad=status:500:retry-after=3",
-        ])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("run mock-upstream");
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-
     let first = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
         .await
         .expect("the binary prints its address")
@@ -37,6 +35,19 @@ async fn the_binary_serves_a_profile_from_the_command_line() {
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
         .parse()
         .unwrap();
+    (child, addr, stdout)
+}
+
+#[tokio::test]
+async fn the_binary_serves_a_profile_from_the_command_line() {
+    let (mut child, addr, mut stdout) = start([
+        "--listen",
+        "127.0.0.1:0",
+        "--profile",
+        "model gpt-bad=status:500:retry-after=3",
+    ])
+    .await;
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let second = stdout.next_line().await.unwrap().unwrap();
     assert_eq!(
         second,
@@ -83,30 +94,15 @@ async fn a_bad_profile_is_reported_with_the_offending_part() {
 
 #[tokio::test]
 async fn the_binary_continues_a_prefill_of_the_alternate_answer() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--prefill",
-            "continue",
-            "--answer=alternate",
-            "--quiet",
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run mock-upstream");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-        .await
-        .expect("the binary prints its address")
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = first
-        .strip_prefix("mock-upstream listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .parse()
-        .unwrap();
+    let (mut child, addr, mut stdout) = start([
+        "--listen",
+        "127.0.0.1:0",
+        "--prefill",
+        "continue",
+        "--answer=alternate",
+        "--quiet",
+    ])
+    .await;
     let second = stdout.next_line().await.unwrap().unwrap();
     assert_eq!(
         second,
@@ -187,23 +183,7 @@ async fn the_binary_serves_https_with_the_given_certificate() {
             key_file.display().to_string(),
         ];
         args.extend(extra.map(str::to_owned));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mock-upstream"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("run mock-upstream");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-            .await
-            .expect("the binary prints its address")
-            .unwrap()
-            .unwrap();
-        let addr: SocketAddr = first
-            .strip_prefix("mock-upstream listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .parse()
-            .unwrap();
+        let (mut child, addr, mut stdout) = start(&args).await;
         let second = stdout.next_line().await.unwrap().unwrap();
         assert_eq!(
             second,
