@@ -79,26 +79,11 @@ async fn json_and_sse_over_https_negotiate_http2_when_the_provider_opts_in() {
 #[tokio::test]
 async fn http1_by_default_or_when_the_server_does_not_offer_h2() {
     let ca = TestCa::new("tower-llm test CA");
-    // The server offers only http/1.1, and the provider opts in to h2.
-    let h1_only = mock(ca.server(&["127.0.0.1"]).http2(false)).await;
-    let config = one_provider(&h1_only.base_url(), &ca, "http2 = true");
-    let stack = StackBuilder::new(&config)
-        .build_http::<Full<Bytes>>()
-        .expect("stack");
-    for stream in [false, true] {
-        let (status, _, body) = send(&stack, chat("gpt-4o", stream)).await;
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains(if stream { "[DONE]" } else { CANONICAL_ANSWER }));
-    }
-    assert!(h1_only
-        .attempts()
-        .iter()
-        .all(|a| a.version == Version::HTTP_11));
-
-    // The server offers h2; the provider keeps the default (`http2 = false`), or says so.
-    for extra in ["", "http2 = false"] {
-        let offers_h2 = mock(ca.server(&["127.0.0.1"])).await;
-        let config = one_provider(&offers_h2.base_url(), &ca, extra);
+    // The server offers only http/1.1 and the provider opts in to h2; the server offers h2 and
+    // the provider keeps the default (`http2 = false`), or says so.
+    for (offers_h2, extra) in [(false, "http2 = true"), (true, ""), (true, "http2 = false")] {
+        let upstream = mock(ca.server(&["127.0.0.1"]).http2(offers_h2)).await;
+        let config = one_provider(&upstream.base_url(), &ca, extra);
         let stack = StackBuilder::new(&config)
             .build_http::<Full<Bytes>>()
             .expect("stack");
@@ -107,7 +92,7 @@ async fn http1_by_default_or_when_the_server_does_not_offer_h2() {
             assert_eq!(status, 200, "{body}");
             assert!(body.contains(if stream { "[DONE]" } else { CANONICAL_ANSWER }));
         }
-        let attempts = offers_h2.attempts();
+        let attempts = upstream.attempts();
         assert_eq!(attempts.len(), 2);
         assert!(
             attempts.iter().all(|a| a.version == Version::HTTP_11),
