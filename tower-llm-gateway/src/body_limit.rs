@@ -1,4 +1,5 @@
-//! `[request] max_body_bytes`, refused so that the client reads the `413`.
+//! `[request] max_body_bytes`, refused so that the client reads the `413`; and
+//! `[gateway] body_timeout_ms`, the longest pause while a client sends its body (a `408`).
 //!
 //! A server that answers `413` and closes the connection while the client is still sending its
 //! body makes the kernel reset the connection (unread data was pending): most clients then see
@@ -63,7 +64,27 @@ impl fmt::Display for BodyTooLarge {
 
 impl StdError for BodyTooLarge {}
 
-/// Applies `max_body_bytes` with a drain; see the [module docs](self).
+/// The error a request body fails with when the client paused longer than
+/// `[gateway] body_timeout_ms` while sending it.
+#[derive(Debug)]
+pub(crate) struct BodyTimeout {
+    within: Duration,
+}
+
+impl fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the client paused longer than {} ms while sending the request body",
+            self.within.as_millis()
+        )
+    }
+}
+
+impl StdError for BodyTimeout {}
+
+/// Applies `max_body_bytes` with a drain, and `body_timeout_ms` to the reading of the body; see
+/// the [module docs](self).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BodyLimitLayer {
     limit: u64,
@@ -145,6 +166,8 @@ where
             remaining: self.limit,
             limit: self.limit,
             spill: spill.clone(),
+            idle: self.within,
+            timer: None,
         };
         BodyLimitFuture::Inner {
             fut: self.inner.call(Request::from_parts(parts, body)),
@@ -276,12 +299,32 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 }
 
 /// A request body counted against the limit: past it, reading fails with [`BodyTooLarge`] and
-/// the rest of the body goes to the slot (when there is one) for the drain.
+/// the rest of the body goes to the slot (when there is one) for the drain. A pause of more
+/// than `idle` while the reader waits for the next frame fails it with [`BodyTimeout`].
 pub(crate) struct LimitedBody {
     inner: Option<Body>,
     remaining: u64,
     limit: u64,
     spill: Option<SpillSlot>,
+    idle: Duration,
+    /// The pause's timer, made the first time the reader has to wait (most bodies arrive with
+    /// their head and never do) and then reused; `None` inside means disarmed (a frame came).
+    timer: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
+}
+
+impl LimitedBody {
+    /// The reader waits for the next frame: whether the pause has lasted longer than `idle`.
+    fn paused_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let (sleep, armed) = self
+            .timer
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(idle)), true));
+        if !*armed {
+            sleep.as_mut().reset(tokio::time::Instant::now() + idle);
+            *armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl http_body::Body for LimitedBody {
@@ -296,7 +339,19 @@ impl http_body::Body for LimitedBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+        let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) else {
+            if this.paused_too_long(cx) {
+                // Nothing more is read: hyper closes the connection after the answer.
+                this.inner = None;
+                return Poll::Ready(Some(Err(Box::new(BodyTimeout { within: this.idle }))));
+            }
+            return Poll::Pending;
+        };
+        if let Some((_, armed)) = this.timer.as_mut() {
+            // The next pause starts when the reader next waits.
+            *armed = false;
+        }
+        let frame = match frame {
             Some(Ok(frame)) => frame,
             Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
             None => return Poll::Ready(None),
@@ -356,6 +411,84 @@ mod tests {
         }
     }
 
+    /// A body whose frames come from a channel, whenever the test sends them.
+    struct Channel(tokio::sync::mpsc::Receiver<&'static str>);
+
+    impl http_body::Body for Channel {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))))
+        }
+    }
+
+    fn timed(rx: tokio::sync::mpsc::Receiver<&'static str>, idle: Duration) -> LimitedBody {
+        LimitedBody {
+            inner: Some(Body::new(Channel(rx))),
+            remaining: 1 << 20,
+            limit: 1 << 20,
+            spill: None,
+            idle,
+            timer: None,
+        }
+    }
+
+    /// The timeout is for a pause, not for the whole body: frames 1.5 s apart pass a 2 s limit
+    /// however long the body takes; a 2 s pause fails it, and nothing more is read.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_longer_than_the_body_timeout_fails_the_body_and_shorter_ones_do_not() {
+        let idle = Duration::from_secs(2);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut body = timed(rx, idle);
+        let sender = tokio::spawn(async move {
+            for chunk in ["a", "b", "c", "d"] {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                tx.send(chunk).await.unwrap();
+            }
+            // Then a pause past the limit, the sender still there.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(tx);
+        });
+        let started = tokio::time::Instant::now();
+        let mut read = String::new();
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read.push_str(std::str::from_utf8(&frame.into_data().unwrap()).unwrap())
+                }
+                Some(Err(err)) => break err,
+                None => panic!("the body ended instead of timing out"),
+            }
+        };
+        assert_eq!(read, "abcd", "6 s of body, no pause over 2 s");
+        assert_eq!(started.elapsed(), Duration::from_millis(6_000) + idle);
+        let err = err.downcast_ref::<BodyTimeout>().expect("BodyTimeout");
+        assert_eq!(
+            err.to_string(),
+            "the client paused longer than 2000 ms while sending the request body"
+        );
+        assert!(body.frame().await.is_none(), "nothing more is read");
+        sender.abort();
+    }
+
+    /// A body ready at once never makes a timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_without_waiting_makes_no_timer() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send("whole").await.unwrap();
+        drop(tx);
+        let mut body = timed(rx, Duration::from_secs(2));
+        let bytes = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, "whole");
+        assert!(body.timer.is_none());
+    }
+
     #[tokio::test]
     async fn past_the_limit_a_chunked_body_fails_and_hands_its_rest_back() {
         let inner = Body::new(Chunks(["12345", "6789", "abc"].into()));
@@ -365,6 +498,8 @@ mod tests {
             remaining: 8,
             limit: 8,
             spill: Some(slot.clone()),
+            idle: Duration::from_secs(30),
+            timer: None,
         };
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "12345");

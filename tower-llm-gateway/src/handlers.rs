@@ -23,12 +23,11 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
-use tower_http::timeout::TimeoutError;
 use tower_llm::fallback::{CacheScope, X_LLM_FALLBACK};
 use tower_llm::OverallHealth;
 
 use crate::auth::{ClientName, KeyStore};
-use crate::body_limit::BodyTooLarge;
+use crate::body_limit::{BodyTimeout, BodyTooLarge};
 use crate::errors;
 use crate::headers::HeaderPolicy;
 use crate::metrics::{answered_counter, requested_model, AnsweredCounter, Telemetry, TimedBody};
@@ -119,7 +118,7 @@ pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Re
 /// The `client` label of a request when client keys are off.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Read the body (bounded by the body limit, timed by tower-http), call the stack, shape the
+/// Read the body (bounded in size and pauses by the body limit), call the stack, shape the
 /// answer; its body records the request's duration in its route's histogram when it ends.
 async fn answer(
     state: &AppState,
@@ -135,7 +134,7 @@ async fn answer(
             let res = if caused_by::<BodyTooLarge>(&e) {
                 // The body limit drains the rest and adds `connection: close`.
                 errors::too_large(state.max_body_bytes)
-            } else if caused_by::<TimeoutError>(&e) {
+            } else if caused_by::<BodyTimeout>(&e) {
                 errors::body_timeout(state.body_timeout)
             } else {
                 errors::bad_request("the request body could not be read")
@@ -298,6 +297,6 @@ mod tests {
         let limited = http_body_util::Limited::new(Full::new(Bytes::from_static(b"abc")), 1);
         let wrapped = Body::new(limited).collect().await.unwrap_err();
         assert!(caused_by::<LengthLimitError>(&wrapped));
-        assert!(!caused_by::<TimeoutError>(&wrapped));
+        assert!(!caused_by::<BodyTimeout>(&wrapped));
     }
 }

@@ -120,8 +120,9 @@
 //! (`[gateway] request_timeout_ms`, 504), the body limit (`[request] max_body_bytes`, 413: the
 //! rest of an oversized body is read and discarded, up to 4 × the limit (at least 1 MiB) and
 //! within `body_timeout_ms`, before the 413 goes out with `connection: close`, so a client still
-//! sending reads it instead of a reset; past that the connection is closed),
-//! `RequestBodyTimeoutLayer` (`[gateway] body_timeout_ms`, 408), and on `/v1/*`
+//! sending reads it instead of a reset; past that the connection is closed; and a client
+//! pausing longer than `[gateway] body_timeout_ms` while sending its body gets a 408), and on
+//! `/v1/*`
 //! `ValidateRequestHeaderLayer` with [`auth::ClientAuth`] (401). Every error a client sees is
 //! OpenAI-shaped (`{"error":{"message","type","param","code"}}`), the layers' own included.
 //!

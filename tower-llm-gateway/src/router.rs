@@ -8,8 +8,7 @@
 //! | [`TraceLayer`] | a `request` span per request (method, path, request id, the client key's name; no headers, no body) and `debug` events for the response |
 //! | OpenAI-shaped errors | turns the plain 504 of the layer below into an OpenAI-shaped JSON error |
 //! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
-//! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it |
-//! | [`RequestBodyTimeoutLayer`] | `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 |
+//! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it; `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 (the pause's timer is made only when the reader has to wait: most bodies arrive with their head) |
 //! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise (`/health` and `/metrics` check admin keys themselves) |
 //!
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
@@ -27,7 +26,7 @@ use axum::Router;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
@@ -102,7 +101,6 @@ pub(crate) fn router(
             limits.max_body_bytes,
             limits.body_timeout,
         ))
-        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .map_response(mark_routed)
         .service(routes)
 }
