@@ -63,8 +63,9 @@
 //! `pool_max_idle_per_host` (default [`DEFAULT_POOL_MAX_IDLE_PER_HOST`]; 0 keeps no idle
 //! connection), `tcp_keepalive_ms` (TCP keep-alive idle time, default
 //! [`DEFAULT_TCP_KEEPALIVE_MS`]; 0 turns it off), `http2` (offer HTTP/2 by ALPN on https, default
-//! [`DEFAULT_HTTP2`], `false`: see there why; plain `http` is always HTTP/1.1), `tls_roots` (`"webpki"`, Mozilla's roots bundled in
-//! the binary, the default; or `"native"`, the platform's store) and `ca_file` (a PEM file of
+//! [`DEFAULT_HTTP2`], `false`: see there why; plain `http` is always HTTP/1.1), `tls_roots`
+//! (`"webpki"`, Mozilla's roots bundled in the binary, the default; or `"native"`, the
+//! platform's store) and `ca_file` (a PEM file of
 //! extra trusted CAs, for private gateways and tests). Connections are pooled per client:
 //! [`StackBuilder::build_http`](crate::stack::StackBuilder::build_http) builds one client for
 //! each distinct set of these settings, shared by the providers that have it (see

@@ -308,7 +308,8 @@ pub(crate) struct LimitedBody {
     spill: Option<SpillSlot>,
     idle: Duration,
     /// The pause's timer, made the first time the reader has to wait (most bodies arrive with
-    /// their head and never do) and then reused; `None` inside means disarmed (a frame came).
+    /// their head and never do) and then reused; the flag is `false` once a frame came
+    /// (disarmed: re-armed, from then, at the reader's next wait).
     timer: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
 }
 
