@@ -172,7 +172,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                         "rates" => Ok(Section::Rates),
                         "https" => Ok(Section::Https),
                         other => Err(format!(
-                        "bad section `{other}` (throughput, shed, events, latency, memory, rates)"
+                        "bad section `{other}` (throughput, shed, events, latency, memory, rates, https)"
                     )),
                     })
                     .collect::<Result<_, _>>()?
@@ -371,12 +371,13 @@ struct UpstreamTls {
 }
 
 fn gateway_config(mock: SocketAddr, shape: GatewayShape, tls: Option<&UpstreamTls>) -> String {
-    let mut pool = shape
+    // Each provider's connection keys.
+    let mut keys = shape
         .pool
         .map_or(String::new(), |n| format!("pool_max_idle_per_host = {n}\n"));
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(tls) = tls {
-        pool.push_str(&format!(
+        keys.push_str(&format!(
             "ca_file = {:?}\nhttp2 = {}\n",
             tls.ca_file.display().to_string(),
             tls.http2
@@ -396,11 +397,11 @@ max_body_bytes = 1048576
 [[providers]]
 name = "primary"
 base_url = "{scheme}://{mock}/v1"
-{pool}
+{keys}
 [[providers]]
 name = "secondary"
 base_url = "{scheme}://{mock}/v1"
-{pool}
+{keys}
 [[routes]]
 match = "*"
 targets = [
