@@ -1,8 +1,10 @@
 //! https upstreams through `StackBuilder::build_http` (issue 16): the chaos mock served over TLS
 //! with a certificate from a CA made in the test, trusted through the provider's `ca_file`.
 //! JSON and SSE answers, HTTP/1.1 by default and HTTP/2 when a provider opts in and the server
-//! offers it (asserted on the mock's side), streams past the server's HTTP/2 stream limit, failover between https and http targets, and TLS failures that are `transport`
-//! failures naming TLS and bench the target. All on loopback.
+//! offers it (asserted on the mock's side), streams past the server's HTTP/2 stream limit, a
+//! stream cut over https finished on the secondary, failover between https and http targets,
+//! and TLS failures that are `transport` failures naming TLS and bench the target. All on
+//! loopback.
 
 mod tls_support;
 
@@ -166,6 +168,66 @@ async fn past_the_servers_stream_limit_http2_waits_and_the_default_does_not() {
             Version::HTTP_11
         };
         assert!(versions.iter().all(|v| *v == expected), "{extra:?}");
+    }
+}
+
+/// A stream cut mid-answer over https, on the default HTTP/1.1 connections (the mock offers h2):
+/// the cut is seen as over `http` (the peer closes the TLS connection), and the secondary
+/// finishes the answer in the same response: the whole text once, one `[DONE]`, no error event.
+#[tokio::test]
+async fn a_stream_cut_over_https_is_finished_on_the_secondary() {
+    let ca = TestCa::new("tower-llm test CA");
+    let primary = mock(ca.server(&["127.0.0.1"])).await;
+    let secondary = mock(ca.server(&["127.0.0.1"])).await;
+    primary.set_default_fault(Fault::CutAfter(3));
+    let config = StackConfig::from_toml_str(&format!(
+        r#"
+[[providers]]
+name = "primary"
+base_url = "{primary}"
+ca_file = "{ca}"
+
+[[providers]]
+name = "secondary"
+base_url = "{secondary}"
+ca_file = "{ca}"
+
+[[routes]]
+match = "*"
+targets = [{{ provider = "primary", model = "m" }}, {{ provider = "secondary", model = "m" }}]
+"#,
+        primary = primary.base_url(),
+        secondary = secondary.base_url(),
+        ca = ca.ca_file_toml()
+    ))
+    .expect("config");
+    let stack = StackBuilder::new(&config)
+        .build_http::<Full<Bytes>>()
+        .expect("stack");
+    let (status, headers, body) = send(&stack, chat("gpt-4o", true)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        headers["x-llm-target"], "primary/m",
+        "committed to the primary first"
+    );
+    let mut text = String::new();
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_str(data).expect("a JSON event");
+        assert!(event.get("error").is_none(), "no error event: {body}");
+        if let Some(delta) = event["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(delta);
+        }
+    }
+    assert_eq!(text, CANONICAL_ANSWER, "{body}");
+    assert_eq!(body.matches("data: [DONE]").count(), 1, "{body}");
+    assert!(body.contains(": resumed on secondary/m"), "{body}");
+    for upstream in [&primary, &secondary] {
+        let attempts = upstream.attempts();
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].version, Version::HTTP_11);
     }
 }
 
