@@ -35,7 +35,9 @@
 //! - **https** (not in the default set): the mock served over TLS (needs a mock built with
 //!   `--features tls`; a CA and certificate made here with rcgen) behind two gateways, one whose
 //!   providers set `http2 = true` (the mock offers h2) and one with the default (HTTP/1.1),
-//!   closed loop as in **throughput**, interleaved: each gateway's CPU per answer and throughput.
+//!   closed loop as in **throughput**, interleaved: each gateway's CPU per answer and throughput;
+//!   then `--streams` slow streams held open through each (fresh processes): how many start,
+//!   the upstream connections they take, and the gateway's RSS per stream.
 //!
 //! Open loop (**shed**, **rates**): a pacer thread starts request `i` at `t0 + i / rate` whatever
 //! earlier requests are doing; latency runs from that *intended* start to the end of the body (no
@@ -1428,7 +1430,6 @@ fn section_https(
     };
     let (h2, h2_base) = start_gateway(&args.gateway_bin, mock_addr, SHIPPED, Some(&tls(true)))?;
     let (h1, h1_base) = start_gateway(&args.gateway_bin, mock_addr, SHIPPED, Some(&tls(false)))?;
-    let _ = std::fs::remove_dir_all(&dir);
     // Process slots: generator, mock, the h2 gateway, the h1 gateway.
     let pids = ["self".to_owned(), mock.pid(), h2.pid(), h1.pid()];
     let paths = [
@@ -1501,7 +1502,93 @@ fn section_https(
         );
     }
     drop((mock, h2, h1));
+    https_streams(rt, args, &ca, &cert, &key)?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `--streams` slow streams held open at once through a fresh gateway over https, with
+/// `http2 = true` and with the default: how many got their first event within 30 s, and the
+/// gateway's resident set size (idle, then with the streams).
+fn https_streams(
+    rt: &tokio::runtime::Runtime,
+    args: &Args,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(), String> {
+    let n = args.streams;
+    let shape = GatewayShape {
+        in_flight: n + 64,
+        queued: 0,
+        pool: Some(n + 64),
+    };
+    // One event a second for two minutes, far longer than the measurement.
+    let mock_args = [
+        "--tls-cert".to_owned(),
+        cert.display().to_string(),
+        "--tls-key".to_owned(),
+        key.display().to_string(),
+        "--tokens".to_owned(),
+        "120".to_owned(),
+        "--token-interval-ms".to_owned(),
+        "1000".to_owned(),
+    ];
+    println!("\n### https upstream: {n} streams held open at once (fresh processes; the mock sends one event a second)\n");
+    println!("| gateway | streams with their first event within 30 s | upstream connections | RSS idle | RSS with the streams | per stream |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (label, http2) in [("http2 = true", true), ("default (HTTP/1.1)", false)] {
+        let (mock, mock_addr) = start_mock(&args.mock_bin, &mock_args)?;
+        let tls = UpstreamTls {
+            ca_file: ca.to_owned(),
+            http2,
+        };
+        let (gateway, base) = start_gateway(&args.gateway_bin, mock_addr, shape, Some(&tls))?;
+        let idle = settled_rss(&gateway);
+        let (opened, held) = hold_streams(rt, &format!("{base}/chat/completions"), n);
+        let with = settled_rss(&gateway);
+        let connections = established_to(&gateway.pid(), mock_addr.port());
+        println!(
+            "| {label} | {opened} of {n} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            connections.map_or("?".to_owned(), |c| c.to_string()),
+            idle as f64 / 1024.0,
+            with as f64 / 1024.0,
+            with.saturating_sub(idle) as f64 / opened.max(1) as f64,
+        );
+        for task in held {
+            task.abort();
+        }
+        drop((gateway, mock));
+    }
+    Ok(())
+}
+
+/// How many TCP connections process `pid` has established to local port `port` (from
+/// `/proc/<pid>/net/tcp`; Linux only, `None` elsewhere).
+fn established_to(pid: &str, port: u16) -> Option<usize> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .collect();
+    let port = format!(":{port:04X}");
+    Some(
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // remote address, state 01 (established), inode owned by the process
+                f.len() > 9 && f[2].ends_with(&port) && f[3] == "01" && inodes.contains(f[9])
+            })
+            .count(),
+    )
 }
 
 fn main() {
