@@ -201,6 +201,39 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     .await;
 }
 
+/// A burst of answers in flight at once, then another of the same size: the second opens no
+/// connection, every one of the first is kept idle for it (each new one would be a TCP and, to
+/// an https provider, a TLS handshake: ~1.1 M instructions and a round trip or two before the
+/// request leaves). The pool once kept 32 idle per host, below the bulkhead's 64 in flight per
+/// target: a burst of 64 then opened 32 connections again every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reuses_every_connection_of_the_burst_before() {
+    const BURST: usize = 96;
+    let mock = MockUpstream::builder().start().await.unwrap();
+    // Each answer waits a second: the whole burst is in flight at once (asserted below by the
+    // first burst opening one connection per request).
+    mock.set_default_fault(Fault::Latency(Duration::from_secs(1)));
+    let client = client("");
+    let url = mock.completions_url();
+    for burst in 1..=2 {
+        let mut answers = tokio::task::JoinSet::new();
+        for _ in 0..BURST {
+            let (client, url) = (client.clone(), url.clone());
+            answers.spawn(async move { answer(&client, &url, false).await });
+        }
+        while let Some(answered) = answers.join_next().await {
+            answered.expect("an answer");
+        }
+        assert_eq!(
+            mock.accepted_connections(),
+            BURST,
+            "after burst {burst}: one connection per answer in flight, none opened again"
+        );
+        assert_eq!(mock.open_connections(), BURST, "all kept idle");
+    }
+    assert_eq!(mock.attempts().len(), 2 * BURST);
+}
+
 #[tokio::test]
 async fn no_idle_connection_is_kept_with_a_pool_of_zero() {
     let mock = MockUpstream::builder().start().await.unwrap();

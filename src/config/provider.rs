@@ -60,8 +60,8 @@
 //! **Connection settings** (every provider, preset or not): `connect_timeout_ms` (TCP connect
 //! and TLS handshake, default [`DEFAULT_CONNECT_TIMEOUT_MS`]), `pool_idle_timeout_ms` (an idle
 //! pooled connection is closed after it, default [`DEFAULT_POOL_IDLE_TIMEOUT_MS`]),
-//! `pool_max_idle_per_host` (default [`DEFAULT_POOL_MAX_IDLE_PER_HOST`]; 0 keeps no idle
-//! connection), `tcp_keepalive_ms` (TCP keep-alive idle time, default
+//! `pool_max_idle_per_host` (default [`DEFAULT_POOL_MAX_IDLE_PER_HOST`], no limit; 0 keeps no
+//! idle connection), `tcp_keepalive_ms` (TCP keep-alive idle time, default
 //! [`DEFAULT_TCP_KEEPALIVE_MS`]; 0 turns it off), `http2` (offer HTTP/2 by ALPN on https, default
 //! [`DEFAULT_HTTP2`], `false`: see there why; plain `http` is always HTTP/1.1), `tls_roots`
 //! (`"webpki"`, Mozilla's roots bundled in the binary, the default; or `"native"`, the
@@ -79,8 +79,15 @@ use super::schema::ProviderConfig;
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// Default `pool_idle_timeout_ms` (hyper-util's default, 90 s).
 pub const DEFAULT_POOL_IDLE_TIMEOUT_MS: u64 = 90_000;
-/// Default `pool_max_idle_per_host`.
-pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 32;
+/// Default `pool_max_idle_per_host`: no limit (hyper-util's and reqwest's default). The pool
+/// then holds as many connections as the host had answers in flight at its peak, each closed
+/// after `pool_idle_timeout_ms` unused, so a burst finds the connections of the burst before
+/// instead of opening them again: with HTTP/1.1, the https default, one connection carries one
+/// answer at a time, and a new one to an https provider costs a TLS handshake (~1.1 M
+/// instructions here, and a round trip or two before the request leaves). A limit below the
+/// answers in flight (it was 32, under the bulkhead's default of 64 per target) made every
+/// burst past it open the difference again.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = usize::MAX;
 /// Default `tcp_keepalive_ms`: a dead peer under a long stream is noticed by the kernel.
 pub const DEFAULT_TCP_KEEPALIVE_MS: u64 = 60_000;
 /// Default `http2`: HTTP/1.1 to https upstreams, one connection per answer in flight, as the

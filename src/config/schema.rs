@@ -105,7 +105,8 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub pool_idle_timeout_ms: Option<u64>,
     /// Idle connections kept per host (default
-    /// [`DEFAULT_POOL_MAX_IDLE_PER_HOST`](super::DEFAULT_POOL_MAX_IDLE_PER_HOST); 0: none).
+    /// [`DEFAULT_POOL_MAX_IDLE_PER_HOST`](super::DEFAULT_POOL_MAX_IDLE_PER_HOST), no limit beyond
+    /// the idle timeout; 0: none).
     #[serde(default)]
     pub pool_max_idle_per_host: Option<usize>,
     /// TCP keep-alive idle time in ms (default

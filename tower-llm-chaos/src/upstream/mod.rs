@@ -338,6 +338,7 @@ impl MockUpstreamBuilder {
             count,
             seq: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
+            accepted_connections: AtomicUsize::new(0),
             max_body_bytes: self.max_body_bytes,
             answer_tokens: self.answer_tokens,
             token_interval: self.token_interval,
@@ -411,6 +412,8 @@ pub(crate) struct Shared {
     count: watch::Sender<usize>,
     seq: AtomicU64,
     open_connections: AtomicUsize,
+    /// Every client connection accepted since the start (open or closed since).
+    accepted_connections: AtomicUsize,
     max_body_bytes: usize,
     /// [`MockUpstreamBuilder::answer_tokens`].
     answer_tokens: Option<usize>,
@@ -594,6 +597,13 @@ impl MockHandle {
     pub fn open_connections(&self) -> usize {
         self.shared.open_connections.load(Ordering::Acquire)
     }
+
+    /// How many client connections were accepted since the upstream started, open or closed
+    /// since: with [`open_connections`](Self::open_connections), whether a client reused its
+    /// connections or opened new ones (each a TCP and, over TLS, a handshake).
+    pub fn accepted_connections(&self) -> usize {
+        self.shared.accepted_connections.load(Ordering::Acquire)
+    }
 }
 
 impl AsRef<MockHandle> for MockHandle {
@@ -717,6 +727,12 @@ impl MockUpstream {
     /// How many client connections are open right now.
     pub fn open_connections(&self) -> usize {
         self.handle.open_connections()
+    }
+
+    /// How many client connections were accepted since the upstream started (see
+    /// [`MockHandle::accepted_connections`]).
+    pub fn accepted_connections(&self) -> usize {
+        self.handle.accepted_connections()
     }
 
     /// Stop accepting, close every open connection and wait for the server task to end.

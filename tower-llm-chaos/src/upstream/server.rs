@@ -69,6 +69,7 @@ struct OpenConnection(Arc<Shared>);
 impl OpenConnection {
     fn new(shared: Arc<Shared>) -> Self {
         shared.open_connections.fetch_add(1, Ordering::AcqRel);
+        shared.accepted_connections.fetch_add(1, Ordering::AcqRel);
         OpenConnection(shared)
     }
 }
