@@ -109,12 +109,24 @@ fn header_value(now_secs: u64) -> impl Strategy<Value = String> {
     ]
 }
 
-/// Any subset of the delay headers, with values shaped like theirs.
+/// Any subset of the delay headers, with values shaped like theirs, among headers that are not
+/// (some sharing their prefixes).
 fn headers(now_secs: u64) -> impl Strategy<Value = Vec<(HeaderName, String)>> {
     let mut names = vec![http::header::RETRY_AFTER, RETRY_AFTER_MS];
     for (reset, remaining) in RESET_HEADERS {
         names.push(reset);
         names.push(remaining);
+    }
+    for other in [
+        "content-type",
+        "date",
+        "retry-after-s",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-reset",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-tokens-reset-at",
+    ] {
+        names.push(HeaderName::from_static(other));
     }
     let name = proptest::sample::select(names);
     let remaining = prop_oneof![Just("0".to_owned()), Just("1".to_owned()), decimal()];
@@ -182,6 +194,19 @@ fn fuzz_rate_limit_headers() {
                 .and_then(|v| delay::parse_retry_after(&v, now));
             let resets = delay::reset_delay(&map, now);
             prop_assert_eq!(found, ms.or(ra).or(resets));
+            // The one pass over the map finds what a lookup of each name finds.
+            let mut any = None;
+            let mut exhausted = None;
+            for (reset, remaining) in &RESET_HEADERS {
+                let Some(d) = first(&map, reset).and_then(|v| delay::parse_reset(&v, now)) else {
+                    continue;
+                };
+                any = any.max(Some(d));
+                if first(&map, remaining).and_then(|v| v.trim().parse::<u64>().ok()) == Some(0) {
+                    exhausted = exhausted.max(Some(d));
+                }
+            }
+            prop_assert_eq!(resets, exhausted.or(any));
             // The resets give the longest of the exhausted limits, else the longest of all.
             let each: Vec<Duration> = RESET_HEADERS
                 .iter()
