@@ -424,19 +424,19 @@ fn rebase(
         let unchanged = path.len() == base.path.len() + rest.len()
             && path.starts_with(&*base.path)
             && path.ends_with(rest);
-        if same_origin && unchanged {
-            return Ok(None);
+        if unchanged {
+            if same_origin {
+                return Ok(None);
+            }
+            // Only the origin changes (the gateway's requests carry a path and no origin):
+            // the path and query are already right, shared rather than copied and parsed again.
+            match uri.path_and_query() {
+                Some(pq) => pq.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        } else {
+            rebased_path(uri, base, rest)?
         }
-        let mut out = String::with_capacity(
-            base.path.len() + rest.len() + uri.query().map_or(0, |q| q.len() + 1),
-        );
-        out.push_str(&base.path);
-        out.push_str(rest);
-        if let Some(q) = uri.query() {
-            out.push('?');
-            out.push_str(q);
-        }
-        PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| RewriteFailure::Uri)?
     };
     Uri::builder()
         .scheme(base.scheme.clone())
@@ -445,6 +445,20 @@ fn rebase(
         .build()
         .map(Some)
         .map_err(|_| RewriteFailure::Uri)
+}
+
+/// `base`'s path, then `rest`, then `uri`'s query.
+fn rebased_path(uri: &Uri, base: &BaseUrl, rest: &str) -> Result<PathAndQuery, RewriteFailure> {
+    let mut out = String::with_capacity(
+        base.path.len() + rest.len() + uri.query().map_or(0, |q| q.len() + 1),
+    );
+    out.push_str(&base.path);
+    out.push_str(rest);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(out)).map_err(|_| RewriteFailure::Uri)
 }
 
 fn resolve_auth(auth: &AuthSource) -> Result<(HeaderName, Secret), ConfigError> {
@@ -554,6 +568,34 @@ mod tests {
         assert_eq!(rebase(&there, &local, "/v1").unwrap(), None);
         let origin: Uri = "http://127.0.0.1:9/v1/x".parse().unwrap();
         assert_eq!(rebase(&origin, &origin_only, "/v1").unwrap(), None);
+        // The path already right, another origin (or none: the gateway's requests): the path
+        // and query are kept as they are.
+        let elsewhere: Uri = "http://localhost:8080/v1/chat/completions?x=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            rebase(&elsewhere, &local, "/v1")
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:8080/v1/chat/completions?x=1"
+        );
+        let relative: Uri = "/v1/chat/completions".parse().unwrap();
+        assert_eq!(
+            rebase(&relative, &local, "/v1")
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:8080/v1/chat/completions"
+        );
+        let relative_query: Uri = "/v1/chat/completions?api-version=1".parse().unwrap();
+        assert_eq!(
+            rebase(&relative_query, &base, "/v1")
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            "https://api.groq.com/openai/v1/chat/completions?api-version=1"
+        );
         assert!(parse_base_url("/v1").is_err());
         assert!(parse_base_url("http://h/v1?x=1").is_err());
     }
