@@ -106,15 +106,6 @@ json_scanner!(
 );
 
 impl<'a> Scanner<'a> {
-    /// A string (after whitespace), its escapes checked: `(its raw body, whether it had
-    /// escapes)`. `None` where [`string_span`](Self::string_span) gives up, or when the body is
-    /// not valid UTF-8.
-    fn string(&mut self) -> Option<(&'a str, bool)> {
-        let (start, end, escaped) = self.string_span()?;
-        // Both ends are next to an ASCII `"`: character boundaries.
-        Some((self.str_at(start, end)?, escaped))
-    }
-
     /// A string (after whitespace), its escapes checked but its bytes not read as UTF-8 (as
     /// `serde_json` skips a string): the bounds of its body and whether it had escapes. `None`
     /// on a bad escape, a `\u` escape of a lone surrogate (serde_json rejects one where it reads
@@ -184,17 +175,29 @@ impl<'a> Scanner<'a> {
         Some(model)
     }
 
-    /// A string without escapes (a key or a value the judge reads).
+    /// A key without escapes, as the bytes of its body (`None` for one with escapes: keys that
+    /// matter could hide behind them). The document was checked whole as UTF-8, so the key is
+    /// compared as bytes, without reading it back as a `str` (a boundary check per key).
+    #[inline(always)]
+    fn plain_key(&mut self) -> Option<&'a [u8]> {
+        let (start, end, escaped) = self.string_span()?;
+        let data: &'a [u8] = self.data;
+        (!escaped).then(|| &data[start..end])
+    }
+
+    /// A string without escapes (a value the judge reads), after whitespace.
     fn plain_string(&mut self) -> Option<&'a str> {
-        match self.string()? {
-            (s, false) => Some(s),
-            (_, true) => None,
+        match self.string_span()? {
+            // Both ends are next to an ASCII `"`: character boundaries.
+            (start, end, false) => self.str_at(start, end),
+            (_, _, true) => None,
         }
     }
 
-    /// A number of JSON's grammar without an exponent, skipped; `Some(Some(n))` for a
-    /// non-negative integer that fits a `u64` (what serde_json hands a visitor as `u64`).
-    fn number(&mut self) -> Option<Option<u64>> {
+    /// A number of JSON's grammar without an exponent, skipped: `(negative, the bounds of its
+    /// integer part, whether it had a fraction)`.
+    #[inline(always)]
+    fn number_span(&mut self) -> Option<(bool, usize, usize, bool)> {
         let negative = self.peek() == Some(b'-');
         if negative {
             self.pos += 1;
@@ -206,20 +209,32 @@ impl<'a> Scanner<'a> {
             _ => return None,
         }
         let end = self.pos;
-        let mut integer = true;
+        let mut fraction = false;
         if self.peek() == Some(b'.') {
             self.pos += 1;
             if !self.peek()?.is_ascii_digit() {
                 return None;
             }
             self.digits();
-            integer = false;
+            fraction = true;
         }
         // An exponent is left to serde_json; a digit here is a leading zero (`01`).
         if let Some(b'e' | b'E' | b'0'..=b'9') = self.peek() {
             return None;
         }
-        if negative || !integer {
+        Some((negative, start, end, fraction))
+    }
+
+    /// A number skipped (its value not computed: most numbers of an answer are not counts).
+    fn skip_number(&mut self) -> Option<()> {
+        self.number_span().map(drop)
+    }
+
+    /// A number of JSON's grammar without an exponent, skipped; `Some(Some(n))` for a
+    /// non-negative integer that fits a `u64` (what serde_json hands a visitor as `u64`).
+    fn number(&mut self) -> Option<Option<u64>> {
+        let (negative, start, end, fraction) = self.number_span()?;
+        if negative || fraction {
             return Some(None);
         }
         // Digits only: the value fails on overflow alone (serde_json then reads an `f64`).
@@ -236,7 +251,7 @@ impl<'a> Scanner<'a> {
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'"' => self.string_span().map(drop),
-            b'-' | b'0'..=b'9' => self.number().map(drop),
+            b'-' | b'0'..=b'9' => self.skip_number(),
             b'[' => {
                 let depth = depth.checked_sub(1)?;
                 self.pos += 1;
@@ -313,13 +328,11 @@ impl<'a> Scanner<'a> {
                 Some(())
             },
             |s| {
-                let (key, escaped) = s.string()?;
-                Some(match key {
-                    _ if escaped => return None,
-                    "error" => Key::Error,
-                    "usage" | "usageMetadata" => Key::Usage,
-                    "model" | "modelVersion" => Key::Model,
-                    "x_groq" => Key::XGroq,
+                Some(match s.plain_key()? {
+                    b"error" => Key::Error,
+                    b"usage" | b"usageMetadata" => Key::Usage,
+                    b"model" | b"modelVersion" => Key::Model,
+                    b"x_groq" => Key::XGroq,
                     _ => Key::Other,
                 })
             },
@@ -333,7 +346,9 @@ impl<'a> Scanner<'a> {
         match self.peek()? {
             b'{' => self.skip(MAX_DEPTH).map(|()| true),
             // An escape is at least one character: a string with one is not empty.
-            b'"' => self.string().map(|(s, escaped)| escaped || !s.is_empty()),
+            b'"' => self
+                .string_span()
+                .map(|(start, end, escaped)| escaped || end > start),
             _ => self.skip(MAX_DEPTH).map(|()| false),
         }
     }
@@ -356,11 +371,9 @@ impl<'a> Scanner<'a> {
                 Some(())
             },
             |s| {
-                let (key, escaped) = s.string()?;
-                Some(match key {
-                    _ if escaped => return None,
-                    "prompt_tokens" | "input_tokens" | "promptTokenCount" => CountKey::Input,
-                    "completion_tokens" | "output_tokens" | "candidatesTokenCount" => {
+                Some(match s.plain_key()? {
+                    b"prompt_tokens" | b"input_tokens" | b"promptTokenCount" => CountKey::Input,
+                    b"completion_tokens" | b"output_tokens" | b"candidatesTokenCount" => {
                         CountKey::Output
                     }
                     _ => CountKey::Other,
