@@ -119,7 +119,10 @@ impl TargetLayers {
             .layer(self.stream_guard)
             .layer(InspectErrorBodyLayer::new())
             .service(client);
-        let (limited, bulkhead): (TargetService<ReqB, ResB>, _) = match &self.bulkhead {
+        // Each optional layer is one side of an `Either`, and the whole stack is boxed once: a
+        // box per layer would box each call's future and allocate each clone of the service
+        // (the chain clones it per attempt) once per layer.
+        let (limited, bulkhead) = match &self.bulkhead {
             Some(section) => {
                 let layer = layers::bulkhead_layer(section, &name, self.shared_limiter.as_ref())?;
                 let svc = tower::Layer::layer(&layer, inspected);
@@ -128,22 +131,22 @@ impl TargetLayers {
                     svc.map_response(|res: Response<PermitBody<GuardedBody<ReplayBody<ResB>>>>| {
                         res.map(Either::Left)
                     });
-                (BoxCloneSyncService::new(svc), Some(handle))
+                (tower::util::Either::Left(svc), Some(handle))
             }
             None => {
                 let svc = inspected.map_response(|res: Response<GuardedBody<ReplayBody<ResB>>>| {
                     res.map(Either::Right)
                 });
-                (BoxCloneSyncService::new(svc), None)
+                (tower::util::Either::Right(svc), None)
             }
         };
-        let retried: TargetService<ReqB, ResB> = match &self.retry {
-            Some(section) => BoxCloneSyncService::new(
+        let retried = match &self.retry {
+            Some(section) => tower::util::Either::Left(
                 ServiceBuilder::new()
                     .layer(layers::retry_layer(section, &name)?)
                     .service(limited),
             ),
-            None => limited,
+            None => tower::util::Either::Right(limited),
         };
         let (service, breaker) = match &self.breaker {
             Some(section) => {
@@ -154,10 +157,11 @@ impl TargetLayers {
                 let handle = BreakerHandle::new(layers::breaker_config(section, &name, shared)?);
                 let layer = CircuitBreakerLayer::builder().build_with_handle(handle.clone());
                 let svc = ServiceBuilder::new().layer(layer).service(retried);
-                (BoxCloneSyncService::new(svc), Some(handle))
+                (tower::util::Either::Left(svc), Some(handle))
             }
-            None => (retried, None),
+            None => (tower::util::Either::Right(retried), None),
         };
+        let service: TargetService<ReqB, ResB> = BoxCloneSyncService::new(service);
         Ok(TargetEntry {
             target: target.clone(),
             breaker,
