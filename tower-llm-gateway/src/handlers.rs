@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
@@ -128,8 +128,8 @@ async fn answer(
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     let routes = state.metrics.routes();
-    let bytes: Bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let bytes: Bytes = match read_whole(body).await {
+        Ok(bytes) => bytes,
         Err(e) => {
             let res = if caused_by::<BodyTooLarge>(&e) {
                 // The body limit drains the rest and adds `connection: close`.
@@ -181,6 +181,33 @@ async fn answer(
             res
         }
     }
+}
+
+/// `body` read whole, as `collect().to_bytes()` reads it (data frames joined, trailers dropped),
+/// without its list of frames: a request that arrived in one read is one data frame, kept as it
+/// is (neither copied nor put in a list, which costs an allocation per request).
+async fn read_whole(mut body: Body) -> Result<Bytes, axum::Error> {
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        match &mut joined {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(joined.map_or(first, BytesMut::freeze))
 }
 
 /// Whether `err`, or an error it wraps, is an `E` (axum wraps the body's boxed error).
@@ -288,6 +315,37 @@ mod tests {
         let requested = ["gpt-4o", "fast", "llama3"].map(String::from);
         assert_eq!(model_ids(&routes, &requested), ["fast", "gpt-4o", "llama3"]);
         assert!(model_ids(&["*".to_owned()], &[]).is_empty());
+    }
+
+    /// A body of `chunks` as data frames, then trailers.
+    fn framed(chunks: &[&'static str]) -> Body {
+        let mut frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        frames.push(Ok(http_body::Frame::trailers(HeaderMap::new())));
+        Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_as_collect_reads_it() {
+        for chunks in [
+            &[][..],
+            &[""],
+            &["{\"model\":\"m\"}"],
+            &["", "{\"model\":", "", "\"m\"}"],
+            &["a", "b", "c", "d"],
+        ] {
+            let expected = framed(chunks).collect().await.unwrap().to_bytes();
+            let read = read_whole(framed(chunks)).await.unwrap();
+            assert_eq!(read, expected, "{chunks:?}");
+        }
+        // One frame is kept as it is: the same bytes, not a copy.
+        let one = Bytes::from_static(b"{}");
+        let read = read_whole(Body::from(one.clone())).await.unwrap();
+        assert_eq!(read.as_ptr(), one.as_ptr());
     }
 
     #[tokio::test]
