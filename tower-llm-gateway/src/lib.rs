@@ -148,6 +148,7 @@ pub mod errors;
 mod gated_body;
 pub mod handlers;
 pub mod headers;
+mod hot_route;
 pub mod metrics;
 mod reload;
 pub mod request_id;

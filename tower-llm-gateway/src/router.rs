@@ -11,6 +11,9 @@
 //! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it; `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 (the pause's timer is made only when the reader has to wait: most bodies arrive with their head) |
 //! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise (`/health` and `/metrics` check admin keys themselves) |
 //!
+//! Below them, [`HotRoute`] answers `POST /v1/chat/completions` itself (the same client auth, the
+//! same handler) and hands every other request to axum's router.
+//!
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
 
 use std::convert::Infallible;
@@ -34,6 +37,7 @@ use crate::auth::{ClientAuth, KeyStore};
 use crate::body_limit::BodyLimitLayer;
 use crate::errors;
 use crate::handlers::{self, AppState};
+use crate::hot_route::HotRoute;
 use crate::request_id::RequestIdLayer;
 
 /// The limits the layers apply.
@@ -70,10 +74,11 @@ pub(crate) fn router(
        + Send
        + Sync
        + 'static {
+    let state = Arc::new(state);
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
-        .route_layer(ClientAuth::layer(keys));
+        .route_layer(ClientAuth::layer(Arc::clone(&keys)));
     let operators = Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics));
@@ -81,7 +86,15 @@ pub(crate) fn router(
         .merge(operators)
         .fallback(handlers::unknown_path)
         .method_not_allowed_fallback(handlers::wrong_method)
-        .with_state(Arc::new(state));
+        .with_state(Arc::clone(&state));
+    // The chat route, nearly every request, answered without the router's per-request work;
+    // the router keeps the route too (same handler, same auth) and serves everything else.
+    let routes = HotRoute::new(
+        state,
+        ClientAuth::new(keys),
+        handlers::chat_completions,
+        routes,
+    );
     ServiceBuilder::new()
         .map_request(|req: Request<Incoming>| req.map(Body::new))
         .layer(RequestIdLayer)
