@@ -16,7 +16,9 @@
 # with HTTP/2 offered by ALPN (h2: the providers' default `http2 = true`) or not (h1: the
 # providers set `http2 = false`), the gateway only; the mock must be built with
 # `--features tls`; PROVIDER_EXTRA adds its lines to both providers (`pool_max_idle_per_host = 0`:
-# a new connection per answer). Read a dump with `callgrind_annotate --inclusive=yes`.
+# a new connection per answer); KEEP_ALIVE=1 sends the JSON answers' requests over one client
+# connection kept alive instead of one connection each (the streamed ones always use one each).
+# Read a dump with `callgrind_annotate --inclusive=yes`.
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
@@ -120,7 +122,14 @@ for _ in $(seq 1 "$NS"); do
 done
 callgrind_control -d sse "$PID" > /dev/null
 callgrind_control -z "$PID" > /dev/null
-for _ in $(seq 1 "$NJ"); do ask "$JSON" > /dev/null; done
+if [ -n "${KEEP_ALIVE:-}" ]; then
+  # One curl for all of them: one connection, kept alive (what a client with a connection pool
+  # does); its set-up is spread over the N_JSON answers.
+  URLS=(); for _ in $(seq 1 "$NJ"); do URLS+=("$URL"); done
+  curl -s -X POST -H 'content-type: application/json' -d "$JSON" "${URLS[@]}" > /dev/null
+else
+  for _ in $(seq 1 "$NJ"); do ask "$JSON" > /dev/null; done
+fi
 callgrind_control -d json "$PID" > /dev/null
 kill -TERM "$PID"
 wait "$PID" 2>/dev/null || true
