@@ -33,8 +33,9 @@ use crate::auth::ClientAuth;
 use crate::body_limit::LimitedBody;
 use crate::handlers::AppState;
 
-/// The path served here; every other path goes to the router.
-const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+/// The path served here; every other path goes to the router (which declares its chat route
+/// with this same constant, for its 405 on the path).
+pub(crate) const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 
 /// Serves `POST /v1/chat/completions` with `handler` behind `auth`, and every other request
 /// with `router` (see the [module docs](self)).

@@ -37,7 +37,7 @@ use crate::auth::{ClientAuth, KeyStore};
 use crate::body_limit::BodyLimitLayer;
 use crate::errors;
 use crate::handlers::{self, AppState};
-use crate::hot_route::HotRoute;
+use crate::hot_route::{HotRoute, CHAT_COMPLETIONS};
 use crate::request_id::RequestIdLayer;
 
 /// The limits the layers apply.
@@ -76,7 +76,7 @@ pub(crate) fn router(
        + 'static {
     let state = Arc::new(state);
     let api = Router::new()
-        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route(CHAT_COMPLETIONS, post(handlers::chat_completions))
         .route("/v1/models", get(handlers::models))
         .route_layer(ClientAuth::layer(Arc::clone(&keys)));
     let operators = Router::new()
