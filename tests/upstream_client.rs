@@ -314,3 +314,87 @@ async fn a_relative_uri_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(err.to_string().contains("not absolute"), "{err}");
 }
+
+/// `inner`, with the wake-ups it gives its own task during a poll counted (they cost the task a
+/// trip through the scheduler); every wake-up is passed on.
+struct SelfWakes<F> {
+    inner: F,
+    during_poll: Arc<WakeCounter>,
+}
+
+struct WakeCounter {
+    polling: std::sync::atomic::AtomicBool,
+    count: AtomicUsize,
+    task: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl std::task::Wake for WakeCounter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::SeqCst) {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(task) = self.task.lock().unwrap().as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for SelfWakes<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let counter = Arc::clone(&self.during_poll);
+        *counter.task.lock().unwrap() = Some(cx.waker().clone());
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        counter.polling.store(true, Ordering::SeqCst);
+        let polled =
+            std::pin::Pin::new(&mut self.inner).poll(&mut std::task::Context::from_waker(&waker));
+        counter.polling.store(false, Ordering::SeqCst);
+        polled
+    }
+}
+
+/// The client drives its connection from the answer's reader, and the two wake each other as
+/// they go (the connection hands over the head and each read; the reader takes them): those
+/// wake-ups stay inside the client's poll, so the caller's task is never woken by its own
+/// upstream connection, which would cost it a trip through the scheduler per answer and per read
+/// of a stream.
+#[tokio::test]
+async fn the_reading_task_is_not_woken_by_its_own_connection() {
+    let mock = MockUpstream::builder()
+        .answer_tokens(50)
+        .start()
+        .await
+        .unwrap();
+    let client = client("");
+    let counter = Arc::new(WakeCounter {
+        polling: false.into(),
+        count: AtomicUsize::new(0),
+        task: std::sync::Mutex::new(None),
+    });
+    for stream in [false, true, false, true] {
+        let url = mock.completions_url();
+        let exchange = Box::pin(async {
+            let res = client.clone().oneshot(chat(&url, stream)).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        });
+        let body = SelfWakes {
+            inner: exchange,
+            during_poll: Arc::clone(&counter),
+        }
+        .await;
+        assert!(body.ends_with(if stream {
+            b"data: [DONE]\n\n" as &[u8]
+        } else {
+            b"}"
+        }));
+    }
+    assert_eq!(counter.count.load(Ordering::SeqCst), 0, "self wake-ups");
+}

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_llm_core::BoxError;
 
+use super::again::SelfWake;
 use super::connect::{Connection, Connector};
 
 type Conn<B> = http1::Connection<Connection, B>;
@@ -64,6 +65,9 @@ impl PoolKey {
 struct Checkout<B: Body + 'static> {
     sender: SendRequest<B>,
     conn: Conn<B>,
+    /// The waker the connection, and the answer's body it feeds, are polled with: their
+    /// wake-ups of each other during a poll are polled again at once (`again.rs`).
+    wake: SelfWake,
     /// Weak: an idle connection sits in its pool.
     pool: Weak<Pool<B>>,
     key: PoolKey,
@@ -207,6 +211,7 @@ where
         Ok(Box::new(Checkout {
             sender,
             conn,
+            wake: SelfWake::new(),
             pool: Arc::downgrade(self),
             key: key.clone(),
         }))
@@ -258,11 +263,21 @@ where
     let mut sent = std::pin::pin!(checkout.sender.try_send_request(req));
     let mut checkout = Some(checkout);
     let res = poll_fn(|cx| {
-        // The connection first: it writes the request and reads the answer's head.
         if let Some(c) = checkout.as_mut() {
-            if Pin::new(&mut c.conn).poll(cx).is_ready() {
+            let Checkout { conn, wake, .. } = &mut **c;
+            // The connection first: it writes the request and reads the answer's head, which
+            // it hands over (waking the task: polled again at once instead).
+            let polled = wake.poll(cx, |own| {
+                if Pin::new(&mut *conn).poll(own).is_ready() {
+                    return Poll::Ready(None);
+                }
+                sent.as_mut().poll(own).map(Some)
+            });
+            match polled {
+                Poll::Ready(Some(res)) => return Poll::Ready(res),
+                Poll::Pending => return Poll::Pending,
                 // Ended (closed, or failed): dropping it answers the request with the error.
-                checkout = None;
+                Poll::Ready(None) => checkout = None,
             }
         }
         sent.as_mut().poll(cx)
@@ -347,8 +362,15 @@ impl StdError for ConnectFailed {
 /// A connection the answer's body drives, type-erased (the request body type stays out of the
 /// answer's).
 trait Drive: Send {
-    /// Poll the connection: `Ready` once it has ended.
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The answer's next frame from `body`, polling the connection whenever the body has
+    /// nothing at hand; `ended` is set once the connection has ended (the body then sees the
+    /// end or the error on its own).
+    fn poll_frame(
+        &mut self,
+        body: &mut Incoming,
+        ended: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>>;
     /// The answer ended: back to the pool, if the connection can take another request.
     fn release(self: Box<Self>);
 }
@@ -359,8 +381,30 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    fn poll_conn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        Pin::new(&mut self.conn).poll(cx).map(|_| ())
+    fn poll_frame(
+        &mut self,
+        body: &mut Incoming,
+        ended: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let Checkout { conn, wake, .. } = self;
+        // The body, then (when it has nothing) the connection, which may hand it a frame, then
+        // the body once more. The two wake each other as they go (the connection the body's
+        // reader when it hands over a frame, the body the connection when it takes one): with
+        // their own waker, those wake-ups are noted here instead of sent to the task.
+        wake.poll(cx, |own| {
+            for _ in 0..2 {
+                match Pin::new(&mut *body).poll_frame(own) {
+                    Poll::Pending => {}
+                    frame => return frame,
+                }
+                if *ended {
+                    break;
+                }
+                *ended = Pin::new(&mut *conn).poll(own).is_ready();
+            }
+            Poll::Pending
+        })
     }
 
     fn release(self: Box<Self>) {
@@ -404,32 +448,28 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // The body, then (when it has nothing) the connection, which may hand it a frame, then
-        // the body once more.
-        for _ in 0..2 {
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    if let Some(driver) = this.driver.take() {
-                        driver.release();
-                    }
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(e))) => {
+        let polled = match this.driver.as_mut() {
+            Some(driver) => {
+                let mut ended = false;
+                let polled = driver.poll_frame(&mut this.body, &mut ended, cx);
+                if ended {
+                    // The body sees the end or the error on its own from here.
                     this.driver = None;
-                    return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(frame) => return Poll::Ready(frame),
-                Poll::Pending => {}
+                polled
             }
-            let Some(driver) = this.driver.as_mut() else {
-                return Poll::Pending;
-            };
-            if driver.poll_conn(cx).is_ready() {
-                // Ended: the body sees the end or the error on its next poll.
-                this.driver = None;
+            None => Pin::new(&mut this.body).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(None) => {
+                if let Some(driver) = this.driver.take() {
+                    driver.release();
+                }
             }
+            Poll::Ready(Some(Err(_))) => this.driver = None,
+            _ => {}
         }
-        Poll::Pending
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -17,7 +17,12 @@
 //! response future, then the answer's [`UpstreamBody`], poll it whenever they have nothing at
 //! hand. A streamed answer's events then never cross tasks (no wake-up of a connection task per
 //! event, and back), and every event already read from the socket is handed on in the same poll,
-//! so a server writing the answer on (the gateway's) sends them together. Idle connections wait
+//! so a server writing the answer on (the gateway's) sends them together. The connection and the
+//! body it feeds wake each other as they go (the head handed over, each read, each frame taken):
+//! they are polled with a waker of their own, so those wake-ups are polled again within the
+//! same poll instead of waking the reader's task, which would send it through the scheduler once
+//! per answer and per read of a stream (a server can do the same for its connections:
+//! [`PollAgain`]). Idle connections wait
 //! in the client's pool, are checked before reuse, and are closed after `pool_idle_timeout_ms` or
 //! when the peer closes them; a request that a reused connection could not send goes out once
 //! more on a new one. `https` upstreams with `http2 = true` (which may negotiate HTTP/2) go
@@ -71,6 +76,7 @@
 //! # Ok(()) }
 //! ```
 
+mod again;
 mod connect;
 mod driven;
 pub(crate) mod shape;
@@ -96,6 +102,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 use tower_llm_core::{BoxError, Target};
 
+pub use again::PollAgain;
 pub use connect::{Connection, Connector};
 pub use driven::UpstreamBody;
 #[cfg(feature = "tls")]

@@ -12,7 +12,10 @@
 //!   those still open when the grace period ends are closed.
 //!
 //! Every accepted socket gets `TCP_NODELAY`: streamed events are small writes that Nagle's
-//! algorithm would otherwise hold back until the client's delayed ACK.
+//! algorithm would otherwise hold back until the client's delayed ACK. Each connection is polled
+//! through [`PollAgain`]: hyper's request body wakes the connection's own task when the handler
+//! takes it, and a wake-up made during the poll is polled again at once instead of through the
+//! scheduler (which would put the task back in its queue and wake a parked worker for nothing).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
+use tower_llm::client::PollAgain;
 
 use crate::drain::{Ended, UntilDrained};
 use crate::gated_body::GatedBody;
@@ -96,13 +100,15 @@ pub(crate) async fn serve<S, B>(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            // Polled again at once when it wakes itself, not through the scheduler (a yield
+            // and a parked worker woken for nothing: `tower_llm::client::PollAgain`).
+            let conn = PollAgain::new(builder.serve_connection(TokioIo::new(tcp), service));
             tokio::pin!(conn);
             let signal = std::pin::pin!(drain.wait_for(|drain| *drain));
             if let Ended::Finished(_) = UntilDrained::new(conn.as_mut(), signal).await {
                 return;
             }
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().inner().graceful_shutdown();
             let _ = conn.await;
         });
     }
