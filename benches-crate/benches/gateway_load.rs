@@ -31,7 +31,8 @@
 //!   with `--streams` slow streams held open (bulkhead and pool sized for them), and per idle
 //!   pooled connection (after `--streams` concurrent JSON requests: one kept-alive client
 //!   connection and one pooled upstream connection each);
-//! - **rates** (not in the default set): open loop at each of `--rates`, all three paths;
+//! - **rates** (not in the default set): open loop at each of `--rates`, all three paths, with
+//!   the CPU per answer of the process serving each (the mock for `direct`, the proxy otherwise);
 //! - **https** (not in the default set): the mock served over TLS (needs a mock built with
 //!   `--features tls`; a CA and certificate made here with rcgen) behind two gateways, one whose
 //!   providers set `http2 = true` (the mock offers h2) and one with the default (HTTP/1.1),
