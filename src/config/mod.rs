@@ -52,6 +52,7 @@ mod document;
 mod error;
 mod keys;
 pub(crate) mod layers;
+mod pattern;
 pub mod provider;
 mod schema;
 mod validate;
@@ -61,6 +62,7 @@ mod tests;
 
 pub use document::ConfigDocument;
 pub use error::ConfigFileError;
+pub use pattern::{ModelPattern, PatternError};
 pub use provider::{
     ProviderKind, TlsRoots, ANTHROPIC_VERSION, AZURE_API_VERSION, DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_HTTP2, DEFAULT_POOL_IDLE_TIMEOUT_MS, DEFAULT_POOL_MAX_IDLE_PER_HOST,

@@ -232,7 +232,7 @@ impl RouteConfig {
 
     /// Whether this route serves `model` (false when the glob is invalid).
     pub fn matches(&self, model: &str) -> bool {
-        glob::Pattern::new(&self.pattern).is_ok_and(|p| p.matches(model))
+        super::ModelPattern::new(&self.pattern).is_ok_and(|p| p.matches(model))
     }
 }
 

@@ -162,10 +162,10 @@ fn check_providers(providers: &[ProviderConfig]) -> Result<HashSet<&str>, Invali
 
 /// Route `i`: its glob and its targets.
 fn check_route(i: usize, route: &RouteConfig, names: &HashSet<&str>) -> Result<(), Invalid> {
-    if let Err(e) = glob::Pattern::new(&route.pattern) {
+    if let Err(e) = super::ModelPattern::new(&route.pattern) {
         invalid(
             format!("routes[{i}].match"),
-            format!("bad glob `{}`: {}", route.pattern, e.msg),
+            format!("bad glob `{}`: {}", route.pattern, e.message()),
         )?;
     }
     if route.targets.is_empty() {

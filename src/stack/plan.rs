@@ -15,8 +15,8 @@ use tower_llm_fallback::{
 
 use crate::config::layers::{self, ms};
 use crate::config::{
-    BreakerSection, BulkheadSection, ProviderConfig, RetrySection, RouteConfig, StackConfig,
-    TierSelection,
+    BreakerSection, BulkheadSection, ModelPattern, ProviderConfig, RetrySection, RouteConfig,
+    StackConfig, TierSelection,
 };
 use crate::ConfigFileError;
 
@@ -64,7 +64,7 @@ pub(super) struct ProviderPlan {
 
 pub(super) struct RoutePlan {
     pub(super) pattern: String,
-    pub(super) glob: glob::Pattern,
+    pub(super) glob: ModelPattern,
     pub(super) targets: Vec<TargetPlan>,
     pub(super) selection: Selection,
     pub(super) cache: bool,
@@ -226,8 +226,8 @@ fn route(
     r: &RouteConfig,
     default_budget: Duration,
 ) -> Result<RoutePlan, ConfigFileError> {
-    let glob = glob::Pattern::new(&r.pattern)
-        .map_err(|e| config.error_at(&format!("routes[{i}].match"), e.msg))?;
+    let glob = ModelPattern::new(&r.pattern)
+        .map_err(|e| config.error_at(&format!("routes[{i}].match"), e.message()))?;
     let targets = r
         .targets
         .iter()

@@ -90,6 +90,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use metrics_util::MetricKindMask;
 use pin_project::{pin_project, pinned_drop};
 use tokio::time::Instant;
+use tower_llm::config::ModelPattern;
 pub use tower_llm::core::stream::metrics::LATENCY_BUCKETS;
 use tower_llm::fallback::metrics::CooldownGauges;
 
@@ -260,7 +261,7 @@ impl Telemetry {
 
 /// The request-duration histograms of each route, registered once.
 pub(crate) struct RouteMetrics {
-    routes: Vec<(glob::Pattern, RouteHistograms)>,
+    routes: Vec<(ModelPattern, RouteHistograms)>,
     none: RouteHistograms,
 }
 
@@ -320,7 +321,7 @@ impl RouteMetrics {
             // The configuration was validated: every pattern compiles.
             routes: patterns
                 .iter()
-                .filter_map(|p| Some((glob::Pattern::new(p).ok()?, RouteHistograms::register(p))))
+                .filter_map(|p| Some((ModelPattern::new(p).ok()?, RouteHistograms::register(p))))
                 .collect(),
             none: RouteHistograms::register(ROUTE_NONE),
         }
