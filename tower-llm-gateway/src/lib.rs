@@ -146,6 +146,7 @@ mod demo;
 mod drain;
 pub mod errors;
 mod gated_body;
+mod gated_future;
 pub mod handlers;
 pub mod headers;
 mod hot_route;

@@ -19,6 +19,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use axum::body::{Bytes, HttpBody as Body};
@@ -36,6 +37,8 @@ use tower_llm::client::PollAgain;
 
 use crate::drain::{Ended, UntilDrained};
 use crate::gated_body::GatedBody;
+use crate::gated_future::GatedFuture;
+use crate::wake::WakeFlag;
 
 /// The limits the accept loop applies.
 #[derive(Clone, Copy, Debug)]
@@ -89,12 +92,17 @@ pub(crate) async fn serve<S, B>(
         let mut drain = drain_rx.clone();
         connections.spawn(async move {
             let _permit = permit;
+            // hyper polls the handler's future and the answer's body on every wake-up of this
+            // task; the gates let through only those that were theirs (`gated_future.rs`,
+            // `gated_body.rs`). The handler's flag is the connection's: one request at a time.
+            let flag = WakeFlag::new(false);
+            let waker = Waker::from(Arc::clone(&flag));
             let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                // hyper polls the body on every wake-up of this task; the gate lets through
-                // only those that were the body's (`gated_body.rs`).
-                app.clone()
+                let answer = app
+                    .clone()
                     .oneshot(req)
-                    .map_ok(|res| res.map(GatedBody::new))
+                    .map_ok(|res| res.map(GatedBody::new));
+                GatedFuture::new(answer, Arc::clone(&flag), waker.clone())
             });
             let mut builder = http1::Builder::new();
             builder

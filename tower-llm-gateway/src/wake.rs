@@ -33,6 +33,11 @@ impl WakeFlag {
         self.fired.swap(false, Ordering::AcqRel)
     }
 
+    /// Fire the flag without waking anyone (the next poll goes through).
+    pub(crate) fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+    }
+
     /// Wake `task` when the flag fires.
     pub(crate) fn register(&self, task: &Waker) {
         self.task.register(task);
