@@ -242,3 +242,59 @@ async fn a_model_read_by_the_caller_routes_without_a_second_parse_and_is_checked
     // Nothing of those reached the upstream.
     assert_eq!(upstream.attempt_count(), 1);
 }
+
+#[tokio::test]
+async fn a_body_in_memory_routes_by_the_given_model_with_the_same_checks() {
+    let upstream = healthy_mock().await;
+    let stack = stack(&upstream);
+    let request = |body: &'static str| {
+        http::Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Bytes::from_static(body.as_bytes()))
+            .unwrap()
+    };
+    const NO_MODEL: &str = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    const BODY_MODEL: &str =
+        r#"{"model":"body-model","messages":[{"role":"user","content":"hi"}]}"#;
+    // Routed by the model given; the body goes upstream as it is.
+    let res = stack
+        .call_buffered("given-model", request(BODY_MODEL))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(!text.is_empty());
+    assert_eq!(upstream.attempt_count(), 1);
+    assert!(stack.breaker("p/given-model").is_some());
+    assert!(stack.breaker("p/body-model").is_none());
+
+    // A future dropped before its first poll sends nothing.
+    drop(stack.call_buffered("given-model", request(BODY_MODEL)));
+    assert_eq!(upstream.attempt_count(), 1);
+
+    // The same refusals as `call_with_model`, from the future, before anything is sent.
+    let err = stack
+        .call_buffered("", request(NO_MODEL))
+        .await
+        .unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::NoModel), "{err}");
+    let err = stack
+        .call_buffered("bad\nname", request(NO_MODEL))
+        .await
+        .unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::ModelName(_)), "{err}");
+    let big = "x".repeat(tower_llm::core::buffer::DEFAULT_REQUEST_BODY_LIMIT + 1);
+    let req = http::Request::post("/v1/chat/completions")
+        .body(Bytes::from(big))
+        .unwrap();
+    let err = stack.call_buffered("m", req).await.unwrap_err();
+    assert!(matches!(reason(&err), InvalidReason::TooLarge(_)), "{err}");
+    // A body exactly at the limit is not refused for its size (the upstream refuses it as
+    // JSON: what matters is that it was sent).
+    let at_limit = "x".repeat(tower_llm::core::buffer::DEFAULT_REQUEST_BODY_LIMIT);
+    let req = http::Request::post("/v1/chat/completions")
+        .body(Bytes::from(at_limit))
+        .unwrap();
+    let _ = stack.call_buffered("m", req).await;
+    assert_eq!(upstream.attempt_count(), 2);
+}

@@ -218,27 +218,34 @@ where
     }
 
     /// Send `req` (absolute URI) and wait for the answer's head, driving the connection.
-    pub(super) async fn send(
+    ///
+    /// Not an `async fn`, whose future would hold the request twice (the argument and its
+    /// moved copy); and the rare wait for a new connection is boxed, so the future (boxed per
+    /// request, and copied there whole) carries no room for it.
+    pub(super) fn send(
         self: Arc<Self>,
         mut req: Request<B>,
-    ) -> Result<Response<UpstreamBody>, BoxError> {
-        let key = to_origin_form(&mut req)?;
-        loop {
-            let (checkout, reused) = match self.take(&key) {
-                Some(checkout) => (checkout, true),
-                None => (self.connect(&key).await?, false),
-            };
-            match exchange(checkout, req).await {
-                Ok((res, checkout)) => {
-                    let driver = checkout.map(|c| c as Box<dyn Drive>);
-                    return Ok(res.map(|body| UpstreamBody { body, driver }));
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + 'static {
+        let key = to_origin_form(&mut req);
+        async move {
+            let key = key?;
+            loop {
+                let (checkout, reused) = match self.take(&key) {
+                    Some(checkout) => (checkout, true),
+                    None => (Box::pin(self.connect(&key)).await?, false),
+                };
+                match exchange(checkout, req).await {
+                    Ok((res, checkout)) => {
+                        let driver = checkout.map(|c| c as Box<dyn Drive>);
+                        return Ok(res.map(|body| UpstreamBody { body, driver }));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        // A reused connection closed before the request went out: once more, on a
+                        // new connection (`take` would not give that one out again).
+                        Some(back) if reused => req = back,
+                        _ => return Err(e.into_error().into()),
+                    },
                 }
-                Err(mut e) => match e.take_message() {
-                    // A reused connection closed before the request went out: once more, on a
-                    // new connection (`take` would not give that one out again).
-                    Some(back) if reused => req = back,
-                    _ => return Err(e.into_error().into()),
-                },
             }
         }
     }

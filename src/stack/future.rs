@@ -57,6 +57,17 @@ enum StackState<ReqB, ResB> {
         /// Keeps a pass-through model's chain from being evicted while the call runs.
         _in_use: Option<InUse>,
     },
+    /// Routed before the first poll (a request handed over in memory): called from there.
+    Routed {
+        chain: RouteService<ReqB, ResB>,
+        in_use: Option<InUse>,
+        /// `None` once called.
+        req: Option<Request<ReplayBody<ReqB>>>,
+    },
+    /// Refused before any call (a request handed over in memory); `None` once returned.
+    Refused {
+        error: Option<BoxError>,
+    },
 }
 
 impl<ReqB, ResB> StackFuture<ReqB, ResB>
@@ -78,6 +89,29 @@ where
                 prepare: Box::pin(prepare(inner, req, model)),
             },
         }
+    }
+
+    /// Routes a request whose body is in memory already and calls its chain at once: no
+    /// buffering step (its boxed future, its polls and the request's moves through it).
+    pub(super) fn buffered(inner: &Inner<ReqB, ResB>, req: Request<Bytes>, model: String) -> Self {
+        let (parts, bytes) = req.into_parts();
+        let limit = inner.body_limit;
+        let routed = if bytes.len() > limit {
+            Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into())
+        } else {
+            routed(inner, parts, ReplayBody::from_bytes(bytes), Some(model))
+        };
+        // Called at the first poll, where its future is written in place (built here and
+        // returned, it would be copied whole on its way into the caller's future).
+        let state = match routed {
+            Ok((chain, in_use, req)) => StackState::Routed {
+                chain,
+                in_use,
+                req: Some(req),
+            },
+            Err(error) => StackState::Refused { error: Some(error) },
+        };
+        StackFuture { state }
     }
 }
 
@@ -113,7 +147,24 @@ where
                         _in_use: in_use,
                     });
                 }
+                StackStateProj::Routed { chain, in_use, req } => {
+                    let Some(req) = req.take() else {
+                        return Poll::Ready(Err("stack future polled after completion".into()));
+                    };
+                    // A chain is always ready (see `Fallback::poll_ready`).
+                    let call = chain.call(req);
+                    let in_use = in_use.take();
+                    this.state.set(StackState::Calling {
+                        call,
+                        _in_use: in_use,
+                    });
+                }
                 StackStateProj::Calling { call, .. } => return call.poll(cx),
+                StackStateProj::Refused { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .unwrap_or_else(|| "stack future polled after completion".into())))
+                }
             }
         }
     }
@@ -131,8 +182,24 @@ where
     ReqB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
+    let body = ReplayBody::buffer(body, inner.body_limit).await?;
+    routed(&inner, parts, body, read)
+}
+
+/// The chain of the first route matching the body's `model` (read from `body` unless the caller
+/// did), and the request for it; an error for a body over the limit or a request without a
+/// usable model.
+fn routed<ReqB, ResB>(
+    inner: &Inner<ReqB, ResB>,
+    parts: http::request::Parts,
+    body: ReplayBody<ReqB>,
+    read: Option<String>,
+) -> Result<Routed<ReqB, ResB>, BoxError>
+where
+    ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    ReqB::Error: Into<BoxError>,
+{
     let limit = inner.body_limit;
-    let body = ReplayBody::buffer(body, limit).await?;
     let model = match (body.bytes(), read) {
         (None, _) => return Err(InvalidRequest::new(InvalidReason::TooLarge(limit)).into()),
         (Some(_), Some(model)) if model.is_empty() => {

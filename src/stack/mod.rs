@@ -528,6 +528,48 @@ where
     ) -> StackFuture<ReqB, ResB> {
         StackFuture::new(Arc::clone(&self.inner), req, Some(model.into()))
     }
+
+    /// [`call_with_model`](Self::call_with_model) for a request whose body is in memory already
+    /// (a proxy that read it whole, within its own limit, to find the `model`): the request is
+    /// routed and handed to its chain at once, with no step that buffers the body (no boxed
+    /// future for it, no poll). The same errors, from the returned future: a body over the
+    /// stack's `[request] max_body_bytes`, an empty or invalid model name, a model no route
+    /// serves, a full route.
+    ///
+    /// Like a tower service's `call`, it starts the call where it is made: the chain's
+    /// attempts take the span current here as their parent.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use tower_llm::{StackBuilder, StackConfig};
+    ///
+    /// let config = StackConfig::from_toml_str(r#"
+    ///     [[providers]]
+    ///     name = "p"
+    ///     base_url = "http://127.0.0.1:9/v1"
+    ///     [[routes]]
+    ///     match = "gpt-*"
+    ///     targets = [{ provider = "p" }]
+    /// "#).unwrap();
+    /// let stack = StackBuilder::new(&config).build_http::<Full<Bytes>>().unwrap();
+    ///
+    /// let body = Bytes::from_static(br#"{"model":"llama","messages":[]}"#);
+    /// let req = http::Request::post("/v1/chat/completions").body(body).unwrap();
+    /// // "llama" matches no route: refused before anything is sent.
+    /// let err = stack.call_buffered("llama", req).await.unwrap_err();
+    /// assert!(err.downcast_ref::<tower_llm::NoRoute>().is_some());
+    /// # }
+    /// ```
+    pub fn call_buffered(
+        &self,
+        model: impl Into<String>,
+        req: Request<Bytes>,
+    ) -> StackFuture<ReqB, ResB> {
+        StackFuture::buffered(&self.inner, req, model.into())
+    }
 }
 
 #[cfg(test)]

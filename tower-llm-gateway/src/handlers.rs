@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -30,10 +31,13 @@ use crate::auth::{ClientName, KeyStore};
 use crate::body_limit::{BodyTimeout, BodyTooLarge};
 use crate::errors;
 use crate::headers::HeaderPolicy;
-use crate::metrics::{answered_counter, requested_model, AnsweredCounter, Telemetry, TimedBody};
+use crate::metrics::{
+    answered_counter, requested_model, AnsweredCounter, RouteHistograms, Telemetry, TimedBody,
+};
 use crate::server::GatewayStack;
 use crate::status::Counters;
 use crate::telemetry::{self, TracedBody};
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 /// What every handler shares, behind one `Arc`: axum clones the state for every request it
@@ -67,18 +71,39 @@ static CHAT_COMPLETIONS: LazyLock<http::Uri> =
     LazyLock::new(|| http::Uri::from_static("/v1/chat/completions"));
 
 /// `POST /v1/chat/completions`.
-pub(crate) async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
+///
+/// Not an `async fn`: what can be done before the first await is done here, so the future
+/// (moved, whole, by every layer and by hyper: several copies per request) holds neither the
+/// request nor a copy of it besides what the answer needs.
+pub(crate) fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+) -> impl Future<Output = Response> + Send + 'static {
     let started = tokio::time::Instant::now();
     state.counters.requests.fetch_add(1, Ordering::Relaxed);
     // The key's name (never the key), or `anonymous` when client keys are off.
     let client = req.extensions().get::<ClientName>().cloned();
-    let client_label = client.as_ref().map_or(ANONYMOUS, ClientName::as_str);
     // Open until the answer's body ends (or the client goes away); the chain's attempt spans
     // are its children.
-    let span = telemetry::request_span(req.headers(), client_label);
-    let res = answer(&state, req, started, &span)
+    let span = telemetry::request_span(
+        req.headers(),
+        client.as_ref().map_or(ANONYMOUS, ClientName::as_str),
+    );
+    let (parts, body) = req.into_parts();
+    // A `map`, not an `async` block awaiting it: that would hold the future twice.
+    answer(state, parts, body, started, span.clone())
         .instrument(span.clone())
-        .await;
+        .map(move |(res, state)| finish(&state, client, span, res))
+}
+
+/// The answer's span, metrics and counters.
+fn finish(
+    state: &AppState,
+    client: Option<ClientName>,
+    span: tracing::Span,
+    res: Response,
+) -> Response {
+    let client_label = client.as_ref().map_or(ANONYMOUS, ClientName::as_str);
     telemetry::record_answer(&span, res.status(), res.headers());
     // Without a subscriber recording the span, no second box around the body.
     let res = if span.is_disabled() {
@@ -120,34 +145,83 @@ pub const ANONYMOUS: &str = "anonymous";
 
 /// Read the body (bounded in size and pauses by the body limit), call the stack, shape the
 /// answer; its body records the request's duration in its route's histogram when it ends.
-async fn answer(
-    state: &AppState,
-    req: Request,
+/// Gives the state back for [`finish`].
+// Not an `async fn`: its future would hold every argument twice (as passed, and moved into
+// the body), the request's head among them.
+#[allow(clippy::manual_async_fn)]
+fn answer(
+    state: Arc<AppState>,
+    parts: http::request::Parts,
+    body: Body,
     started: tokio::time::Instant,
+    span: tracing::Span,
+) -> impl Future<Output = (Response, Arc<AppState>)> + Send + 'static {
+    async move {
+        let bytes = match read_whole(body).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let res = unread(&state, &e);
+                state
+                    .metrics
+                    .routes()
+                    .none()
+                    .record(res.status(), started.elapsed());
+                return (res, state);
+            }
+        };
+        let (upstream, model, route) = upstream_request(&state, parts, bytes, &span);
+        // Each call awaited where it is made: its future is written in place.
+        let answered = match model {
+            Some(model) => state.stack.call_buffered(model, upstream).await,
+            // A body without a readable model goes to the stack as it is, which reads it and
+            // says why it cannot be routed.
+            None => {
+                let upstream = upstream.map(Full::new);
+                state.stack.clone().oneshot(upstream).await
+            }
+        };
+        let res = match answered {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                state.headers.client_response_headers(&mut parts.headers);
+                let body = TimedBody::new(body, route, parts.status, started);
+                Response::from_parts(parts, Body::new(body))
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "no target answered");
+                let res = errors::stack_error(&err);
+                route.record(res.status(), started.elapsed());
+                res
+            }
+        };
+        (res, state)
+    }
+}
+
+/// The answer to a request whose body could not be read.
+fn unread(state: &AppState, e: &axum::Error) -> Response {
+    if caused_by::<BodyTooLarge>(e) {
+        // The body limit drains the rest and adds `connection: close`.
+        errors::too_large(state.max_body_bytes)
+    } else if caused_by::<BodyTimeout>(e) {
+        errors::body_timeout(state.body_timeout)
+    } else {
+        errors::bad_request("the request body could not be read")
+    }
+}
+
+/// The upstream request, its `model` (read from `bytes`) and the route it is counted under.
+fn upstream_request(
+    state: &AppState,
+    mut parts: http::request::Parts,
+    bytes: Bytes,
     span: &tracing::Span,
-) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let routes = state.metrics.routes();
-    let bytes: Bytes = match read_whole(body).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            let res = if caused_by::<BodyTooLarge>(&e) {
-                // The body limit drains the rest and adds `connection: close`.
-                errors::too_large(state.max_body_bytes)
-            } else if caused_by::<BodyTimeout>(&e) {
-                errors::body_timeout(state.body_timeout)
-            } else {
-                errors::bad_request("the request body could not be read")
-            };
-            routes.none().record(res.status(), started.elapsed());
-            return res;
-        }
-    };
+) -> (http::Request<Bytes>, Option<String>, RouteHistograms) {
     // Read once: the route metrics, the span and the stack's routing all take it from here.
     let model = requested_model(&bytes).map(Cow::into_owned);
-    let route = routes.for_model(model.as_deref()).clone();
+    let route = state.metrics.routes().for_model(model.as_deref()).clone();
     telemetry::record_request(span, model.as_deref(), route.name());
-    let mut upstream = http::Request::new(Full::new(bytes));
+    let mut upstream = http::Request::new(bytes);
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = CHAT_COMPLETIONS.clone();
     // The client's header map itself, less what does not go upstream (no copy of the rest).
@@ -161,26 +235,7 @@ async fn answer(
             .extensions_mut()
             .insert(CacheScope::new(client.as_str()));
     }
-    // A body without a readable model goes to the stack as it is, which reads it and says why
-    // it cannot be routed.
-    let answered = match model {
-        Some(model) => state.stack.call_with_model(model, upstream).await,
-        None => state.stack.clone().oneshot(upstream).await,
-    };
-    match answered {
-        Ok(res) => {
-            let (mut parts, body) = res.into_parts();
-            state.headers.client_response_headers(&mut parts.headers);
-            let body = TimedBody::new(body, route, parts.status, started);
-            Response::from_parts(parts, Body::new(body))
-        }
-        Err(err) => {
-            tracing::debug!(error = %err, "no target answered");
-            let res = errors::stack_error(&err);
-            route.record(res.status(), started.elapsed());
-            res
-        }
-    }
+    (upstream, model, route)
 }
 
 /// `body` read whole, as `collect().to_bytes()` reads it (data frames joined, trailers dropped),
