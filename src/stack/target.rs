@@ -17,7 +17,7 @@ use tower_llm_core::{
 };
 
 use super::plan::TargetLayers;
-use super::{lock, TargetService};
+use super::{lock, TargetBody, TargetService};
 use crate::config::layers;
 
 /// One target's stack and the handles the health report reads.
@@ -119,10 +119,11 @@ impl TargetLayers {
             .layer(self.stream_guard)
             .layer(InspectErrorBodyLayer::new())
             .service(client);
-        // Each optional layer is one side of an `Either`, and the whole stack is boxed once: a
-        // box per layer would box each call's future and allocate each clone of the service
-        // (the chain clones it per attempt) once per layer.
-        let (limited, bulkhead) = match &self.bulkhead {
+        // Each combination of the optional layers is its own type, boxed once: no `Either`
+        // level per optional layer, each of which moved the whole call's future once more and
+        // added a step to every poll; and a box per layer would box each call's future and
+        // allocate each clone of the service (the chain clones it per attempt) once per layer.
+        let (service, breaker, bulkhead) = match &self.bulkhead {
             Some(section) => {
                 let layer = layers::bulkhead_layer(section, &name, self.shared_limiter.as_ref())?;
                 let svc = tower::Layer::layer(&layer, inspected);
@@ -131,37 +132,17 @@ impl TargetLayers {
                     svc.map_response(|res: Response<PermitBody<GuardedBody<ReplayBody<ResB>>>>| {
                         res.map(Either::Left)
                     });
-                (tower::util::Either::Left(svc), Some(handle))
+                let (service, breaker) = self.above_bulkhead(&name, svc)?;
+                (service, breaker, Some(handle))
             }
             None => {
                 let svc = inspected.map_response(|res: Response<GuardedBody<ReplayBody<ResB>>>| {
                     res.map(Either::Right)
                 });
-                (tower::util::Either::Right(svc), None)
+                let (service, breaker) = self.above_bulkhead(&name, svc)?;
+                (service, breaker, None)
             }
         };
-        let retried = match &self.retry {
-            Some(section) => tower::util::Either::Left(
-                ServiceBuilder::new()
-                    .layer(layers::retry_layer(section, &name)?)
-                    .service(limited),
-            ),
-            None => tower::util::Either::Right(limited),
-        };
-        let (service, breaker) = match &self.breaker {
-            Some(section) => {
-                let shared = self.shared_breakers.clone().map(|b| {
-                    let b: Arc<dyn tower_llm_breaker::shared::SharedBreakers> = b;
-                    b
-                });
-                let handle = BreakerHandle::new(layers::breaker_config(section, &name, shared)?);
-                let layer = CircuitBreakerLayer::builder().build_with_handle(handle.clone());
-                let svc = ServiceBuilder::new().layer(layer).service(retried);
-                (tower::util::Either::Left(svc), Some(handle))
-            }
-            None => (tower::util::Either::Right(retried), None),
-        };
-        let service: TargetService<ReqB, ResB> = BoxCloneSyncService::new(service);
         Ok(TargetEntry {
             target: target.clone(),
             breaker,
@@ -169,5 +150,73 @@ impl TargetLayers {
             service,
             users: 0,
         })
+    }
+
+    /// The retry (when on) and the breaker (when on) over `limited`, boxed.
+    fn above_bulkhead<ReqB, ResB, L>(
+        &self,
+        name: &str,
+        limited: L,
+    ) -> Result<(TargetService<ReqB, ResB>, Option<BreakerHandle>), ConfigError>
+    where
+        L: Service<
+                Request<ReplayBody<ReqB>>,
+                Response = Response<TargetBody<ResB>>,
+                Error = BoxError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        L::Future: Send + 'static,
+        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        ReqB::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        match &self.retry {
+            Some(section) => {
+                let retried = ServiceBuilder::new()
+                    .layer(layers::retry_layer(section, name)?)
+                    .service(limited);
+                self.boxed_with_breaker(name, retried)
+            }
+            None => self.boxed_with_breaker(name, limited),
+        }
+    }
+
+    /// The breaker (when on) over `inner`, boxed.
+    fn boxed_with_breaker<ReqB, ResB, R>(
+        &self,
+        name: &str,
+        inner: R,
+    ) -> Result<(TargetService<ReqB, ResB>, Option<BreakerHandle>), ConfigError>
+    where
+        R: Service<
+                Request<ReplayBody<ReqB>>,
+                Response = Response<TargetBody<ResB>>,
+                Error = BoxError,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        R::Future: Send + 'static,
+        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+        ReqB::Error: Into<BoxError>,
+        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
+        ResB::Error: Into<BoxError>,
+    {
+        match &self.breaker {
+            Some(section) => {
+                let shared = self.shared_breakers.clone().map(|b| {
+                    let b: Arc<dyn tower_llm_breaker::shared::SharedBreakers> = b;
+                    b
+                });
+                let handle = BreakerHandle::new(layers::breaker_config(section, name, shared)?);
+                let layer = CircuitBreakerLayer::builder().build_with_handle(handle.clone());
+                let svc = ServiceBuilder::new().layer(layer).service(inner);
+                Ok((BoxCloneSyncService::new(svc), Some(handle)))
+            }
+            None => Ok((BoxCloneSyncService::new(inner), None)),
+        }
     }
 }

@@ -73,8 +73,7 @@ static CHAT_COMPLETIONS: LazyLock<http::Uri> =
 /// `POST /v1/chat/completions`.
 ///
 /// Not an `async fn`: what can be done before the first await is done here, so the future
-/// (moved, whole, by every layer and by hyper: several copies per request) holds neither the
-/// request nor a copy of it besides what the answer needs.
+/// holds neither the request nor a copy of it besides what the answer needs.
 pub(crate) fn chat_completions(
     State(state): State<Arc<AppState>>,
     req: Request,
@@ -90,8 +89,10 @@ pub(crate) fn chat_completions(
         client.as_ref().map_or(ANONYMOUS, ClientName::as_str),
     );
     let (parts, body) = req.into_parts();
-    // A `map`, not an `async` block awaiting it: that would hold the future twice.
-    answer(state, parts, body, started, span.clone())
+    // Boxed: every layer above, and hyper, move the handler's future whole on its way out (a
+    // dozen copies per request, measured), and the answer's is the large part of it. A `map`,
+    // not an `async` block awaiting it: that would hold the future twice.
+    Box::pin(answer(state, parts, body, started, span.clone()))
         .instrument(span.clone())
         .map(move |(res, state)| finish(&state, client, span, res))
 }

@@ -105,7 +105,7 @@ where
         // The router's `route_layer` on `/v1/*`: a refused key never reaches the handler.
         match self.auth.validate(&mut req) {
             Ok(()) => HotFuture::Chat {
-                fut: Box::pin((self.handler)(State(Arc::clone(&self.state)), req)),
+                fut: (self.handler)(State(Arc::clone(&self.state)), req),
             },
             Err(refused) => HotFuture::Refused { res: Some(refused) },
         }
@@ -115,9 +115,11 @@ where
 /// Response future of [`HotRoute`].
 #[pin_project(project = HotProj)]
 pub(crate) enum HotFuture<F, RF> {
-    /// The chat handler's answer. Boxed: every layer above moves this future whole on its way
-    /// out (a dozen copies per request, measured), and the handler's is the large part of it.
-    Chat { fut: Pin<Box<F>> },
+    /// The chat handler's answer.
+    Chat {
+        #[pin]
+        fut: F,
+    },
     /// The client key was refused.
     Refused { res: Option<Response> },
     /// Any other request: the router's answer.
@@ -136,7 +138,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            HotProj::Chat { fut } => fut.as_mut().poll(cx).map(Ok),
+            HotProj::Chat { fut } => fut.poll(cx).map(Ok),
             HotProj::Refused { res } => match res.take() {
                 Some(res) => Poll::Ready(Ok(res)),
                 // Polled again after it answered: a caller's bug, answered rather than panicking.
