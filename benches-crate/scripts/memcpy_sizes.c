@@ -1,6 +1,7 @@
 /* memcpy calls by call site and size, for `memcpy_sizes.sh` (issue 18): an LD_PRELOAD shim.
  * SIGUSR1 clears the table and starts counting; SIGUSR2 stops and writes the process maps and
- * one line per (return address, size) with its count to $MC_OUT (default /tmp/mc.out). */
+ * one line per (return address, size) with its count to $MC_OUT (default /tmp/mc.out). With
+ * MC_WHOLE=1 it counts from the start and writes at exit instead (a benchmark run whole). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <signal.h>
@@ -55,7 +56,12 @@ static void on_dump(int sig) {
   fclose(f);
 }
 
+__attribute__((destructor)) static void fini(void) {
+  if (getenv("MC_WHOLE")) on_dump(0);
+}
+
 __attribute__((constructor)) static void init(void) {
   real_memcpy = (memcpy_fn)dlsym(RTLD_NEXT, "memcpy");
   signal(SIGUSR1, on_start); signal(SIGUSR2, on_dump);
+  if (getenv("MC_WHOLE")) atomic_store(&enabled, 1);
 }
