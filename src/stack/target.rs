@@ -93,6 +93,33 @@ impl<ReqB, ResB> Targets<ReqB, ResB> {
     }
 }
 
+/// A part of a target's stack that the layers above it take, and the chain at the top (boxed).
+trait Layered<ReqB, ResB>:
+    Service<
+        Request<ReplayBody<ReqB>>,
+        Response = Response<TargetBody<ResB>>,
+        Error = BoxError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, ReqB, ResB> Layered<ReqB, ResB> for S where
+    S: Service<
+            Request<ReplayBody<ReqB>>,
+            Response = Response<TargetBody<ResB>>,
+            Error = BoxError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 impl TargetLayers {
     /// One target's stack over `client`: breaker → retry → bulkhead → stream guard →
     /// error-body inspection → client. Each layer is the target's own (named after it).
@@ -159,15 +186,7 @@ impl TargetLayers {
         limited: L,
     ) -> Result<(TargetService<ReqB, ResB>, Option<BreakerHandle>), ConfigError>
     where
-        L: Service<
-                Request<ReplayBody<ReqB>>,
-                Response = Response<TargetBody<ResB>>,
-                Error = BoxError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        L::Future: Send + 'static,
+        L: Layered<ReqB, ResB>,
         ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
         ReqB::Error: Into<BoxError>,
         ResB: Body<Data = Bytes> + Unpin + Send + 'static,
@@ -191,19 +210,7 @@ impl TargetLayers {
         inner: R,
     ) -> Result<(TargetService<ReqB, ResB>, Option<BreakerHandle>), ConfigError>
     where
-        R: Service<
-                Request<ReplayBody<ReqB>>,
-                Response = Response<TargetBody<ResB>>,
-                Error = BoxError,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        R::Future: Send + 'static,
-        ReqB: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
-        ReqB::Error: Into<BoxError>,
-        ResB: Body<Data = Bytes> + Unpin + Send + 'static,
-        ResB::Error: Into<BoxError>,
+        R: Layered<ReqB, ResB>,
     {
         match &self.breaker {
             Some(section) => {
