@@ -94,7 +94,7 @@ pub(crate) fn chat_completions(
     // not an `async` block awaiting it: that would hold the future twice.
     Box::pin(answer(state, parts, body, started, span.clone()))
         .instrument(span.clone())
-        .map(move |(res, state)| finish(&state, client, span, res))
+        .map(move |(res, state)| finish(&state, client, span, started, res))
 }
 
 /// The answer's span, metrics and counters.
@@ -102,10 +102,19 @@ fn finish(
     state: &AppState,
     client: Option<ClientName>,
     span: tracing::Span,
+    started: tokio::time::Instant,
     res: Response,
 ) -> Response {
     let client_label = client.as_ref().map_or(ANONYMOUS, ClientName::as_str);
     telemetry::record_answer(&span, res.status(), res.headers());
+    // The event tower-http's trace layer logs for the router's requests (its fields are read
+    // only when debug events are on).
+    tracing::debug!(
+        parent: &span,
+        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        status = res.status().as_u16(),
+        "finished processing request"
+    );
     // Without a subscriber recording the span, no second box around the body.
     let res = if span.is_disabled() {
         res

@@ -5,14 +5,16 @@
 //! | layer | what it does |
 //! |---|---|
 //! | [`RequestIdLayer`] | gives a request without `x-request-id` a fresh UUID (the id is forwarded upstream with the other end-to-end headers), and puts the request's id on its answer |
-//! | [`TraceLayer`] | a `request` span per request (method, path, request id, the client key's name; no headers, no body) and `debug` events for the response |
 //! | OpenAI-shaped errors | turns the plain 504 of the layer below into an OpenAI-shaped JSON error |
 //! | [`TimeoutLayer`] | `[gateway] request_timeout_ms`: no answer by then is a 504 |
 //! | [`BodyLimitLayer`] | `[request] max_body_bytes`: a larger `content-length`, or a longer chunked body, is an OpenAI-shaped 413 with `connection: close`, sent after the rest of the body was read and discarded (bounded; see [`body_limit`](crate::body_limit)) so that a client still sending reads it; `[gateway] body_timeout_ms`: a client pausing longer while sending its body gets a 408 (the pause's timer is made only when the reader has to wait: most bodies arrive with their head) |
 //! | [`ValidateRequestHeaderLayer`] with [`ClientAuth`] | on `/v1/*` only: client keys, 401 otherwise (`/health` and `/metrics` check admin keys themselves) |
 //!
 //! Below them, [`HotRoute`] answers `POST /v1/chat/completions` itself (the same client auth, the
-//! same handler) and hands every other request to axum's router.
+//! same handler; the handler's `gateway.request` span carries the request id and the client
+//! key's name) and hands every other request to axum's router, inside a [`TraceLayer`]: a
+//! `request` span per request (method, path, request id, the client key's name; no headers, no
+//! body) and `debug` events for the response.
 //!
 //! [`ValidateRequestHeaderLayer`]: tower_http::validate_request::ValidateRequestHeaderLayer
 
@@ -87,6 +89,20 @@ pub(crate) fn router(
         .fallback(handlers::unknown_path)
         .method_not_allowed_fallback(handlers::wrong_method)
         .with_state(Arc::clone(&state));
+    // tower-http's `request` span and its debug events for the router's requests. The chat
+    // route's span is the handler's own (`gateway.request`, with the request id and the
+    // client's name): a second span around it, with its future and body wrappers, cost ~1,600
+    // instructions per answer (BENCHMARKS "2026-12-07 (closing)").
+    let routes = ServiceBuilder::new()
+        .map_response(|res: http::Response<_>| res.map(Body::new))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // The gateway's own 5xx are counted (status line, metrics) and the stack logs
+                // upstream failures: no error log per failed request.
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+        )
+        .service(routes);
     // The chat route, nearly every request, answered without the router's per-request work;
     // the router keeps the route too (same handler, same auth) and serves everything else.
     let routes = HotRoute::new(
@@ -98,13 +114,6 @@ pub(crate) fn router(
     ServiceBuilder::new()
         .map_request(|req: Request<Incoming>| req.map(Body::new))
         .layer(RequestIdLayer)
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // The gateway's own 5xx are counted (status line, metrics) and the stack logs
-                // upstream failures: no error log per failed request.
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
         .map_response(move |res| openai_shaped(limits, res))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,

@@ -171,7 +171,8 @@ impl TelemetrySection {
     }
 }
 
-/// A request's span, continuing the client's trace context when the exporter is on.
+/// A request's span, continuing the client's trace context when the exporter is on; the
+/// request id is a field of it, for the log lines of the request.
 pub(crate) fn request_span(headers: &HeaderMap, client: &str) -> Span {
     let span = tracing::info_span!(
         target: "tower_llm_gateway::request",
@@ -191,6 +192,11 @@ pub(crate) fn request_span(headers: &HeaderMap, client: &str) -> Span {
         llm.client = client,
         llm.target = Empty,
         llm.fallback = Empty,
+        // Read only when the span is recorded (the request id layer has set it by now).
+        request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
     );
     #[cfg(feature = "otlp")]
     otlp::continue_trace(&span, headers);

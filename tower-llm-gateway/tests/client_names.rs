@@ -62,6 +62,18 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
             assert_eq!(reply.status, StatusCode::OK);
         }
     }
+    // A chat request's log lines carry its request id (the handler's span; the router's
+    // trace layer no longer wraps the chat route).
+    let traced = chat_request(
+        &gw,
+        "gpt-4o",
+        false,
+        &[
+            ("authorization", "Bearer billing-key-123"),
+            ("x-request-id", "log-check-42"),
+        ],
+    );
+    assert_eq!(send(&gw, traced).await.status, StatusCode::OK);
     // Another outcome of the same client: its own series, looked up per request.
     let mut no_model = chat_request(
         &gw,
@@ -83,7 +95,12 @@ async fn the_key_name_never_the_key_is_in_logs_and_metrics() {
     gw.shutdown().await.unwrap();
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
 
-    for (name, answered) in [("billing-svc", 3.0), ("search-svc", 2.0)] {
+    let finished = logs
+        .lines()
+        .find(|line| line.contains("log-check-42") && line.contains("finished processing request"))
+        .unwrap_or_else(|| panic!("no line with the request id:\n{logs}"));
+    assert!(finished.contains("billing-svc"), "{finished}");
+    for (name, answered) in [("billing-svc", 4.0), ("search-svc", 2.0)] {
         assert_eq!(
             requests_total(&metrics, name, "success", "200"),
             Some(answered),
