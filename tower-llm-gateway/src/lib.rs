@@ -115,16 +115,18 @@
 //! # Layers
 //!
 //! From the outside in: [`RequestIdLayer`](request_id::RequestIdLayer) (`x-request-id`, a UUID
-//! when the client sent none; forwarded upstream, and the id back on the response), `TraceLayer`
-//! (a `request` span with method, path and request id), `TimeoutLayer`
+//! when the client sent none; forwarded upstream, and the id back on the response), `TimeoutLayer`
 //! (`[gateway] request_timeout_ms`, 504), the body limit (`[request] max_body_bytes`, 413: the
 //! rest of an oversized body is read and discarded, up to 4 × the limit (at least 1 MiB) and
 //! within `body_timeout_ms`, before the 413 goes out with `connection: close`, so a client still
 //! sending reads it instead of a reset; past that the connection is closed; and a client
 //! pausing longer than `[gateway] body_timeout_ms` while sending its body gets a 408), and on
 //! `/v1/*`
-//! `ValidateRequestHeaderLayer` with [`auth::ClientAuth`] (401). Every error a client sees is
-//! OpenAI-shaped (`{"error":{"message","type","param","code"}}`), the layers' own included.
+//! `ValidateRequestHeaderLayer` with [`auth::ClientAuth`] (401). A chat request runs in the
+//! handler's `gateway.request` span (with its request id; see [`telemetry`]); every other
+//! request in tower-http's `TraceLayer` span (method, path and request id) around the router.
+//! Every error a client sees is OpenAI-shaped (`{"error":{"message","type","param","code"}}`),
+//! the layers' own included.
 //!
 //! # `/v1/models`
 //!

@@ -44,6 +44,11 @@
 //! | `llm.client` | the client key's name (`anonymous` without client keys; never the key) |
 //! | `llm.target`, `llm.fallback` | who answered, and `none` / `target` / `cache` / `static` |
 //! | `http.response.status_code` | the gateway's status; `otel.status_code` = `error` for a 5xx |
+//! | `request_id` | the request's `x-request-id` (the client's, or the one the gateway gave it) |
+//!
+//! It is the chat request's only span (tower-http's `request` span wraps the other routes), and
+//! the handler logs tower-http's `finished processing request` event (status, latency) under
+//! it at `debug`.
 //!
 //! **Trace context.** With the exporter on, a client's `traceparent` (and `tracestate`) is
 //! continued: the request span is its child. Each upstream attempt carries a `traceparent`
