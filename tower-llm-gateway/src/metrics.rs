@@ -310,7 +310,7 @@ impl RouteHistograms {
 /// The `model` of a chat request `body` (escapes decoded; the rest skipped,
 /// [`request_model`](tower_llm::core::openai::request_model)): `None` when the body is not a
 /// JSON object with a string `model`. Read once per request: the route metrics, the request span
-/// and the stack ([`call_with_model`](tower_llm::Stack::call_with_model)) all use it.
+/// and the stack ([`call_buffered`](tower_llm::Stack::call_buffered)) all use it.
 pub(crate) fn requested_model(body: &[u8]) -> Option<Cow<'_, str>> {
     tower_llm::core::openai::request_model(body).ok().flatten()
 }
