@@ -91,8 +91,8 @@ where
         }
     }
 
-    /// Routes a request whose body is in memory already and calls its chain at once: no
-    /// buffering step (its boxed future, its polls and the request's moves through it).
+    /// Routes a request whose body is in memory already, now; its chain is called at the first
+    /// poll. No buffering step (its boxed future, its polls and the request's moves through it).
     pub(super) fn buffered(inner: &Inner<ReqB, ResB>, req: Request<Bytes>, model: String) -> Self {
         let (parts, bytes) = req.into_parts();
         let limit = inner.body_limit;

@@ -531,13 +531,13 @@ where
 
     /// [`call_with_model`](Self::call_with_model) for a request whose body is in memory already
     /// (a proxy that read it whole, within its own limit, to find the `model`): the request is
-    /// routed and handed to its chain at once, with no step that buffers the body (no boxed
-    /// future for it, no poll). The same errors, from the returned future: a body over the
-    /// stack's `[request] max_body_bytes`, an empty or invalid model name, a model no route
-    /// serves, a full route.
+    /// routed here, with no step that buffers the body (no boxed future for it), and handed to
+    /// its chain at the future's first poll. The same errors, from the returned future: a body
+    /// over the stack's `[request] max_body_bytes`, an empty or invalid model name, a model no
+    /// route serves, a full route. Nothing is sent before the first poll.
     ///
-    /// Like a tower service's `call`, it starts the call where it is made: the chain's
-    /// attempts take the span current here as their parent.
+    /// The chain's attempt spans take the span current at that first poll as their parent
+    /// (the request's span, for a future run with `.instrument(span)`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
