@@ -20,15 +20,14 @@ use crate::resume::{How, ResumeMode};
 use crate::rewrite::Parts;
 use tower_llm_core::content_type::is_event_stream;
 
-/// `original`'s method, URI, version, headers and extensions (the head is built in place: the
-/// request is taken apart right after anyway).
-fn copy_head<B>(original: &Request<B>) -> http::request::Parts {
+/// A copy of `original`'s method, URI, version, headers and extensions.
+fn copy_head(original: &http::request::Parts) -> http::request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = original.method().clone();
-    parts.uri = original.uri().clone();
-    parts.version = original.version();
-    parts.headers = original.headers().clone();
-    parts.extensions = original.extensions().clone();
+    parts.method = original.method.clone();
+    parts.uri = original.uri.clone();
+    parts.version = original.version;
+    parts.headers = original.headers.clone();
+    parts.extensions = original.extensions.clone();
     parts
 }
 
@@ -188,9 +187,14 @@ where
             None => None,
         };
         let (mut parts, body) = match (body, self.original.take()) {
+            // The caller's head goes out and the copy stays: a copied header map has no room
+            // left (a clone's capacity is its length), so the target's headers (`host`, a
+            // credential) would grow it on every call, where the caller's, as parsed, has room
+            // and an extension map already when the caller set extensions. The copy is only
+            // read again on a failover.
             (Some(body), Some(original)) => {
-                let parts = copy_head(&original);
-                self.original = Some(original);
+                let (parts, kept_body) = original.into_parts();
+                self.original = Some(Request::from_parts(copy_head(&parts), kept_body));
                 (parts, body)
             }
             // Not replayable (or not needed again): send the request itself.
