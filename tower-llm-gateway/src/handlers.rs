@@ -231,12 +231,15 @@ fn upstream_request(
     let model = requested_model(&bytes).map(Cow::into_owned);
     let route = state.metrics.routes().for_model(model.as_deref()).clone();
     telemetry::record_request(span, model.as_deref(), route.name());
+    let body_len = bytes.len();
     let mut upstream = http::Request::new(bytes);
     *upstream.method_mut() = Method::POST;
     *upstream.uri_mut() = CHAT_COMPLETIONS.clone();
     // The client's header map itself, less what does not go upstream (no copy of the rest).
     let mut headers = std::mem::take(&mut parts.headers);
-    state.headers.retain_upstream_request_headers(&mut headers);
+    state
+        .headers
+        .retain_upstream_request_headers_for_body(&mut headers, body_len);
     *upstream.headers_mut() = headers;
     // The cache tier keys answers per client: the key's name (unique within the key set; never
     // the key). Without client keys every client shares one scope.

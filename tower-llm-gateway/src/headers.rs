@@ -19,7 +19,10 @@
 //! client key is for the gateway; the stack sets each target's own credential), `forwarded` /
 //! `x-forwarded-*` (the client's address is not the provider's business), `accept-encoding`
 //! (the stack reads error bodies and stream events, so answers must come uncompressed), and
-//! hop-by-hop headers. `[gateway] forward_request_headers` adds names (e.g. `traceparent`);
+//! hop-by-hop headers. The upstream request's `content-length` is the length of the body the
+//! gateway sends: the client's header is kept only when it states exactly that length
+//! ([`HeaderPolicy::retain_upstream_request_headers_for_body`]), otherwise hyper writes it.
+//! `[gateway] forward_request_headers` adds names (e.g. `traceparent`);
 //! the credentials, `host`, `content-length`, `accept-encoding` and hop-by-hop headers can
 //! never be added. With the OTLP exporter on (`[telemetry]`, see [`crate::telemetry`]) the
 //! gateway continues a client's `traceparent` itself and sets each upstream attempt's own,
@@ -195,13 +198,57 @@ impl HeaderPolicy {
     /// what is left is [`upstream_request_headers`](Self::upstream_request_headers) of them,
     /// without copying the kept ones into a new map.
     pub fn retain_upstream_request_headers(&self, headers: &mut HeaderMap) {
-        retain(headers, &self.request);
+        retain(headers, &self.request, None);
+    }
+
+    /// As [`retain_upstream_request_headers`](Self::retain_upstream_request_headers), for a
+    /// request whose body goes upstream as `body_len` bytes: the client's `content-length` is
+    /// kept when it is the one value of its name and states exactly that length. It is the
+    /// header the upstream request needs; otherwise hyper writes it again, an allocation per
+    /// request. Any other `content-length` is dropped, as before.
+    pub fn retain_upstream_request_headers_for_body(
+        &self,
+        headers: &mut HeaderMap,
+        body_len: usize,
+    ) {
+        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+        let states_len = match (lengths.next(), lengths.next()) {
+            (Some(value), None) => is_decimal(value.as_bytes(), body_len),
+            _ => false,
+        };
+        retain(
+            headers,
+            &self.request,
+            states_len.then_some(&header::CONTENT_LENGTH),
+        );
     }
 
     /// The upstream's headers that go back to the client (the rest are dropped).
     pub fn client_response_headers(&self, upstream: &mut HeaderMap) {
-        retain(upstream, &self.response);
+        retain(upstream, &self.response, None);
     }
+}
+
+/// Whether `value` is `n` written in decimal as hyper writes a length: digits only, no sign, no
+/// leading zero (other spellings are dropped, and hyper writes its own).
+fn is_decimal(value: &[u8], n: usize) -> bool {
+    if value.is_empty() || value.len() > 20 || (value[0] == b'0' && value.len() > 1) {
+        return false;
+    }
+    let mut parsed: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return false;
+        }
+        let Some(next) = parsed
+            .checked_mul(10)
+            .and_then(|p| p.checked_add(u64::from(b - b'0')))
+        else {
+            return false;
+        };
+        parsed = next;
+    }
+    u64::try_from(n) == Ok(parsed)
 }
 
 /// The names `map`'s `Connection` header lists (hop-by-hop for this message).
@@ -218,9 +265,9 @@ fn connection_named(map: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Drop from `map` every header not named in `allowed` or named by its `Connection` header:
-/// the same headers as [`keep`] leaves, each name's values in order.
-fn retain(map: &mut HeaderMap, allowed: &[HeaderName]) {
+/// Drop from `map` every header not named in `allowed` (or `also`) or named by its `Connection`
+/// header: the same headers as [`keep`] leaves, each name's values in order.
+fn retain(map: &mut HeaderMap, allowed: &[HeaderName], also: Option<&HeaderName>) {
     // A message usually drops a few names (`host`, `content-length`, a credential, `date`):
     // removing those is cheaper than copying every kept header into a new map. Past `FEW` names
     // to drop it copies instead, which bounds the work for a message full of unknown headers.
@@ -229,13 +276,22 @@ fn retain(map: &mut HeaderMap, allowed: &[HeaderName]) {
     let mut dropped: [Option<HeaderName>; FEW] = Default::default();
     let mut count = 0;
     for name in map.keys() {
-        if allowed.contains(name) && !connection_named.contains(name) {
+        if (allowed.contains(name) || also == Some(name)) && !connection_named.contains(name) {
             continue;
         }
         match dropped.get_mut(count) {
             Some(slot) => *slot = Some(name.clone()),
             None => {
-                *map = kept(map, allowed, &connection_named);
+                let also = also.map(std::slice::from_ref).unwrap_or_default();
+                let mut copied = kept(map, allowed, &connection_named);
+                for name in also {
+                    if !connection_named.contains(name) {
+                        for value in map.get_all(name) {
+                            copied.append(name.clone(), value.clone());
+                        }
+                    }
+                }
+                *map = copied;
                 return;
             }
         }
@@ -325,11 +381,85 @@ mod tests {
                 );
             }
             let copied = keep(&h, &allowed);
-            retain(&mut h, &allowed);
+            retain(&mut h, &allowed, None);
             assert_eq!(h, copied, "{extra} names dropped");
             assert_eq!(h.len(), 3);
             let agents: Vec<_> = h.get_all(header::USER_AGENT).iter().collect();
             assert_eq!(agents, ["a", "b"]);
+        }
+    }
+
+    #[test]
+    fn the_body_length_is_kept_only_when_the_client_stated_it_exactly() {
+        let policy = HeaderPolicy::default();
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            h.insert(header::HOST, "gateway".parse().unwrap());
+            for v in values {
+                h.append(header::CONTENT_LENGTH, v.parse().unwrap());
+            }
+            h
+        };
+        let mut h = with(&["17"]);
+        policy.retain_upstream_request_headers_for_body(&mut h, 17);
+        let lengths: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(lengths, ["17"]);
+        assert!(!h.contains_key(header::HOST));
+        // Another length, another spelling, two values, none: dropped (hyper writes its own).
+        for (values, len) in [
+            (&["16"][..], 17),
+            (&["017"], 17),
+            (&["+17"], 17),
+            (&[" 17"], 17),
+            (&["17", "17"], 17),
+            (&["18446744073709551616"], 0),
+            (&[], 0),
+        ] {
+            let mut h = with(values);
+            policy.retain_upstream_request_headers_for_body(&mut h, len);
+            assert!(!h.contains_key(header::CONTENT_LENGTH), "{values:?}");
+            assert!(h.contains_key(header::CONTENT_TYPE));
+        }
+        // Named by `Connection`: hop-by-hop for this message, dropped.
+        let mut h = with(&["0"]);
+        h.insert(header::CONNECTION, "content-length".parse().unwrap());
+        policy.retain_upstream_request_headers_for_body(&mut h, 0);
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+        // The same past the in-place limit, where the kept headers are copied instead.
+        let mut h = with(&["5"]);
+        for i in 0..20 {
+            h.append(
+                HeaderName::from_bytes(format!("x-drop-{i}").as_bytes()).unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        policy.retain_upstream_request_headers_for_body(&mut h, 5);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "content-type"]);
+        assert_eq!(h.get(header::CONTENT_LENGTH).unwrap(), "5");
+        // The other direction never keeps it.
+        let mut h = with(&["5"]);
+        policy.client_response_headers(&mut h);
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn decimal_lengths() {
+        assert!(is_decimal(b"0", 0));
+        assert!(is_decimal(b"1234", 1234));
+        assert!(is_decimal(b"18446744073709551615", usize::MAX) == (usize::BITS == 64));
+        for bad in [
+            &b""[..],
+            b"00",
+            b"01",
+            b"-1",
+            b"1 ",
+            b"1e3",
+            b"99999999999999999999",
+        ] {
+            assert!(!is_decimal(bad, 1), "{bad:?}");
         }
     }
 
@@ -376,7 +506,7 @@ mod tests {
                 ["content-type", "user-agent", "x-a", "date"].map(HeaderName::from_static).into();
             let out = keep(&from, &allowed);
             let mut retained = from.clone();
-            retain(&mut retained, &allowed);
+            retain(&mut retained, &allowed, None);
             for name in NAMES.iter().chain([&"connection"]) {
                 let dropped = connection.as_ref().is_some_and(|n| n.iter().any(|i| NAMES[*i] == *name));
                 let want: Vec<&HeaderValue> = if allowed.iter().any(|a| a == name) && !dropped {

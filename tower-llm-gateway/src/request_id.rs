@@ -31,6 +31,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use http::header::HeaderName;
 use http::{HeaderValue, Request, Response};
 use pin_project::pin_project;
@@ -88,10 +89,13 @@ where
 
 /// A fresh random UUID, hyphenated, lower case.
 fn new_id() -> HeaderValue {
-    let mut buf = Uuid::encode_buffer();
-    let text = Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    // Hex digits and hyphens: always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    // Owned by a shared `Bytes`: one allocation, which the request's copy and the answer's share.
+    // (A value copied from a slice is a plain buffer, which the first clone allocates again to
+    // share.) Hex digits and hyphens: always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The response future of [`RequestIdService`].
