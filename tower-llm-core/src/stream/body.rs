@@ -35,7 +35,8 @@ enum Kind<B> {
     /// A non-stream answer read whole.
     Buffered {
         data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        /// Boxed (rare; see [`ReplayBody`](crate::ReplayBody)'s).
+        trailers: Option<Box<HeaderMap>>,
     },
     /// A non-stream answer over the cap: what was read, then the rest of the body.
     Prefixed {
@@ -59,7 +60,7 @@ impl<B> GuardedBody<B> {
         }
     }
 
-    pub(crate) fn buffered(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+    pub(crate) fn buffered(data: Bytes, trailers: Option<Box<HeaderMap>>) -> Self {
         GuardedBody {
             kind: Kind::Buffered {
                 data: (!data.is_empty()).then_some(data),
@@ -124,7 +125,7 @@ where
             KindProj::Buffered { data, trailers } => Poll::Ready(
                 data.take()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
             KindProj::Prefixed { prefix, rest } => match prefix.take() {

@@ -30,7 +30,7 @@ pub(crate) enum Read<B> {
     /// The whole body, read to its end.
     Whole {
         data: Bytes,
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
         /// The token usage a JSON answer reports.
         usage: Option<Usage>,
     },
@@ -86,7 +86,8 @@ pub(crate) struct WholeRead<B> {
     body: Option<B>,
     buf: Buf,
     len: usize,
-    trailers: Option<HeaderMap>,
+    /// Boxed (rare; see [`ReplayBody`](crate::ReplayBody)'s).
+    trailers: Option<Box<HeaderMap>>,
     first_byte: bool,
     started: Instant,
     limits: StreamLimits,
@@ -160,7 +161,7 @@ where
                         if let Ok(trailers) = frame.into_trailers() {
                             match this.trailers.as_mut() {
                                 Some(all) => all.extend(trailers),
-                                None => *this.trailers = Some(trailers),
+                                None => *this.trailers = Some(Box::new(trailers)),
                             }
                         }
                     }
