@@ -98,7 +98,7 @@ where
     fn call(&mut self, req: Request<LimitedBody>) -> Self::Future {
         if !is_chat_completions(&req) {
             return HotFuture::Routed {
-                fut: self.router.call(req),
+                fut: Box::pin(self.router.call(req)),
             };
         }
         let mut req = req.map(Body::new);
@@ -122,11 +122,10 @@ pub(crate) enum HotFuture<F, RF> {
     },
     /// The client key was refused.
     Refused { res: Option<Response> },
-    /// Any other request: the router's answer.
-    Routed {
-        #[pin]
-        fut: RF,
-    },
+    /// Any other request: the router's answer. Boxed: the router's future (its trace layer's
+    /// included) is several times the chat handler's, and inline it would make every chat
+    /// request's future that much larger, which hyper and the layers around move whole.
+    Routed { fut: Pin<Box<RF>> },
 }
 
 impl<F, RF> Future for HotFuture<F, RF>
@@ -150,7 +149,7 @@ where
                     None,
                 ))),
             },
-            HotProj::Routed { fut } => fut.poll(cx),
+            HotProj::Routed { fut } => fut.as_mut().poll(cx),
         }
     }
 }

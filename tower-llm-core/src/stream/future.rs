@@ -112,8 +112,7 @@ where
                         }
                         let (parts, body) = res.into_parts();
                         let check = Check::for_response(parts.status, &parts.headers);
-                        let read =
-                            WholeRead::new(body, this.config.limits, cap, *this.started, check);
+                        let read = WholeRead::new(body, &this.config.limits, *this.started, check);
                         this.state.set(State::Reading {
                             parts: Some(parts),
                             read,
@@ -158,7 +157,12 @@ where
                     return Poll::Ready(result);
                 }
                 StateProj::Reading { parts, read } => {
-                    let result = ready!(read.poll_read(cx));
+                    let result = ready!(read.poll_read(
+                        cx,
+                        &this.config.limits,
+                        this.config.max_buffered_body_bytes,
+                        *this.started,
+                    ));
                     let parts = parts.take();
                     this.state.set(State::Done);
                     let Some(parts) = parts else {

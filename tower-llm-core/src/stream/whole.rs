@@ -89,9 +89,6 @@ pub(crate) struct WholeRead<B> {
     /// Boxed (rare; see [`ReplayBody`](crate::ReplayBody)'s).
     trailers: Option<Box<HeaderMap>>,
     first_byte: bool,
-    started: Instant,
-    limits: StreamLimits,
-    cap: usize,
     check: Check,
 }
 
@@ -100,13 +97,10 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(
-        body: B,
-        limits: StreamLimits,
-        cap: usize,
-        started: Instant,
-        check: Check,
-    ) -> Self {
+    /// A read of `body` under `limits` from `started`, the call's start. The limits, the cap and
+    /// the start are passed again to each [`poll_read`](Self::poll_read), not kept here: the
+    /// guard's future holds them already, and every layer above moves this read whole.
+    pub(crate) fn new(body: B, limits: &StreamLimits, started: Instant, check: Check) -> Self {
         WholeRead {
             sleep: None,
             deadline: after(started, limits.ttft.min(limits.total)),
@@ -115,16 +109,18 @@ where
             len: 0,
             trailers: None,
             first_byte: false,
-            started,
-            limits,
-            cap,
             check,
         }
     }
 
+    /// Read on: the same `limits`, `cap` (bytes read whole at most) and `started` as given to
+    /// [`new`](Self::new) at every call.
     pub(crate) fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
+        limits: &StreamLimits,
+        cap: usize,
+        started: Instant,
     ) -> Poll<Result<Read<B>, ClassifiedError>> {
         let mut this = self.project();
         loop {
@@ -140,7 +136,7 @@ where
                     Ok(data) => {
                         *this.len = this.len.saturating_add(data.len());
                         this.buf.push(data);
-                        if *this.len > *this.cap {
+                        if *this.len > cap {
                             let prefix = this.buf.take();
                             return match this.body.take() {
                                 Some(rest) => Poll::Ready(Ok(Read::OverCap { prefix, rest })),
@@ -154,8 +150,7 @@ where
                         *this.first_byte = true;
                         // Silence is now measured from this chunk, still within the total.
                         let now = Instant::now();
-                        *this.deadline = after(now, this.limits.idle)
-                            .min(after(*this.started, this.limits.total));
+                        *this.deadline = after(now, limits.idle).min(after(started, limits.total));
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
@@ -198,19 +193,19 @@ where
                     // Close the connection now rather than when the future is dropped.
                     *this.body = None;
                     let message = if *this.first_byte {
-                        let elapsed = Instant::now().saturating_duration_since(*this.started);
-                        if elapsed >= this.limits.total {
-                            format!("the answer body took longer than {:?}", this.limits.total)
+                        let elapsed = Instant::now().saturating_duration_since(started);
+                        if elapsed >= limits.total {
+                            format!("the answer body took longer than {:?}", limits.total)
                         } else {
                             format!(
                                 "the answer body was silent for {:?} after {} bytes",
-                                this.limits.idle, this.len
+                                limits.idle, this.len
                             )
                         }
                     } else {
                         format!(
                             "no byte of the answer body within {:?}",
-                            this.limits.ttft.min(this.limits.total)
+                            limits.ttft.min(limits.total)
                         )
                     };
                     return Poll::Ready(Err(ClassifiedError::new(ErrorKind::Timeout, message)));
