@@ -149,7 +149,7 @@ where
                 }
                 StackStateProj::Routed { chain, in_use, req } => {
                     let Some(req) = req.take() else {
-                        return Poll::Ready(Err("stack future polled after completion".into()));
+                        return Poll::Ready(Err(polled_after_completion()));
                     };
                     // A chain is always ready (see `Fallback::poll_ready`).
                     let call = chain.call(req);
@@ -161,13 +161,16 @@ where
                 }
                 StackStateProj::Calling { call, .. } => return call.poll(cx),
                 StackStateProj::Refused { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .unwrap_or_else(|| "stack future polled after completion".into())))
+                    return Poll::Ready(Err(error.take().unwrap_or_else(polled_after_completion)))
                 }
             }
         }
     }
+}
+
+/// The error of a stack future polled again after it answered.
+fn polled_after_completion() -> BoxError {
+    "stack future polled after completion".into()
 }
 
 /// Buffer the body, read its `model` (unless the caller did), and find the chain of the first
