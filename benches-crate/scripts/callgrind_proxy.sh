@@ -22,6 +22,7 @@
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
+. "$(dirname "$0")/mock_upstream.sh"
 BENCH=$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)
 WORK=$(mktemp -d)
 MOCK_TLS=(); SCHEME=http; PROVIDER_TLS=""
@@ -48,13 +49,10 @@ http2 = false"
     ;;
   *) echo "UPSTREAM_TLS: h2 or h1" >&2; exit 2 ;;
 esac
-"$T/mock-upstream" --listen 127.0.0.1:0 --quiet --tokens "$TOKENS" "${MOCK_TLS[@]}" > "$WORK/mock.out" &
-MOCK=$!
+start_mock "$WORK" --tokens "$TOKENS" "${MOCK_TLS[@]}"
 trap 'kill $MOCK 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 1 50); do grep -q listening "$WORK/mock.out" && break; sleep 0.1; done
-UPSTREAM=$(grep -o "127.0.0.1:[0-9]*" "$WORK/mock.out" | head -1)
 if [ "$WHAT" = gateway ]; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$(free_port)
   # The gateway_load bench's configuration (breaker, retry, bulkhead on; two targets).
   cat > "$WORK/gateway.toml" <<TOML
 [gateway]

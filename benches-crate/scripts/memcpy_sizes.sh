@@ -15,17 +15,15 @@ set -eu
 WHAT=$1; NJ=$2; TOP=$3
 DIR=$(cd "$(dirname "$0")" && pwd)
 T=${CARGO_TARGET_DIR:-$DIR/../../target}/release
+. "$DIR/mock_upstream.sh"
 BIN=${4:-$T/tower-llm-gateway}
 BENCH=$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)
 WORK=$(mktemp -d)
 gcc -O2 -shared -fPIC -fno-builtin -o "$WORK/mc.so" "$DIR/memcpy_sizes.c" -ldl
-"$T/mock-upstream" --listen 127.0.0.1:0 --quiet --tokens 10 > "$WORK/mock.out" &
-MOCK=$!
+start_mock "$WORK" --tokens 10
 trap 'kill $MOCK 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 1 50); do grep -q listening "$WORK/mock.out" && break; sleep 0.1; done
-UPSTREAM=$(grep -o "127.0.0.1:[0-9]*" "$WORK/mock.out" | head -1)
 if [ "$WHAT" = gateway ]; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PORT=$(free_port)
   # callgrind_proxy.sh's configuration (two targets; breaker, retry, bulkhead on), over http.
   sed -n '/^\[gateway\]/,/^TOML$/p' "$DIR/callgrind_proxy.sh" | grep -v '^TOML$' \
     | sed "s#\$SCHEME://\$UPSTREAM#http://$UPSTREAM#; s#^\$PROVIDER_TLS##; s#^\${PROVIDER_EXTRA:-}##" \

@@ -282,16 +282,10 @@ fn retain(map: &mut HeaderMap, allowed: &[HeaderName], also: Option<&HeaderName>
         match dropped.get_mut(count) {
             Some(slot) => *slot = Some(name.clone()),
             None => {
-                let also = also.map(std::slice::from_ref).unwrap_or_default();
-                let mut copied = kept(map, allowed, &connection_named);
-                for name in also {
-                    if !connection_named.contains(name) {
-                        for value in map.get_all(name) {
-                            copied.append(name.clone(), value.clone());
-                        }
-                    }
-                }
-                *map = copied;
+                // Rare (many names to drop): the list with `also` is built here only.
+                let mut all = allowed.to_vec();
+                all.extend(also.cloned());
+                *map = kept(map, &all, &connection_named);
                 return;
             }
         }
