@@ -145,8 +145,9 @@ impl<B: Body + 'static> Clone for SettingsClient<B> {
 }
 
 struct Clients<B: Body + 'static> {
-    /// Each provider's client (clones share their pools).
-    by_provider: HashMap<String, SettingsClient<B>>,
+    /// Each provider's client (clones share their pools); looked up per request, hence
+    /// foldhash rather than SipHash.
+    by_provider: HashMap<String, SettingsClient<B>, foldhash::fast::RandomState>,
     /// The default settings' client: for requests without a known provider.
     default: SettingsClient<B>,
     /// Distinct clients, the default one included.
@@ -262,7 +263,7 @@ impl<'a> UpstreamClientBuilder<'a> {
         config.validate()?;
         let overrides = Arc::new(self.connect_to);
         let mut built: HashMap<Settings, SettingsClient<B>> = HashMap::new();
-        let mut by_provider = HashMap::new();
+        let mut by_provider = HashMap::default();
         let defaults = Settings::default();
         // The defaults use no file and the bundled roots: nothing that can fail.
         let default =

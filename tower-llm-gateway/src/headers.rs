@@ -268,32 +268,65 @@ fn connection_named(map: &HeaderMap) -> Vec<HeaderName> {
 /// Drop from `map` every header not named in `allowed` (or `also`) or named by its `Connection`
 /// header: the same headers as [`keep`] leaves, each name's values in order.
 fn retain(map: &mut HeaderMap, allowed: &[HeaderName], also: Option<&HeaderName>) {
-    // A message usually drops a few names (`host`, `content-length`, a credential, `date`):
-    // removing those is cheaper than copying every kept header into a new map. Past `FEW` names
-    // to drop it copies instead, which bounds the work for a message full of unknown headers.
-    const FEW: usize = 8;
-    let connection_named = connection_named(map);
-    let mut dropped: [Option<HeaderName>; FEW] = Default::default();
-    let mut count = 0;
+    let is_allowed = |name: &HeaderName| allowed.contains(name) || also == Some(name);
+    let mut dropped = Dropped::default();
+    let mut has_connection = false;
     for name in map.keys() {
-        if (allowed.contains(name) || also == Some(name)) && !connection_named.contains(name) {
+        if is_allowed(name) {
             continue;
         }
-        match dropped.get_mut(count) {
-            Some(slot) => *slot = Some(name.clone()),
-            None => {
-                // Rare (many names to drop): the list with `also` is built here only.
-                let mut all = allowed.to_vec();
-                all.extend(also.cloned());
-                *map = kept(map, &all, &connection_named);
-                return;
+        // Never allowed (hop-by-hop): seen here, so most messages, which have none, are not
+        // looked up for it.
+        has_connection |= name == header::CONNECTION;
+        if !dropped.push(name) {
+            return copy_allowed(map, allowed, also);
+        }
+    }
+    if has_connection {
+        // Allowed names the `Connection` header lists are hop-by-hop for this message.
+        let named = connection_named(map);
+        for name in map.keys() {
+            if is_allowed(name) && named.contains(name) && !dropped.push(name) {
+                return copy_allowed(map, allowed, also);
             }
         }
-        count += 1;
     }
-    for name in dropped.iter().flatten() {
+    for name in dropped.names.iter().flatten() {
         map.remove(name);
     }
+}
+
+/// The names [`retain`] removes in place. A message usually drops a few (`host`,
+/// `content-length`, a credential, `date`): removing those is cheaper than copying every kept
+/// header into a new map. Past `FEW` it copies instead ([`copy_allowed`]), which bounds the
+/// work for a message full of unknown headers.
+#[derive(Default)]
+struct Dropped {
+    names: [Option<HeaderName>; Dropped::FEW],
+    count: usize,
+}
+
+impl Dropped {
+    const FEW: usize = 8;
+
+    /// Note `name` for removal; `false` when the list is full.
+    fn push(&mut self, name: &HeaderName) -> bool {
+        let Some(slot) = self.names.get_mut(self.count) else {
+            return false;
+        };
+        *slot = Some(name.clone());
+        self.count += 1;
+        true
+    }
+}
+
+/// [`retain`]'s rare path: `map` replaced by a copy of its allowed headers.
+#[cold]
+fn copy_allowed(map: &mut HeaderMap, allowed: &[HeaderName], also: Option<&HeaderName>) {
+    // The list with `also` is built here only.
+    let mut all = allowed.to_vec();
+    all.extend(also.cloned());
+    *map = keep(map, &all);
 }
 
 /// The headers of `from` named in `allowed` and not named by its `Connection` header.
@@ -380,6 +413,31 @@ mod tests {
             assert_eq!(h.len(), 3);
             let agents: Vec<_> = h.get_all(header::USER_AGENT).iter().collect();
             assert_eq!(agents, ["a", "b"]);
+        }
+    }
+
+    #[test]
+    fn in_place_drops_the_connection_named_whatever_the_number_dropped() {
+        // The `Connection` header and the names it lists fill the in-place list at every
+        // point: before it is read, while the listed names are added, and not at all.
+        let allowed = [header::CONTENT_TYPE, header::USER_AGENT, header::ACCEPT];
+        for extra in [0, 5, 6, 7, 8] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            h.insert(header::USER_AGENT, "a".parse().unwrap());
+            h.insert(header::ACCEPT, "*/*".parse().unwrap());
+            h.insert(header::CONNECTION, "user-agent, accept".parse().unwrap());
+            for i in 0..extra {
+                h.append(
+                    HeaderName::from_bytes(format!("x-drop-{i}").as_bytes()).unwrap(),
+                    "1".parse().unwrap(),
+                );
+            }
+            let copied = keep(&h, &allowed);
+            retain(&mut h, &allowed, None);
+            assert_eq!(h, copied, "{extra} names dropped");
+            let names: Vec<_> = h.keys().collect();
+            assert_eq!(names, [header::CONTENT_TYPE], "{extra} names dropped");
         }
     }
 

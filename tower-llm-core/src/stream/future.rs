@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::response::Parts;
 use http::Response;
 use http_body::Body;
@@ -18,6 +18,7 @@ use super::engine::{Engine, Next};
 use super::metrics::TargetMetrics;
 use super::whole::{Check, Read, WholeRead};
 use super::{GuardedBody, StreamOutcome};
+use crate::content_type::is_media_type;
 use crate::{BoxError, ClassifiedError, ErrorKind, Target};
 
 /// Response future of [`StreamGuard`](super::StreamGuard): the inner call, then, for an event
@@ -73,11 +74,6 @@ impl<F, B> StreamGuardFuture<F, B> {
     }
 }
 
-/// Whether a response is a successful server-sent event stream.
-pub(crate) fn is_event_stream(status: http::StatusCode, headers: &HeaderMap) -> bool {
-    status.is_success() && crate::content_type::is_event_stream(headers)
-}
-
 impl<F, B, E> Future for StreamGuardFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -99,7 +95,13 @@ where
                             return Poll::Ready(Err(err.into()));
                         }
                     };
-                    if !is_event_stream(res.status(), res.headers()) {
+                    // One look at `content-type` for both questions: a successful event
+                    // stream, or else how to judge the body read whole.
+                    let content_type = res.headers().get(CONTENT_TYPE);
+                    let event_stream = res.status().is_success()
+                        && content_type.is_some_and(|v| is_media_type(v, "text/event-stream"));
+                    if !event_stream {
+                        let check = Check::for_content_type(res.status(), content_type);
                         let cap = this.config.max_buffered_body_bytes;
                         // Error bodies are bounded elsewhere; an announced length over the cap is
                         // not worth reading into memory.
@@ -111,7 +113,6 @@ where
                             return Poll::Ready(Ok(res.map(GuardedBody::pass_through)));
                         }
                         let (parts, body) = res.into_parts();
-                        let check = Check::for_response(parts.status, &parts.headers);
                         let read = WholeRead::new(body, &this.config.limits, *this.started, check);
                         this.state.set(State::Reading {
                             parts: Some(parts),

@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use std::fmt;
 
 use bytes::{Bytes, BytesMut};
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body::Body;
 use pin_project::pin_project;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -250,11 +249,21 @@ pub(crate) enum Check {
 impl Check {
     /// JSON (`application/json`, `text/json`, `*/*+json`) or no `content-type` at all is judged;
     /// anything else, and `204`/`205`, passes as it is.
+    #[cfg(test)]
     pub(crate) fn for_response(status: StatusCode, headers: &HeaderMap) -> Check {
+        Check::for_content_type(status, headers.get(http::header::CONTENT_TYPE))
+    }
+
+    /// [`for_response`](Self::for_response) from the response's `content-type` (its first
+    /// value), looked up once by the caller.
+    pub(crate) fn for_content_type(
+        status: StatusCode,
+        content_type: Option<&HeaderValue>,
+    ) -> Check {
         if matches!(status, StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT) {
             return Check::None;
         }
-        let Some(value) = headers.get(CONTENT_TYPE) else {
+        let Some(value) = content_type else {
             return Check::Json { declared: false };
         };
         if has_json_subtype(value) {
@@ -754,7 +763,7 @@ mod tests {
     fn headers(content_type: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
         if let Some(value) = content_type {
-            headers.insert(CONTENT_TYPE, value.parse().unwrap());
+            headers.insert(http::header::CONTENT_TYPE, value.parse().unwrap());
         }
         headers
     }
