@@ -72,14 +72,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        let id = match req.headers().get(X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = new_id();
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
-            }
-        };
+        // One lookup for both the read and the insert (a `get` then an `insert` hash and probe
+        // the map twice).
+        let id = req
+            .headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert_with(new_id)
+            .clone();
         RequestIdFuture {
             inner: self.inner.call(req),
             id: Some(id),
@@ -117,9 +116,8 @@ where
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
         if let Some(id) = this.id.take() {
-            if !res.headers().contains_key(X_REQUEST_ID) {
-                res.headers_mut().insert(X_REQUEST_ID, id);
-            }
+            // Kept when the answer carries one already; one lookup either way.
+            res.headers_mut().entry(X_REQUEST_ID).or_insert(id);
         }
         Poll::Ready(Ok(res))
     }
