@@ -63,7 +63,7 @@ pub(super) struct ModelChain<ReqB, ResB> {
 pub(super) struct PerModel<ReqB, ResB> {
     /// Keyed by the requested model with foldhash: every request looks its model up here, and
     /// SipHash (the std default) costs several times more per lookup. The map is bounded
-    /// ([`MAX_MODELS_PER_ROUTE`]) and seeded per process, so chosen names cannot pile up.
+    /// ([`MAX_MODELS_PER_ROUTE`]) and randomly seeded, so chosen names cannot pile up.
     pub(super) map: RwLock<HashMap<Arc<str>, ModelChain<ReqB, ResB>, foldhash::fast::RandomState>>,
     clock: AtomicU64,
 }

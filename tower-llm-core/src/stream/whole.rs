@@ -247,15 +247,15 @@ pub(crate) enum Check {
 }
 
 impl Check {
-    /// JSON (`application/json`, `text/json`, `*/*+json`) or no `content-type` at all is judged;
-    /// anything else, and `204`/`205`, passes as it is.
+    /// [`for_content_type`](Self::for_content_type) of a response's headers.
     #[cfg(test)]
     pub(crate) fn for_response(status: StatusCode, headers: &HeaderMap) -> Check {
         Check::for_content_type(status, headers.get(http::header::CONTENT_TYPE))
     }
 
-    /// [`for_response`](Self::for_response) from the response's `content-type` (its first
-    /// value), looked up once by the caller.
+    /// From a response's status and `content-type` (its first value, which the caller looks up
+    /// once): JSON (`application/json`, `text/json`, `*/*+json`) or no `content-type` at all is
+    /// judged; anything else, and `204`/`205`, passes as it is.
     pub(crate) fn for_content_type(
         status: StatusCode,
         content_type: Option<&HeaderValue>,
