@@ -26,7 +26,9 @@
 //!   CPU per event of the bare proxy and of the gateway;
 //! - **latency** (the Busbar method): concurrency 1, one request at a time, the three paths
 //!   interleaved; JSON: added p50/p99 over direct; SSE from a mock pacing its events
-//!   `--pace-ms` apart: added time to first token and added p99 gap between events;
+//!   `--pace-ms` apart: added time to first token and added p99 gap between events; and each
+//!   proxy's on-CPU time per answer meanwhile (`/proc/<pid>/task/*/schedstat`): every answer
+//!   starts after the other paths had the CPU, so this is its cold-cache cost;
 //! - **memory**: resident set size (`VmRSS`) of a fresh gateway and a fresh bare proxy idle,
 //!   with `--streams` slow streams held open (bulkhead and pool sized for them), and per idle
 //!   pooled connection (after `--streams` concurrent JSON requests: one kept-alive client
@@ -562,6 +564,39 @@ fn cpu_time(pid: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// Time a process's threads have spent on a CPU so far, to the nanosecond: the first field of
+/// `/proc/<pid>/task/<tid>/schedstat`, summed over its threads (Linux with schedstats only;
+/// `None` elsewhere). Threads that ended before the call are not counted: the proxies keep
+/// their runtime's workers for their whole life.
+fn on_cpu_time(pid: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let stat = std::fs::read_to_string(path).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// On-CPU time of the bare proxy and of the gateway ([`on_cpu_time`]).
+fn proxies_on_cpu(paths: &Paths) -> Option<[Duration; 2]> {
+    Some([
+        on_cpu_time(&paths.bare.pid())?,
+        on_cpu_time(&paths.gateway.pid())?,
+    ])
+}
+
+/// Each proxy's on-CPU time per answer between two [`proxies_on_cpu`] readings, in µs.
+fn cpu_per_answer_us(
+    before: Option<[Duration; 2]>,
+    after: Option<[Duration; 2]>,
+    answers: usize,
+) -> Option<[f64; 2]> {
+    let (before, after) = (before?, after?);
+    let per = |i: usize| us(after[i].saturating_sub(before[i])) / answers.max(1) as f64;
+    Some([per(0), per(1)])
+}
+
 /// Resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
 fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -1089,6 +1124,7 @@ fn section_latency(
         }
     }
     let mut json: [Latencies; 3] = Default::default();
+    let cpu_before = proxies_on_cpu(&paths);
     for _ in 0..args.json_requests {
         for (slot, (to, url)) in json.iter_mut().zip(&paths.urls) {
             let start = Instant::now();
@@ -1098,6 +1134,7 @@ fn section_latency(
             slot.record(start.elapsed());
         }
     }
+    let json_cpu = cpu_per_answer_us(cpu_before, proxies_on_cpu(&paths), args.json_requests);
     drop(paths);
 
     // SSE from a paced mock, concurrency 1, interleaved.
@@ -1109,7 +1146,11 @@ fn section_latency(
     ];
     let paths = Paths::start(args, &mock_args, SHIPPED)?;
     let (mut ttft, mut gaps): ([Latencies; 3], [Latencies; 3]) = Default::default();
+    let mut cpu_before = None;
     for round in 0..=args.paced_streams {
+        if round == 1 {
+            cpu_before = proxies_on_cpu(&paths);
+        }
         for (i, (to, url)) in paths.urls.iter().enumerate() {
             let (first, between) = rt
                 .block_on(timed_stream(client, url))
@@ -1123,6 +1164,7 @@ fn section_latency(
             }
         }
     }
+    let sse_cpu = cpu_per_answer_us(cpu_before, proxies_on_cpu(&paths), args.paced_streams);
     println!(
         "\n### Latency at concurrency 1 (the three paths interleaved, one request at a time)\n"
     );
@@ -1166,6 +1208,22 @@ fn section_latency(
         0.99,
         Some(ADDED_GAP_P99_TARGET_US),
     );
+    // One request at a time, each proxy starts every answer after the other paths have run:
+    // its CPU per answer here is its cold-cache cost, next to the closed loop's warm one.
+    println!(
+        "\nEach proxy's CPU per answer during these requests (on-CPU time of its threads, `/proc/<pid>/task/*/schedstat`):\n"
+    );
+    println!("| answer | bare | gateway | gateway ÷ bare |");
+    println!("|---|---:|---:|---:|");
+    for (name, cpu) in [("JSON", json_cpu), ("SSE (paced stream)", sse_cpu)] {
+        match cpu {
+            Some([bare, gw]) => println!(
+                "| {name} | {bare:.1} µs | {gw:.1} µs | {:.2}× |",
+                gw / bare.max(f64::EPSILON)
+            ),
+            None => println!("| {name} | – | – | (no `/proc/<pid>/task/*/schedstat` here) |"),
+        }
+    }
     Ok(())
 }
 
