@@ -10,11 +10,11 @@
 #    binary only: the libraries are not rebuilt, so the names in the list are the ones linked).
 #
 # The binary is $CARGO_TARGET_DIR/PROFILE/tower-llm-gateway, the list next to it
-# (hot-symbols.txt). A later plain `cargo build` of the same profile links the binary again
-# without the list. Needs valgrind, curl, python3, and LLD as the linker (the default of
+# (hot-symbols.txt). A later plain `cargo build` of the same profile puts its own binary, linked
+# without the list, back in that place. Needs valgrind, curl, python3, and LLD as the linker (the default of
 # x86_64-unknown-linux-gnu since Rust 1.90). Measured in BENCHMARKS.md, "2026-12-07 (session
-# from 20:30 UTC)": the answer's code on 160 pages instead of 357, time to first token at
-# concurrency 1 ~80 µs sooner at p50, ~100 µs at p99.
+# from 20:30 UTC)": the answer's code on 170 pages instead of 341 (`dist`), time to first token
+# at concurrency 1 70-80 µs sooner at p50 and 85-100 µs at p99.
 set -euo pipefail
 PROFILE=${1:-dist}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
