@@ -20,6 +20,8 @@ ignores names it does not find): make it again from the build you ship.
 import argparse
 import collections
 
+import code_footprint  # the dump reader, next to this script
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,26 +33,16 @@ def main():
     most = collections.Counter()
     first_seen = {}
     for path in args.dumps:
-        obj = fn = None
-        after_call = False
-        with open(path) as dump:
-            for line in dump:
-                if line.startswith("ob="):
-                    obj = line[3:].strip()
-                elif line.startswith("fn="):
-                    fn = line[3:].strip()
-                elif line.startswith("calls="):
-                    after_call = True
-                elif line.startswith("0x"):
-                    if after_call:
-                        after_call = False
-                        continue
-                    if obj is None or not obj.endswith(args.object) or fn is None:
-                        continue
-                    fields = line.split()
-                    times = int(fields[2]) if len(fields) > 2 else 0
-                    most[fn] = max(most[fn], times)
-                    first_seen.setdefault(fn, len(first_seen))
+        # In the order the dump first shows each instruction (a Counter keeps insertion order).
+        executed, function = code_footprint.read(path)
+        for (obj, address), times in executed.items():
+            fn = function[(obj, address)]
+            if obj is None or not obj.endswith(args.object) or fn is None:
+                continue
+            # callgrind marks a recursive call's frames `name'2`; the symbol is `name`.
+            fn = fn.split("'")[0]
+            most[fn] = max(most[fn], times)
+            first_seen.setdefault(fn, len(first_seen))
     if not most:
         raise SystemExit(f"no function of `{args.object}` in {args.dumps}")
     if not any(name.startswith(("_ZN", "_R")) for name in most):

@@ -33,7 +33,11 @@ VALGRIND_OPTS="--dump-instr=yes --compress-pos=no --compress-strings=no --demang
 python3 "$ROOT/benches-crate/scripts/hot_symbols.py" --object tower-llm-gateway \
   "$WORK"/cg.*.1 "$WORK"/cg.*.2 > "$OUT/hot-symbols.txt"
 echo "$(wc -l < "$OUT/hot-symbols.txt") functions in $OUT/hot-symbols.txt"
+# Cargo does not read the list, only the arguments: a list named by its contents makes a new
+# list link again (the same name would leave the binary linked with an earlier list).
+SUM=$(sha256sum < "$OUT/hot-symbols.txt" | cut -c1-16)
+cp "$OUT/hot-symbols.txt" "$OUT/hot-symbols-$SUM.txt"
 cargo rustc --profile "$PROFILE" -p tower-llm-gateway --bin tower-llm-gateway -- \
-  -C "link-arg=-Wl,--symbol-ordering-file=$OUT/hot-symbols.txt" \
+  -C "link-arg=-Wl,--symbol-ordering-file=$OUT/hot-symbols-$SUM.txt" \
   -C link-arg=-Wl,--no-warn-symbol-ordering
 echo "ordered: $OUT/tower-llm-gateway"
