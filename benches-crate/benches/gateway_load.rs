@@ -1221,7 +1221,7 @@ fn section_latency(
                 "| {name} | {bare:.1} µs | {gw:.1} µs | {:.2}× |",
                 gw / bare.max(f64::EPSILON)
             ),
-            None => println!("| {name} | – | – | (no `/proc/<pid>/task/*/schedstat` here) |"),
+            None => println!("| {name} | – | – | (not measured: no `/proc/<pid>/task/*/schedstat`, or no answers) |"),
         }
     }
     Ok(())
