@@ -11,8 +11,8 @@
 #
 # The binary is $CARGO_TARGET_DIR/PROFILE/tower-llm-gateway, the list next to it
 # (hot-symbols.txt). A later plain `cargo build` of the same profile puts its own binary, linked
-# without the list, back in that place. Needs valgrind, curl, python3, and LLD as the linker (the default of
-# x86_64-unknown-linux-gnu since Rust 1.90). Measured in BENCHMARKS.md, "2026-12-07 (session
+# without the list, back in that place. Needs valgrind, curl, python3, and LLD as the linker
+# (the default of x86_64-unknown-linux-gnu since Rust 1.90). Measured in BENCHMARKS.md, "2026-12-07 (session
 # from 20:30 UTC)": the answer's code on 170 pages instead of 341 (`dist`), time to first token
 # at concurrency 1 70-80 µs sooner at p50 and 85-100 µs at p99.
 set -euo pipefail
