@@ -1428,15 +1428,28 @@ fn serve_bare_proxy(upstream: &str) -> ! {
         }
     };
     let result = rt.block_on(async move {
+        // SIGTERM ends it through `exit`, as it ends the gateway: the process's exit handlers
+        // run (a build instrumented for PGO writes its counts there: `pgo_build.sh`).
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("bare proxy listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
-        if std::env::var_os("BARE_PROXY_INLINE").is_some() {
-            tower_llm_benches::inline_proxy::serve(listener, upstream).await
-        } else {
-            tower_llm_benches::bare_proxy::serve(listener, upstream).await
+        let serve = async {
+            if std::env::var_os("BARE_PROXY_INLINE").is_some() {
+                tower_llm_benches::inline_proxy::serve(listener, upstream).await
+            } else {
+                tower_llm_benches::bare_proxy::serve(listener, upstream).await
+            }
+        };
+        tokio::select! {
+            result = serve => result.map(|()| false),
+            _ = terminate.recv() => Ok(true),
         }
     });
+    if let Ok(true) = result {
+        std::process::exit(0);
+    }
     eprintln!("bare proxy: {result:?}");
     std::process::exit(1);
 }

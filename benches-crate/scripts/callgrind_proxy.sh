@@ -9,7 +9,8 @@
 # one after the other (dump `sse`: OUT_PREFIX.<pid>.1), zeroes again, sends N_JSON JSON answers
 # (dump `json`: OUT_PREFIX.<pid>.2). Instructions per event = the `sse` dump's total divided by
 # N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
-# GATEWAY_BIN overrides the gateway binary; JSON_BODY_FILE sends the JSON answers' requests with
+# GATEWAY_BIN overrides the gateway binary, BENCH_BIN the bench whose `--serve-bare-proxy` is
+# the bare proxy (a PGO build of it: `pgo_build.sh --bare`); JSON_BODY_FILE sends the JSON answers' requests with
 # the body in that file; BARE_PROXY_INLINE=1 counts the bare proxy with its upstream connections
 # driven inline (`tower_llm_benches::inline_proxy`) instead; UPSTREAM_TLS=h2|h1 serves the mock
 # over https (a CA and certificate made with openssl, trusted through the providers' `ca_file`)
@@ -18,12 +19,14 @@
 # `--features tls`; PROVIDER_EXTRA adds its lines to both providers (`pool_max_idle_per_host = 0`:
 # a new connection per answer); KEEP_ALIVE=1 sends the JSON answers' requests over one client
 # connection kept alive instead of one connection each (the streamed ones always use one each).
+# MOCK_PROFILE gives the mock a fault profile (`model m=status:503; default=healthy`: the primary
+# target fails, the secondary, asked for `backup-model`, answers).
 # Read a dump with `callgrind_annotate --inclusive=yes`.
 set -eu
 WHAT=$1; TOKENS=$2; NS=$3; NJ=$4; OUT=$5
 T=${CARGO_TARGET_DIR:-$(dirname "$0")/../../target}/release
 . "$(dirname "$0")/mock_upstream.sh"
-BENCH=$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)
+BENCH=${BENCH_BIN:-$(ls -t "$T"/deps/gateway_load-* | grep -v '\.d$' | head -1)}
 WORK=$(mktemp -d)
 MOCK_TLS=(); SCHEME=http; PROVIDER_TLS=""
 case "${UPSTREAM_TLS:-}" in
@@ -49,7 +52,7 @@ http2 = false"
     ;;
   *) echo "UPSTREAM_TLS: h2 or h1" >&2; exit 2 ;;
 esac
-start_mock "$WORK" --tokens "$TOKENS" "${MOCK_TLS[@]}"
+start_mock "$WORK" --tokens "$TOKENS" ${MOCK_PROFILE:+--profile "$MOCK_PROFILE"} "${MOCK_TLS[@]}"
 trap 'kill $MOCK 2>/dev/null; rm -rf "$WORK"' EXIT
 if [ "$WHAT" = gateway ]; then
   PORT=$(free_port)
