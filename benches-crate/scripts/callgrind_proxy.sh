@@ -11,8 +11,8 @@
 # N_SSE x (TOKENS + 2). Needs the release builds of gateway_load's commands, curl and valgrind;
 # GATEWAY_BIN overrides the gateway binary, BENCH_BIN the bench whose `--serve-bare-proxy` is
 # the bare proxy (a PGO build of it: `pgo_build.sh --bare`); JSON_BODY_FILE sends the JSON
-# answers' requests with the body in that file; BARE_PROXY_INLINE=1 counts the bare proxy with its upstream connections
-# driven inline (`tower_llm_benches::inline_proxy`) instead; UPSTREAM_TLS=h2|h1 serves the mock
+# answers' requests with the body in that file; BARE_PROXY_INLINE=1 counts the bare proxy with
+# its upstream connections driven inline (`tower_llm_benches::inline_proxy`) instead; UPSTREAM_TLS=h2|h1 serves the mock
 # over https (a CA and certificate made with openssl, trusted through the providers' `ca_file`)
 # with HTTP/2 offered by ALPN (h2: the providers' default `http2 = true`) or not (h1: the
 # providers set `http2 = false`), the gateway only; the mock must be built with
