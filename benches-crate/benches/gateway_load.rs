@@ -1443,13 +1443,10 @@ fn serve_bare_proxy(upstream: &str) -> ! {
             }
         };
         tokio::select! {
-            result = serve => result.map(|()| false),
-            _ = terminate.recv() => Ok(true),
+            result = serve => result,
+            _ = terminate.recv() => std::process::exit(0),
         }
     });
-    if let Ok(true) = result {
-        std::process::exit(0);
-    }
     eprintln!("bare proxy: {result:?}");
     std::process::exit(1);
 }
