@@ -9,9 +9,9 @@
 //!                                                               Done
 //! ```
 //!
-//! The attempt in flight, the backoff sleep, the hedge timer and the attempt timeout live inline
-//! in the future (pinned, no `Box`); only hedges, which run side by side with the attempt, are
-//! boxed when they are sent. Dropping the future drops whatever is pending: a backoff never
+//! The attempt in flight with its timeout, or the backoff sleep (one slot: never both), live
+//! inline in the future (pinned, no `Box`); hedges, which run side by side with the attempt, and
+//! the hedge timer are boxed, and only when hedging is on. Dropping the future drops whatever is pending: a backoff never
 //! wakes into another attempt, an attempt in flight is cancelled.
 
 use std::fmt;
@@ -52,9 +52,8 @@ pub(crate) struct TimedCall<F> {
     /// never touches the runtime's timer (no handle lookup, no registration).
     #[pin]
     timer: Option<Sleep>,
-    /// When the attempt times out (`None`: never).
+    /// When the attempt times out (`None`: never); the limit reported is this less `started`.
     expires: Option<Instant>,
-    limit: Duration,
     /// The timer is the deadline (a layer above's, or the configured one), not the attempt timeout.
     by_deadline: bool,
     attempt: u32,
@@ -94,7 +93,10 @@ where
                 if !expired {
                     return Poll::Pending;
                 }
-                let timeout = Box::new(AttemptTimeout::new(*this.limit)) as BoxError;
+                let limit = this.expires.map_or(Duration::ZERO, |at| {
+                    at.saturating_duration_since(*this.started)
+                });
+                let timeout = Box::new(AttemptTimeout::new(limit)) as BoxError;
                 (Err(timeout), *this.by_deadline)
             }
         };
@@ -119,6 +121,15 @@ enum Phase {
     Done,
 }
 
+/// What the future's one pinned slot holds: the primary attempt (`Phase::Waiting`), the backoff
+/// sleep (`Phase::Backoff`), or nothing. Never both at once, so they share the room.
+#[pin_project(project = SlotProj)]
+enum Slot<F> {
+    Empty,
+    Attempt(#[pin] TimedCall<F>),
+    Backoff(#[pin] Sleep),
+}
+
 /// Response future of [`Retry`](crate::Retry).
 #[pin_project]
 pub struct ResponseFuture<S, Req, C, R>
@@ -126,10 +137,7 @@ where
     S: Service<Req>,
 {
     #[pin]
-    primary: Option<TimedCall<S::Future>>,
-    /// The backoff sleep in `Phase::Backoff`, the hedge timer in `Phase::Waiting` (never both).
-    #[pin]
-    timer: Option<Sleep>,
+    slot: Slot<S::Future>,
     hedges: Vec<Pin<Box<TimedCall<S::Future>>>>,
     call: Call<S, Req, C, R>,
 }
@@ -152,6 +160,9 @@ where
     hedges_sent: u32,
     /// The hedge timer fired; waiting for the service to be ready to send the hedge.
     hedge_due: bool,
+    /// When the next hedge is sent (boxed: only hedging fills it, and inline it would make every
+    /// call's future larger by a timer, which each layer above moves).
+    hedge_timer: Option<Pin<Box<Sleep>>>,
     records: Vec<AttemptRecord>,
     /// The latest retryable failure, kept until every attempt of the round has finished.
     /// (Boxed: only failures fill it, and inline it would make every call's future larger by a
@@ -211,9 +222,8 @@ where
             (a, b) => a.or(b),
         };
         let limit = AttemptLimit::new(&shared, deadline, now);
-        let hedge_timer = hedge_at(&shared, 0, &request, now).map(sleep_until);
+        let hedge_timer = hedge_at(&shared, 0, &request, now).map(|at| Box::pin(sleep_until(at)));
         ResponseFuture {
-            timer: hedge_timer,
             hedges: Vec::new(),
             call: Call {
                 phase: Phase::Waiting,
@@ -227,6 +237,7 @@ where
                 attempts: 1,
                 hedges_sent: 0,
                 hedge_due: false,
+                hedge_timer,
                 records: Vec::new(),
                 last: None,
                 target,
@@ -235,7 +246,7 @@ where
                 single_call: attempt_budget.is_some_and(|b| !b.allows_retries()),
                 answered_failure: None,
             },
-            primary: Some(limit.timed(first, 1, now)),
+            slot: Slot::Attempt(limit.timed(first, 1, now)),
         }
     }
 }
@@ -243,7 +254,6 @@ where
 /// When an attempt started at a given time times out.
 struct AttemptLimit {
     expires: Option<Instant>,
-    limit: Duration,
     by_deadline: bool,
 }
 
@@ -254,16 +264,14 @@ impl AttemptLimit {
         let by_timeout = shared
             .config
             .attempt_timeout()
-            .and_then(|t| Some((now.checked_add(t)?, t)));
-        let by_deadline = deadline.map(|d| (d, d.saturating_duration_since(now)));
-        let (limit, by_deadline) = match (by_timeout, by_deadline) {
-            (Some(a), Some(b)) if b.0 < a.0 => (Some(b), true),
+            .and_then(|t| now.checked_add(t));
+        let (expires, by_deadline) = match (by_timeout, deadline) {
+            (Some(a), Some(b)) if b < a => (Some(b), true),
             (Some(a), _) => (Some(a), false),
             (None, b) => (b, b.is_some()),
         };
         AttemptLimit {
-            expires: limit.map(|(at, _)| at),
-            limit: limit.map_or(Duration::ZERO, |(_, d)| d),
+            expires,
             by_deadline,
         }
     }
@@ -274,7 +282,6 @@ impl AttemptLimit {
         TimedCall {
             timer: None,
             expires: self.expires,
-            limit: self.limit,
             by_deadline: self.by_deadline,
             attempt,
             started: now,
@@ -616,10 +623,10 @@ where
                     );
                 }
                 Phase::Backoff => {
-                    if let Some(sleep) = this.timer.as_mut().as_pin_mut() {
+                    if let SlotProj::Backoff(sleep) = this.slot.as_mut().project() {
                         ready!(sleep.poll(cx));
                     }
-                    this.timer.set(None);
+                    this.slot.set(Slot::Empty);
                     this.call.phase = Phase::Ready;
                 }
                 Phase::Ready => match ready!(match this.call.service.as_mut() {
@@ -635,27 +642,26 @@ where
                     }
                     Ok(()) => match this.call.launch(false) {
                         Ok(timed) => {
-                            this.primary.set(Some(timed));
+                            this.slot.set(Slot::Attempt(timed));
                             let now = Instant::now();
-                            this.timer
-                                .set(this.call.next_hedge_at(now).map(sleep_until));
+                            let next = this.call.next_hedge_at(now);
+                            this.call.hedge_timer = next.map(|at| Box::pin(sleep_until(at)));
                             this.call.phase = Phase::Waiting;
                         }
                         Err(why) => return Poll::Ready(this.call.not_replayable(why)),
                     },
                 },
                 Phase::Waiting => {
-                    if let Some(out) =
-                        poll_attempts(this.primary.as_mut(), this.hedges, this.call, cx)
+                    if let Some(out) = poll_attempts(this.slot.as_mut(), this.hedges, this.call, cx)
                     {
                         return Poll::Ready(out);
                     }
-                    if poll_hedge(this.timer.as_mut(), this.hedges, this.call, cx) {
+                    if poll_hedge(this.hedges, this.call, cx) {
                         // A hedge was sent: poll it once so it registers its waker.
                         continue;
                     }
-                    if this.primary.is_none() && this.hedges.is_empty() {
-                        if let Err(out) = next_round(this.timer.as_mut(), this.call) {
+                    if matches!(*this.slot, Slot::Empty) && this.hedges.is_empty() {
+                        if let Err(out) = next_round(this.slot.as_mut(), this.call) {
                             return Poll::Ready(out);
                         }
                         continue;
@@ -670,7 +676,7 @@ where
 /// Poll the attempts in flight (the primary slot, then the hedges); the call's output once a
 /// finished attempt ends it.
 fn poll_attempts<S, Req, C, R>(
-    mut primary: Pin<&mut Option<TimedCall<S::Future>>>,
+    mut slot: Pin<&mut Slot<S::Future>>,
     hedges: &mut Vec<Pin<Box<TimedCall<S::Future>>>>,
     call: &mut Call<S, Req, C, R>,
     cx: &mut Context<'_>,
@@ -681,9 +687,9 @@ where
     C: Classify<S::Response>,
     R: ReplayRequest<Req> + RecordResponse<S::Response>,
 {
-    if let Some(attempt) = primary.as_mut().as_pin_mut() {
+    if let SlotProj::Attempt(attempt) = slot.as_mut().project() {
         if let Poll::Ready(done) = attempt.poll(cx) {
-            primary.set(None);
+            slot.set(Slot::Empty);
             if let Some(out) = call.on_finished(done) {
                 call.phase = Phase::Done;
                 hedges.clear();
@@ -699,7 +705,7 @@ where
                 drop(hedges.swap_remove(i));
                 if let Some(out) = call.on_finished(done) {
                     call.phase = Phase::Done;
-                    primary.set(None);
+                    slot.set(Slot::Empty);
                     hedges.clear();
                     return Some(out);
                 }
@@ -712,7 +718,7 @@ where
 /// Every attempt of the round has finished: back off before the next one (`Ok`), or stop with
 /// the call's output (`Err`).
 fn next_round<S, Req, C, R>(
-    mut timer: Pin<&mut Option<Sleep>>,
+    mut slot: Pin<&mut Slot<S::Future>>,
     call: &mut Call<S, Req, C, R>,
 ) -> Result<(), Result<S::Response, BoxError>>
 where
@@ -721,14 +727,14 @@ where
     C: Classify<S::Response>,
     R: ReplayRequest<Req> + RecordResponse<S::Response>,
 {
-    timer.set(None);
+    call.hedge_timer = None;
     call.hedge_due = false;
     match call.end_round() {
         Err(out) => return Err(out),
         Ok(delay) if delay.is_zero() => call.phase = Phase::Ready,
         Ok(delay) => {
             // `sleep` clamps an overflowing deadline to its far future.
-            timer.set(Some(tokio::time::sleep(delay)));
+            slot.set(Slot::Backoff(tokio::time::sleep(delay)));
             call.phase = Phase::Backoff;
         }
     }
@@ -737,7 +743,6 @@ where
 
 /// Drive the hedge timer; `true` when a hedge was sent.
 fn poll_hedge<S, Req, C, R>(
-    mut timer: Pin<&mut Option<Sleep>>,
     hedges: &mut Vec<Pin<Box<TimedCall<S::Future>>>>,
     call: &mut Call<S, Req, C, R>,
     cx: &mut Context<'_>,
@@ -748,22 +753,22 @@ where
     C: Classify<S::Response>,
     R: ReplayRequest<Req> + RecordResponse<S::Response>,
 {
-    let Some(sleep) = timer.as_mut().as_pin_mut() else {
+    let Some(sleep) = call.hedge_timer.as_mut() else {
         return false;
     };
     if !call.hedge_due {
-        if sleep.poll(cx).is_pending() {
+        if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
         if !call.may_hedge() {
-            timer.set(None);
+            call.hedge_timer = None;
             return false;
         }
         call.hedge_due = true;
     }
     let Some(service) = call.service.as_mut() else {
         // Hedges need the copy of the request, kept only with a service clone.
-        timer.set(None);
+        call.hedge_timer = None;
         return false;
     };
     match service.poll_ready(cx) {
@@ -773,7 +778,7 @@ where
             let e: BoxError = e.into();
             tracing::debug!(error = %e, "retry: service not ready for a hedge");
             call.hedge_due = false;
-            timer.set(None);
+            call.hedge_timer = None;
             false
         }
         Poll::Ready(Ok(())) => {
@@ -781,18 +786,18 @@ where
             match call.launch(true) {
                 Ok(timed) => hedges.push(Box::pin(timed)),
                 Err(_) => {
-                    timer.set(None);
+                    call.hedge_timer = None;
                     return false;
                 }
             }
             let now = Instant::now();
             match call.next_hedge_at(now) {
                 Some(at) => {
-                    if let Some(sleep) = timer.as_mut().as_pin_mut() {
-                        sleep.reset(at);
+                    if let Some(sleep) = call.hedge_timer.as_mut() {
+                        sleep.as_mut().reset(at);
                     }
                 }
-                None => timer.set(None),
+                None => call.hedge_timer = None,
             }
             true
         }
