@@ -262,9 +262,11 @@ fn breaker_layer(name: &str) -> CircuitBreakerLayer {
 /// tower-llm's full stack, as the facade's `StackBuilder` builds it (without boxing): a fallback
 /// chain of two targets, each with breaker, retry, bulkhead, stream guard and error-body
 /// inspection, all with default settings.
+/// `report`: whether answers carry the `FallbackReport` extension (the default: on).
 fn full_stack(
     primary: Upstream,
     secondary: Upstream,
+    report: bool,
 ) -> impl Service<Req, Response = Response<impl Sized>> + Clone + Send + 'static {
     let target = |name: &str, upstream: Upstream| {
         ServiceBuilder::new()
@@ -278,6 +280,7 @@ fn full_stack(
     FallbackLayer::builder()
         .target(TargetConfig::new("openai", "").name("primary"))
         .target(TargetConfig::new("groq", "").name("secondary"))
+        .report_extension(report)
         .build()
         .expect("valid chain")
         .services([
@@ -290,6 +293,7 @@ fn full_stack(
 fn fallback_chain(
     primary: Upstream,
     secondary: Upstream,
+    report: bool,
 ) -> impl Service<Req, Response = Response<impl Sized>> + Clone + Send + 'static {
     // Never bench the failing primary, so each call of the "one hop" variant makes the hop.
     let cooldowns = CooldownPolicy::default()
@@ -299,6 +303,7 @@ fn fallback_chain(
         .target(TargetConfig::new("openai", "").name("primary"))
         .target(TargetConfig::new("groq", "").name("secondary"))
         .cooldowns(cooldowns)
+        .report_extension(report)
         .build()
         .expect("valid chain")
         .services([("primary", primary), ("secondary", secondary)])
@@ -349,7 +354,12 @@ fn happy_variants() -> Vec<Variant> {
         variant(
             "tower-llm fallback (2 targets)",
             OK,
-            fallback_chain(up(), up()),
+            fallback_chain(up(), up(), true),
+        ),
+        variant(
+            "tower-llm fallback (2 targets, no report)",
+            OK,
+            fallback_chain(up(), up(), false),
         ),
         variant(
             "tower-llm stream guard (JSON)",
@@ -361,7 +371,12 @@ fn happy_variants() -> Vec<Variant> {
             OK,
             InspectErrorBodyLayer::new().layer(up()),
         ),
-        variant("tower-llm full stack", OK, full_stack(up(), up())),
+        variant("tower-llm full stack", OK, full_stack(up(), up(), true)),
+        variant(
+            "tower-llm full stack (no report)",
+            OK,
+            full_stack(up(), up(), false),
+        ),
         variant(
             "tower Retry",
             OK,
@@ -539,7 +554,7 @@ fn one_hop_variants() -> Vec<Variant> {
     vec![variant(
         "tower-llm fallback, 1 hop",
         OK,
-        fallback_chain(Upstream::failing(), Upstream::healthy()),
+        fallback_chain(Upstream::failing(), Upstream::healthy(), true),
     )]
 }
 

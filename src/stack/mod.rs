@@ -163,6 +163,7 @@ pub struct StackBuilder<'a> {
     config: &'a StackConfig,
     urls: HashMap<String, String>,
     shared_state: Option<SharedState>,
+    reports: bool,
 }
 
 impl fmt::Debug for StackBuilder<'_> {
@@ -172,6 +173,7 @@ impl fmt::Debug for StackBuilder<'_> {
             .field("routes", &self.config.routes.len())
             .field("urls", &self.urls)
             .field("shared_state", &self.shared_state)
+            .field("reports", &self.reports)
             .finish()
     }
 }
@@ -183,7 +185,19 @@ impl<'a> StackBuilder<'a> {
             config,
             urls: HashMap::new(),
             shared_state: None,
+            reports: true,
         }
+    }
+
+    /// Whether answers carry the fallback chain's
+    /// [`FallbackReport`](tower_llm_fallback::FallbackReport) extension (on by default). The
+    /// `x-llm-target` and `x-llm-fallback` headers name the answering target either way; a
+    /// proxy that forwards answers and reads no report (the gateway) turns it off and saves
+    /// the three allocations of a fresh extension map per answer. See
+    /// [`FallbackLayerBuilder::report_extension`](tower_llm_fallback::FallbackLayerBuilder::report_extension).
+    pub fn fallback_reports(mut self, on: bool) -> Self {
+        self.reports = on;
+        self
     }
 
     /// Share state with other replicas through `shared` instead of connecting to
@@ -251,7 +265,8 @@ impl<'a> StackBuilder<'a> {
             })?),
             (None, None) => None,
         };
-        let plan = Plan::new(config, &self.urls, shared_state)?;
+        let mut plan = Plan::new(config, &self.urls, shared_state)?;
+        plan.reports = self.reports;
         // Provider presets' request shaping (headers, Azure paths) right above the client.
         let shapes = crate::client::shape::Shapes::new(config, &self.urls);
         let make: MakeTarget<ReqB, ResB> = {

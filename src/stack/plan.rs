@@ -32,6 +32,9 @@ pub(super) struct Plan {
     pub(super) static_answer: Option<StaticAnswer>,
     /// The settings of every target's own layers.
     pub(super) layers: TargetLayers,
+    /// Whether the chains' answers carry the `FallbackReport` extension
+    /// ([`StackBuilder::fallback_reports`](super::StackBuilder::fallback_reports)).
+    pub(super) reports: bool,
 }
 
 /// The settings of one target's layers (breaker, retry, bulkhead, stream guard), the same for
@@ -142,6 +145,7 @@ impl Plan {
                 }),
                 shared_state,
             },
+            reports: true,
         })
     }
 }

@@ -246,6 +246,7 @@ impl<ReqB, ResB> Chains<ReqB, ResB> {
             .get(index)
             .ok_or_else(|| ConfigError::new("routes", "route out of range"))?;
         let mut builder = FallbackLayer::builder()
+            .report_extension(self.plan.reports)
             .resume(plan.resume)
             .cooldowns(self.plan.cooldowns.clone())
             .escalation_policy(self.plan.escalation_policy.clone());

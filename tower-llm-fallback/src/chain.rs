@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) retains_request: bool,
     /// How committed streams that fail are resumed.
     pub(crate) resume: ResumeConfig,
+    /// Whether answers carry the `FallbackReport` extension.
+    pub(crate) report: bool,
     rng: AtomicU64,
 }
 
@@ -102,6 +104,7 @@ impl Shared {
             request_base_path,
             retains_request,
             resume,
+            report: true,
             rng: AtomicU64::new(seed),
         }
     }

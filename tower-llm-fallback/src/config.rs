@@ -74,6 +74,7 @@ pub struct FallbackLayerBuilder<C = HttpClassifier> {
     resume: ResumeConfig,
     seed: Option<u64>,
     shared_cooldowns: Option<Arc<dyn SharedCooldowns>>,
+    report: bool,
 }
 
 impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
@@ -86,6 +87,7 @@ impl<C> std::fmt::Debug for FallbackLayerBuilder<C> {
             .field("escalation_policy", &self.escalation_policy)
             .field("resume", &self.resume)
             .field("shared_cooldowns", &self.shared_cooldowns)
+            .field("report", &self.report)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +106,7 @@ impl Default for FallbackLayerBuilder {
             resume: ResumeConfig::default(),
             seed: None,
             shared_cooldowns: None,
+            report: true,
         }
     }
 }
@@ -199,7 +202,31 @@ impl<C> FallbackLayerBuilder<C> {
             resume: self.resume,
             seed: self.seed,
             shared_cooldowns: self.shared_cooldowns,
+            report: self.report,
         }
+    }
+
+    /// Whether answers carry the [`FallbackReport`](crate::FallbackReport) extension (the
+    /// default: on). The `x-llm-target` and `x-llm-fallback` headers are set either way.
+    ///
+    /// Turn it off when nothing reads the report (a proxy that forwards the answer, as the
+    /// gateway does): the answer's extension map, usually empty until then, costs three
+    /// allocations per answer to create, and the report's list of attempts is kept alive with
+    /// it.
+    ///
+    /// ```
+    /// use tower_llm_fallback::{FallbackLayer, TargetConfig};
+    ///
+    /// let layer = FallbackLayer::builder()
+    ///     .target(TargetConfig::new("primary", "gpt-4o"))
+    ///     .report_extension(false)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn report_extension(mut self, on: bool) -> Self {
+        self.report = on;
+        self
     }
 
     /// Share the chain's cooldowns with other replicas through `shared` (e.g. Redis, with
@@ -275,7 +302,7 @@ impl<C> FallbackLayerBuilder<C> {
                 sharing.attach(CooldownTarget::new(target.name.clone(), &target.state));
             }
         }
-        let shared = Shared::new(
+        let mut shared = Shared::new(
             targets.into(),
             tiers.into(),
             self.cooldowns,
@@ -286,6 +313,7 @@ impl<C> FallbackLayerBuilder<C> {
             self.resume,
             seed,
         );
+        shared.report = self.report;
         Ok(FallbackLayer::from_parts(shared, self.classifier))
     }
 }

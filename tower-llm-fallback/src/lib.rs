@@ -14,7 +14,8 @@
 //!   are tried; `ContentPolicy` and `BadRequest` answers are returned unchanged;
 //! - **cache and static tiers** ([`CacheConfig`], [`StaticAnswer`]) for when every live target
 //!   failed;
-//! - **reporting**: every response carries a [`FallbackReport`] extension and the
+//! - **reporting**: every response carries a [`FallbackReport`] extension (unless
+//!   [turned off](FallbackLayerBuilder::report_extension)) and the
 //!   [`X_LLM_TARGET`] / [`X_LLM_FALLBACK`] headers; when nothing answered the error is
 //!   [`AllTargetsFailed`](tower_llm_core::AllTargetsFailed) listing every attempt, and an
 //!   [`Escalation`] hook fires;

@@ -1,7 +1,9 @@
 //! What the chain did for one request: the [`FallbackReport`] response extension and the
 //! `x-llm-target` / `x-llm-fallback` headers.
 //!
-//! Every response the chain returns carries both:
+//! Every response the chain returns carries both (the extension unless the chain was built
+//! with [`report_extension(false)`](crate::FallbackLayerBuilder::report_extension), for callers
+//! that forward answers without reading it; the headers always):
 //!
 //! | header | value |
 //! |---|---|

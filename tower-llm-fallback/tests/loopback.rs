@@ -737,3 +737,69 @@ async fn streaming_without_a_first_event_in_time_fails_over() {
     assert_eq!(sse_content(&body), CANONICAL_ANSWER);
     assert!(body.ends_with(b"data: [DONE]\n\n"));
 }
+
+/// With the report turned off (a proxy that forwards answers and reads no report), answers carry
+/// the same headers and bodies and no `FallbackReport`: from the first target, after a failover,
+/// from the cache and from the static tier.
+#[tokio::test(start_paused = true)]
+async fn without_the_report_answers_still_name_their_target_in_headers() {
+    let _hold = hold_auto_advance();
+    let a = mock(Fault::Healthy).await;
+    let b = mock(Fault::Healthy).await;
+    let layer = two_targets(&a.base_url(), &b.base_url())
+        .report_extension(false)
+        .cache(CacheConfig::new().ttl(Duration::from_secs(60)))
+        .static_answer(StaticAnswer::new("Sorry, try again soon.").model("offline"))
+        .build()
+        .unwrap();
+    let svc = stack(layer);
+    let plain = |res: http::Response<Body>| {
+        let (parts, body) = res.into_parts();
+        assert!(
+            parts
+                .extensions
+                .get::<tower_llm_fallback::FallbackReport>()
+                .is_none(),
+            "no report when it is turned off"
+        );
+        (parts, body)
+    };
+
+    let res = ask(&svc, &a.completions_url(), chat("alias", false))
+        .await
+        .unwrap();
+    let (parts, body) = plain(res);
+    assert_eq!(parts.status, 200);
+    assert_eq!(header(&parts, "x-llm-target"), PRIMARY);
+    assert_eq!(header(&parts, "x-llm-fallback"), "none");
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let seen = a.attempts().last().cloned().unwrap();
+    assert_eq!(bytes, expected_json(&seen, "model-a"));
+
+    // The primary fails: the secondary answers, and says so in the header.
+    a.set_default_fault(Fault::status(500));
+    let res = ask(&svc, &a.completions_url(), chat("other", false))
+        .await
+        .unwrap();
+    let (parts, _) = plain(res);
+    assert_eq!(header(&parts, "x-llm-target"), SECONDARY);
+    assert_eq!(header(&parts, "x-llm-fallback"), "target");
+
+    // Both fail: the first question is answered from the cache, a new one by the static tier.
+    b.set_default_fault(Fault::status(500));
+    let res = ask(&svc, &a.completions_url(), chat("alias", false))
+        .await
+        .unwrap();
+    let (parts, _) = plain(res);
+    assert_eq!(header(&parts, "x-llm-target"), PRIMARY);
+    assert_eq!(header(&parts, "x-llm-fallback"), "cache");
+    let res = ask(&svc, &a.completions_url(), chat("third", false))
+        .await
+        .unwrap();
+    let (parts, _) = plain(res);
+    assert_eq!(header(&parts, "x-llm-target"), "static");
+    assert_eq!(header(&parts, "x-llm-fallback"), "static");
+}

@@ -194,3 +194,50 @@ async fn a_slow_first_token_fails_over_within_the_ttft_limit() {
     assert_eq!(sse_content(&body), CANONICAL_ANSWER);
     assert!(body.ends_with(b"data: [DONE]\n\n"));
 }
+
+/// A cut stream is resumed with the report turned off too: the continuation's target is named
+/// from its `x-llm-target` header.
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_is_resumed_without_the_report() {
+    let a = mock(Fault::CutAfter(4)).await;
+    let b = mock(Fault::Healthy).await;
+    let fallback = FallbackLayer::builder()
+        .report_extension(false)
+        .target(
+            TargetConfig::new("provider-a", "model-a")
+                .name("primary")
+                .base_url(a.base_url()),
+        )
+        .target(
+            TargetConfig::new("provider-b", "model-b")
+                .name("secondary")
+                .base_url(b.base_url()),
+        )
+        .build()
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let svc = ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(fallback)
+        .layer(StreamGuardLayer::new())
+        .layer(InspectErrorBodyLayer::new())
+        .service(client);
+    let req = http::Request::post(a.completions_url())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
+        .unwrap();
+    let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
+    assert_eq!(res.headers()["x-llm-target"], "primary");
+    assert!(res
+        .extensions()
+        .get::<tower_llm_fallback::FallbackReport>()
+        .is_none());
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(sse_content(&body), CANONICAL_ANSWER);
+    let text = std::str::from_utf8(&body).unwrap();
+    assert_eq!(text.matches("[DONE]").count(), 1);
+    assert!(text.contains(": resumed on secondary\n\n"), "{text}");
+}

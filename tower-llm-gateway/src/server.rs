@@ -150,7 +150,9 @@ impl Gateway {
         let metrics = prometheus_handle_with_idle_timeout(config.gateway.metrics_idle_timeout());
 
         let mut mocks = BTreeMap::new();
-        let mut builder = StackBuilder::new(&config.stack);
+        // Answers are forwarded, not read: the chains' `FallbackReport` extension would be built
+        // for nothing (the `x-llm-target` and `x-llm-fallback` headers say the same to clients).
+        let mut builder = StackBuilder::new(&config.stack).fallback_reports(false);
         let mut upstream = UpstreamClientBuilder::new(&config.stack);
         for (name, profile) in &config.mocks {
             let profile =

@@ -116,14 +116,16 @@ where
         let headers = res.headers_mut();
         headers.insert(X_LLM_TARGET, target.name_header.clone());
         headers.insert(X_LLM_FALLBACK, fallback.header_value());
-        res.extensions_mut().insert(FallbackReport {
-            fallback,
-            target: Some(target.name.clone()),
-            upstream: Some(target.target.clone()),
-            tier: Some(target.tier),
-            attempts: mem::take(&mut self.attempts),
-            cache_age: None,
-        });
+        if self.inner.shared.report {
+            res.extensions_mut().insert(FallbackReport {
+                fallback,
+                target: Some(target.name.clone()),
+                upstream: Some(target.target.clone()),
+                tier: Some(target.tier),
+                attempts: mem::take(&mut self.attempts),
+                cache_age: None,
+            });
+        }
         res
     }
 

@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::{Ctx, Next, Phase, ResponseFuture};
 use crate::health::after;
-use crate::report::FallbackReport;
+use crate::report::{FallbackReport, X_LLM_TARGET};
 use crate::resume::prefill::request_resumable;
 use crate::resume::watch::Watch;
 use crate::resume::{How, ResumeFuture, Resumed, Resumer};
@@ -154,10 +154,15 @@ where
             let res = fut
                 .await
                 .map_err(|e| format!("every remaining target failed: {e}"))?;
+            // The report when answers carry it, else the header every answer carries.
             let target = res
                 .extensions()
                 .get::<FallbackReport>()
                 .and_then(|r| r.target.clone())
+                .or_else(|| {
+                    let name = res.headers().get(X_LLM_TARGET)?.to_str().ok()?;
+                    Some(Arc::from(name))
+                })
                 .unwrap_or_else(|| Arc::from("?"));
             let (body, watch, span) = res.into_body().into_parts();
             let Some(watch) = watch else {

@@ -80,14 +80,16 @@ fn cache_answer<ResB>(
     let mut res = tier_response(content, stream, name, FallbackKind::Cache);
     res.headers_mut()
         .insert(AGE, HeaderValue::from(age.as_secs()));
-    res.extensions_mut().insert(FallbackReport {
-        fallback: FallbackKind::Cache,
-        target: Some(hit.target_name),
-        upstream: Some(hit.target),
-        tier: None,
-        attempts: mem::take(attempts),
-        cache_age: Some(age),
-    });
+    if shared.report {
+        res.extensions_mut().insert(FallbackReport {
+            fallback: FallbackKind::Cache,
+            target: Some(hit.target_name),
+            upstream: Some(hit.target),
+            tier: None,
+            attempts: mem::take(attempts),
+            cache_age: Some(age),
+        });
+    }
     count_tier(FallbackKind::Cache);
     Some(res)
 }
@@ -108,14 +110,16 @@ fn static_answer<ResB>(
         HeaderValue::from_static("static"),
         FallbackKind::Static,
     );
-    res.extensions_mut().insert(FallbackReport {
-        fallback: FallbackKind::Static,
-        target: None,
-        upstream: None,
-        tier: None,
-        attempts: mem::take(attempts),
-        cache_age: None,
-    });
+    if shared.report {
+        res.extensions_mut().insert(FallbackReport {
+            fallback: FallbackKind::Static,
+            target: None,
+            upstream: None,
+            tier: None,
+            attempts: mem::take(attempts),
+            cache_age: None,
+        });
+    }
     count_tier(FallbackKind::Static);
     Some(res)
 }
