@@ -17,9 +17,13 @@ use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower_llm_chaos::{Fault, CANONICAL_ANSWER};
 use tower_llm_core::{
-    BufferRequestBodyLayer, ErrorKind, InspectErrorBodyLayer, ReplayBody, StreamGuardLayer,
+    BufferRequestBody, BufferRequestBodyLayer, ErrorKind, InspectErrorBody, InspectErrorBodyLayer,
+    ReplayBody, StreamGuard, StreamGuardLayer,
 };
-use tower_llm_fallback::{FallbackKind, FallbackLayer, OverallHealth, ResumeConfig, TargetConfig};
+use tower_llm_fallback::{
+    Fallback, FallbackKind, FallbackLayer, FallbackLayerBuilder, OverallHealth, ResumeConfig,
+    TargetConfig,
+};
 
 /// The response's head, report and whole body, whatever the body type.
 async fn read_any<B>(
@@ -47,8 +51,12 @@ fn layer(primary: &str, secondary: &str) -> FallbackLayer {
 }
 
 fn layer_with(primary: &str, secondary: &str, resume: ResumeConfig) -> FallbackLayer {
+    chain(primary, secondary).resume(resume).build().unwrap()
+}
+
+/// Two targets, `primary` then `secondary`, to finish building.
+fn chain(primary: &str, secondary: &str) -> FallbackLayerBuilder {
     FallbackLayer::builder()
-        .resume(resume)
         .target(
             TargetConfig::new("provider-a", "model-a")
                 .name("primary")
@@ -59,7 +67,26 @@ fn layer_with(primary: &str, secondary: &str, resume: ResumeConfig) -> FallbackL
                 .name("secondary")
                 .base_url(secondary),
         )
-        .build()
+}
+
+/// Buffer → `fallback` → stream guard (its defaults) → inspect error bodies → hyper-util's client.
+fn guarded(
+    fallback: FallbackLayer,
+) -> BufferRequestBody<Fallback<StreamGuard<InspectErrorBody<HttpClient>>>> {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(fallback)
+        .layer(StreamGuardLayer::new())
+        .layer(InspectErrorBodyLayer::new())
+        .service(client)
+}
+
+/// A streamed chat request to `url`.
+fn stream_request(url: &str) -> http::Request<Full<Bytes>> {
+    http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("alias", true))))
         .unwrap()
 }
 
@@ -69,19 +96,10 @@ async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
     let b = mock(Fault::Healthy).await;
     let fallback = layer_with(&a.base_url(), &b.base_url(), ResumeConfig::off());
     let handle = fallback.handle();
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let svc = ServiceBuilder::new()
-        .layer(BufferRequestBodyLayer::default())
-        .layer(fallback)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client);
+    let svc = guarded(fallback);
 
     // Committed to the primary after its first event; then it is cut.
-    let req = http::Request::post(a.completions_url())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(chat("alias", true))))
-        .unwrap();
+    let req = stream_request(&a.completions_url());
     let res = tower::ServiceExt::oneshot(svc.clone(), req).await.unwrap();
     assert_eq!(res.headers()["x-llm-target"], "primary");
     let body = http_body_util::BodyExt::collect(res.into_body())
@@ -108,10 +126,7 @@ async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
         primary.last_error.as_ref().unwrap().kind,
         ErrorKind::InvalidResponse
     );
-    let req = http::Request::post(a.completions_url())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(chat("alias", true))))
-        .unwrap();
+    let req = stream_request(&a.completions_url());
     let (parts, report, body) = read_any(tower::ServiceExt::oneshot(svc, req).await.unwrap()).await;
     assert_eq!(header(&parts, "x-llm-target"), "secondary");
     assert_eq!(report.fallback, FallbackKind::Target);
@@ -128,17 +143,8 @@ async fn a_cut_stream_is_resumed_on_the_secondary_and_benches_its_target() {
     let b = mock(Fault::Healthy).await;
     let fallback = layer(&a.base_url(), &b.base_url());
     let handle = fallback.handle();
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let svc = ServiceBuilder::new()
-        .layer(BufferRequestBodyLayer::default())
-        .layer(fallback)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client);
-    let req = http::Request::post(a.completions_url())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(chat("alias", true))))
-        .unwrap();
+    let svc = guarded(fallback);
+    let req = stream_request(&a.completions_url());
     let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
     assert_eq!(res.headers()["x-llm-target"], "primary");
     let body = http_body_util::BodyExt::collect(res.into_body())
@@ -179,10 +185,7 @@ async fn a_slow_first_token_fails_over_within_the_ttft_limit() {
         .layer(InspectErrorBodyLayer::new())
         .service(client);
     let start = Instant::now();
-    let req = http::Request::post(a.completions_url())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(chat("alias", true))))
-        .unwrap();
+    let req = stream_request(&a.completions_url());
     let (parts, report, body) = read_any(tower::ServiceExt::oneshot(svc, req).await.unwrap()).await;
     let took = start.elapsed();
     assert_eq!(header(&parts, "x-llm-target"), "secondary");
@@ -201,31 +204,12 @@ async fn a_slow_first_token_fails_over_within_the_ttft_limit() {
 async fn a_cut_stream_is_resumed_without_the_report() {
     let a = mock(Fault::CutAfter(4)).await;
     let b = mock(Fault::Healthy).await;
-    let fallback = FallbackLayer::builder()
+    let fallback = chain(&a.base_url(), &b.base_url())
         .report_extension(false)
-        .target(
-            TargetConfig::new("provider-a", "model-a")
-                .name("primary")
-                .base_url(a.base_url()),
-        )
-        .target(
-            TargetConfig::new("provider-b", "model-b")
-                .name("secondary")
-                .base_url(b.base_url()),
-        )
         .build()
         .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    let svc = ServiceBuilder::new()
-        .layer(BufferRequestBodyLayer::default())
-        .layer(fallback)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client);
-    let req = http::Request::post(a.completions_url())
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(chat("alias", true))))
-        .unwrap();
+    let svc = guarded(fallback);
+    let req = stream_request(&a.completions_url());
     let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
     assert_eq!(res.headers()["x-llm-target"], "primary");
     assert!(res

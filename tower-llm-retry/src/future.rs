@@ -11,8 +11,8 @@
 //!
 //! The attempt in flight with its timeout, or the backoff sleep (one slot: never both), live
 //! inline in the future (pinned, no `Box`); hedges, which run side by side with the attempt, and
-//! the hedge timer are boxed, and only when hedging is on. Dropping the future drops whatever is pending: a backoff never
-//! wakes into another attempt, an attempt in flight is cancelled.
+//! the hedge timer are boxed, and only when hedging is on. Dropping the future drops whatever is
+//! pending: a backoff never wakes into another attempt, an attempt in flight is cancelled.
 
 use std::fmt;
 use std::future::Future;
