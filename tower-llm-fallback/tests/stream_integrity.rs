@@ -17,12 +17,10 @@ use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower_llm_chaos::{Fault, CANONICAL_ANSWER};
 use tower_llm_core::{
-    BufferRequestBody, BufferRequestBodyLayer, ErrorKind, InspectErrorBody, InspectErrorBodyLayer,
-    ReplayBody, StreamGuard, StreamGuardLayer,
+    BufferRequestBodyLayer, ErrorKind, InspectErrorBodyLayer, ReplayBody, StreamGuardLayer,
 };
 use tower_llm_fallback::{
-    Fallback, FallbackKind, FallbackLayer, FallbackLayerBuilder, OverallHealth, ResumeConfig,
-    TargetConfig,
+    FallbackKind, FallbackLayer, FallbackLayerBuilder, OverallHealth, ResumeConfig, TargetConfig,
 };
 
 /// The response's head, report and whole body, whatever the body type.
@@ -69,19 +67,6 @@ fn chain(primary: &str, secondary: &str) -> FallbackLayerBuilder {
         )
 }
 
-/// Buffer → `fallback` → stream guard (its defaults) → inspect error bodies → hyper-util's client.
-fn guarded(
-    fallback: FallbackLayer,
-) -> BufferRequestBody<Fallback<StreamGuard<InspectErrorBody<HttpClient>>>> {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    ServiceBuilder::new()
-        .layer(BufferRequestBodyLayer::default())
-        .layer(fallback)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client)
-}
-
 /// A streamed chat request to `url`.
 fn stream_request(url: &str) -> http::Request<Full<Bytes>> {
     http::Request::post(url)
@@ -96,7 +81,7 @@ async fn a_cut_stream_ends_with_an_error_event_and_benches_its_target() {
     let b = mock(Fault::Healthy).await;
     let fallback = layer_with(&a.base_url(), &b.base_url(), ResumeConfig::off());
     let handle = fallback.handle();
-    let svc = guarded(fallback);
+    let svc = guarded_stack(fallback);
 
     // Committed to the primary after its first event; then it is cut.
     let req = stream_request(&a.completions_url());
@@ -143,7 +128,7 @@ async fn a_cut_stream_is_resumed_on_the_secondary_and_benches_its_target() {
     let b = mock(Fault::Healthy).await;
     let fallback = layer(&a.base_url(), &b.base_url());
     let handle = fallback.handle();
-    let svc = guarded(fallback);
+    let svc = guarded_stack(fallback);
     let req = stream_request(&a.completions_url());
     let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
     assert_eq!(res.headers()["x-llm-target"], "primary");
@@ -208,7 +193,7 @@ async fn a_cut_stream_is_resumed_without_the_report() {
         .report_extension(false)
         .build()
         .unwrap();
-    let svc = guarded(fallback);
+    let svc = guarded_stack(fallback);
     let req = stream_request(&a.completions_url());
     let res = tower::ServiceExt::oneshot(svc, req).await.unwrap();
     assert_eq!(res.headers()["x-llm-target"], "primary");

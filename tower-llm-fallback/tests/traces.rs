@@ -12,13 +12,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use tower::ServiceBuilder;
 use tower_llm_chaos::{Fault, CANONICAL_ANSWER};
-use tower_llm_core::{
-    BufferRequestBodyLayer, ErrorKind, InspectErrorBodyLayer, ReplayBody, StreamGuardLayer,
-};
+use tower_llm_core::ErrorKind;
 use tower_llm_fallback::trace::ATTEMPT_SPAN;
 use tower_llm_fallback::{FallbackLayer, TargetConfig};
 use tracing::field::{Field, Visit};
@@ -120,23 +115,6 @@ fn layer(primary: &str, secondary: &str) -> FallbackLayer {
         .unwrap()
 }
 
-/// The chain with the stream guard below it (it records the usage on the attempt's span).
-fn guarded(
-    fallback: FallbackLayer,
-) -> impl tower::Service<
-    http::Request<Full<Bytes>>,
-    Response = http::Response<impl http_body::Body<Data = Bytes, Error = tower_llm_core::BoxError>>,
-    Error = tower_llm_core::BoxError,
-> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
-    ServiceBuilder::new()
-        .layer(BufferRequestBodyLayer::default())
-        .layer(fallback)
-        .layer(StreamGuardLayer::new())
-        .layer(InspectErrorBodyLayer::new())
-        .service(client)
-}
-
 fn request(url: String, stream: bool) -> http::Request<Full<Bytes>> {
     http::Request::post(url)
         .header("content-type", "application/json")
@@ -151,7 +129,7 @@ async fn a_failover_is_one_span_per_attempt_under_the_callers_span() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     let a = mock(Fault::status(503)).await;
     let b = mock(Fault::Healthy).await;
-    let svc = guarded(layer(&a.base_url(), &b.base_url()));
+    let svc = guarded_stack(layer(&a.base_url(), &b.base_url()));
     let caller = tracing::info_span!("caller");
     let res = tower::ServiceExt::oneshot(svc, request(a.completions_url(), false))
         .instrument(caller.clone())
@@ -209,7 +187,7 @@ async fn a_resumed_stream_is_two_attempts_each_open_until_its_part_ends() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     let a = mock(Fault::CutAfter(4)).await;
     let b = mock(Fault::Healthy).await;
-    let svc = guarded(layer(&a.base_url(), &b.base_url()));
+    let svc = guarded_stack(layer(&a.base_url(), &b.base_url()));
     let caller = tracing::info_span!("caller");
     let res = tower::ServiceExt::oneshot(svc, request(a.completions_url(), true))
         .instrument(caller.clone())
@@ -257,7 +235,7 @@ async fn a_body_dropped_half_read_closes_its_attempt_span() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
     let a = mock(Fault::Healthy).await;
     let b = mock(Fault::Healthy).await;
-    let svc = guarded(layer(&a.base_url(), &b.base_url()));
+    let svc = guarded_stack(layer(&a.base_url(), &b.base_url()));
     let res = tower::ServiceExt::oneshot(svc, request(a.completions_url(), true))
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use tower_llm_chaos::canonical;
 use tower_llm_chaos::{Attempt, MockUpstream};
 use tower_llm_core::{
     BoxError, BufferRequestBody, BufferRequestBodyLayer, InspectErrorBody, InspectErrorBodyLayer,
-    ReplayBody,
+    ReplayBody, StreamGuard, StreamGuardLayer,
 };
 use tower_llm_fallback::{Fallback, FallbackBody, FallbackLayer, FallbackReport};
 
@@ -31,6 +31,21 @@ pub fn stack(layer: FallbackLayer) -> Stack {
     ServiceBuilder::new()
         .layer(BufferRequestBodyLayer::default())
         .layer(layer)
+        .layer(InspectErrorBodyLayer::new())
+        .service(client)
+}
+
+/// Buffer → fallback → core's stream guard (its defaults) → inspect error bodies → client.
+pub type GuardedStack = BufferRequestBody<Fallback<StreamGuard<InspectErrorBody<HttpClient>>>>;
+
+/// [`stack`] with the stream guard below the chain (it checks answers and records their usage
+/// on the attempt's span).
+pub fn guarded_stack(layer: FallbackLayer) -> GuardedStack {
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    ServiceBuilder::new()
+        .layer(BufferRequestBodyLayer::default())
+        .layer(layer)
+        .layer(StreamGuardLayer::new())
         .layer(InspectErrorBodyLayer::new())
         .service(client)
 }
