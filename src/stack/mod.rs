@@ -192,8 +192,8 @@ impl<'a> StackBuilder<'a> {
     /// Whether answers carry the fallback chain's
     /// [`FallbackReport`](tower_llm_fallback::FallbackReport) extension (on by default). The
     /// `x-llm-target` and `x-llm-fallback` headers name the answering target either way; a
-    /// proxy that forwards answers and reads no report (the gateway) turns it off and saves
-    /// the three allocations of a fresh extension map per answer. See
+    /// proxy that forwards answers and reads no report (the gateway) turns it off and saves up
+    /// to three allocations per answer. See
     /// [`FallbackLayerBuilder::report_extension`](tower_llm_fallback::FallbackLayerBuilder::report_extension).
     pub fn fallback_reports(mut self, on: bool) -> Self {
         self.reports = on;

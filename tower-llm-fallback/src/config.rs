@@ -210,9 +210,9 @@ impl<C> FallbackLayerBuilder<C> {
     /// default: on). The `x-llm-target` and `x-llm-fallback` headers are set either way.
     ///
     /// Turn it off when nothing reads the report (a proxy that forwards the answer, as the
-    /// gateway does): the answer's extension map, usually empty until then, costs three
-    /// allocations per answer to create, and the report's list of attempts is kept alive with
-    /// it.
+    /// gateway does): it costs up to three allocations per answer (the report's box, and the
+    /// extension map's box and table when the answer has no extensions yet), and keeps the
+    /// list of attempts alive with the answer.
     ///
     /// ```
     /// use tower_llm_fallback::{FallbackLayer, TargetConfig};

@@ -738,6 +738,27 @@ async fn streaming_without_a_first_event_in_time_fails_over() {
     assert!(body.ends_with(b"data: [DONE]\n\n"));
 }
 
+/// Ask for a chat with `model` through `svc`, check the answer carries no `FallbackReport`, and
+/// return its `x-llm-target`, its `x-llm-fallback` and its body.
+async fn ask_unreported(svc: &Stack, url: &str, model: &str) -> (String, String, bytes::Bytes) {
+    let res = ask(svc, url, chat(model, false)).await.unwrap();
+    let (parts, body) = res.into_parts();
+    assert_eq!(parts.status, 200);
+    assert!(
+        parts
+            .extensions
+            .get::<tower_llm_fallback::FallbackReport>()
+            .is_none(),
+        "no report when it is turned off"
+    );
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    let name = |h: &str| header(&parts, h).to_owned();
+    (name("x-llm-target"), name("x-llm-fallback"), bytes)
+}
+
 /// With the report turned off (a proxy that forwards answers and reads no report), answers carry
 /// the same headers and bodies and no `FallbackReport`: from the first target, after a failover,
 /// from the cache and from the static tier.
@@ -753,53 +774,22 @@ async fn without_the_report_answers_still_name_their_target_in_headers() {
         .build()
         .unwrap();
     let svc = stack(layer);
-    let plain = |res: http::Response<Body>| {
-        let (parts, body) = res.into_parts();
-        assert!(
-            parts
-                .extensions
-                .get::<tower_llm_fallback::FallbackReport>()
-                .is_none(),
-            "no report when it is turned off"
-        );
-        (parts, body)
-    };
+    let url = a.completions_url();
 
-    let res = ask(&svc, &a.completions_url(), chat("alias", false))
-        .await
-        .unwrap();
-    let (parts, body) = plain(res);
-    assert_eq!(parts.status, 200);
-    assert_eq!(header(&parts, "x-llm-target"), PRIMARY);
-    assert_eq!(header(&parts, "x-llm-fallback"), "none");
-    let bytes = http_body_util::BodyExt::collect(body)
-        .await
-        .unwrap()
-        .to_bytes();
+    let (target, kind, bytes) = ask_unreported(&svc, &url, "alias").await;
+    assert_eq!((target.as_str(), kind.as_str()), (PRIMARY, "none"));
     let seen = a.attempts().last().cloned().unwrap();
     assert_eq!(bytes, expected_json(&seen, "model-a"));
 
     // The primary fails: the secondary answers, and says so in the header.
     a.set_default_fault(Fault::status(500));
-    let res = ask(&svc, &a.completions_url(), chat("other", false))
-        .await
-        .unwrap();
-    let (parts, _) = plain(res);
-    assert_eq!(header(&parts, "x-llm-target"), SECONDARY);
-    assert_eq!(header(&parts, "x-llm-fallback"), "target");
+    let (target, kind, _) = ask_unreported(&svc, &url, "other").await;
+    assert_eq!((target.as_str(), kind.as_str()), (SECONDARY, "target"));
 
     // Both fail: the first question is answered from the cache, a new one by the static tier.
     b.set_default_fault(Fault::status(500));
-    let res = ask(&svc, &a.completions_url(), chat("alias", false))
-        .await
-        .unwrap();
-    let (parts, _) = plain(res);
-    assert_eq!(header(&parts, "x-llm-target"), PRIMARY);
-    assert_eq!(header(&parts, "x-llm-fallback"), "cache");
-    let res = ask(&svc, &a.completions_url(), chat("third", false))
-        .await
-        .unwrap();
-    let (parts, _) = plain(res);
-    assert_eq!(header(&parts, "x-llm-target"), "static");
-    assert_eq!(header(&parts, "x-llm-fallback"), "static");
+    let (target, kind, _) = ask_unreported(&svc, &url, "alias").await;
+    assert_eq!((target.as_str(), kind.as_str()), (PRIMARY, "cache"));
+    let (target, kind, _) = ask_unreported(&svc, &url, "third").await;
+    assert_eq!((target.as_str(), kind.as_str()), ("static", "static"));
 }
