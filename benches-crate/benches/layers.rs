@@ -51,7 +51,7 @@ use tower_llm_breaker::CircuitBreakerLayer;
 use tower_llm_bulkhead::BulkheadLayer;
 use tower_llm_core::{ErrorKind, InspectErrorBodyLayer, StreamGuardLayer};
 use tower_llm_fallback::{Cooldown, CooldownPolicy, FallbackLayer, TargetConfig};
-use tower_llm_retry::{Backoff, RetryLayer};
+use tower_llm_retry::{Backoff, HttpReplay, RetryLayer};
 
 #[cfg(feature = "count-allocs")]
 #[global_allocator]
@@ -138,10 +138,10 @@ struct TowerPolicy {
     retries: u32,
 }
 
-impl tower::retry::Policy<Req, Res, Infallible> for TowerPolicy {
+impl<E> tower::retry::Policy<Req, Res, E> for TowerPolicy {
     type Future = Ready<()>;
 
-    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, Infallible>) -> Option<Ready<()>> {
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Ready<()>> {
         match result {
             Ok(res) if res.status().is_server_error() && self.retries > 0 => {
                 self.retries -= 1;
@@ -532,10 +532,34 @@ fn one_retry_variants() -> Vec<Variant> {
                 .layer(Upstream::fail_every_other()),
         ),
         variant(
+            "tower-llm retry, 1 retry (zero backoff, no extensions)",
+            OK,
+            RetryLayer::builder()
+                .backoff(Backoff::constant(Duration::ZERO))
+                .no_budget()
+                // Neither the `Attempt` tag nor the `RetryAttempts` log: what tower's `Retry`
+                // leaves out too.
+                .replay(HttpReplay::new().attempt_extensions(false))
+                .build()
+                .expect("valid")
+                .layer(Upstream::fail_every_other()),
+        ),
+        variant(
             "tower Retry, 1 retry",
             OK,
             tower::retry::RetryLayer::new(TowerPolicy { retries: 2 })
                 .layer(Upstream::fail_every_other()),
+        ),
+        variant(
+            // Our retry's attempt timeout (30 s by default) has its like here; a budget has not:
+            // at a million calls a second tower's `TpsBudget`, like ours, would refuse half the
+            // retries.
+            "tower Retry + Timeout, 1 retry",
+            OK,
+            ServiceBuilder::new()
+                .layer(tower::retry::RetryLayer::new(TowerPolicy { retries: 2 }))
+                .timeout(Duration::from_secs(30))
+                .service(Upstream::fail_every_other()),
         ),
         variant(
             "tower-resilience retry, 1 retry (zero backoff)",

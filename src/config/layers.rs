@@ -17,7 +17,7 @@ use tower_llm_bulkhead::{
 use tower_llm_core::{ConfigError, ErrorKind, StreamGuardLayer};
 use tower_llm_fallback::{CacheConfig, Cooldown, CooldownPolicy, EscalationPolicy, StaticAnswer};
 use tower_llm_retry::budget::DEFAULT_BUDGET_TTL;
-use tower_llm_retry::{Backoff, RetryBudget, RetryLayer};
+use tower_llm_retry::{Backoff, HttpReplay, RetryBudget, RetryLayer};
 
 use super::schema::{
     BreakerSection, BulkheadSection, CacheSection, CooldownSection, EscalationSection,
@@ -138,9 +138,15 @@ pub(crate) fn breaker_config(
 }
 
 /// The retry layer of one target (named `name`: it salts the seed, so each target's jitter is
-/// its own yet stable across runs). `attempt_timeout_ms` is the per-attempt timeout.
-pub(crate) fn retry_layer(r: &RetrySection, name: &str) -> Result<RetryLayer, ConfigError> {
+/// its own yet stable across runs). `attempt_timeout_ms` is the per-attempt timeout; with
+/// `extensions` off it sets neither the `Attempt` nor the `RetryAttempts` extension.
+pub(crate) fn retry_layer(
+    r: &RetrySection,
+    name: &str,
+    extensions: bool,
+) -> Result<RetryLayer, ConfigError> {
     let mut builder = RetryLayer::builder()
+        .replay(HttpReplay::new().attempt_extensions(extensions))
         .max_attempts(r.max_attempts)
         .backoff(Backoff::decorrelated_jitter(ms(r.base_ms)).with_max_delay(ms(r.max_delay_ms)))
         .max_server_delay(ms(r.max_server_delay_ms))
@@ -275,7 +281,7 @@ pub(crate) fn static_answer(s: &StaticSection) -> Option<StaticAnswer> {
 pub(crate) fn check(config: &StackConfig) -> Result<(), (String, String)> {
     let name = "check";
     breaker_config(&config.breaker, name, None).map_err(|e| section_error("breaker", &e))?;
-    retry_layer(&config.retry, name).map_err(|e| section_error("retry", &e))?;
+    retry_layer(&config.retry, name, true).map_err(|e| section_error("retry", &e))?;
     bulkhead_layer(&config.bulkhead, name, None).map_err(|e| section_error("bulkhead", &e))?;
     stream_guard(&config.stream).map_err(|e| section_error("stream", &e))?;
     if let Some(redis) = config.shared_state.redis_config() {

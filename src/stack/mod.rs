@@ -164,6 +164,7 @@ pub struct StackBuilder<'a> {
     urls: HashMap<String, String>,
     shared_state: Option<SharedState>,
     reports: bool,
+    retry_extensions: bool,
 }
 
 impl fmt::Debug for StackBuilder<'_> {
@@ -174,6 +175,7 @@ impl fmt::Debug for StackBuilder<'_> {
             .field("urls", &self.urls)
             .field("shared_state", &self.shared_state)
             .field("reports", &self.reports)
+            .field("retry_extensions", &self.retry_extensions)
             .finish()
     }
 }
@@ -186,6 +188,7 @@ impl<'a> StackBuilder<'a> {
             urls: HashMap::new(),
             shared_state: None,
             reports: true,
+            retry_extensions: true,
         }
     }
 
@@ -197,6 +200,18 @@ impl<'a> StackBuilder<'a> {
     /// [`FallbackLayerBuilder::report_extension`](tower_llm_fallback::FallbackLayerBuilder::report_extension).
     pub fn fallback_reports(mut self, on: bool) -> Self {
         self.reports = on;
+        self
+    }
+
+    /// Whether the targets' retry layers set the [`Attempt`](tower_llm_retry::Attempt)
+    /// extension on retried requests and the [`RetryAttempts`](tower_llm_retry::RetryAttempts)
+    /// log on answers that follow a failed attempt (on by default). Metrics, traces and the
+    /// records of a [`RetriesExhausted`](tower_llm_core::RetriesExhausted) error are the same
+    /// either way; a proxy that reads neither extension (the gateway) turns them off and saves
+    /// a retried call up to six allocations. See
+    /// [`HttpReplay::attempt_extensions`](tower_llm_retry::HttpReplay::attempt_extensions).
+    pub fn retry_attempt_extensions(mut self, on: bool) -> Self {
+        self.retry_extensions = on;
         self
     }
 
@@ -267,6 +282,7 @@ impl<'a> StackBuilder<'a> {
         };
         let mut plan = Plan::new(config, &self.urls, shared_state)?;
         plan.reports = self.reports;
+        plan.layers.retry_extensions = self.retry_extensions;
         // Provider presets' request shaping (headers, Azure paths) right above the client.
         let shapes = crate::client::shape::Shapes::new(config, &self.urls);
         let make: MakeTarget<ReqB, ResB> = {

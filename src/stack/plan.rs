@@ -54,6 +54,9 @@ pub(super) struct TargetLayers {
     /// The bulkheads' side of `shared_state`: their rate and token limits (one limiter for every
     /// target; each bulkhead's state in Redis is named after its target).
     pub(super) shared_limiter: Option<Arc<dyn tower_llm_bulkhead::SharedLimiter>>,
+    /// Whether the retry layers set their `Attempt` and `RetryAttempts` extensions
+    /// ([`StackBuilder::retry_attempt_extensions`](super::StackBuilder::retry_attempt_extensions)).
+    pub(super) retry_extensions: bool,
 }
 
 #[derive(Clone)]
@@ -144,6 +147,7 @@ impl Plan {
                     limiter
                 }),
                 shared_state,
+                retry_extensions: true,
             },
             reports: true,
         })

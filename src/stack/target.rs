@@ -195,7 +195,7 @@ impl TargetLayers {
         match &self.retry {
             Some(section) => {
                 let retried = ServiceBuilder::new()
-                    .layer(layers::retry_layer(section, name)?)
+                    .layer(layers::retry_layer(section, name, self.retry_extensions)?)
                     .service(limited);
                 self.boxed_with_breaker(name, retried)
             }

@@ -150,9 +150,13 @@ impl Gateway {
         let metrics = prometheus_handle_with_idle_timeout(config.gateway.metrics_idle_timeout());
 
         let mut mocks = BTreeMap::new();
-        // Answers are forwarded, not read: the chains' `FallbackReport` extension would be built
-        // for nothing (the `x-llm-target` and `x-llm-fallback` headers say the same to clients).
-        let mut builder = StackBuilder::new(&config.stack).fallback_reports(false);
+        // Answers are forwarded, not read: the chains' `FallbackReport` extension and the retry
+        // layers' `Attempt` / `RetryAttempts` would be built for nothing (the `x-llm-target` and
+        // `x-llm-fallback` headers name the answering target to clients; retries are counted
+        // in the metrics and traces either way).
+        let mut builder = StackBuilder::new(&config.stack)
+            .fallback_reports(false)
+            .retry_attempt_extensions(false);
         let mut upstream = UpstreamClientBuilder::new(&config.stack);
         for (name, profile) in &config.mocks {
             let profile =

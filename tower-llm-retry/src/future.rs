@@ -16,7 +16,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -163,12 +162,10 @@ where
     /// When the next hedge is sent (boxed: only hedging fills it, and inline it would make every
     /// call's future larger by a timer, which each layer above moves).
     hedge_timer: Option<Pin<Box<Sleep>>>,
-    records: Vec<AttemptRecord>,
-    /// The latest retryable failure, kept until every attempt of the round has finished.
-    /// (Boxed: only failures fill it, and inline it would make every call's future larger by a
+    /// What the failed attempts left, made on the first failure. (Boxed: a call whose first
+    /// attempt answers never needs it, and inline it would make every call's future larger by a
     /// response, which each layer above moves.)
-    #[allow(clippy::type_complexity)]
-    last: Option<Box<(Result<S::Response, BoxError>, Failure)>>,
+    failures: Option<Box<Failures<S::Response>>>,
     target: Option<Target>,
     budget: Option<RetryBudget>,
     deadline: Option<Instant>,
@@ -177,6 +174,53 @@ where
     /// The latest failure in which the upstream answered (not a timeout): what a cut by the
     /// deadline reports, since the upstream was not silent.
     answered_failure: Option<Failure>,
+}
+
+/// The failed attempts of a call: their records and the latest retryable failure.
+struct Failures<T> {
+    /// The latest retryable failure, kept until every attempt of the round has finished.
+    last: Option<(Result<T, BoxError>, Failure)>,
+    /// When the latest failure was recorded. The round ends in the poll that records its last
+    /// failure, so deciding on the next attempt reads the clock no more.
+    at: Instant,
+    /// The first record, inline: a call that fails once and then succeeds allocates no list
+    /// unless the log is kept.
+    first: Option<AttemptRecord>,
+    /// The records after the first.
+    more: Vec<AttemptRecord>,
+}
+
+impl<T> Failures<T> {
+    fn new(first: AttemptRecord, at: Instant) -> Box<Self> {
+        Box::new(Failures {
+            last: None,
+            at,
+            first: Some(first),
+            more: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, record: AttemptRecord) {
+        match self.first {
+            None => self.first = Some(record),
+            Some(_) => self.more.push(record),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.more.len()
+    }
+
+    /// The records, in order (the call keeps none).
+    fn take_records(&mut self) -> Vec<AttemptRecord> {
+        let Some(first) = self.first.take() else {
+            return Vec::new();
+        };
+        let mut records = Vec::with_capacity(1 + self.more.len());
+        records.push(first);
+        records.append(&mut self.more);
+        records
+    }
 }
 
 /// `target` as a label: the target's name or `-`.
@@ -238,8 +282,7 @@ where
                 hedges_sent: 0,
                 hedge_due: false,
                 hedge_timer,
-                records: Vec::new(),
-                last: None,
+                failures: None,
                 target,
                 budget,
                 deadline,
@@ -424,7 +467,9 @@ where
         if let Err(reason) = admissible(&self.shared.rules, &failure) {
             return Some(self.finish(result, Some(failure), reason));
         }
-        self.last = Some(Box::new((result, failure)));
+        if let Some(failures) = self.failures.as_mut() {
+            failures.last = Some((result, failure));
+        }
         None
     }
 
@@ -438,16 +483,16 @@ where
         if let Some(latency) = &self.shared.latency {
             latency.record(started.elapsed());
         }
-        if let Ok(res) = result {
-            if !self.records.is_empty() {
-                self.shared.counters.recovered();
-                tracing::debug!(
-                    attempt,
-                    failed = self.records.len(),
-                    target = %TargetLabel(&self.target),
-                    "retry: succeeded after failed attempts"
-                );
-                let records = mem::take(&mut self.records);
+        if let (Ok(res), Some(failures)) = (result, self.failures.as_mut()) {
+            self.shared.counters.recovered();
+            tracing::debug!(
+                attempt,
+                failed = failures.len(),
+                target = %TargetLabel(&self.target),
+                "retry: succeeded after failed attempts"
+            );
+            if self.shared.replay.keeps_attempts() {
+                let records = failures.take_records();
                 self.shared
                     .replay
                     .attach(res, RetryAttempts::new(records, None));
@@ -467,7 +512,8 @@ where
             .as_ref()
             .ok()
             .and_then(|res| self.shared.replay.status(res));
-        let elapsed = started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
         tracing::debug!(
             attempt,
             kind = failure.kind.as_str(),
@@ -477,19 +523,30 @@ where
             target = %TargetLabel(&self.target),
             "retry: attempt failed"
         );
-        self.records.push(AttemptRecord {
+        let record = AttemptRecord {
             attempt,
             target: self.target.clone(),
             kind: failure.kind,
             status,
             elapsed,
             retry_after: failure.retry_after,
-        });
+        };
+        match self.failures.as_mut() {
+            Some(failures) => {
+                failures.push(record);
+                failures.at = now;
+            }
+            None => self.failures = Some(Failures::new(record, now)),
+        }
     }
 
     /// Every attempt of the round failed: retry after a delay, or stop with the last failure.
     fn end_round(&mut self) -> Result<Duration, Result<S::Response, BoxError>> {
-        let Some((result, failure)) = self.last.take().map(|last| *last) else {
+        let Some((result, failure, now)) = self.failures.as_mut().and_then(|f| {
+            f.last
+                .take()
+                .map(|(result, failure)| (result, failure, f.at))
+        }) else {
             self.phase = Phase::Done;
             return Err(Err(
                 "retry: no attempt in flight and no failure to report".into()
@@ -499,7 +556,7 @@ where
         let limits = Limits {
             replayable: self.replayable(),
             deadline: self.deadline,
-            now: Instant::now(),
+            now,
             budget: self.budget.as_ref(),
         };
         let decision = if self.single_call {
@@ -522,11 +579,14 @@ where
                     target = %TargetLabel(&self.target),
                     "retry: backing off"
                 );
-                // On the fallback chain's attempt span, when one is current and recorded.
-                let span = tracing::Span::current();
-                if !span.is_disabled() {
-                    let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                    span.record("llm.retry.delay_ms", ms);
+                // On the fallback chain's attempt span, when one is current and recorded (none
+                // can be before any subscriber was ever set).
+                if tracing::dispatcher::has_been_set() {
+                    let span = tracing::Span::current();
+                    if !span.is_disabled() {
+                        let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                        span.record("llm.retry.delay_ms", ms);
+                    }
                 }
                 Ok(delay)
             }
@@ -537,7 +597,7 @@ where
     /// The request could not be replayed for the next attempt: stop with the last failure.
     /// Only reachable with a `ReplayRequest` whose copies stop replaying.
     fn not_replayable(&mut self, why: NotReplayable) -> Result<S::Response, BoxError> {
-        let (result, failure) = match self.last.take().map(|last| *last) {
+        let (result, failure) = match self.failures.as_mut().and_then(|f| f.last.take()) {
             Some((result, failure)) => (result, Some(failure)),
             None => (Err("retry: the request could not be replayed".into()), None),
         };
@@ -553,7 +613,8 @@ where
     ) -> Result<S::Response, BoxError> {
         self.phase = Phase::Done;
         let kind = failure.map_or("unknown", |f| f.kind.as_str());
-        let pass_through = reason.is_pass_through() && self.records.len() <= 1;
+        let failed = self.failures.as_ref().map_or(0, |f| f.len());
+        let pass_through = reason.is_pass_through() && failed <= 1;
         if !pass_through {
             self.shared.counters.gave_up();
             self.shared
@@ -565,23 +626,29 @@ where
             self.shared.counters_for(&self.target).budget_exhausted();
         }
         tracing::debug!(
-            attempts = self.records.len(),
+            attempts = failed,
             reason = reason.as_str(),
             kind,
             target = %TargetLabel(&self.target),
             "retry: giving up: {reason}"
         );
-        let records = mem::take(&mut self.records);
+        let mut records = || {
+            self.failures
+                .as_mut()
+                .map_or_else(Vec::new, |f| f.take_records())
+        };
         match result {
             Ok(mut res) => {
-                self.shared
-                    .replay
-                    .attach(&mut res, RetryAttempts::new(records, Some(reason)));
+                if self.shared.replay.keeps_attempts() {
+                    self.shared
+                        .replay
+                        .attach(&mut res, RetryAttempts::new(records(), Some(reason)));
+                }
                 Ok(res)
             }
             Err(e) if pass_through => Err(e),
             Err(e) => Err(Box::new(
-                RetriesExhausted::new(records, e).with_reason(reason.to_string()),
+                RetriesExhausted::new(records(), e).with_reason(reason.to_string()),
             )),
         }
     }
@@ -643,9 +710,10 @@ where
                     Ok(()) => match this.call.launch(false) {
                         Ok(timed) => {
                             this.slot.set(Slot::Attempt(timed));
-                            let now = Instant::now();
-                            let next = this.call.next_hedge_at(now);
-                            this.call.hedge_timer = next.map(|at| Box::pin(sleep_until(at)));
+                            if this.call.shared.config.hedging().is_some() {
+                                let next = this.call.next_hedge_at(Instant::now());
+                                this.call.hedge_timer = next.map(|at| Box::pin(sleep_until(at)));
+                            }
                             this.call.phase = Phase::Waiting;
                         }
                         Err(why) => return Poll::Ready(this.call.not_replayable(why)),

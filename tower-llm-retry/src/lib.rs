@@ -85,8 +85,12 @@
 //! # Cost
 //!
 //! When the first attempt succeeds, the layer's only allocations are the copy of the request it
-//! keeps for a replay (headers and extensions; the buffered body is shared, not copied). See
-//! `benches-crate/benches/retry.rs` in the repository.
+//! keeps for a replay (headers and extensions; the buffered body is shared, not copied). A call
+//! that fails and is retried also copies the request for the next attempt and keeps its failures
+//! in one box; the [`Attempt`] tag and the [`RetryAttempts`] log cost a map of extensions each
+//! (when the message has none yet) and a box, and callers that read neither turn them off with
+//! [`HttpReplay::attempt_extensions`]. See `benches-crate/benches/layers.rs` and `retry.rs` in
+//! the repository.
 //!
 //! The layer needs a Tokio runtime with the time driver when an attempt timeout, a deadline,
 //! backoff or hedging is in use, as `tower::timeout` does.

@@ -102,6 +102,14 @@ pub trait RecordResponse<Res>: Clone + Send + Sync + 'static {
     fn attach(&self, res: &mut Res, attempts: RetryAttempts) {
         let _ = (res, attempts);
     }
+
+    /// Whether [`attach`](RecordResponse::attach) keeps the log. When `false` the layer does not
+    /// build one for a response (the records still go into
+    /// [`RetriesExhausted`](tower_llm_core::RetriesExhausted) errors). The default is `true`;
+    /// implementations that drop the log say `false` and save its allocation.
+    fn keeps_attempts(&self) -> bool {
+        true
+    }
 }
 
 /// The default [`ReplayRequest`] / [`RecordResponse`] for `http` requests and responses.
@@ -111,15 +119,57 @@ pub trait RecordResponse<Res>: Clone + Send + Sync + 'static {
 ///   attempts after the first get an [`Attempt`] extension, and, when configured, every attempt a
 ///   retry-count header holding the number of previous attempts (`0` on the first);
 /// - responses: the status, and a [`RetryAttempts`] response extension.
-#[derive(Clone, Debug, Default)]
+///
+/// [`attempt_extensions(false)`](HttpReplay::attempt_extensions) leaves out both extensions, the
+/// [`Attempt`] and the [`RetryAttempts`], for callers that read neither: each costs the message
+/// a map of extensions (when it has none yet) and a box.
+#[derive(Clone, Debug)]
 pub struct HttpReplay {
     retry_count_header: Option<HeaderName>,
+    extensions: bool,
+}
+
+impl Default for HttpReplay {
+    fn default() -> Self {
+        HttpReplay {
+            retry_count_header: None,
+            extensions: true,
+        }
+    }
 }
 
 impl HttpReplay {
-    /// Copy requests; no retry-count header.
+    /// Copy requests; no retry-count header; the [`Attempt`] and [`RetryAttempts`] extensions
+    /// set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether to set the [`Attempt`] extension on retried requests and the [`RetryAttempts`]
+    /// log on responses that follow a failed attempt (default `true`). Off, a call that succeeds
+    /// after a retry makes no extension map, boxed value or log for them: the layers below and
+    /// the caller see no extension from the retry; the retry-count header, metrics and traces are unchanged, and
+    /// a call whose retries are exhausted still fails with every record in its
+    /// [`RetriesExhausted`](tower_llm_core::RetriesExhausted) error.
+    ///
+    /// ```
+    /// use tower_llm_retry::{HttpReplay, RetryLayer};
+    ///
+    /// let layer = RetryLayer::builder()
+    ///     .replay(HttpReplay::new().attempt_extensions(false))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn attempt_extensions(mut self, on: bool) -> Self {
+        self.extensions = on;
+        self
+    }
+
+    /// Whether the [`Attempt`] and [`RetryAttempts`] extensions are set (see
+    /// [`attempt_extensions`](HttpReplay::attempt_extensions)).
+    pub fn sets_attempt_extensions(&self) -> bool {
+        self.extensions
     }
 
     /// Also send `name` (e.g. `x-retry-count`) with the number of previous attempts on every
@@ -167,7 +217,7 @@ where
     }
 
     fn tag(&self, req: &mut Request<B>, attempt: Attempt) {
-        if attempt.is_retry() {
+        if self.extensions && attempt.is_retry() {
             match req.extensions_mut().get_mut::<Attempt>() {
                 Some(existing) => *existing = attempt,
                 None => {
@@ -196,7 +246,13 @@ impl<B> RecordResponse<Response<B>> for HttpReplay {
     }
 
     fn attach(&self, res: &mut Response<B>, attempts: RetryAttempts) {
-        res.extensions_mut().insert(attempts);
+        if self.extensions {
+            res.extensions_mut().insert(attempts);
+        }
+    }
+
+    fn keeps_attempts(&self) -> bool {
+        self.extensions
     }
 }
 
@@ -214,7 +270,11 @@ where
     }
 }
 
-impl<Res> RecordResponse<Res> for CloneReplay {}
+impl<Res> RecordResponse<Res> for CloneReplay {
+    fn keeps_attempts(&self) -> bool {
+        false
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,8 @@ use tower_llm_core::{
     Failure, RetriesExhausted, Target,
 };
 use tower_llm_retry::{
-    Attempt, Backoff, CloneReplay, Hedging, RetryAttempts, RetryBudget, RetryLayer, StopReason,
+    Attempt, Backoff, CloneReplay, Hedging, HttpReplay, RetryAttempts, RetryBudget, RetryLayer,
+    StopReason,
 };
 
 type Req = Request<Full<Bytes>>;
@@ -211,6 +212,66 @@ async fn attempts_after_the_first_are_tagged() {
         .attempts()
         .iter()
         .all(|a| a.status == Some(502) && a.kind == ErrorKind::ServerError));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_attempt_extensions_nothing_is_tagged_and_errors_keep_their_records() {
+    let replay = HttpReplay::new().attempt_extensions(false);
+    assert!(!replay.sets_attempt_extensions());
+    // Retried, then answered: no `Attempt` below, no log above.
+    let upstream = Scripted::new(vec![
+        Step::Reply(status(502)),
+        Step::Reply(status(503)),
+        Step::Reply(status(200)),
+    ]);
+    let svc = layer()
+        .replay(replay.clone())
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let res = svc.oneshot(req()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(upstream.attempts(), [1, 1, 1], "no attempt tagged");
+    assert_eq!(res.extensions().len(), 0, "no log on the answer");
+
+    // Retries exhausted on a failed response: it comes back as it is, without a log.
+    let upstream = Scripted::new(vec![Step::Reply(status(502))]);
+    let svc = layer()
+        .max_attempts(3)
+        .replay(replay.clone())
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let res = svc.oneshot(req()).await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(upstream.count(), 3);
+    assert!(res.extensions().get::<RetryAttempts>().is_none());
+
+    // Retries exhausted on errors: the error still lists every attempt.
+    let upstream = Scripted::new(vec![Step::Fail(|| {
+        Box::new(ClassifiedError::new(ErrorKind::Transport, "refused"))
+    })]);
+    let svc = layer()
+        .max_attempts(3)
+        .replay(replay)
+        .build()
+        .unwrap()
+        .layer(upstream.clone());
+    let err = svc.oneshot(req()).await.unwrap_err();
+    let exhausted = err.downcast_ref::<RetriesExhausted>().expect("exhausted");
+    assert_eq!(
+        exhausted
+            .attempts()
+            .iter()
+            .map(|a| (a.attempt, a.kind))
+            .collect::<Vec<_>>(),
+        [
+            (1, ErrorKind::Transport),
+            (2, ErrorKind::Transport),
+            (3, ErrorKind::Transport)
+        ]
+    );
+    assert_eq!(upstream.attempts(), [1, 1, 1]);
 }
 
 #[tokio::test(start_paused = true)]
