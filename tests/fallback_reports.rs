@@ -26,11 +26,14 @@ match = "*"
 targets = [{ provider = "p" }]
 "#;
 
-fn stack(upstream: &MockUpstream, reports: bool) -> TestStack {
-    let config = StackConfig::from_toml_str(CONFIG).unwrap();
-    StackBuilder::new(&config)
-        .provider_url("p", upstream.base_url())
-        .fallback_reports(reports)
+/// The stack of `toml` over `upstream`, its builder set up by `set`.
+fn stack(
+    upstream: &MockUpstream,
+    toml: &str,
+    set: impl FnOnce(StackBuilder<'_>) -> StackBuilder<'_>,
+) -> TestStack {
+    let config = StackConfig::from_toml_str(toml).unwrap();
+    set(StackBuilder::new(&config).provider_url("p", upstream.base_url()))
         .build_http::<Full<Bytes>>()
         .unwrap()
 }
@@ -71,8 +74,8 @@ async fn answers_carry_the_report_unless_it_is_turned_off() {
         .start()
         .await
         .unwrap();
-    let with = stack(&upstream, true);
-    let without = stack(&upstream, false);
+    let with = stack(&upstream, CONFIG, |b| b.fallback_reports(true));
+    let without = stack(&upstream, CONFIG, |b| b.fallback_reports(false));
     for (model, target) in [("gpt-4o", "p/fixed-model"), ("claude", "p/claude")] {
         let (name, kind, report) = ask(&with, model).await;
         assert_eq!((name.as_str(), kind.as_str()), (target, "none"));
@@ -102,15 +105,6 @@ max_delay_ms = 1
 seed = 7
 "#;
 
-fn retried_stack(upstream: &MockUpstream, extensions: bool) -> TestStack {
-    let config = StackConfig::from_toml_str(RETRIED).unwrap();
-    StackBuilder::new(&config)
-        .provider_url("p", upstream.base_url())
-        .retry_attempt_extensions(extensions)
-        .build_http::<Full<Bytes>>()
-        .unwrap()
-}
-
 /// `StackBuilder::retry_attempt_extensions`: an answer that followed a failed attempt carries
 /// the retry's `RetryAttempts` log by default and not when it is turned off; the upstream (half
 /// of its answers a seeded 500) sees the same attempts either way.
@@ -125,7 +119,9 @@ async fn answers_after_a_retry_carry_its_log_unless_it_is_turned_off() {
             .start()
             .await
             .unwrap();
-        let stack = retried_stack(&upstream, extensions);
+        let stack = stack(&upstream, RETRIED, |b| {
+            b.retry_attempt_extensions(extensions)
+        });
         let mut logs = Vec::new();
         for _ in 0..8 {
             // Three 500s in a row fail the call: not an answer, no log to look at.

@@ -132,6 +132,23 @@ impl Service<Req> for Scripted {
     }
 }
 
+/// Three attempts, each a transport failure, as [`exhausted_attempts`] lists them.
+const THREE_TRANSPORT_FAILURES: [(u32, ErrorKind); 3] = [
+    (1, ErrorKind::Transport),
+    (2, ErrorKind::Transport),
+    (3, ErrorKind::Transport),
+];
+
+/// The number and kind of every attempt listed by a `RetriesExhausted` error.
+fn exhausted_attempts(err: &BoxError) -> Vec<(u32, ErrorKind)> {
+    err.downcast_ref::<RetriesExhausted>()
+        .expect("retries exhausted")
+        .attempts()
+        .iter()
+        .map(|a| (a.attempt, a.kind))
+        .collect()
+}
+
 fn layer() -> tower_llm_retry::RetryLayerBuilder {
     RetryLayer::builder().seed(1)
 }
@@ -258,19 +275,7 @@ async fn without_attempt_extensions_nothing_is_tagged_and_errors_keep_their_reco
         .unwrap()
         .layer(upstream.clone());
     let err = svc.oneshot(req()).await.unwrap_err();
-    let exhausted = err.downcast_ref::<RetriesExhausted>().expect("exhausted");
-    assert_eq!(
-        exhausted
-            .attempts()
-            .iter()
-            .map(|a| (a.attempt, a.kind))
-            .collect::<Vec<_>>(),
-        [
-            (1, ErrorKind::Transport),
-            (2, ErrorKind::Transport),
-            (3, ErrorKind::Transport)
-        ]
-    );
+    assert_eq!(exhausted_attempts(&err), THREE_TRANSPORT_FAILURES);
     assert_eq!(upstream.attempts(), [1, 1, 1]);
 }
 
@@ -650,19 +655,7 @@ async fn the_final_error_lists_every_attempt() {
     let upstream = Scripted::new(vec![Step::Fail(reset)]);
     let svc = layer().build().unwrap().layer(upstream.clone());
     let err = svc.oneshot(req()).await.unwrap_err();
-    let exhausted = err.downcast_ref::<RetriesExhausted>().unwrap();
-    assert_eq!(
-        exhausted
-            .attempts()
-            .iter()
-            .map(|a| (a.attempt, a.kind))
-            .collect::<Vec<_>>(),
-        [
-            (1, ErrorKind::Transport),
-            (2, ErrorKind::Transport),
-            (3, ErrorKind::Transport)
-        ]
-    );
+    assert_eq!(exhausted_attempts(&err), THREE_TRANSPORT_FAILURES);
     assert_eq!(classify_error(&*err).kind, ErrorKind::Transport);
     let text = err.to_string();
     assert!(
